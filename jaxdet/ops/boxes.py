@@ -1,0 +1,110 @@
+"""Box geometry: areas, pairwise IoU, clipping and format conversions.
+
+All boxes are float32 ``[..., 4]`` arrays. The canonical format is ``(x1, y1, x2, y2)`` in
+absolute pixels with no "+1" in widths: a box's width is ``x2 - x1``. Inputs of another
+floating dtype (e.g. bfloat16) are cast up to float32 so that coordinates and IoU stay exact
+enough for thresholding.
+"""
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "box_area",
+    "box_iou",
+    "clip_boxes",
+    "xyxy_to_cxcywh",
+    "cxcywh_to_xyxy",
+    "xyxy_to_yxyx",
+    "yxyx_to_xyxy",
+]
+
+
+def _f32(x: jax.typing.ArrayLike) -> jax.Array:
+    x = jnp.asarray(x)
+    return x if x.dtype == jnp.float32 else x.astype(jnp.float32)
+
+
+def box_area(boxes: jax.typing.ArrayLike) -> jax.Array:
+    """Area of boxes.
+
+    Args:
+      boxes: ``[..., 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
+
+    Returns:
+      ``[...]`` float32 ``(x2 - x1) * (y2 - y1)``. Like torchvision, degenerate boxes are not
+      clamped here: a box with ``x2 < x1`` has negative width and a signed area.
+    """
+    b = _f32(boxes)
+    return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+
+
+def box_iou(boxes1: jax.typing.ArrayLike, boxes2: jax.typing.ArrayLike) -> jax.Array:
+    """Pairwise intersection over union.
+
+    Args:
+      boxes1: ``[N, 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
+      boxes2: ``[M, 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
+
+    Returns:
+      ``[N, M]`` float32 ``inter / (area1 + area2 - inter)``, the intersection's width and
+      height clamped at 0. Same arithmetic as torchvision's ``box_iou``: two zero-area boxes
+      give ``0 / 0 = nan``; callers that may see such pairs should mask them. Leading batch
+      axes are handled with ``jax.vmap``.
+    """
+    b1 = _f32(boxes1)
+    b2 = _f32(boxes2)
+    area1 = box_area(b1)
+    area2 = box_area(b2)
+    lt = jnp.maximum(b1[:, None, :2], b2[None, :, :2])  # [N, M, 2]
+    rb = jnp.minimum(b1[:, None, 2:], b2[None, :, 2:])  # [N, M, 2]
+    wh = jnp.maximum(rb - lt, 0.0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    return inter / union
+
+
+def clip_boxes(boxes: jax.typing.ArrayLike, height: float, width: float) -> jax.Array:
+    """Clip boxes to an image of size ``height`` x ``width``.
+
+    Args:
+      boxes: ``[..., 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
+      height: image height in pixels (a Python number or a traced scalar).
+      width: image width in pixels (a Python number or a traced scalar).
+
+    Returns:
+      ``[..., 4]`` float32 with x clamped to ``[0, width]`` and y to ``[0, height]`` (the
+      torchvision ``clip_boxes_to_image`` convention: the far edge is ``width``, not
+      ``width - 1``).
+    """
+    b = _f32(boxes)
+    h = jnp.asarray(height, jnp.float32)
+    w = jnp.asarray(width, jnp.float32)
+    x = jnp.clip(b[..., 0::2], 0.0, w)
+    y = jnp.clip(b[..., 1::2], 0.0, h)
+    return jnp.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], axis=-1)
+
+
+def xyxy_to_cxcywh(boxes: jax.typing.ArrayLike) -> jax.Array:
+    """``[..., 4]`` ``(x1, y1, x2, y2)`` -> ``[..., 4]`` ``(cx, cy, w, h)``, float32."""
+    b = _f32(boxes)
+    x1, y1, x2, y2 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    return jnp.stack([(x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1], axis=-1)
+
+
+def cxcywh_to_xyxy(boxes: jax.typing.ArrayLike) -> jax.Array:
+    """``[..., 4]`` ``(cx, cy, w, h)`` -> ``[..., 4]`` ``(x1, y1, x2, y2)``, float32."""
+    b = _f32(boxes)
+    cx, cy, w, h = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    return jnp.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
+
+
+def xyxy_to_yxyx(boxes: jax.typing.ArrayLike) -> jax.Array:
+    """``[..., 4]`` ``(x1, y1, x2, y2)`` -> ``[..., 4]`` ``(y1, x1, y2, x2)``, float32."""
+    b = _f32(boxes)
+    return b[..., jnp.array([1, 0, 3, 2])]
+
+
+def yxyx_to_xyxy(boxes: jax.typing.ArrayLike) -> jax.Array:
+    """``[..., 4]`` ``(y1, x1, y2, x2)`` -> ``[..., 4]`` ``(x1, y1, x2, y2)``, float32."""
+    return xyxy_to_yxyx(boxes)  # the swap is its own inverse
