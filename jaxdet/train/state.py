@@ -1,0 +1,100 @@
+"""Train state and optimizer construction.
+
+The train state is a pytree of (step, params, batch_stats, opt_state); it is replicated over the
+device mesh and is exactly what a checkpoint holds besides the input iterator state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training.
+
+    Attributes:
+      step: int32 scalar, number of optimizer updates applied so far.
+      params: model parameters (pytree of float32 arrays).
+      batch_stats: BatchNorm running statistics (empty dict for models without BatchNorm).
+      opt_state: optax optimizer state.
+      nonfinite_count: int32 scalar, number of updates skipped because the loss or a gradient
+        was not finite.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    nonfinite_count: jax.Array
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Learning-rate schedule from ``config.optimizer`` and ``config.num_train_steps``.
+
+    Fields: ``optimizer.learning_rate`` (peak), ``optimizer.schedule`` in
+    {"constant", "cosine", "step"}, ``optimizer.warmup_steps``, and for "step"
+    ``optimizer.decay_steps`` (tuple of steps) and ``optimizer.decay_factor``.
+    """
+    opt = config.optimizer
+    total = int(config.num_train_steps)
+    warmup = int(opt.get("warmup_steps", 0))
+    peak = float(opt.learning_rate)
+    kind = opt.get("schedule", "constant")
+    if kind == "constant":
+        main = optax.constant_schedule(peak)
+    elif kind == "cosine":
+        main = optax.cosine_decay_schedule(peak, max(total - warmup, 1))
+    elif kind == "step":
+        boundaries = {int(s) - warmup: float(opt.decay_factor) for s in opt.decay_steps}
+        main = optax.piecewise_constant_schedule(peak, boundaries)
+    else:
+        raise ValueError(
+            f"config.optimizer.schedule={kind!r}; expected one of 'constant', 'cosine', 'step'"
+        )
+    if warmup == 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Optimizer from ``config.optimizer.name`` in {"sgd", "momentum", "adam", "adamw"}."""
+    opt = config.optimizer
+    schedule = learning_rate_schedule(config)
+    name = opt.name
+    if name == "sgd":
+        tx = optax.sgd(schedule)
+    elif name == "momentum":
+        tx = optax.sgd(schedule, momentum=float(opt.get("momentum", 0.9)), nesterov=True)
+    elif name == "adam":
+        tx = optax.adam(schedule)
+    elif name == "adamw":
+        tx = optax.adamw(schedule, weight_decay=float(opt.get("weight_decay", 1e-4)))
+    else:
+        raise ValueError(
+            f"config.optimizer.name={name!r}; expected one of 'sgd', 'momentum', 'adam', 'adamw'"
+        )
+    clip = float(opt.get("grad_clip_norm", 0.0))
+    if clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+    return tx
+
+
+def create_train_state(
+    variables: dict[str, Any], optimizer: optax.GradientTransformation
+) -> TrainState:
+    """Initial state at step 0 from Flax ``variables`` ({"params": ..., "batch_stats": ...})."""
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=optimizer.init(params),
+        nonfinite_count=jnp.zeros((), jnp.int32),
+    )
