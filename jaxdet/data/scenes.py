@@ -1,0 +1,334 @@
+"""Procedural scenes of coloured shapes on a textured background (pure NumPy).
+
+The embedded dataset of jaxdet: every rung (segmentation, localisation, detection,
+instance segmentation) trains on it without anything on disk. `generate_scene` draws one
+example from a `np.random.Generator`; the same generator state gives the same example.
+
+Difficulty (the defaults of `SceneSpec`; tests pin every line of it):
+
+* 128×128 RGB images with 2–6 objects each (count uniform over the range).
+* 4 shape classes, uniform: circle, square, triangle, cross (`CLASS_NAMES`; class id k+1 in
+  the label map for class index k, 0 = background).
+* Object size 10–70 px, uniform, where size = the longer side of the tight box of the whole
+  (unoccluded) shape, up to ±2 px of rasterisation. Squares, triangles and crosses are rotated
+  by up to ±20°. Each object lies wholly inside the image, at a uniform random position.
+* Objects overlap: later objects paint over earlier ones. A placement that would leave an
+  earlier object with less than 30 % of its pixels (or fewer than 12 pixels) visible is
+  redrawn, so every painted object keeps a recognisable visible part; no object is ever
+  dropped after painting and the label map is exactly the union of the visible masks. An
+  object that finds no such place in 30 tries is replaced by a new draw (class, size,
+  rotation); that happens to about 2 % of the 6-object scenes.
+* Colours are drawn uniformly from the RGB cube independently of the class (a colour tells
+  nothing about the shape). A colour is redrawn (up to 16 draws, then the best is kept) while
+  more than 10 % of the pixels it is about to cover are already within 60 (RGB distance) of
+  it, so an object stands out from what lies under it; the rule does not look at the class.
+* Background: two random colours (same RGB cube as the objects) blended by smooth
+  low-frequency noise, overlaid with stripes of a third random colour (≥ 100 away from both)
+  at a random angle, period (5–16 px) and strength (25–60 %). Objects are flat colours.
+  Every pixel, object or background, gets uniform noise of standard deviation 4 (±7). No
+  anti-aliasing: the labels are exactly what was painted.
+
+Adding a shape (e.g. a stick-figure "person" with keypoints) means adding a builder to
+`_SHAPES` and naming it in `SceneSpec.class_names`; the single-object variant is
+`SceneSpec(min_objects=1, max_objects=1)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+"""Shape classes of the default scenes, without background; label k is `CLASS_NAMES[k]`."""
+
+NUM_SEGMENTATION_CLASSES: int = len(CLASS_NAMES) + 1
+"""Classes in the label map of the default scenes: background (0) plus one per shape."""
+
+_DEFAULT_IMAGE_SIZE = 128
+_DEFAULT_SIZE_RANGE = (10, 70)
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneSpec:
+    """Parameters of the scene generator; the defaults are the pinned difficulty above.
+
+    Attributes:
+      image_size: height = width of the square image, in pixels.
+      min_objects, max_objects: inclusive range of the number of objects per image.
+      min_size, max_size: inclusive range of an object's size in pixels (longer side of the
+        whole shape's tight box); `max_size` must not exceed `image_size`.
+      max_rotation_deg: squares, triangles and crosses are rotated uniformly in ±this.
+      min_visible_fraction, min_visible_pixels: an earlier object must keep at least
+        max(fraction × its full area, pixels) visible pixels when a later one is placed.
+      class_names: shape classes to draw from (uniformly); names must be in `_SHAPES`.
+      noise_std: standard deviation of the per-pixel uniform noise (0–255 scale).
+      min_contrast: RGB distance an object's colour keeps from what it covers (see above).
+      placement_tries: positions tried per object before that object is given up.
+      extra_draws: objects drawn (class, size, ...) in place of given-up ones, per image.
+    """
+
+    image_size: int = _DEFAULT_IMAGE_SIZE
+    min_objects: int = 2
+    max_objects: int = 6
+    min_size: int = _DEFAULT_SIZE_RANGE[0]
+    max_size: int = _DEFAULT_SIZE_RANGE[1]
+    max_rotation_deg: float = 20.0
+    min_visible_fraction: float = 0.3
+    min_visible_pixels: int = 12
+    class_names: tuple[str, ...] = CLASS_NAMES
+    noise_std: float = 4.0
+    min_contrast: float = 60.0
+    placement_tries: int = 30
+    extra_draws: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_objects <= self.max_objects:
+            raise ValueError(f"need 0 <= min_objects <= max_objects, got {self}")
+        if not 2 <= self.min_size <= self.max_size <= self.image_size:
+            raise ValueError(f"need 2 <= min_size <= max_size <= image_size, got {self}")
+        unknown = [n for n in self.class_names if n not in _SHAPES]
+        if unknown or not self.class_names:
+            raise ValueError(f"unknown shape classes {unknown}; known: {sorted(_SHAPES)}")
+
+    @classmethod
+    def for_image_size(cls, image_size: int, **overrides: object) -> SceneSpec:
+        """The default spec at another image size, object sizes scaled by image_size / 128.
+
+        The minimum size is kept at 6 px or more so that tiny images still have shapes.
+        """
+        scale = image_size / _DEFAULT_IMAGE_SIZE
+        min_size = max(6, round(_DEFAULT_SIZE_RANGE[0] * scale))
+        max_size = max(min_size, round(_DEFAULT_SIZE_RANGE[1] * scale))
+        kwargs: dict[str, object] = dict(image_size=image_size, min_size=min_size,
+                                         max_size=max_size)
+        kwargs.update(overrides)
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes: a shape is a union of convex polygons and discs in continuous pixel coordinates
+# (pixel (row i, col j) covers [j, j+1) × [i, i+1); it is inside when its centre is).
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """A shape at the origin: convex polygons (each [V, 2] x,y counter-clockwise in image
+    coordinates, y down) and discs ((cx, cy, r) rows)."""
+
+    polygons: tuple[np.ndarray, ...] = ()
+    discs: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3)))
+
+    def bounds(self) -> np.ndarray:
+        """[4] float (xmin, ymin, xmax, ymax) of the continuous shape."""
+        pts = list(self.polygons)
+        if len(self.discs):
+            c, r = self.discs[:, :2], self.discs[:, 2:]
+            pts += [c - r, c + r]
+        allp = np.concatenate(pts, axis=0)
+        return np.concatenate([allp.min(0), allp.max(0)])
+
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Boolean array, broadcast of x and y: is the point (x, y) inside the shape."""
+        inside = np.zeros(np.broadcast_shapes(x.shape, y.shape), bool)
+        for poly in self.polygons:
+            nxt = np.roll(poly, -1, axis=0)
+            ok = np.ones_like(inside)
+            for (x0, y0), (x1, y1) in zip(poly, nxt, strict=True):
+                # Counter-clockwise in y-down coordinates: interior has cross <= 0.
+                ok &= (x1 - x0) * (y - y0) - (y1 - y0) * (x - x0) <= 1e-9
+            inside |= ok
+        for cx, cy, r in self.discs:
+            inside |= (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+        return inside
+
+
+def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return points @ np.array([[c, s], [-s, c]])
+
+
+def _polygon_shape(unit_polys: tuple[np.ndarray, ...], size: float, angle: float) -> _Shape:
+    """Rotate unit polygons by `angle`, then scale so the longer box side equals `size`."""
+    rotated = [_rotate(p, angle) for p in unit_polys]
+    allp = np.concatenate(rotated)
+    extent = (allp.max(0) - allp.min(0)).max()
+    return _Shape(polygons=tuple(p * (size / extent) for p in rotated))
+
+
+def _box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    # Counter-clockwise as seen on screen (y down): the orientation `_Shape.contains` expects.
+    return np.array([[x0, y0], [x0, y1], [x1, y1], [x1, y0]], float)
+
+
+_SQUARE = (_box(-0.5, -0.5, 0.5, 0.5),)
+_TRIANGLE = (np.array([[0.0, -0.5], [-0.5, 0.5], [0.5, 0.5]]),)  # apex up, isosceles
+_CROSS_HALF_WIDTH = 0.17  # bar thickness = 34 % of the cross's size
+_CROSS = (
+    _box(-0.5, -_CROSS_HALF_WIDTH, 0.5, _CROSS_HALF_WIDTH),
+    _box(-_CROSS_HALF_WIDTH, -0.5, _CROSS_HALF_WIDTH, 0.5),
+)
+
+ShapeBuilder = Callable[[float, float], _Shape]
+"""(size in px, rotation in radians) -> shape centred near the origin."""
+
+_SHAPES: dict[str, ShapeBuilder] = {
+    "circle": lambda size, angle: _Shape(discs=np.array([[0.0, 0.0, size / 2]])),
+    "square": lambda size, angle: _polygon_shape(_SQUARE, size, angle),
+    "triangle": lambda size, angle: _polygon_shape(_TRIANGLE, size, angle),
+    "cross": lambda size, angle: _polygon_shape(_CROSS, size, angle),
+}
+
+
+def _rasterise(shape: _Shape, offset: np.ndarray, hw: int) -> tuple[tuple[slice, slice],
+                                                                    np.ndarray]:
+    """`shape` translated by offset (x, y) on an hw×hw grid, as (window, bool mask of the
+    window): only the shape's box is evaluated."""
+    x0, y0, x1, y1 = shape.bounds() + np.tile(offset, 2)
+    c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+    c1, r1 = min(int(np.ceil(x1)) + 1, hw), min(int(np.ceil(y1)) + 1, hw)
+    xs = np.arange(c0, c1, dtype=float)[None, :] + 0.5 - offset[0]
+    ys = np.arange(r0, r1, dtype=float)[:, None] + 0.5 - offset[1]
+    return (slice(r0, r1), slice(c0, c1)), shape.contains(xs, ys)
+
+
+# --------------------------------------------------------------------------------------------
+# Background
+
+
+def _smooth_noise(rng: np.random.Generator, hw: int, grid: int) -> np.ndarray:
+    """[hw, hw] float in [0, 1]: bilinear upsampling of a (grid+1)² uniform random lattice."""
+    lattice = rng.random((grid + 1, grid + 1), dtype=np.float32)
+    pos = (np.arange(hw, dtype=np.float32) + 0.5) * np.float32(grid / hw)
+    lo = np.minimum(pos.astype(int), grid - 1)
+    frac = pos - lo
+    interp = np.zeros((hw, grid + 1), np.float32)
+    interp[np.arange(hw), lo] = 1 - frac
+    interp[np.arange(hw), lo + 1] = frac
+    field = interp @ lattice @ interp.T
+    low, high = field.min(), field.max()
+    return (field - low) * np.float32(1 / max(high - low, 1e-6))
+
+
+_STRIPE_CONTRAST = 100.0  # RGB distance of the stripe colour from both base colours
+
+
+def _background(rng: np.random.Generator, hw: int) -> np.ndarray:
+    """[3, hw, hw] float32 in 0–255 (channels first: NumPy broadcasts that layout fastest):
+    two colours mixed by smooth noise, plus stripes."""
+    base_colours = rng.uniform(0, 255, (2, 3))
+    stripe_colour = _pick_colour(rng, base_colours, _STRIPE_CONTRAST)  # stripes never vanish
+    colours = np.concatenate([base_colours, stripe_colour[None]]).astype(np.float32)
+    colours = colours[..., None, None]  # [3 colours, 3 channels, 1, 1]
+    blend = _smooth_noise(rng, hw, grid=int(rng.integers(2, 6)))
+    angle = rng.uniform(0, np.pi)
+    period = rng.uniform(5, 16) * hw / _DEFAULT_IMAGE_SIZE
+    strength = rng.uniform(0.25, 0.6)
+    coord = (np.arange(hw, dtype=np.float32) + 0.5) * np.float32(2 * np.pi / period)
+    phase = coord[None, :] * np.float32(np.cos(angle)) + coord[:, None] * np.float32(np.sin(angle))
+    phase += np.float32(rng.uniform(0, 2 * np.pi))
+    stripes = np.clip(np.float32(2.5) * np.sin(phase), 0, 1) * np.float32(strength)
+    base = colours[0] + blend * (colours[1] - colours[0])
+    return base + stripes * (colours[2] - base)
+
+
+def _pick_colour(rng: np.random.Generator, covered: np.ndarray, min_contrast: float,
+                 candidates: int = 16) -> np.ndarray:
+    """[3] colour, uniform in the RGB cube, redrawn while >10 % of `covered` ([M, 3]) is
+    within `min_contrast` of it; the best of `candidates` draws if none qualifies."""
+    options = rng.uniform(0, 255, (candidates, 3))
+    sample = covered[:: max(1, len(covered) // 128)]
+    sq_dist = ((options[:, None, :] - sample[None, :, :]) ** 2).sum(axis=-1)
+    close = (sq_dist < min_contrast**2).mean(axis=1)
+    good = np.flatnonzero(close <= 0.1)
+    return options[good[0] if len(good) else int(close.argmin())]
+
+
+# --------------------------------------------------------------------------------------------
+# Scenes
+
+
+def generate_scene(
+    rng: np.random.Generator, spec: SceneSpec = SceneSpec()
+) -> dict[str, np.ndarray]:
+    """Draws one scene. Deterministic given the generator's state and `spec`.
+
+    Returns a dict with, for H = W = spec.image_size and N objects (painting order, back to
+    front; N uniform in [min_objects, max_objects], fewer only if `extra_draws` replacement
+    objects all failed to find a place, which the tests have not seen happen):
+      image: uint8 [H, W, 3] RGB.
+      segmentation: uint8 [H, W] label map, 0 = background, k + 1 = class index k.
+      masks: uint8 [N, H, W] 0/1 visible part of each object (after occlusion); disjoint.
+      boxes: float32 [N, 4] (x1, y1, x2, y2) absolute pixels, tight around the visible mask:
+        x1 = first column, x2 = last column + 1 (same for y).
+      labels: int64 [N] 0-based class index into spec.class_names.
+      areas: int64 [N] visible pixel count of each mask.
+      full_areas: int64 [N] pixel count of each whole shape before later objects covered it
+        (areas / full_areas >= spec.min_visible_fraction).
+    """
+    hw = spec.image_size
+    image = _background(rng, hw)  # [3, H, W]
+    owner = np.full((hw, hw), -1, np.int32)  # index of the object seen at each pixel
+    full_areas: list[int] = []
+    visible_areas = np.zeros(0, np.int64)
+    labels: list[int] = []
+    num_objects = int(rng.integers(spec.min_objects, spec.max_objects + 1))
+    max_angle = np.deg2rad(spec.max_rotation_deg)
+    for _ in range(num_objects + spec.extra_draws):
+        if len(labels) == num_objects:
+            break
+        label = int(rng.integers(len(spec.class_names)))
+        size = rng.uniform(spec.min_size, spec.max_size)
+        angle = rng.uniform(-max_angle, max_angle)
+        shape = _SHAPES[spec.class_names[label]](size, angle)
+        bounds = shape.bounds()
+        span = bounds[2:] - bounds[:2]
+        need = np.maximum(spec.min_visible_fraction * np.asarray(full_areas, float),
+                          spec.min_visible_pixels)
+        placed = None
+        for _ in range(spec.placement_tries):
+            offset = rng.uniform(0, np.maximum(hw - span, 0)) - bounds[:2]
+            window, mask = _rasterise(shape, offset, hw)
+            under = owner[window][mask]
+            hidden = np.bincount(under[under >= 0], minlength=len(full_areas))
+            if np.all(visible_areas - hidden >= need):
+                placed = window, mask, hidden
+                break
+        if placed is None or placed[1].sum() < spec.min_visible_pixels:
+            continue
+        window, mask, hidden = placed
+        image_window, owner_window = image[:, window[0], window[1]], owner[window]  # views
+        colour = _pick_colour(rng, image_window[:, mask].T, spec.min_contrast)
+        image_window[:, mask] = colour[:, None]
+        owner_window[mask] = len(labels)
+        full_areas.append(int(mask.sum()))
+        visible_areas = np.append(visible_areas - hidden, full_areas[-1])
+        labels.append(label)
+    # Uniform noise in ±√3·σ has standard deviation σ (and is 3× cheaper than Gaussian).
+    half_width = np.float32(np.sqrt(3) * spec.noise_std)
+    image += (rng.random(image.shape, dtype=np.float32) - np.float32(0.5)) * (2 * half_width)
+    return _pack(image, owner, np.asarray(labels, np.int64), np.asarray(full_areas, np.int64))
+
+
+def _pack(image: np.ndarray, owner: np.ndarray, labels: np.ndarray,
+          full_areas: np.ndarray) -> dict[str, np.ndarray]:
+    hw = owner.shape[0]
+    n = len(labels)
+    masks = owner[None] == np.arange(n)[:, None, None]
+    rows, cols = masks.any(axis=2), masks.any(axis=1)  # [N, H], [N, W]
+    x1, y1 = cols.argmax(1), rows.argmax(1)
+    x2, y2 = hw - cols[:, ::-1].argmax(1), hw - rows[:, ::-1].argmax(1)
+    boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32).reshape(n, 4)
+    segmentation = np.zeros((hw, hw), np.uint8)
+    visible = owner >= 0
+    segmentation[visible] = labels[owner[visible]] + 1
+    return {
+        "image": np.clip(np.rint(image), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy(),
+        "segmentation": segmentation,
+        "masks": masks.astype(np.uint8),
+        "boxes": boxes,
+        "labels": labels,
+        "areas": masks.sum(axis=(1, 2)).astype(np.int64),
+        "full_areas": full_areas,
+    }

@@ -1,0 +1,193 @@
+"""TFDS builder for the procedural scenes of `jaxdet.data.scenes`, built locally, no download.
+
+Difficulty: that of `scenes.SceneSpec.for_image_size(image_size)` with the configured object
+counts: 4 shape classes (circle, square, triangle, cross), object sizes 10–70 px at 128×128
+(scaled with the image size), overlaps and partial occlusion (each object keeps ≥ 30 % of its
+pixels visible), colours independent of the class, textured background. See `scenes` for the
+full statement.
+
+Each builder config (`ScenesConfig`) names its generator parameters, so different parameters
+build into different directories: `<data_dir>/jaxdet_scenes/<config name>/<version>/`. The
+data are written as ArrayRecord so they read with `builder.as_data_source()` (random access,
+grain). TensorFlow is needed to build (PNG encoding), not to read.
+
+Example format (what `builder.as_data_source()[split][i]` decodes to; N objects, H = W =
+image_size):
+
+* `image`: uint8 [H, W, 3] RGB.
+* `segmentation`: uint8 [H, W, 1] label map, 0 = background, k + 1 = `CLASS_NAMES[k]`.
+* `objects/bbox`: float32 [N, 4] **absolute (x1, y1, x2, y2) pixels** of the visible part,
+  x2 = last column + 1. This is NOT `tfds.features.BBoxFeature`'s normalised (ymin, xmin,
+  ymax, xmax).
+* `objects/label`: int64 [N], 0-based index into `scenes.CLASS_NAMES` (ClassLabel).
+* `objects/mask`: uint8 [N, H, W, 1], 0/1 visible part of each object; disjoint.
+* `objects/area`: int64 [N] visible pixel count.
+* `image_id`: int64, the example's index within its split; split files keep that order, so
+  `source[i]["image_id"] == i`.
+
+Objects are listed back to front (painting order). Example i of a split is drawn from a
+generator seeded by (config seed, split name, i), so it does not depend on the split sizes or
+on the build order: growing a split keeps its first examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import zlib
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import tensorflow_datasets as tfds
+
+from jaxdet.data import scenes
+
+_SPLITS = ("train", "validation")
+
+
+@dataclasses.dataclass(eq=False)
+class ScenesConfig(tfds.core.BuilderConfig):
+    """Generator parameters of one scenes dataset; build with `ScenesConfig.create`."""
+
+    image_size: int = 128
+    min_objects: int = 2
+    max_objects: int = 6
+    num_train: int = 1000
+    num_val: int = 200
+    seed: int = 0
+
+    @classmethod
+    def create(cls, *, image_size: int = 128, min_objects: int = 2, max_objects: int = 6,
+               num_train: int = 1000, num_val: int = 200, seed: int = 0) -> ScenesConfig:
+        """A config whose name is derived from every parameter (one directory per params)."""
+        name = (f"img{image_size}_obj{min_objects}-{max_objects}"
+                f"_train{num_train}_val{num_val}_seed{seed}")
+        config = cls(name=name, image_size=image_size, min_objects=min_objects,
+                     max_objects=max_objects, num_train=num_train, num_val=num_val, seed=seed,
+                     description=f"Procedural scenes, {name}.")
+        if num_train < 1 or num_val < 1:  # TFDS refuses to write an empty split
+            raise ValueError(f"need num_train, num_val >= 1, got {num_train}, {num_val}")
+        config.scene_spec()  # validates the generator parameters before anything is built
+        return config
+
+    def scene_spec(self) -> scenes.SceneSpec:
+        """The generator spec for this config (object sizes scaled to the image size)."""
+        return scenes.SceneSpec.for_image_size(
+            self.image_size, min_objects=self.min_objects, max_objects=self.max_objects)
+
+    def split_size(self, split: str) -> int:
+        return {"train": self.num_train, "validation": self.num_val}[split]
+
+
+def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of example `index` of `split`: a function of (seed, split, index) only."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+
+
+def generate_example(config: ScenesConfig, split: str, index: int) -> dict[str, Any]:
+    """Example `index` of `split` as the data source decodes it (see the module docstring)."""
+    scene = scenes.generate_scene(example_rng(config.seed, split, index), config.scene_spec())
+    return {
+        "image": scene["image"],
+        "segmentation": scene["segmentation"][..., None],
+        "objects": {
+            "bbox": scene["boxes"],
+            "label": scene["labels"],
+            "mask": scene["masks"][..., None],
+            "area": scene["areas"],
+        },
+        "image_id": index,
+    }
+
+
+def _features(hw: int) -> tfds.features.FeaturesDict:
+    # Per-object fields are Tensors with a leading None dimension, not a tfds Sequence: in
+    # tfds 4.9 the NumPy decoder (as_data_source) returns a Sequence's fields as Python lists
+    # of per-object arrays; a Tensor decodes to one [N, ...] array, also when N = 0.
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(hw, hw, 3), doc="uint8 RGB"),
+        "segmentation": tfds.features.Image(
+            shape=(hw, hw, 1), doc="uint8 label map: 0 background, k+1 = CLASS_NAMES[k]"),
+        "objects": tfds.features.FeaturesDict({
+            "bbox": tfds.features.Tensor(
+                shape=(None, 4), dtype=np.float32,
+                doc="absolute (x1, y1, x2, y2) pixels, x2 = last column + 1; NOT BBoxFeature"),
+            "label": tfds.features.Tensor(
+                shape=(None,), dtype=np.int64, doc="0-based index into CLASS_NAMES"),
+            "mask": tfds.features.Tensor(
+                shape=(None, hw, hw, 1), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB,
+                doc="0/1 visible part of each object, disjoint"),
+            "area": tfds.features.Tensor(
+                shape=(None,), dtype=np.int64, doc="visible pixel count"),
+        }),
+        "image_id": tfds.features.Scalar(dtype=np.int64, doc="index within the split"),
+    })
+
+
+def _png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 [H, W, C] array (PIL: building needs no TensorFlow)."""
+    buffer = io.BytesIO()
+    image = array[..., 0] if array.shape[-1] == 1 else array
+    PIL.Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+class JaxdetScenes(tfds.core.GeneratorBasedBuilder):
+    """Procedural scenes of 4 shape classes for segmentation, detection and instance masks.
+
+    Default config: 128×128 RGB, 2–6 objects per image from 4 classes (circle, square,
+    triangle, cross), sizes 10–70 px, occlusion allowed (≥ 30 % of each object visible),
+    colours independent of the class, textured background; 1,000 train + 200 validation
+    examples, seed 0. Boxes are absolute (x1, y1, x2, y2) pixels; see the module docstring
+    for the full example format.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First version: circles, squares, triangles, crosses."}
+    BUILDER_CONFIGS = [ScenesConfig.create()]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__doc__,
+            features=_features(self.builder_config.image_size),
+            metadata=tfds.core.MetadataDict(class_names=list(scenes.CLASS_NAMES)),
+            disable_shuffling=True,  # keep index order: source[i] is example i
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
+        del dl_manager  # nothing to download
+        return {split: self._generate_examples(split) for split in _SPLITS}
+
+    def _generate_examples(self, split: str):
+        config = self.builder_config
+        for index in range(config.split_size(split)):
+            example = generate_example(config, split, index)
+            example["image"] = _png(example["image"])
+            example["segmentation"] = _png(example["segmentation"])
+            yield index, example
+
+
+def build_scenes(data_dir: str, *, image_size: int = 128, min_objects: int = 2,
+                 max_objects: int = 6, num_train: int = 1000, num_val: int = 200,
+                 seed: int = 0) -> JaxdetScenes:
+    """Builds the scenes dataset under `data_dir` unless already built; returns the builder.
+
+    Safe to call again: a prepared directory is reused without generating anything (a few
+    ms). Building the default (1,000 + 200 examples at 128×128, 43 MB) took 14 s wall / 12 s
+    CPU on the 2-core development machine while other jobs ran; nothing is fetched from the
+    network and TensorFlow is not imported. Not safe to run twice at once on one directory.
+    Read with `builder.as_data_source()["train"|"validation"]`.
+    """
+    config = ScenesConfig.create(image_size=image_size, min_objects=min_objects,
+                                 max_objects=max_objects, num_train=num_train, num_val=num_val,
+                                 seed=seed)
+    predefined = {c.name: c for c in JaxdetScenes.BUILDER_CONFIGS}
+    builder = JaxdetScenes(data_dir=data_dir, config=predefined.get(config.name, config))
+    if not builder.is_prepared():
+        builder.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
+    return builder
