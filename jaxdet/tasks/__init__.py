@@ -1,0 +1,20 @@
+"""Tasks: what the generic training loop needs to know about one kind of model.
+
+A task module provides (see :class:`Task`): its data sources, per-example preprocessing, model
+construction, a loss function of ``(params, batch_stats, batch, rng)``, an additive evaluation
+statistic and its summary, and a picture of predictions. :func:`get_task` maps
+``config.task`` to the module explicitly — there is no registry.
+"""
+
+from __future__ import annotations
+
+import types
+
+
+def get_task(name: str) -> types.ModuleType:
+    """The task module for ``config.task``."""
+    if name == "segmentation":
+        from jaxdet.tasks import segmentation
+
+        return segmentation
+    raise ValueError(f"config.task={name!r}; expected one of 'segmentation'")

@@ -1,0 +1,137 @@
+r"""Semantic segmentation on the embedded synthetic scenes (128x128, background + 4 shapes).
+
+Launch (the default variant is the encoder-decoder with max-unpooling):
+
+  python -m jaxdet.main --config=configs/segmentation.py --workdir=workdirs/seg_unpool
+  python -m jaxdet.main --config=configs/segmentation.py:transpose --workdir=workdirs/seg_tconv
+  python -m jaxdet.main --config=configs/segmentation.py:runlocal --workdir=/tmp/seg_smoke
+  python -m jaxdet.main --config=configs/segmentation.py:fcn --workdir=workdirs/seg_fcn \
+      --config.num_train_steps=500
+
+``arg`` is a comma-separated list: one model variant and optionally ``runlocal`` (a tiny smoke
+run of seconds). Variants:
+
+  unpool          encoder-decoder, max-pool down, max-unpool up (switches remembered), skips
+  transpose       encoder-decoder, max-pool down, learned 2x2 stride-2 transpose conv up
+  nearest         encoder-decoder, nearest-neighbour up
+  bed_of_nails    encoder-decoder, bed-of-nails up
+  bilinear        encoder-decoder, bilinear up
+  strided         encoder-decoder, strided-conv down, transpose conv up
+  fcn             full-resolution fully-convolutional net (no downsampling)
+  sliding_window  patch classifier on crops around each pixel (the slow baseline)
+  colour          1x1 convolutions only: a per-pixel colour classifier (lower bound)
+"""
+
+import ml_collections
+
+_VARIANTS = (
+    "unpool", "transpose", "nearest", "bed_of_nails", "bilinear", "strided", "fcn",
+    "sliding_window", "colour",
+)
+
+
+def _parse(arg: str | None) -> tuple[str, bool]:
+    tokens = [t for t in (arg or "").split(",") if t]
+    runlocal = "runlocal" in tokens
+    variants = [t for t in tokens if t != "runlocal"]
+    unknown = [t for t in variants if t not in _VARIANTS]
+    if unknown or len(variants) > 1:
+        raise ValueError(
+            f"configs/segmentation.py: arg {arg!r}; expected at most one of {_VARIANTS} "
+            "plus optionally 'runlocal'"
+        )
+    return (variants[0] if variants else "unpool"), runlocal
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant, runlocal = _parse(arg)
+    config = ml_collections.ConfigDict()
+    config.task = "segmentation"
+    config.variant = variant
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
+    config.data.image_size = 128
+    config.data.min_objects = 2
+    config.data.max_objects = 6
+    config.data.num_train = 2000
+    config.data.num_val = 200
+    config.data.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "encoder_decoder"
+    config.model.norm = "batch"
+    config.model.bn_momentum = 0.9
+    config.model.width = 16
+    config.model.num_levels = 4
+    config.model.blocks_per_level = 2
+    config.model.downsample = "max_pool"
+    config.model.upsample = "max_unpool"
+    config.model.skip = "concat"
+    config.model.transpose_kernel_size = 2
+    if variant == "transpose":
+        config.model.upsample = "transpose_conv"
+    elif variant in ("nearest", "bed_of_nails", "bilinear"):
+        config.model.upsample = variant
+    elif variant == "strided":
+        config.model.downsample = "strided_conv"
+        config.model.upsample = "transpose_conv"
+    elif variant == "fcn":
+        config.model = ml_collections.ConfigDict(
+            {"name": "fcn_full_res", "norm": "batch", "bn_momentum": 0.9,
+             "fcn_width": 32, "fcn_depth": 8}
+        )
+    elif variant == "sliding_window":
+        config.model = ml_collections.ConfigDict(
+            {"name": "sliding_window", "norm": "batch", "bn_momentum": 0.9, "patch_size": 25,
+             "patch_width": 16, "patch_stages": 2, "patch_padding": "reflect",
+             "train_stride": 8, "eval_stride": 1, "crop_chunk": 16384}
+        )
+    elif variant == "colour":
+        config.model = ml_collections.ConfigDict(
+            {"name": "pixel_colour", "norm": "batch", "bn_momentum": 0.9,
+             "pixel_width": 32, "pixel_depth": 3}
+        )
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.weights = ml_collections.ConfigDict({"pixel_ce": 1.0})
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 50
+    config.optimizer.grad_clip_norm = 0.0
+
+    config.batch_size = 16
+    config.eval_batch_size = 40
+    config.eval_split = "validation"  # or "train" (overfitting checks)
+    config.eval_limit = 0  # 0 = the whole split
+    config.num_train_steps = 1500
+    config.log_every_steps = 50
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
+    config.keep_checkpoints = 2
+    config.max_nonfinite_steps = 0
+    config.num_prediction_images = 6
+    config.progress_bar = True
+    config.compilation_cache_dir = ""  # "" = $JAXDET_COMPILATION_CACHE or ~/.cache/jaxdet/...
+
+    if runlocal:
+        config.data.image_size = 32
+        config.data.min_objects = 1
+        config.data.max_objects = 3
+        config.data.num_train = 16
+        config.data.num_val = 8
+        if config.model.name == "encoder_decoder":
+            config.model.width = 4
+        config.batch_size = 8
+        config.eval_batch_size = 8
+        config.num_train_steps = 6
+        config.log_every_steps = 2
+        config.eval_every_steps = 0
+        config.checkpoint_every_steps = 3
+        config.optimizer.warmup_steps = 0
+        config.num_prediction_images = 2
+    return config

@@ -1,0 +1,100 @@
+"""Train, evaluate and draw predictions: ``python -m jaxdet.main``.
+
+  python -m jaxdet.main --config=configs/segmentation.py[:variant] --workdir=DIR \
+      [--config.some.field=value ...]
+
+Config overrides are checked before anything runs: a key that does not exist, or a value of the
+wrong type, fails with a message naming the key. Rerunning with the same workdir resumes from the
+latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x.py:arg.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, pictures.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "eval", "predict"],
+    "train: train (resuming) + evaluate + draw predictions; eval: evaluate the latest "
+    "checkpoint; predict: draw predictions of the latest checkpoint.",
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _load_config_file(spec: str) -> ml_collections.ConfigDict:
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_jaxdet_config", path)
+    if module_spec is None or module_spec.loader is None:
+        raise flags.IllegalFlagValueError(f"--config={spec}: cannot load {path!r}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def unknown_override_keys(argv: list[str]) -> list[str]:
+    """``--config.a.b=v`` overrides in ``argv`` whose key ``a.b`` the config does not have."""
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None:
+        return []
+    config = _load_config_file(spec)
+    bad = []
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config."):].split("=", 1)[0]
+        node = config
+        for part in key.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                bad.append(key)
+                break
+            node = node[part]
+    return bad
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing that names unknown ``--config.*`` keys instead of a traceback."""
+    try:
+        bad = unknown_override_keys(argv)
+        if bad:
+            raise flags.IllegalFlagValueError(
+                f"config override(s) of key(s) that do not exist in the config: {bad}"
+            )
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        sys.stderr.write(f"FATAL Flags parsing error: {err}\n")
+        sys.exit(1)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Orbax and TFDS log every step of their work at INFO; keep the terminal for progress.
+    logging.set_verbosity(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Imported here so that `--help` and flag errors do not pay for importing JAX.
+    from jaxdet import predict, runtime
+    from jaxdet.train import loop
+
+    config = _CONFIG.value
+    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    runtime.enable_compilation_cache(config.get("compilation_cache_dir") or None)
+    if _MODE.value == "train":
+        results = loop.train_and_evaluate(config, workdir)
+        print(loop.format_results(results))
+        path = predict.write_predictions(config, workdir)
+        print(f"prediction picture: {path}")
+    elif _MODE.value == "eval":
+        print(loop.format_results(predict.evaluate_checkpoint(config, workdir)))
+    else:
+        print(f"prediction picture: {predict.write_predictions(config, workdir)}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

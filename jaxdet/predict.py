@@ -1,0 +1,62 @@
+"""Prediction pictures and evaluation of a trained checkpoint.
+
+  python -m jaxdet.main --mode=predict --config=configs/segmentation.py --workdir=DIR
+
+writes ``DIR/predictions/NNNN.png`` (input | ground truth | prediction overlay) for the first
+``config.num_prediction_images`` validation images, and ``DIR/predictions.png`` with all of them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+
+from jaxdet import tasks, visualize
+from jaxdet.data import pipeline
+from jaxdet.train import checkpointing
+from jaxdet.train import loop as loop_lib
+from jaxdet.train import step as step_lib
+from jaxdet.train.state import TrainState
+
+
+def restore_state(task, config, workdir: str, mesh, train_source) -> TrainState:
+    """The latest readable checkpoint's train state (raises if the workdir has none)."""
+    state = loop_lib.initial_state(task, config, mesh, task.preprocess(train_source[0]))
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
+    try:
+        restored = ckpt.restore_latest(state)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"no readable checkpoint under {workdir}/checkpoints")
+    return restored[0]
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Validation metrics of the latest checkpoint in ``workdir``."""
+    task = tasks.get_task(config.task)
+    mesh = step_lib.make_mesh()
+    train_source, eval_source = loop_lib.split_sources(task, config)
+    state = restore_state(task, config, workdir, mesh, train_source)
+    return loop_lib.evaluate(task, config, state, eval_source, mesh)
+
+
+def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Draws predictions of the latest checkpoint; returns the combined picture's path."""
+    task = tasks.get_task(config.task)
+    mesh = step_lib.make_mesh()
+    train_source, eval_source = loop_lib.split_sources(task, config)
+    state = jax.device_get(restore_state(task, config, workdir, mesh, train_source))
+    model = task.create_model(config, bn_axis_name=None)
+    count = int(config.get("num_prediction_images", 8))
+    batch = next(pipeline.eval_batches(eval_source, task.preprocess, count, 0, 1, limit=count))
+    pictures = task.draw_predictions(model, state.params, state.batch_stats, batch, config)
+    out_dir = os.path.join(workdir, "predictions")
+    os.makedirs(out_dir, exist_ok=True)
+    for i, picture in enumerate(pictures):
+        picture.save(os.path.join(out_dir, f"{i:04d}.png"))
+    path = os.path.join(workdir, "predictions.png")
+    visualize.stack_vertically(pictures).save(path)
+    return path

@@ -1,0 +1,154 @@
+"""Semantic segmentation on the synthetic scenes: the lecture's first rung.
+
+Batches hold ``image`` uint8 ``[B, H, W, 3]`` and ``label`` int32 ``[B, H, W]`` (0 = background,
+``k`` = class ``k``), plus the pipeline's ``index`` and ``mask``. Models map float32 images in
+[0, 1] to logits ``[B, h, w, C]`` (``h = H / s`` for a stride-``s`` model).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxdet import visualize
+from jaxdet.data import scenes, scenes_tfds
+from jaxdet.losses import segmentation as seg_losses
+from jaxdet.metrics import confusion
+from jaxdet.models import segmentation as seg_models
+from jaxdet.train.step import LossOutput
+
+IGNORE_LABEL = 255
+
+
+def class_names(config: ml_collections.ConfigDict) -> list[str]:
+    del config
+    return ["background", *scenes.CLASS_NAMES]
+
+
+def num_classes(config: ml_collections.ConfigDict) -> int:
+    return len(class_names(config))
+
+
+def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``{"train": source, "validation": source}``: random-access sequences of raw examples."""
+    data = config.data
+    builder = scenes_tfds.build_scenes(
+        os.path.expanduser(data.data_dir),
+        image_size=data.image_size,
+        min_objects=data.min_objects,
+        max_objects=data.max_objects,
+        num_train=data.num_train,
+        num_val=data.num_val,
+        seed=data.seed,
+    )
+    sources = builder.as_data_source()
+    return {"train": sources["train"], "validation": sources["validation"]}
+
+
+def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Raw scene example -> ``{"image": uint8 [H,W,3], "label": int32 [H,W]}``."""
+    image = np.asarray(example["image"], np.uint8)
+    label = np.asarray(example["segmentation"])
+    if label.ndim == 3:
+        label = label[..., 0]
+    if image.ndim != 3 or image.shape[-1] != 3 or label.shape != image.shape[:2]:
+        raise ValueError(
+            f"segmentation example {example.get('image_id', '?')}: expected image [H,W,3] and "
+            f"segmentation [H,W(,1)], got {image.shape} and {np.shape(example['segmentation'])}"
+        )
+    return {"image": image, "label": label.astype(np.int32)}
+
+
+def create_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> nn.Module:
+    return seg_models.create_model(config.model, num_classes(config), bn_axis_name=bn_axis_name)
+
+
+def model_input(batch: Mapping[str, jax.Array]) -> jax.Array:
+    """uint8 images -> float32 in [0, 1]."""
+    return batch["image"].astype(jnp.float32) / 255.0
+
+
+def _apply(model: nn.Module, params, batch_stats, images, train: bool):
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    if train and batch_stats:
+        logits, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+        return logits, updates["batch_stats"]
+    return model.apply(variables, images, train=train), batch_stats
+
+
+def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
+    """``(params, batch_stats, batch, rng) -> LossOutput`` with one term, ``pixel_ce``."""
+
+    def loss_fn(params, batch_stats, batch, rng):
+        del rng  # deterministic model
+        logits, new_stats = _apply(model, params, batch_stats, model_input(batch), train=True)
+        ce_sum, count = seg_losses.pixel_cross_entropy(
+            logits, batch["label"], batch["mask"], IGNORE_LABEL
+        )
+        labels = seg_losses.labels_at_logit_resolution(batch["label"], logits.shape[1:3])
+        valid = (labels != IGNORE_LABEL) & (batch["mask"][:, None, None] > 0)
+        correct = jnp.sum((jnp.argmax(logits, -1) == labels) & valid).astype(jnp.float32)
+        return LossOutput(
+            terms={"pixel_ce": (ce_sum, count)},
+            metrics={"pixel_accuracy": (correct, count)},
+            batch_stats=new_stats,
+        )
+
+    return loss_fn
+
+
+def predict(model: nn.Module, params, batch_stats, images: jax.Array) -> jax.Array:
+    """Predicted class ids ``[B, h, w]`` int32 for float images ``[B, H, W, 3]``."""
+    logits, _ = _apply(model, params, batch_stats, images, train=False)
+    return jnp.argmax(logits, -1).astype(jnp.int32)
+
+
+def make_eval_fn(model: nn.Module, config: ml_collections.ConfigDict):
+    """``(params, batch_stats, batch) -> {"confusion": [C, C]}`` over valid pixels."""
+    n = num_classes(config)
+
+    def eval_fn(params, batch_stats, batch):
+        preds = predict(model, params, batch_stats, model_input(batch))
+        labels = seg_losses.labels_at_logit_resolution(batch["label"], preds.shape[1:3])
+        return {
+            "confusion": confusion.confusion_matrix(
+                preds, labels, n, batch["mask"], IGNORE_LABEL
+            )
+        }
+
+    return eval_fn
+
+
+def eval_accumulator(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+    n = num_classes(config)
+    return {"confusion": jnp.zeros((n, n), jnp.float32)}
+
+
+def summarize(accumulator: Mapping[str, Any], config: ml_collections.ConfigDict) -> dict:
+    return confusion.summarize(np.asarray(accumulator["confusion"]), class_names(config))
+
+
+def draw_predictions(
+    model: nn.Module, params, batch_stats, batch: Mapping[str, np.ndarray], config
+) -> list:
+    """One PIL picture per example: input | ground truth | prediction overlay."""
+    preds = np.asarray(jax.jit(predict, static_argnums=0)(
+        model, params, batch_stats, model_input(batch)
+    ))
+    pictures = []
+    for i in range(len(batch["image"])):
+        if not batch["mask"][i]:
+            continue
+        pictures.append(
+            visualize.segmentation_panel(batch["image"][i], batch["label"][i], preds[i])
+        )
+    return pictures

@@ -1,0 +1,71 @@
+"""Metric writing: TensorBoard event files (clu) plus a JSON-lines file in the workdir."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from clu import metric_writers
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+    """Appends one JSON object per ``write_scalars`` call: ``{"step": s, "name": value, ...}``."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        row = {"step": int(step)}
+        row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
+        self._file.write(json.dumps(row) + "\n")
+
+    def write_summaries(self, step, values, metadata=None):  # scalars only
+        pass
+
+    def write_images(self, step, images):
+        pass
+
+    def write_videos(self, step, videos):
+        pass
+
+    def write_audios(self, step, audios, *, sample_rate):
+        pass
+
+    def write_texts(self, step, texts):
+        pass
+
+    def write_histograms(self, step, arrays, num_buckets=None):
+        pass
+
+    def write_hparams(self, hparams):
+        self._file.write(json.dumps({"hparams": {k: str(v) for k, v in hparams.items()}}) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def create_writer(workdir: str) -> metric_writers.MetricWriter:
+    """TensorBoard events under ``workdir`` and ``workdir/metrics.jsonl`` (process 0 only)."""
+    if jax.process_index() != 0:
+        return metric_writers.MultiWriter([])
+    return metric_writers.MultiWriter(
+        [
+            metric_writers.SummaryWriter(workdir),
+            JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+        ]
+    )
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """Rows written by :class:`JsonlWriter` (for sweeps and tests)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
