@@ -1,0 +1,384 @@
+"""RoIAlign, single-level and over an FPN pyramid, with the reference C++ kernel's semantics.
+
+Semantics (torchvision / detectron2 ``ROIAlign`` CPU kernel), per RoI and output bin:
+
+* ``start = coord * spatial_scale - offset`` with ``offset = 0.5`` when ``aligned`` else 0;
+  ``roi = end - start``; with ``aligned=False`` the RoI width and height are forced ``>= 1``.
+* ``bin = roi / pooled``; a static ``sampling_ratio x sampling_ratio`` grid of samples per bin at
+  ``start + p * bin + (i + 0.5) * bin / sampling_ratio``.
+* A sample with ``y < -1`` or ``y > H`` (``x`` alike) contributes 0. Otherwise ``y`` is clamped
+  at 0, ``y_low = floor(y)``; if ``y_low >= H - 1`` then ``y_low = y_high = H - 1`` and ``y`` is
+  set to ``H - 1`` (so the fractional part is 0), else ``y_high = y_low + 1``. The sample is the
+  bilinear mix of the four corners; the bin is the mean over the ``sampling_ratio**2`` samples
+  (the count includes samples that contributed 0).
+
+Implementation: the feature map is viewed as rows ``[H * W, C]`` (for the pyramid, all levels
+concatenated into one ``[sum_l H_l * W_l, C]`` array with per-level row offsets). For every
+output bin the ``sampling_ratio**2 * 4`` corner rows are gathered, weighted and summed in one
+fused loop, so no ``[R, h, w, samples, C]`` intermediate is materialised and each RoI reads
+only from its own level. The gradient w.r.t. the features is JAX's transpose of that gather
+(a scatter-add of the bilinear weights), the same arithmetic as the reference backward kernel.
+Sample coordinates and weights are always float32, whatever the feature dtype.
+
+The reference's adaptive ``sampling_ratio <= 0`` (``ceil(roi / pooled)`` samples, a
+data-dependent count) is not supported: shapes must be static.
+"""
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdet.ops.boxes import box_area
+from jaxdet.ops.fdiv import divide_by_int
+
+__all__ = ["roi_align", "multilevel_roi_align", "fpn_levels", "roi_align_from_rows"]
+
+
+def _axis_taps(coord: jax.Array, size: jax.Array | int):
+    """Bilinear taps along one axis with the reference kernel's clamping rules.
+
+    Args:
+      coord: float32 sample coordinates (feature-map pixels), any shape.
+      size: the map's extent along this axis (``H`` or ``W``), broadcastable to ``coord``.
+
+    Returns:
+      ``(low, high, w_low, w_high)``: int32 indices in ``[0, size - 1]`` and float32 weights,
+      both weights 0 where the sample lies outside ``[-1, size]``.
+    """
+    size_f = jnp.asarray(size).astype(jnp.float32)
+    inside = (coord >= -1.0) & (coord <= size_f)
+    c = jnp.maximum(coord, 0.0)
+    # Clip before the int cast so that far-away (invalid) samples cannot overflow int32.
+    # (NaN coordinates are invalid too; the clamps keep their indices in bounds.)
+    low = jnp.floor(jnp.minimum(c, size_f)).astype(jnp.int32)
+    at_edge = low >= size - 1
+    low = jnp.where(at_edge, size - 1, jnp.maximum(low, 0))
+    high = jnp.where(at_edge, size - 1, low + 1)
+    c = jnp.where(at_edge, low.astype(jnp.float32), c)
+    frac = c - low.astype(jnp.float32)
+    w_high = jnp.where(inside, frac, 0.0)
+    w_low = jnp.where(inside, 1.0 - frac, 0.0)
+    return low, high, w_low, w_high
+
+
+def _sample_coords(start: jax.Array, bin_size: jax.Array, pooled: int, grid: int) -> jax.Array:
+    """``[R] x [R] -> [R, pooled, grid]`` sample coordinates, in the kernel's operation order."""
+    p = jnp.arange(pooled, dtype=jnp.float32)[None, :, None]
+    i = jnp.arange(grid, dtype=jnp.float32)[None, None, :]
+    s = start[:, None, None]
+    b = bin_size[:, None, None]
+    return s + p * b + divide_by_int((i + 0.5) * b, grid)
+
+
+def roi_align_from_rows(
+    rows: jax.Array,
+    boxes: jax.Array,
+    row_offset: jax.Array | int,
+    height: jax.Array | int,
+    width: jax.Array | int,
+    scale: jax.Array | float,
+    output_size: tuple[int, int],
+    sampling_ratio: int,
+    aligned: bool,
+    out_dtype: jnp.dtype | None = None,
+) -> jax.Array:
+    """RoIAlign of each RoI from its own map inside a row-flattened feature array.
+
+    The building block of ``roi_align``, ``multilevel_roi_align`` and mask-target cropping
+    (``jaxdet.ops.masks``): any set of maps can be stacked as rows and each RoI pointed at
+    its own one.
+
+    Args:
+      rows: ``[P, C]`` feature rows; RoI ``r`` reads the ``height[r] x width[r]`` map stored
+        row-major at ``rows[row_offset[r] : row_offset[r] + height[r] * width[r]]``.
+      boxes: ``[R, 4]`` float32 ``(x1, y1, x2, y2)``, absolute pixels.
+      row_offset, height, width: int32 ``[R]`` or Python ints (same map for all RoIs).
+      scale: float32 ``[R]`` or a Python float: multiplies box coordinates into map pixels.
+      output_size, sampling_ratio, aligned: as in ``roi_align`` (already validated).
+      out_dtype: output dtype, default ``rows.dtype`` (e.g. float32 for bool mask rows).
+
+    Returns:
+      ``[R, h, w, C]``.
+    """
+    ph, pw = output_size
+    g = sampling_ratio
+    num_rois = boxes.shape[0]
+    # No gradient flows to the boxes (the reference kernels have none either).
+    boxes = jax.lax.stop_gradient(boxes.astype(jnp.float32))
+    scale = jnp.asarray(scale, jnp.float32)
+    offset = 0.5 if aligned else 0.0
+    x1 = boxes[:, 0] * scale - offset
+    y1 = boxes[:, 1] * scale - offset
+    x2 = boxes[:, 2] * scale - offset
+    y2 = boxes[:, 3] * scale - offset
+    roi_w = x2 - x1
+    roi_h = y2 - y1
+    if not aligned:
+        roi_w = jnp.maximum(roi_w, 1.0)
+        roi_h = jnp.maximum(roi_h, 1.0)
+    # divide_by_int: XLA:CPU's division by a constant is not correctly rounded.
+    ys = _sample_coords(y1, divide_by_int(roi_h, ph), ph, g)  # [R, ph, g]
+    xs = _sample_coords(x1, divide_by_int(roi_w, pw), pw, g)  # [R, pw, g]
+
+    def per_roi(v):
+        v = jnp.asarray(v)
+        return v[:, None, None] if v.ndim == 1 else v
+
+    y_lo, y_hi, wy_lo, wy_hi = _axis_taps(ys, per_roi(height))
+    x_lo, x_hi, wx_lo, wx_hi = _axis_taps(xs, per_roi(width))
+    base = per_roi(row_offset)
+    row_lo = base + y_lo * per_roi(width)  # [R, ph, g]
+    row_hi = base + y_hi * per_roi(width)
+
+    # Tap order (iy, ix, corner), corners in the kernel's order
+    # (y_low, x_low), (y_low, x_high), (y_high, x_low), (y_high, x_high).
+    def tap(row, wy, col, wx):
+        # [R, ph, g] x [R, pw, g] -> [R, ph, pw, g, g]
+        idx = row[:, :, None, :, None] + col[:, None, :, None, :]
+        wgt = wy[:, :, None, :, None] * wx[:, None, :, None, :]
+        return idx, wgt
+
+    taps = [
+        tap(row_lo, wy_lo, x_lo, wx_lo),
+        tap(row_lo, wy_lo, x_hi, wx_hi),
+        tap(row_hi, wy_hi, x_lo, wx_lo),
+        tap(row_hi, wy_hi, x_hi, wx_hi),
+    ]
+    n = num_rois * ph * pw
+    idx = jnp.stack([t[0] for t in taps], axis=-1).reshape(n, g * g * 4)
+    wgt = jnp.stack([t[1] for t in taps], axis=-1).reshape(n, g * g * 4)
+    out = _weighted_row_sum(rows, idx, wgt) / float(g * g)
+    out_dtype = rows.dtype if out_dtype is None else out_dtype
+    return out.reshape(num_rois, ph, pw, rows.shape[-1]).astype(out_dtype)
+
+
+@jax.custom_vjp
+def _weighted_row_sum(rows: jax.Array, idx: jax.Array, wgt: jax.Array) -> jax.Array:
+    """``out[n] = sum_t wgt[n, t] * rows[idx[n, t]]`` in float32, taps summed in groups of 4.
+
+    Args:
+      rows: ``[P, C]``; idx: int32 ``[N, T]`` with ``T % 4 == 0``, all in ``[0, P)``;
+      wgt: float32 ``[N, T]``.
+
+    Returns:
+      ``[N, C]`` float32. Written as ``T`` separate row gathers summed elementwise so that XLA
+      fuses them into one loop and never materialises the ``[N, T, C]`` gathered rows.
+      Gradients: w.r.t. ``rows`` a chunked scatter-add; w.r.t. ``wgt`` zero (callers stop the
+      gradient of the box coordinates, like the reference kernels, which have no box gradient).
+    """
+    acc = None
+    for s in range(idx.shape[1] // 4):
+        sample = None
+        for t in range(4 * s, 4 * s + 4):
+            v = rows.at[idx[:, t]].get(mode="promise_in_bounds").astype(jnp.float32)
+            v = wgt[:, t, None] * v
+            sample = v if sample is None else sample + v
+        acc = sample if acc is None else acc + sample
+    return acc
+
+
+def _weighted_row_sum_fwd(rows, idx, wgt):
+    # An empty [P, 0] array carries the rows' count and dtype (residuals must be arrays).
+    return _weighted_row_sum(rows, idx, wgt), (jnp.zeros((rows.shape[0], 0), rows.dtype), idx, wgt)
+
+
+# Scatter-add the backward in chunks of about this many updated float32 elements: one
+# scatter of all N * T rows at once is ~4x slower on CPU (the update block leaves the cache).
+_SCATTER_CHUNK_ELEMENTS = 1 << 18
+
+
+def _weighted_row_sum_bwd(res, g):
+    like_rows, idx, wgt = res
+    num_rows, dtype = like_rows.shape[0], like_rows.dtype
+    n, t = idx.shape
+    c = g.shape[-1]
+    chunk = max(1, min(n, _SCATTER_CHUNK_ELEMENTS // (t * c)))
+    num_chunks = -(-n // chunk)
+    pad = num_chunks * chunk - n
+    if pad:
+        # Padded entries scatter weight 0 into row 0.
+        idx = jnp.pad(idx, ((0, pad), (0, 0)))
+        wgt = jnp.pad(wgt, ((0, pad), (0, 0)))
+        g = jnp.pad(g, ((0, pad), (0, 0)))
+
+    def body(acc, xs):
+        i, w, gc = xs
+        upd = (w[:, :, None] * gc[:, None, :]).reshape(chunk * t, c)
+        return acc.at[i.reshape(-1)].add(upd, mode="promise_in_bounds"), None
+
+    d_rows, _ = jax.lax.scan(
+        body,
+        jnp.zeros((num_rows, c), jnp.float32),
+        (
+            idx.reshape(num_chunks, chunk, t),
+            wgt.reshape(num_chunks, chunk, t),
+            g.astype(jnp.float32).reshape(num_chunks, chunk, c),
+        ),
+    )
+    d_idx = np.zeros(idx[:n].shape, dtype=jax.dtypes.float0)
+    return d_rows.astype(dtype), d_idx, jnp.zeros_like(wgt[:n])
+
+
+_weighted_row_sum.defvjp(_weighted_row_sum_fwd, _weighted_row_sum_bwd)
+
+
+def _check_args(output_size: Sequence[int], sampling_ratio: int) -> tuple[int, int]:
+    if sampling_ratio <= 0:
+        raise ValueError(
+            f"sampling_ratio must be a positive static int, got {sampling_ratio}; the "
+            "reference's adaptive mode (<= 0) has data-dependent sample counts."
+        )
+    ph, pw = (output_size, output_size) if isinstance(output_size, int) else output_size
+    return int(ph), int(pw)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("output_size", "spatial_scale", "sampling_ratio", "aligned")
+)
+def roi_align(
+    features: jax.Array,
+    boxes: jax.Array,
+    output_size: int | tuple[int, int] = (7, 7),
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+) -> jax.Array:
+    """RoIAlign from one feature map (reference C++ kernel semantics, see module docstring).
+
+    Args:
+      features: ``[H, W, C]`` feature map (any float dtype, e.g. float32 or bfloat16).
+      boxes: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute (input-image) pixels; they are
+        multiplied by ``spatial_scale`` to get feature-map pixels. Kept in float32.
+      output_size: ``(h, w)`` bins per RoI (or one int for both).
+      spatial_scale: feature-map pixels per input pixel, e.g. ``1/16``.
+      sampling_ratio: static number of samples per bin along each axis (> 0).
+      aligned: shift box coordinates by -0.5 map pixel after scaling (detectron2's
+        ``ROIAlignV2``); ``False`` is the legacy behaviour with RoI sizes forced ``>= 1``.
+
+    Returns:
+      ``[R, h, w, C]`` in the features' dtype. Use ``jax.vmap`` for a leading batch axis
+      (``features [B, H, W, C]``, ``boxes [B, R, 4]``).
+    """
+    ph, pw = _check_args(output_size, sampling_ratio)
+    features = jnp.asarray(features)
+    h, w, c = features.shape
+    return roi_align_from_rows(
+        features.reshape(h * w, c),
+        boxes,
+        0,
+        h,
+        w,
+        float(spatial_scale),
+        (ph, pw),
+        sampling_ratio,
+        aligned,
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("canonical_size", "canonical_level", "min_level", "max_level")
+)
+def fpn_levels(
+    boxes: jax.Array,
+    canonical_size: float = 224.0,
+    canonical_level: int = 4,
+    min_level: int = 2,
+    max_level: int = 5,
+) -> jax.Array:
+    """FPN level of each RoI: ``floor(k0 + log2(sqrt(area) / canonical_size) + 1e-6)``, clamped.
+
+    Args:
+      boxes: ``[..., 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
+
+    Returns:
+      ``[...]`` int32 levels in ``[min_level, max_level]``. Degenerate boxes (area <= 0) get
+      ``min_level`` (torchvision's LevelMapper gives the same for area 0; for a negative area
+      it takes the square root of a negative number).
+    """
+    area = jnp.maximum(box_area(boxes), 0.0)
+    lvl = jnp.floor(canonical_level + jnp.log2(jnp.sqrt(area) / canonical_size) + 1e-6)
+    return jnp.clip(lvl, min_level, max_level).astype(jnp.int32)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "output_size",
+        "sampling_ratio",
+        "canonical_size",
+        "canonical_level",
+        "min_level",
+        "max_level",
+        "aligned",
+    ),
+)
+def multilevel_roi_align(
+    features: Sequence[jax.Array],
+    boxes: jax.Array,
+    output_size: int | tuple[int, int] = (7, 7),
+    sampling_ratio: int = 2,
+    canonical_size: float = 224.0,
+    canonical_level: int = 4,
+    min_level: int = 2,
+    max_level: int = 5,
+    aligned: bool = True,
+) -> jax.Array:
+    """RoIAlign of each RoI from its FPN level (static shapes, one gather per RoI's own level).
+
+    Each RoI goes to level ``fpn_levels(boxes, canonical_size, canonical_level, min_level,
+    max_level)``; level ``l`` is read at ``spatial_scale = 2**-l``. The levels are flattened
+    into one ``[sum_l H_l * W_l, C]`` row array and every RoI gathers its corner rows from its
+    own level only, so the cost does not grow with the number of levels.
+
+    Note: torchvision's ``MultiScaleRoIAlign`` uses ``aligned=False``; detectron2's
+    ``ROIAlignV2`` poolers use ``aligned=True`` (the default here).
+
+    Args:
+      features: ``max_level - min_level + 1`` maps ``[H_l, W_l, C]``, finest first
+        (``features[0]`` is level ``min_level``), same channels and dtype.
+      boxes: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute input-image pixels (float32).
+      output_size: ``(h, w)`` bins per RoI (or one int).
+      sampling_ratio: static samples per bin along each axis (> 0).
+      canonical_size, canonical_level, min_level, max_level: level-mapping parameters.
+      aligned: see ``roi_align``.
+
+    Returns:
+      ``[R, h, w, C]`` in the features' dtype. ``jax.vmap`` adds a leading batch axis
+      (features ``[B, H_l, W_l, C]`` each, boxes ``[B, R, 4]``).
+    """
+    ph, pw = _check_args(output_size, sampling_ratio)
+    num_levels = max_level - min_level + 1
+    if len(features) != num_levels:
+        raise ValueError(
+            f"expected {num_levels} feature maps for levels {min_level}..{max_level}, "
+            f"got {len(features)}"
+        )
+    features = [jnp.asarray(f) for f in features]
+    shapes = [f.shape for f in features]
+    channels = {s[-1] for s in shapes}
+    if len(channels) != 1 or any(len(s) != 3 for s in shapes):
+        raise ValueError(f"feature maps must be [H_l, W_l, C] with one C, got {shapes}")
+    offsets, start = [], 0
+    for h, w, _ in shapes:
+        offsets.append(start)
+        start += h * w
+    rows = jnp.concatenate([f.reshape(-1, f.shape[-1]) for f in features], axis=0)
+    lvl = fpn_levels(boxes, canonical_size, canonical_level, min_level, max_level) - min_level
+    level_offset = jnp.asarray(offsets, jnp.int32)[lvl]
+    level_h = jnp.asarray([s[0] for s in shapes], jnp.int32)[lvl]
+    level_w = jnp.asarray([s[1] for s in shapes], jnp.int32)[lvl]
+    scales = jnp.asarray([2.0 ** -(min_level + i) for i in range(num_levels)], jnp.float32)
+    return roi_align_from_rows(
+        rows,
+        boxes,
+        level_offset,
+        level_h,
+        level_w,
+        scales[lvl],
+        (ph, pw),
+        sampling_ratio,
+        aligned,
+    )
