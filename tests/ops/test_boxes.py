@@ -1,0 +1,159 @@
+"""Box geometry: torchvision goldens, a NumPy reference and hand-computed cases."""
+
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import parameterized
+
+from jaxdet import ops
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+def np_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Reference pairwise IoU in float64 (no clamping of areas, like torchvision)."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
+    xy = rng.uniform(-20, 100, (n, 2))
+    wh = rng.uniform(1, 40, (n, 2))
+    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+
+
+class GoldenTest(chex.TestCase):
+    """Against torchvision outputs stored by experiments/golden/make_box_fixtures.py."""
+
+    def setUp(self):
+        super().setUp()
+        self.fx = np.load(FIXTURES / "boxes.npz")
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_iou_matches_torchvision(self):
+        b1, b2 = self.fx["boxes1"], self.fx["boxes2"]
+        iou = self.variant(ops.box_iou)(b1, b2)
+        chex.assert_shape(iou, (b1.shape[0], b2.shape[0]))
+        chex.assert_type(iou, jnp.float32)
+        # Degenerate pairs give NaN in both; everything else to 1e-5 relative.
+        np.testing.assert_allclose(np.asarray(iou), self.fx["iou"], rtol=1e-5, atol=0)
+        self.assertTrue(np.isnan(self.fx["iou"]).any() == np.isnan(np.asarray(iou)).any())
+        self.assertGreater(np.sum(self.fx["iou"] > 0), 20)  # the fixture has real overlaps
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_area_clip_convert_match_torchvision(self):
+        b1 = self.fx["boxes1"]
+        h, w = (int(v) for v in self.fx["image_hw"])
+        np.testing.assert_allclose(self.variant(ops.box_area)(b1), self.fx["area1"], rtol=1e-6)
+        clipped = self.variant(lambda b: ops.clip_boxes(b, h, w))(b1)
+        np.testing.assert_array_equal(np.asarray(clipped), self.fx["clipped1"])
+        np.testing.assert_allclose(
+            self.variant(ops.xyxy_to_cxcywh)(b1), self.fx["cxcywh1"], rtol=1e-6, atol=1e-6
+        )
+
+
+class IouTest(chex.TestCase):
+    @parameterized.parameters(
+        # boxes1, boxes2, expected IoU
+        ([0, 0, 10, 10], [5, 5, 15, 15], 25 / 175),
+        ([0, 0, 10, 10], [0, 0, 10, 10], 1.0),
+        ([0, 0, 10, 10], [10, 0, 20, 10], 0.0),  # touching edge: no overlap
+        ([0, 0, 10, 10], [20, 20, 30, 30], 0.0),
+        ([0, 0, 10, 10], [2, 2, 4, 7], 10 / 100),  # contained
+        ([0.5, 0.5, 2.5, 2.5], [1.5, 1.5, 3.5, 3.5], 1 / 7),  # .5 boundaries
+        ([0, 0, 2, 1], [0, 0, 1, 1], 0.5),  # exactly representable 0.5
+        ([-5, -5, 5, 5], [0, 0, 10, 10], 25 / 175),  # partly outside the image
+    )
+    def test_hand_computed(self, a, b, expected):
+        iou = ops.box_iou(np.array([a], np.float32), np.array([b], np.float32))
+        self.assertAlmostEqual(float(iou[0, 0]), expected, places=6)
+        iou_t = ops.box_iou(np.array([b], np.float32), np.array([a], np.float32))
+        self.assertEqual(float(iou[0, 0]), float(iou_t[0, 0]))  # symmetric, bit for bit
+
+    def test_zero_area_pair_is_nan_and_zero_area_vs_box_is_zero(self):
+        point = np.array([[3, 3, 3, 3]], np.float32)
+        box = np.array([[0, 0, 10, 10]], np.float32)
+        self.assertTrue(np.isnan(float(ops.box_iou(point, point)[0, 0])))
+        self.assertEqual(float(ops.box_iou(point, box)[0, 0]), 0.0)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_numpy_reference_random(self):
+        rng = np.random.default_rng(0)
+        a, b = random_boxes(rng, 37), random_boxes(rng, 23)
+        np.testing.assert_allclose(self.variant(ops.box_iou)(a, b), np_iou(a, b), rtol=1e-5)
+
+    def test_vmap_over_batch(self):
+        rng = np.random.default_rng(1)
+        a = np.stack([random_boxes(rng, 11) for _ in range(3)])
+        b = np.stack([random_boxes(rng, 7) for _ in range(3)])
+        out = jax.vmap(ops.box_iou)(a, b)
+        chex.assert_shape(out, (3, 11, 7))
+        for i in range(3):
+            np.testing.assert_allclose(out[i], np_iou(a[i], b[i]), rtol=1e-5)
+
+    def test_bfloat16_inputs_are_cast_up(self):
+        a = jnp.array([[0, 0, 10, 10]], jnp.bfloat16)
+        b = jnp.array([[5, 5, 15, 15]], jnp.bfloat16)
+        out = ops.box_iou(a, b)
+        chex.assert_type(out, jnp.float32)
+        self.assertAlmostEqual(float(out[0, 0]), 1 / 7, places=6)
+
+    def test_compiles_once_per_shape(self):
+        traces = []
+
+        @jax.jit
+        def f(a, b):
+            traces.append(1)
+            return ops.box_iou(a, b)
+
+        rng = np.random.default_rng(2)
+        outs = [f(random_boxes(rng, 9), random_boxes(rng, 5)) for _ in range(4)]
+        self.assertEqual(len(traces), 1)
+        self.assertEqual(f._cache_size(), 1)
+        self.assertFalse(np.allclose(outs[0], outs[1]))  # really new values
+
+
+class GeometryTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_area(self):
+        boxes = np.array([[0, 0, 10, 5], [1.5, 2.5, 2.0, 4.5], [3, 3, 3, 9]], np.float32)
+        np.testing.assert_array_equal(self.variant(ops.box_area)(boxes), [50.0, 1.0, 0.0])
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_clip(self):
+        boxes = np.array([[-5, -1, 50, 30], [10, 10, 20, 20], [90, 90, 99, 99.5]], np.float32)
+        out = self.variant(ops.clip_boxes)(boxes, 25, 40)  # height 25, width 40, traced
+        np.testing.assert_array_equal(out, [[0, 0, 40, 25], [10, 10, 20, 20], [40, 25, 40, 25]])
+
+    def test_clip_batched_with_per_image_sizes(self):
+        boxes = np.tile(np.array([[[-5, -5, 100, 100]]], np.float32), (2, 1, 1))
+        out = jax.vmap(ops.clip_boxes)(boxes, jnp.array([10, 20]), jnp.array([30, 40]))
+        np.testing.assert_array_equal(out[:, 0], [[0, 0, 30, 10], [0, 0, 40, 20]])
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_conversions(self):
+        xyxy = np.array([[1, 2, 5, 10], [-3.5, 0.5, 0.5, 1.5]], np.float32)
+        cxcywh = self.variant(ops.xyxy_to_cxcywh)(xyxy)
+        np.testing.assert_array_equal(cxcywh, [[3, 6, 4, 8], [-1.5, 1, 4, 1]])
+        np.testing.assert_array_equal(self.variant(ops.cxcywh_to_xyxy)(cxcywh), xyxy)
+        yxyx = self.variant(ops.xyxy_to_yxyx)(xyxy)
+        np.testing.assert_array_equal(yxyx, [[2, 1, 10, 5], [0.5, -3.5, 1.5, 0.5]])
+        np.testing.assert_array_equal(self.variant(ops.yxyx_to_xyxy)(yxyx), xyxy)
+
+    def test_conversions_keep_leading_axes(self):
+        x = np.random.default_rng(3).uniform(0, 9, (2, 3, 5, 4)).astype(np.float32)
+        for fn in (ops.xyxy_to_cxcywh, ops.cxcywh_to_xyxy, ops.xyxy_to_yxyx, ops.yxyx_to_xyxy):
+            out = fn(x)
+            chex.assert_shape(out, x.shape)
+            chex.assert_type(out, jnp.float32)
+        np.testing.assert_allclose(ops.cxcywh_to_xyxy(ops.xyxy_to_cxcywh(x)), x, atol=1e-6)

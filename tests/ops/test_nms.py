@@ -1,0 +1,272 @@
+"""NMS: torchvision goldens, a NumPy greedy reference, hand-built cases, tiling, jit/vmap."""
+
+import importlib
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import parameterized
+
+from jaxdet import ops
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+def np_nms(boxes, scores, thr, classes=None, valid=None) -> np.ndarray:
+    """The classic greedy loop: float32 IoU compared with the threshold in double (the
+    reference kernel's arithmetic); ties in score keep the lower index first."""
+    b = boxes.astype(np.float32)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    order = np.argsort(-scores, kind="stable")
+    if valid is not None:
+        order = order[valid[order]]
+    suppressed = np.zeros(len(b), bool)
+    keep = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        w = np.maximum(np.minimum(b[i, 2], b[:, 2]) - np.maximum(b[i, 0], b[:, 0]), 0)
+        h = np.maximum(np.minimum(b[i, 3], b[:, 3]) - np.maximum(b[i, 1], b[:, 1]), 0)
+        inter = w * h
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = inter / (area[i] + area - inter)  # float32, as the reference computes it
+        over = iou.astype(np.float64) > float(thr)  # compared in double, as the reference
+        if classes is not None:
+            over &= classes == classes[i]
+        suppressed |= over
+    return np.array(keep, np.int32)
+
+
+def padded(keep: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(k, -1, np.int32)
+    out[: min(k, len(keep))] = keep[:k]
+    return out
+
+
+def random_case(rng: np.random.Generator, n: int, extent: float = 200.0):
+    xy = rng.uniform(-20, extent, (n, 2))
+    wh = rng.uniform(0, 60, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    boxes[: n // 20, 2] = boxes[: n // 20, 0]  # some zero-width boxes
+    boxes[n // 20 : n // 10] = np.round(boxes[n // 20 : n // 10] * 2) / 2  # .5 boundaries
+    scores = rng.permutation(n).astype(np.float32) / n  # no ties
+    return boxes.astype(np.float32), scores
+
+
+class GoldenTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters("random_1500", "half_500", "clustered_2000")
+    def test_matches_torchvision(self, name):
+        fx = np.load(FIXTURES / "nms.npz")
+        boxes, scores, keep = fx[f"{name}_boxes"], fx[f"{name}_scores"], fx[f"{name}_keep"]
+        thr, k = float(fx[f"{name}_thr"]), len(keep) + 7  # 7 slots of -1 padding
+        out = self.variant(lambda b, s: ops.nms(b, s, thr, k))(boxes, scores)
+        chex.assert_shape(out, (k,))
+        chex.assert_type(out, jnp.int32)
+        np.testing.assert_array_equal(out, padded(keep, k))
+
+    def test_truncated_to_max_output_size(self):
+        fx = np.load(FIXTURES / "nms.npz")
+        keep = fx["random_1500_keep"]
+        out = ops.nms(fx["random_1500_boxes"], fx["random_1500_scores"], 0.5, 100)
+        np.testing.assert_array_equal(out, keep[:100])
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_batched_matches_torchvision(self):
+        fx = np.load(FIXTURES / "nms.npz")
+        keep = fx["batched_keep"]
+        fn = self.variant(lambda b, s, c: ops.batched_nms(b, s, c, 0.5, len(keep) + 5))
+        out = fn(fx["batched_boxes"], fx["batched_scores"], fx["batched_classes"])
+        np.testing.assert_array_equal(out, padded(keep, len(keep) + 5))
+
+    def test_goldens_are_not_trivial(self):
+        fx = np.load(FIXTURES / "nms.npz")
+        for name in ("random_1500", "half_500", "clustered_2000"):
+            n, kept = len(fx[f"{name}_scores"]), len(fx[f"{name}_keep"])
+            self.assertTrue(0.05 * n < kept < 0.95 * n, (name, kept, n))
+
+
+class ReferenceTest(chex.TestCase):
+    @parameterized.parameters(
+        # n, threshold, max_output_size, tile_size: ragged last tile, a tile of one box,
+        # several phases of the kept buffer (k >= 512), a zero threshold
+        (300, 0.3, 50, 7),
+        (257, 0.7, 600, 1),
+        (1200, 0.5, 1200, 64),
+        (1200, 0.0, 1200, 64),
+    )
+    def test_random_against_numpy(self, n, thr, k, tile):
+        boxes, scores = random_case(np.random.default_rng(n + k + tile), n)
+        out = ops.nms(boxes, scores, thr, k, tile_size=tile)
+        np.testing.assert_array_equal(out, padded(np_nms(boxes, scores, thr), k))
+
+    def test_result_independent_of_tile_size(self):
+        boxes, scores = random_case(np.random.default_rng(11), 200, extent=50.0)
+        ref = np_nms(boxes, scores, 0.4)
+        self.assertGreater(len(ref), 20)
+        for tile in (1, 13, 64):
+            np.testing.assert_array_equal(
+                ops.nms(boxes, scores, 0.4, 200, tile_size=tile), padded(ref, 200)
+            )
+
+    def test_batched_random_against_numpy(self):
+        rng = np.random.default_rng(2)
+        boxes, scores = random_case(rng, 800, extent=100.0)
+        for num_classes in (2, 5):
+            classes = rng.integers(0, num_classes, 800).astype(np.int32)
+            out = ops.batched_nms(boxes, scores, classes, 0.5, 800, tile_size=32)
+            expected = padded(np_nms(boxes, scores, 0.5, classes), 800)
+            np.testing.assert_array_equal(out, expected)
+
+    def test_batched_equals_per_class_nms_merged(self):
+        rng = np.random.default_rng(3)
+        boxes, scores = random_case(rng, 400, extent=60.0)
+        classes = rng.integers(0, 3, 400).astype(np.int32)
+        merged = []
+        for c in range(3):  # per-class NMS through the validity mask: one shape
+            keep = np.asarray(ops.nms(boxes, scores, 0.5, 400, valid=classes == c))
+            merged.extend(keep[keep >= 0])
+        merged = np.array(sorted(merged, key=lambda i: -scores[i]), np.int32)
+        out = ops.batched_nms(boxes, scores, classes, 0.5, 400)
+        np.testing.assert_array_equal(out, padded(merged, 400))
+
+    def test_valid_mask(self):
+        boxes, scores = random_case(np.random.default_rng(4), 400, extent=60.0)
+        valid = np.random.default_rng(5).uniform(size=400) > 0.3
+        out = np.asarray(ops.nms(boxes, scores, 0.5, 400, valid=valid))
+        np.testing.assert_array_equal(out, padded(np_nms(boxes, scores, 0.5, valid=valid), 400))
+        self.assertTrue(valid[out[out >= 0]].all())
+
+    def test_vmap_over_images(self):
+        rng = np.random.default_rng(6)
+        cases = [random_case(rng, 200, extent=50.0) for _ in range(3)]
+        boxes = np.stack([c[0] for c in cases])
+        scores = np.stack([c[1] for c in cases])
+        thr = np.array([0.3, 0.5, 0.7], np.float32)  # traced per-image thresholds
+        out = jax.vmap(lambda b, s, t: ops.nms(b, s, t, 120))(boxes, scores, thr)
+        chex.assert_shape(out, (3, 120))
+        for i in range(3):
+            np.testing.assert_array_equal(out[i], padded(np_nms(boxes[i], scores[i], thr[i]), 120))
+
+    def test_bfloat16_inputs(self):
+        boxes, scores = random_case(np.random.default_rng(7), 100)
+        boxes = np.round(boxes)  # exactly representable in bfloat16
+        out = ops.nms(jnp.asarray(boxes, jnp.bfloat16), scores, 0.5, 100)
+        np.testing.assert_array_equal(out, padded(np_nms(boxes, scores, 0.5), 100))
+
+
+class HandBuiltTest(chex.TestCase):
+    def test_threshold_is_strict(self):
+        boxes = np.array([[0, 0, 2, 1], [0, 0, 1, 1]], np.float32)  # IoU exactly 0.5
+        scores = np.array([0.9, 0.8], np.float32)
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.5, 3), [0, 1, -1])
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.4999, 3), [0, -1, -1])
+
+    def test_python_threshold_compared_in_double_like_the_reference(self):
+        # IoU = 15.75 / 52.5 = 0.3 exactly, which rounds to float32(0.3) > 0.3: a Python
+        # 0.3 suppresses (as torchvision does); the float32 value 0.3f as a traced array
+        # does not (float32(IoU) == 0.3f).
+        boxes = np.array([[19, 23, 22, 40.5], [20.5, 24, 22, 34.5]], np.float32)
+        scores = np.array([0.9, 0.8], np.float32)
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.3, 2), [0, -1])
+        np.testing.assert_array_equal(ops.nms(boxes, scores, jnp.float32(0.3), 2), [0, 1])
+        jitted = jax.jit(lambda b, s: ops.nms(b, s, 0.3, 2))  # a constant inside a jit
+        np.testing.assert_array_equal(jitted(boxes, scores), [0, -1])
+
+    def test_suppressed_box_does_not_suppress(self):
+        # A overlaps B, B overlaps C, A does not overlap C: greedy keeps A and C.
+        boxes = np.array([[0, 0, 10, 10], [4, 0, 14, 10], [8.5, 0, 18.5, 10]], np.float32)
+        scores = np.array([0.9, 0.8, 0.7], np.float32)
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.3, 3), [0, 2, -1])
+        # Same within one tile and across tiles of one box.
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.3, 3, tile_size=1), [0, 2, -1])
+
+    def test_order_is_descending_score_not_input(self):
+        boxes = np.array([[0, 0, 1, 1], [5, 5, 6, 6], [10, 10, 11, 11]], np.float32)
+        scores = np.array([0.1, 0.9, 0.5], np.float32)
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.5, 4), [1, 2, 0, -1])
+
+    def test_identical_boxes_keep_only_the_best(self):
+        boxes = np.tile(np.array([[3, 3, 7.5, 9.5]], np.float32), (6, 1))
+        scores = np.array([0.2, 0.7, 0.1, 0.9, 0.3, 0.4], np.float32)
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.5, 2), [3, -1])
+
+    def test_score_ties_keep_lower_index_first(self):
+        boxes = np.array([[0, 0, 4, 4], [0, 0, 4, 4], [10, 0, 14, 4]], np.float32)
+        scores = np.array([0.5, 0.5, 0.5], np.float32)
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.5, 3), [0, 2, -1])
+
+    def test_degenerate_and_outside_boxes(self):
+        boxes = np.array(
+            [
+                [5, 5, 5, 5],  # a point: IoU with another point is NaN, never suppresses
+                [5, 5, 5, 5],
+                [-50, -50, -40, -40],  # outside the image: treated like any box
+                [-49, -50, -39, -40],
+                [0, 0, 10, 0],  # zero height
+            ],
+            np.float32,
+        )
+        scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.5, 6), [0, 1, 2, 4, -1, -1])
+
+    def test_negative_and_zero_scores(self):
+        boxes = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [4, 4, 5, 5]], np.float32)
+        scores = np.array([-1.0, 0.0, -0.0], np.float32)  # -0.0 ties with 0.0
+        np.testing.assert_array_equal(ops.nms(boxes, scores, 0.5, 3), [1, 2, 0])
+
+    def test_all_invalid(self):
+        boxes = np.array([[0, 0, 1, 1], [2, 2, 3, 3]], np.float32)
+        out = ops.nms(boxes, np.array([0.5, 0.6]), 0.5, 4, valid=np.array([False, False]))
+        np.testing.assert_array_equal(out, [-1, -1, -1, -1])
+
+    def test_different_classes_never_suppress(self):
+        boxes = np.tile(np.array([[0, 0, 10, 10]], np.float32), (4, 1))
+        scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+        classes = np.array([0, 1, 0, 2])
+        np.testing.assert_array_equal(
+            ops.batched_nms(boxes, scores, classes, 0.5, 4), [0, 1, 3, -1]
+        )
+
+    def test_batched_is_exact_where_offsets_would_round(self):
+        # IoU(box0, box1) = 8.7 / 9 = 0.967 <= 0.98: both kept. torchvision's offset trick
+        # adds 5 * (1e6 + 4) to class-5 coordinates, where float32's spacing is 0.5, so
+        # 2.9 rounds to 3, the IoU becomes 1 and box 1 would be suppressed.
+        boxes = np.array([[0, 0, 3, 3], [0, 0, 3, 2.9], [1e6, 0, 1e6 + 3, 3]], np.float32)
+        scores = np.array([0.9, 0.8, 0.7], np.float32)
+        classes = np.array([5, 5, 9])
+        shifted = boxes[:2] + np.float32(5 * (1e6 + 3 + 1))
+        self.assertEqual(float(ops.box_iou(shifted[:1], shifted[1:])[0, 0]), 1.0)
+        out = ops.batched_nms(boxes, scores, classes, 0.98, 3)
+        np.testing.assert_array_equal(out, [0, 1, 2])
+        np.testing.assert_array_equal(ops.batched_nms(boxes, scores, classes, 0.96, 3), [0, 2, -1])
+
+
+class ShapeTest(chex.TestCase):
+    def test_compiles_once_per_shape(self):
+        jitted = importlib.import_module("jaxdet.ops.nms")._nms_jit
+        before = jitted._cache_size()
+        rng = np.random.default_rng(8)
+        outs = [ops.nms(*random_case(rng, 333), 0.5, 77) for _ in range(3)]
+        outs.append(ops.nms(*random_case(rng, 333), 0.6, 77))  # a new threshold is a value
+        outs.append(ops.nms(*random_case(rng, 333), jnp.float32(0.7), 77))
+        self.assertEqual(jitted._cache_size() - before, 1)
+        self.assertFalse(np.array_equal(outs[0], outs[1]))
+
+    def test_large_n_without_n_by_n_array(self):
+        n = 20000
+        fn = jax.jit(lambda b, s: ops.nms(b, s, 0.5, 100))
+        hlo = fn.lower(jnp.zeros((n, 4)), jnp.zeros((n,))).as_text()
+        self.assertNotIn(f"{n},{n}", hlo.replace(" ", ""))
+        self.assertNotIn(f"{n}x{n}", hlo)
+        boxes, scores = random_case(np.random.default_rng(9), n, extent=2000.0)
+        out = np.asarray(fn(boxes, scores))
+        # Greedy decisions depend only on higher-scoring boxes, so greedy NMS over the 400
+        # best boxes gives the first kept boxes of the full problem.
+        top = np.argsort(-scores)[:400]
+        ref = top[np_nms(boxes[top], scores[top], 0.5)]
+        self.assertGreaterEqual(len(ref), 100)
+        np.testing.assert_array_equal(out, ref[:100])
