@@ -5,14 +5,25 @@ Every op works under ``jit`` and ``vmap`` (and ``grad`` where differentiable).
 """
 
 # --- boxes, box coding, anchors, matching, sampling, NMS ---
-from jaxdet.ops.boxes import (
-    box_area,
-    box_iou,
-    clip_boxes,
-    cxcywh_to_xyxy,
-    xyxy_to_cxcywh,
-    xyxy_to_yxyx,
-    yxyx_to_xyxy,
-)
+from jaxdet.ops.anchors import cell_anchors as cell_anchors
+from jaxdet.ops.anchors import generate_anchors as generate_anchors
+from jaxdet.ops.anchors import generate_level_anchors as generate_level_anchors
+from jaxdet.ops.box_coder import DEFAULT_SCALE_CLIP as DEFAULT_SCALE_CLIP
+from jaxdet.ops.box_coder import decode_boxes as decode_boxes
+from jaxdet.ops.box_coder import encode_boxes as encode_boxes
+from jaxdet.ops.boxes import box_area as box_area
+from jaxdet.ops.boxes import box_iou as box_iou
+from jaxdet.ops.boxes import clip_boxes as clip_boxes
+from jaxdet.ops.boxes import cxcywh_to_xyxy as cxcywh_to_xyxy
+from jaxdet.ops.boxes import xyxy_to_cxcywh as xyxy_to_cxcywh
+from jaxdet.ops.boxes import xyxy_to_yxyx as xyxy_to_yxyx
+from jaxdet.ops.boxes import yxyx_to_xyxy as yxyx_to_xyxy
+from jaxdet.ops.matcher import BELOW_LOW_THRESHOLD as BELOW_LOW_THRESHOLD
+from jaxdet.ops.matcher import BETWEEN_THRESHOLDS as BETWEEN_THRESHOLDS
+from jaxdet.ops.matcher import match as match
+from jaxdet.ops.matcher import matches_to_labels as matches_to_labels
+from jaxdet.ops.nms import batched_nms as batched_nms
+from jaxdet.ops.nms import nms as nms
+from jaxdet.ops.sampler import sample_balanced as sample_balanced
 
 # --- RoIAlign, RoIPool, masks, keypoint heatmaps ---
