@@ -1,0 +1,40 @@
+"""Segmentation task: preprocessing checks and an end-to-end overfit of 4 images."""
+
+import numpy as np
+import pytest
+
+from jaxdet.tasks import segmentation as seg_task
+from jaxdet.train import loop
+from tests.conftest import load_config
+
+
+def test_preprocess_shapes_and_bad_input():
+    example = {
+        "image": np.zeros((8, 8, 3), np.uint8),
+        "segmentation": np.ones((8, 8, 1), np.uint8),
+        "image_id": 3,
+    }
+    out = seg_task.preprocess(example)
+    assert out["image"].dtype == np.uint8 and out["image"].shape == (8, 8, 3)
+    assert out["label"].dtype == np.int32 and out["label"].shape == (8, 8)
+    with pytest.raises(ValueError, match="segmentation example 3"):
+        seg_task.preprocess(dict(example, segmentation=np.ones((4, 8), np.uint8)))
+
+
+def test_overfits_four_images_to_pixel_accuracy_099(tmp_path, data_dir):
+    config = load_config("segmentation", "runlocal")
+    config.data.data_dir = data_dir
+    config.data.num_train = 4
+    config.data.num_val = 4
+    config.eval_split = "train"
+    config.model.width = 8
+    config.model.norm = "group"
+    config.optimizer.learning_rate = 1e-2
+    config.optimizer.schedule = "constant"
+    config.num_train_steps = 150
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 150
+    config.progress_bar = False
+    results = loop.train_and_evaluate(config, str(tmp_path))
+    assert results["num_pixels"] == 4 * 32 * 32
+    assert results["pixel_accuracy"] >= 0.99, results
