@@ -1,0 +1,165 @@
+"""Keypoint heatmap targets (encode) and heatmap decoding, torchvision's Keypoint R-CNN rules.
+
+Encode (``keypoints_to_heatmap``): for a RoI ``(x1, y1, x2, y2)`` and an ``S x S`` heatmap,
+``cx = floor((x - x1) * (S / (x2 - x1)))`` (``cy`` alike, float32); a keypoint exactly on the
+RoI's right (bottom) edge goes to cell ``S - 1``; the target is the flat index
+``cy * S + cx``, valid when the cell is inside the heatmap and visibility ``> 0``; invalid
+targets are 0.
+
+Decode (``heatmaps_to_keypoints``): torchvision resizes each RoI's ``S x S`` logits to the
+RoI's size ``ceil(max(w, 1)) x ceil(max(h, 1))`` with bicubic interpolation (PyTorch's
+``align_corners=False``, ``A = -0.75``, taps clamped at the border), takes the arg-max
+position ``(i, j)`` and returns ``x = x1 + (j + 0.5) * w / ceil(w)`` (``y`` alike) and the
+interpolated logit there as the score. That resized size is data-dependent, so here the
+bicubic map is evaluated, with exactly the same coefficients, only on a static
+``window x window`` block of its pixels centred on the heatmap's own arg-max cell (clipped to
+the resized map). The result equals torchvision's whenever the resized map's maximum lies in
+that block, which is always the case when the RoI is at most ``window`` pixels on each side
+(the block is then the whole map) and, for larger RoIs, when the heatmap is peaked (the usual
+case for a trained head). Otherwise the returned location is the best one inside the block
+and its score is at most torchvision's (never higher: both are values of the same map).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["keypoints_to_heatmap", "heatmaps_to_keypoints"]
+
+
+@functools.partial(jax.jit, static_argnames=("heatmap_size",))
+def keypoints_to_heatmap(
+    keypoints: jax.Array, rois: jax.Array, heatmap_size: int
+) -> tuple[jax.Array, jax.Array]:
+    """Heatmap targets for keypoints inside RoIs.
+
+    Args:
+      keypoints: ``[R, K, 3]`` float32 ``(x, y, visibility)``, absolute image pixels; each
+        RoI's matched ground-truth keypoints.
+      rois: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute image pixels.
+      heatmap_size: static ``S``.
+
+    Returns:
+      ``(targets, valid)``: int32 ``[R, K]`` flat indices ``cy * S + cx`` into the ``S x S``
+      heatmap (0 where invalid) and bool ``[R, K]``. A zero-width RoI divides by zero in the
+      reference too; its keypoints come out invalid here (non-finite cell).
+    """
+    s = heatmap_size
+    rois = rois.astype(jnp.float32)
+    kp = keypoints.astype(jnp.float32)
+    x1, y1, x2, y2 = (rois[:, i : i + 1] for i in range(4))
+    scale_x = jnp.float32(s) / (x2 - x1)
+    scale_y = jnp.float32(s) / (y2 - y1)
+    x, y = kp[..., 0], kp[..., 1]
+    cx = jnp.floor((x - x1) * scale_x)
+    cy = jnp.floor((y - y1) * scale_y)
+    cx = jnp.where(x == x2, s - 1.0, cx)
+    cy = jnp.where(y == y2, s - 1.0, cy)
+    # Validity in float (no int overflow for far-away points; NaN compares False).
+    valid = (cx >= 0) & (cy >= 0) & (cx < s) & (cy < s) & (kp[..., 2] > 0)
+    cx = jnp.where(valid, cx, 0.0).astype(jnp.int32)
+    cy = jnp.where(valid, cy, 0.0).astype(jnp.int32)
+    return cy * s + cx, valid
+
+
+_A = -0.75  # PyTorch's bicubic convolution parameter
+
+
+def _cubic_coeffs(t: jax.Array) -> jax.Array:
+    """``[...]`` fractional offsets -> ``[..., 4]`` Keys cubic weights of taps -1, 0, 1, 2."""
+
+    def near(x):  # |x| <= 1
+        return ((_A + 2.0) * x - (_A + 3.0)) * x * x + 1.0
+
+    def far(x):  # 1 < |x| < 2
+        return ((_A * x - 5.0 * _A) * x + 8.0 * _A) * x - 4.0 * _A
+
+    return jnp.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)], axis=-1)
+
+
+def _bicubic_taps(pos: jax.Array, out_size: jax.Array, in_size: int):
+    """Taps of output pixels ``pos`` of an ``in_size -> out_size`` bicubic resize.
+
+    Args:
+      pos: int32 ``[..., n]`` output pixel indices; out_size: ``[...]`` int32 output sizes.
+
+    Returns:
+      int32 ``[..., n, 4]`` clamped source indices and float32 ``[..., n, 4]`` weights.
+    """
+    scale = jnp.float32(in_size) / out_size.astype(jnp.float32)
+    src = (pos.astype(jnp.float32) + 0.5) * scale[..., None] - 0.5  # not clamped for cubic
+    base = jnp.minimum(jnp.floor(src).astype(jnp.int32), in_size - 1)
+    t = jnp.clip(src - base.astype(jnp.float32), 0.0, 1.0)
+    idx = jnp.clip(base[..., None] + jnp.arange(-1, 3, dtype=jnp.int32), 0, in_size - 1)
+    return idx, _cubic_coeffs(t)
+
+
+@functools.partial(jax.jit, static_argnames=("window",))
+def heatmaps_to_keypoints(heatmaps: jax.Array, rois: jax.Array, window: int = 32) -> jax.Array:
+    """Decode keypoint heatmaps into image coordinates (see module docstring).
+
+    Args:
+      heatmaps: ``[R, K, S, S]`` logits (any float dtype; computed in float32).
+      rois: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute image pixels.
+      window: static side of the block of resized-map pixels searched around the heatmap's
+        arg-max; RoIs up to ``window`` pixels wide and high are decoded exactly.
+
+    Returns:
+      ``[R, K, 3]`` float32 ``(x, y, score)``: image pixels and the bicubic-interpolated
+      logit at the chosen position (torchvision returns the score separately and 1 in the
+      third column). ``jax.vmap`` adds a leading batch axis.
+    """
+    heatmaps = jnp.asarray(heatmaps)
+    r, k, s, s2 = heatmaps.shape
+    if s != s2:
+        raise ValueError(f"heatmaps must be square [R, K, S, S], got {heatmaps.shape}")
+    maps = heatmaps.astype(jnp.float32)
+    rois = rois.astype(jnp.float32)
+    widths = jnp.maximum(rois[:, 2] - rois[:, 0], 1.0)
+    heights = jnp.maximum(rois[:, 3] - rois[:, 1], 1.0)
+    out_w = jnp.ceil(widths)  # resized map size (float, exact integers)
+    out_h = jnp.ceil(heights)
+    out_w_i = jnp.clip(out_w, 1.0, 2.0**30).astype(jnp.int32)
+    out_h_i = jnp.clip(out_h, 1.0, 2.0**30).astype(jnp.int32)
+
+    # Coarse arg-max cell of each heatmap, then the resized-map pixel nearest to its centre.
+    flat = jnp.argmax(maps.reshape(r, k, s * s), axis=-1)
+    cell_y, cell_x = flat // s, flat % s
+
+    def window_start(cell, out_size):
+        # Output pixel whose source coordinate is the cell centre, minus half a window.
+        centre = jnp.floor((cell.astype(jnp.float32) + 0.5) * out_size[:, None] / s)
+        start = centre.astype(jnp.int32) - window // 2
+        hi = jnp.maximum(out_size.astype(jnp.int32)[:, None] - window, 0)
+        return jnp.clip(start, 0, hi)  # [R, K]
+
+    n = window
+    start_y = window_start(cell_y, out_h_i.astype(jnp.float32))
+    start_x = window_start(cell_x, out_w_i.astype(jnp.float32))
+    pos_y = start_y[..., None] + jnp.arange(n, dtype=jnp.int32)  # [R, K, n]
+    pos_x = start_x[..., None] + jnp.arange(n, dtype=jnp.int32)
+    in_y = pos_y < out_h_i[:, None, None]
+    in_x = pos_x < out_w_i[:, None, None]
+    iy, wy = _bicubic_taps(pos_y, jnp.broadcast_to(out_h_i[:, None], (r, k)), s)  # [R,K,n,4]
+    ix, wx = _bicubic_taps(pos_x, jnp.broadcast_to(out_w_i[:, None], (r, k)), s)
+
+    # Rows first (x taps), then columns (y taps), as PyTorch's separable bicubic kernel:
+    # value = sum_a wy[a] * (sum_b wx[b] * map[iy[a], ix[b]]).
+    rows = jnp.take_along_axis(maps, ix.reshape(r, k, 1, n * 4), axis=-1).reshape(r, k, s, n, 4)
+    rows = jnp.sum(rows * wx[:, :, None, :, :], axis=-1)  # [R, K, S, n]
+    cols = jnp.take_along_axis(rows, iy.reshape(r, k, n * 4)[..., None], axis=2)
+    cols = cols.reshape(r, k, n, 4, n)
+    vals = jnp.sum(cols * wy[..., None], axis=3)  # [R, K, n (y), n (x)]
+    vals = jnp.where(in_y[..., :, None] & in_x[..., None, :], vals, -jnp.inf)
+
+    best = jnp.argmax(vals.reshape(r, k, n * n), axis=-1)  # first in row-major order
+    by, bx = best // n, best % n
+    score = jnp.take_along_axis(vals.reshape(r, k, n * n), best[..., None], axis=-1)[..., 0]
+    y_int = jnp.take_along_axis(pos_y, by[..., None], axis=-1)[..., 0]
+    x_int = jnp.take_along_axis(pos_x, bx[..., None], axis=-1)[..., 0]
+    width_corr = widths / out_w
+    height_corr = heights / out_h
+    x = (x_int.astype(jnp.float32) + 0.5) * width_corr[:, None] + rois[:, 0:1]
+    y = (y_int.astype(jnp.float32) + 0.5) * height_corr[:, None] + rois[:, 1:2]
+    return jnp.stack([x, y, score], axis=-1)
