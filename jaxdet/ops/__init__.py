@@ -27,3 +27,13 @@ from jaxdet.ops.nms import nms as nms
 from jaxdet.ops.sampler import sample_balanced as sample_balanced
 
 # --- RoIAlign, RoIPool, masks, keypoint heatmaps ---
+# isort: split
+from jaxdet.ops.keypoints import heatmaps_to_keypoints as heatmaps_to_keypoints
+from jaxdet.ops.keypoints import keypoints_to_heatmap as keypoints_to_heatmap
+from jaxdet.ops.masks import crop_and_resize_masks as crop_and_resize_masks
+from jaxdet.ops.masks import paste_mask_probs as paste_mask_probs
+from jaxdet.ops.masks import paste_masks as paste_masks
+from jaxdet.ops.roi_align import fpn_levels as fpn_levels
+from jaxdet.ops.roi_align import multilevel_roi_align as multilevel_roi_align
+from jaxdet.ops.roi_align import roi_align as roi_align
+from jaxdet.ops.roi_pool import roi_pool as roi_pool
