@@ -92,6 +92,23 @@ class IouTest(chex.TestCase):
         a, b = random_boxes(rng, 37), random_boxes(rng, 23)
         np.testing.assert_allclose(self.variant(ops.box_iou)(a, b), np_iou(a, b), rtol=1e-5)
 
+    def test_bit_exact_float32_arithmetic(self):
+        # NMS and the matcher compare IoUs with thresholds, so the compiled division must be
+        # IEEE float32 (no reciprocal approximation): bit-equal to NumPy's float32 formula.
+        rng = np.random.default_rng(4)
+        a = random_boxes(rng, 300)
+        b = np.round(random_boxes(rng, 200) * 2) / 2
+        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        lt = np.maximum(a[:, None, :2], b[None, :, :2])
+        rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+        wh = np.maximum(rb - lt, np.float32(0))
+        inter = wh[..., 0] * wh[..., 1]
+        expected = inter / (area_a[:, None] + area_b[None, :] - inter)
+        self.assertEqual(expected.dtype, np.float32)
+        self.assertGreater(np.sum(expected > 0), 1000)
+        np.testing.assert_array_equal(jax.jit(ops.box_iou)(a, b), expected)
+
     def test_vmap_over_batch(self):
         rng = np.random.default_rng(1)
         a = np.stack([random_boxes(rng, 11) for _ in range(3)])

@@ -175,6 +175,9 @@ class HandBuiltTest(chex.TestCase):
         np.testing.assert_array_equal(ops.nms(boxes, scores, jnp.float32(0.3), 2), [0, 1])
         jitted = jax.jit(lambda b, s: ops.nms(b, s, 0.3, 2))  # a constant inside a jit
         np.testing.assert_array_equal(jitted(boxes, scores), [0, -1])
+        # A threshold first seen inside a trace must not leave a tracer behind in any cache.
+        inside = jax.jit(lambda b, s: ops.nms(b, s, 0.2987, 2))(boxes, scores)
+        np.testing.assert_array_equal(inside, ops.nms(boxes, scores, 0.2987, 2))
 
     def test_suppressed_box_does_not_suppress(self):
         # A overlaps B, B overlaps C, A does not overlap C: greedy keeps A and C.
@@ -253,6 +256,7 @@ class ShapeTest(chex.TestCase):
         outs = [ops.nms(*random_case(rng, 333), 0.5, 77) for _ in range(3)]
         outs.append(ops.nms(*random_case(rng, 333), 0.6, 77))  # a new threshold is a value
         outs.append(ops.nms(*random_case(rng, 333), jnp.float32(0.7), 77))
+        outs.append(ops.nms(*random_case(rng, 333), np.float32(0.4), 77))
         self.assertEqual(jitted._cache_size() - before, 1)
         self.assertFalse(np.array_equal(outs[0], outs[1]))
 
