@@ -77,9 +77,14 @@ def _sparse_table(features: jax.Array):
             jax.lax.slice_in_dim(i, 0, n - k, axis=axis),
         )
         hi = (jax.lax.slice_in_dim(v, k, n, axis=axis), jax.lax.slice_in_dim(i, k, n, axis=axis))
+        # Every index of ``lo`` precedes every index of ``hi`` in row-major order (x-halving
+        # is only done on single-row blocks, and y-halving puts ``lo``'s rows first), so a
+        # tie keeps ``lo``: the first arg-max wins without comparing indices.
+        take_hi = hi[0] > lo[0]
+        best = (jnp.where(take_hi, hi[0], lo[0]), jnp.where(take_hi, hi[1], lo[1]))
         # The barrier materialises each level: otherwise XLA fuses every level into the next
         # one's two reads, recomputing earlier levels exponentially (seconds of compile time).
-        return jax.lax.optimization_barrier(_combine(lo, hi))
+        return jax.lax.optimization_barrier(best)
 
     row = [(features, idx0)]
     for b in range(1, lw):
