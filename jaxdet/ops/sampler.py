@@ -6,12 +6,11 @@ import jax.numpy as jnp
 __all__ = ["sample_balanced"]
 
 
-def _random_order(rng: jax.Array, eligible: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+def _random_order(bits: jax.Array, eligible: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """Indices of ``k`` entries, eligible ones first in uniformly random order."""
     # 31 random bits per entry, ineligible entries -1: top_k picks a uniformly random subset
     # of the eligible entries (ties between equal random keys, rare, go to the lower index).
-    keys = (jax.random.bits(rng, eligible.shape, jnp.uint32) >> 1).astype(jnp.int32)
-    keys = jnp.where(eligible, keys, -1)
+    keys = jnp.where(eligible, (bits >> 1).astype(jnp.int32), -1)
     _, idx = jax.lax.top_k(keys, k)
     return idx.astype(jnp.int32), jnp.sum(eligible, dtype=jnp.int32)
 
@@ -46,11 +45,11 @@ def sample_balanced(
     lab = jnp.asarray(labels)
     n = lab.shape[0]
     max_pos = int(num_samples * positive_fraction)
-    rng_pos, rng_neg = jax.random.split(rng)
+    bits = jax.random.bits(rng, (2, n), jnp.uint32)  # one draw: independent rows
     k_pos = min(max_pos, n)
     k_neg = min(num_samples, n)
-    pos_idx, num_pos = _random_order(rng_pos, lab == 1, k_pos)
-    neg_idx, num_neg = _random_order(rng_neg, lab == 0, k_neg)
+    pos_idx, num_pos = _random_order(bits[0], lab == 1, k_pos)
+    neg_idx, num_neg = _random_order(bits[1], lab == 0, k_neg)
     p = jnp.minimum(num_pos, max_pos)
     q = jnp.minimum(num_neg, num_samples - p)
     slot = jnp.arange(num_samples, dtype=jnp.int32)
