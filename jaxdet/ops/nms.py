@@ -36,7 +36,7 @@ from jaxdet.ops.boxes import _f32
 
 __all__ = ["batched_nms", "nms"]
 
-_DEFAULT_TILE = 64
+_DEFAULT_TILE = 32  # measured best or equal on CPU for 1k-10k boxes (vs 16, 64, 128)
 
 
 def _overlaps(a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:

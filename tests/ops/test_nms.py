@@ -101,7 +101,7 @@ class ReferenceTest(chex.TestCase):
         boxes, scores = random_case(np.random.default_rng(11), 200, extent=50.0)
         ref = np_nms(boxes, scores, 0.4)
         self.assertGreater(len(ref), 20)
-        for tile in (1, 13):  # the default (64) runs in every other test
+        for tile in (1, 13):  # the default (32) runs in every other test
             np.testing.assert_array_equal(
                 ops.nms(boxes, scores, 0.4, 200, tile_size=tile), padded(ref, 200)
             )
