@@ -41,7 +41,9 @@ def match(
 
     Args:
       iou: ``[G, N]`` float IoU of each gt row with each prediction (e.g.
-        ``box_iou(gt_boxes, anchors)``); NaN entries compare false everywhere.
+        ``box_iou(gt_boxes, anchors)``). NaN entries (``box_iou`` of two zero-area boxes)
+        count as 0. (torchvision's ``max`` lets a NaN win, so such a prediction would be
+        matched as foreground there and its gt would lose its low-quality matches.)
       gt_valid: ``[G]`` bool, ``True`` for real gt rows.
       high: foreground threshold (``v >= high``).
       low: background threshold (``v < low``); ``low <= high``.
@@ -55,6 +57,7 @@ def match(
         raise ValueError(f"low ({low}) must be <= high ({high})")
     q = jnp.asarray(iou)
     q = q if q.dtype == jnp.float32 else q.astype(jnp.float32)
+    q = jnp.where(jnp.isnan(q), 0.0, q)
     valid = jnp.asarray(gt_valid, bool)
     # Invalid rows get -inf so they never win the argmax; with no valid row v = -inf < low.
     masked = jnp.where(valid[:, None], q, -jnp.inf)  # [G, N]

@@ -160,6 +160,18 @@ class HandBuiltTest(chex.TestCase):
         out = ops.match(iou, np.array([True, True]), 0.5, 0.5, False)
         np.testing.assert_array_equal(out, [-1, -1, -1])
 
+    def test_nan_iou_counts_as_zero(self):
+        # Two zero-area boxes give NaN IoU; it must neither win the argmax nor stop gt 0's
+        # low-quality match (prediction 0).
+        iou = np.array([[0.5, np.nan, 0.2], [0.1, 0.8, np.nan]], np.float32)
+        out = ops.match(iou, np.array([True, True]), 0.7, 0.3, True)
+        np.testing.assert_array_equal(out, [0, 1, -1])
+        iou_of_points = iou_of([[2, 2, 2, 2]], [[2, 2, 2, 2], [0, 0, 4, 4]])
+        self.assertTrue(np.isnan(iou_of_points[0, 0]))
+        np.testing.assert_array_equal(
+            ops.match(iou_of_points, np.array([True]), 0.5, 0.5, False), [-1, -1]
+        )
+
     def test_low_above_high_raises(self):
         with self.assertRaises(ValueError):
             ops.match(np.zeros((1, 1), np.float32), np.ones(1, bool), 0.3, 0.7, False)
