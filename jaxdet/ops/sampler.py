@@ -1,5 +1,7 @@
 """Balanced positive/negative sampling with a fixed number of outputs."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -15,6 +17,7 @@ def _random_order(bits: jax.Array, eligible: jax.Array, k: int) -> tuple[jax.Arr
     return idx.astype(jnp.int32), jnp.sum(eligible, dtype=jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnames=("num_samples", "positive_fraction"))
 def sample_balanced(
     rng: jax.Array,
     labels: jax.typing.ArrayLike,
@@ -26,7 +29,8 @@ def sample_balanced(
     Semantics of torchvision's ``BalancedPositiveNegativeSampler``: take
     ``p = min(#positives, int(num_samples * positive_fraction))`` positives uniformly at
     random without replacement, then ``min(#negatives, num_samples - p)`` negatives likewise.
-    Ignored entries are never sampled.
+    Ignored entries are never sampled. Compiled once per shape and ``(num_samples,
+    positive_fraction)``.
 
     Args:
       rng: a ``jax.random`` key.

@@ -62,11 +62,17 @@ class GoldenTest(chex.TestCase):
     def test_matches_torchvision(self, name):
         fx = np.load(FIXTURES / "nms.npz")
         boxes, scores, keep = fx[f"{name}_boxes"], fx[f"{name}_scores"], fx[f"{name}_keep"]
-        thr, k = float(fx[f"{name}_thr"]), len(keep) + 7  # 7 slots of -1 padding
-        out = self.variant(lambda b, s: ops.nms(b, s, thr, k))(boxes, scores)
-        chex.assert_shape(out, (k,))
+        thr = float(fx[f"{name}_thr"])
+        # Every case padded to 2,000 boxes with invalid rows and 2,000 output slots: one
+        # compiled program per variant, and padding must not change the result.
+        n, size = len(scores), 2000
+        boxes = np.concatenate([boxes, np.zeros((size - n, 4), np.float32)])
+        scores = np.concatenate([scores, np.ones(size - n, np.float32)])  # high, but invalid
+        valid = np.arange(size) < n
+        out = self.variant(lambda b, s, v: ops.nms(b, s, thr, size, valid=v))(boxes, scores, valid)
+        chex.assert_shape(out, (size,))
         chex.assert_type(out, jnp.int32)
-        np.testing.assert_array_equal(out, padded(keep, k))
+        np.testing.assert_array_equal(out, padded(keep, size))
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_batched_matches_torchvision(self):
