@@ -16,34 +16,31 @@ F32 = np.float32
 
 
 def np_bicubic_resize(m, out_h, out_w):
-    """PyTorch's bicubic resize (align_corners=False, A = -0.75) of one ``[S, S]`` map."""
+    """PyTorch's bicubic resize (align_corners=False, A = -0.75) of one ``[S, S]`` map.
+
+    Written as ``Wy @ m @ Wx.T`` with one row of 4 cubic weights per output pixel, taps
+    clamped at the border (float64).
+    """
     a = -0.75
 
-    def weights(t):
-        def near(x):
-            return ((a + 2) * x - (a + 3)) * x * x + 1
+    def near(x):
+        return ((a + 2) * x - (a + 3)) * x * x + 1
 
-        def far(x):
-            return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    def far(x):
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
 
-        return [far(t + 1), near(t), near(1 - t), far(2 - t)]
-
-    def taps(i, out, n):
-        src = (i + 0.5) * (n / out) - 0.5
-        base = min(math.floor(src), n - 1)
-        t = min(max(src - base, 0.0), 1.0)
-        return [min(max(base - 1 + j, 0), n - 1) for j in range(4)], weights(t)
+    def matrix(out, n):
+        w = np.zeros((out, n))
+        for i in range(out):
+            src = (i + 0.5) * (n / out) - 0.5
+            base = min(math.floor(src), n - 1)
+            t = min(max(src - base, 0.0), 1.0)
+            for j, wt in enumerate([far(t + 1), near(t), near(1 - t), far(2 - t)]):
+                w[i, min(max(base - 1 + j, 0), n - 1)] += wt
+        return w
 
     s = m.shape[0]
-    out = np.zeros((out_h, out_w))
-    for i in range(out_h):
-        iy, wy = taps(i, out_h, s)
-        for j in range(out_w):
-            ix, wx = taps(j, out_w, s)
-            out[i, j] = sum(
-                wy[p] * sum(wx[q] * m[iy[p], ix[q]] for q in range(4)) for p in range(4)
-            )
-    return out
+    return matrix(out_h, s) @ m @ matrix(out_w, s).T
 
 
 def np_decode(maps, rois):

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
-from jax.test_util import check_grads
 
 from jaxdet import ops
 
@@ -290,19 +289,9 @@ class GradientTest(chex.TestCase):
         rng = np.random.default_rng(2)
         feats = jnp.asarray(rng.standard_normal((7, 9, 2)).astype(np.float32))
         boxes = random_boxes(rng, 8, -4, 8, 8)
-        for aligned in (True, False):
-            assert_vjp_matches_finite_differences(
-                lambda x, a=aligned: ops.roi_align(x, boxes, (3, 2), 1.0, 2, a), feats, rng
-            )
-        # The jax.test_util checker too (forward-over-reverse consistency included).
-        check_grads(
-            lambda x: ops.roi_align(x, boxes, (3, 2), 1.0, 2, True),
-            (feats,),
-            order=1,
-            modes=["rev"],
-            eps=1e-2,
-            atol=1e-3,
-            rtol=1e-3,
+        # aligned=False here; the multi-level check below runs aligned=True.
+        assert_vjp_matches_finite_differences(
+            lambda x: ops.roi_align(x, boxes, (3, 2), 1.0, 2, False), feats, rng
         )
 
     def test_multilevel_finite_differences(self):
