@@ -68,7 +68,9 @@ def _descending_order(scores: jax.Array, alive: jax.Array) -> jax.Array:
     if n * n >= 2**31:
         keys = jnp.where(alive, -scores, jnp.inf)
         return jax.lax.sort((keys, iota), num_keys=1, is_stable=True)[1]
-    bits = jax.lax.bitcast_convert_type(scores + 0.0, jnp.int32)  # + 0.0: -0.0 -> 0.0
+    # -0.0 ties with 0.0. (Not `scores + 0.0`: XLA simplifies that away.)
+    scores = jnp.where(scores == 0, 0.0, scores)
+    bits = jax.lax.bitcast_convert_type(scores, jnp.int32)
     # Monotone in the float value for non-NaN floats; ~ reverses the order without overflow.
     keys = ~jnp.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
     keys = jnp.where(alive, keys, jnp.iinfo(jnp.int32).max)

@@ -234,7 +234,7 @@ class HandBuiltTest(chex.TestCase):
 
     def test_negative_and_zero_scores(self):
         boxes = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [4, 4, 5, 5]], np.float32)
-        scores = np.array([-1.0, 0.0, -0.0], np.float32)  # -0.0 ties with 0.0
+        scores = np.array([-1.0, -0.0, 0.0], np.float32)  # -0.0 ties with 0.0: index order
         np.testing.assert_array_equal(nms8(boxes, scores, 0.5, 3), [1, 2, 0])
 
     def test_all_invalid(self):
