@@ -1,0 +1,509 @@
+"""Semantic-segmentation models: the lecture's ladder, every variant selectable by config.
+
+All models are Flax linen modules with the same call signature::
+
+    logits = model.apply(variables, images, train=train, mutable=...)
+    # images: float32 [B, H, W, 3] in [0, 1]  ->  logits: float32 [B, h, w, num_classes]
+
+``h, w = H, W`` for every model except :class:`SlidingWindowClassifier`, which returns
+``[B, H // s, W // s, C]`` for its stride ``s`` (see its docstring for the pixel contract).
+Inputs are rescaled to ``[-1, 1]`` inside the model. Parameters live in ``params``; with
+``norm="batch"`` running statistics live in ``batch_stats`` (pass ``mutable=["batch_stats"]``
+when ``train=True``); with ``norm="group"`` there is no ``batch_stats`` collection and the
+model does not depend on the batch or the device count. ``bn_axis_name`` names the mapped
+axis (``"batch"`` in the training loop) over which BatchNorm averages its statistics; leave it
+``None`` for single-device use, evaluation and prediction (``train=False`` never uses it, so
+``init(..., train=False)`` works outside the mapped axis too).
+
+Config fields (a FLAT ``model`` section; :data:`DEFAULT_MODEL_FIELDS` holds these defaults)
+-------------------------------------------------------------------------------------------
+Common
+  ``name`` ("encoder_decoder"): one of "sliding_window", "fcn_full_res", "encoder_decoder",
+  "pixel_colour".
+  ``norm`` ("batch"): "batch" (BatchNorm, cross-device via ``bn_axis_name``) or "group"
+  (GroupNorm, no ``batch_stats``).
+  ``bn_momentum`` (0.9): BatchNorm running-average momentum (short CPU runs need < 0.99).
+  ``gn_groups`` (8): GroupNorm groups (``gcd(gn_groups, channels)`` for narrow layers).
+encoder_decoder (:class:`EncoderDecoder`)
+  ``width`` (16): channels at full resolution; level ``l`` has ``width * 2**l``.
+  ``num_levels`` (4): resolutions used (``num_levels - 1`` down/upsamplings); H and W must be
+  multiples of ``2**(num_levels - 1)``.
+  ``blocks_per_level`` (2): 3x3 conv+norm+relu blocks per level, in encoder and in decoder.
+  ``downsample`` ("max_pool"): "max_pool" (2x2, switches remembered) or "strided_conv"
+  (3x3 stride-2 conv+norm+relu, same channels).
+  ``upsample`` ("max_unpool"): "nearest", "bed_of_nails", "max_unpool" (needs
+  ``downsample="max_pool"``), "transpose_conv" (learned), "bilinear".
+  ``skip`` ("concat"): "concat" (U-Net: concatenate the encoder map of the same level to the
+  upsampled one), "add" (sum them, FCN style) or "none" (SegNet style).
+  ``transpose_kernel_size`` (2): kernel of the stride-2 transpose convolution (2 does not
+  overlap; 3 overlaps unevenly, see experiments/checkerboard.py; 4 overlaps evenly).
+  ``level_widths`` (()): channels of each level, e.g. ``(8, 16, 32, 64, 128, 256)``; when
+  given it replaces ``width``/``num_levels`` (narrow at full resolution, wide at the bottom is
+  what learns the synthetic scenes fastest per FLOP, see experiments/segmentation/).
+  ``level_blocks`` (()): encoder blocks of each level (same length as the levels); when
+  empty every level has ``blocks_per_level``.
+  ``decoder_blocks`` (0): 3x3 blocks per decoder level; 0 means ``blocks_per_level``.
+fcn_full_res (:class:`FullResolutionFCN`)
+  ``fcn_width`` (64), ``fcn_depth`` (8): number and width of the full-resolution 3x3 layers.
+sliding_window (:class:`SlidingWindowClassifier`)
+  ``patch_size`` (17, odd): crop side; the crop's centre pixel is classified.
+  ``patch_width`` (16): channels of the patch CNN's first stage (doubling per stage).
+  ``patch_stages`` (2): conv+norm+relu + 2x2 max-pool stages of the patch CNN.
+  ``patch_padding`` ("reflect"): how the image is padded for border crops: "reflect"/"zero".
+  ``train_stride`` (8), ``eval_stride`` (4): pixel grid classified when ``train`` is
+  True/False. Stride 1 labels every pixel but costs ``H*W`` crops per image.
+  ``crop_chunk`` (16384): most crops fed to the patch CNN at once in evaluation (bounds
+  memory; training feeds all ``B * (H/s) * (W/s)`` crops of the batch at once).
+pixel_colour (:class:`PixelColourClassifier`)
+  ``pixel_width`` (32), ``pixel_depth`` (3): hidden 1x1 conv+norm+relu layers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdet.models import upsampling
+
+MODEL_NAMES = ("sliding_window", "fcn_full_res", "encoder_decoder", "pixel_colour")
+DOWNSAMPLE_MODES = ("max_pool", "strided_conv")
+UPSAMPLE_MODES = ("nearest", "bed_of_nails", "max_unpool", "transpose_conv", "bilinear")
+SKIP_MODES = ("concat", "add", "none")
+NORM_MODES = ("batch", "group")
+PATCH_PADDING_MODES = ("reflect", "zero")
+
+DEFAULT_MODEL_FIELDS: dict[str, Any] = {
+    "name": "encoder_decoder",
+    "norm": "batch",
+    "bn_momentum": 0.9,
+    "gn_groups": 8,
+    # encoder_decoder
+    "width": 16,
+    "num_levels": 4,
+    "blocks_per_level": 2,
+    "downsample": "max_pool",
+    "upsample": "max_unpool",
+    "skip": "concat",
+    "transpose_kernel_size": 2,
+    "level_widths": (),
+    "level_blocks": (),
+    "decoder_blocks": 0,
+    # fcn_full_res
+    "fcn_width": 64,
+    "fcn_depth": 8,
+    # sliding_window
+    "patch_size": 17,
+    "patch_width": 16,
+    "patch_stages": 2,
+    "patch_padding": "reflect",
+    "train_stride": 8,
+    "eval_stride": 4,
+    "crop_chunk": 16384,
+    # pixel_colour
+    "pixel_width": 32,
+    "pixel_depth": 3,
+}
+
+_he_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+def _choose(field: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"model.{field}={value!r} is not one of {list(allowed)}")
+    return value
+
+
+def _scale_input(images: jax.Array) -> jax.Array:
+    """float32 [B, H, W, 3] in [0, 1] -> [-1, 1]."""
+    return images.astype(jnp.float32) * 2.0 - 1.0
+
+
+class ConvNormAct(nn.Module):
+    """conv (no bias) -> BatchNorm/GroupNorm -> ReLU, ``[B, H, W, Cin] -> [B, H', W', F]``.
+
+    ``transpose=True`` uses :func:`jaxdet.models.upsampling.transpose_conv` (``H' = H *
+    strides``; kernel param ``[k, k, Cin, F]`` with scatter semantics); otherwise ``nn.Conv``
+    with SAME padding (``H' = ceil(H / strides)``).
+    """
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    transpose: bool = False
+    norm: str = "batch"
+    bn_momentum: float = 0.9
+    gn_groups: int = 8
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        k = self.kernel_size
+        if self.transpose:
+            kernel = self.param("kernel", _he_init, (k, k, x.shape[-1], self.features))
+            x = upsampling.transpose_conv(x, kernel, self.strides)
+        else:
+            x = nn.Conv(
+                self.features,
+                (k, k),
+                strides=(self.strides, self.strides),
+                padding="SAME",
+                use_bias=False,
+                kernel_init=_he_init,
+            )(x)
+        if _choose("norm", self.norm, NORM_MODES) == "batch":
+            x = nn.BatchNorm(
+                use_running_average=not train,
+                axis_name=self.bn_axis_name,
+                momentum=self.bn_momentum,
+            )(x)
+        else:
+            x = nn.GroupNorm(num_groups=math.gcd(self.gn_groups, self.features))(x)
+        return nn.relu(x)
+
+
+class _NormMixin(nn.Module):
+    """Norm settings shared by every model (a dataclass mixin, no __call__)."""
+
+    norm: str = "batch"
+    bn_momentum: float = 0.9
+    gn_groups: int = 8
+    bn_axis_name: str | None = None
+
+    def block(self, features: int, kernel_size: int = 3, **kw: Any) -> ConvNormAct:
+        return ConvNormAct(
+            features,
+            kernel_size,
+            norm=self.norm,
+            bn_momentum=self.bn_momentum,
+            gn_groups=self.gn_groups,
+            bn_axis_name=self.bn_axis_name,
+            **kw,
+        )
+
+
+def _classifier(num_classes: int) -> nn.Conv:
+    return nn.Conv(num_classes, (1, 1), dtype=jnp.float32, name="classifier")
+
+
+class PixelColourClassifier(_NormMixin):
+    """Per-pixel colour classifier: 1x1 convolutions only (no spatial context).
+
+    ``[B, H, W, 3] -> float32 [B, H, W, num_classes]``.
+    """
+
+    num_classes: int = 5
+    pixel_width: int = 32
+    pixel_depth: int = 3
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+        x = _scale_input(images)
+        for _ in range(self.pixel_depth):
+            x = self.block(self.pixel_width, 1)(x, train=train)
+        return _classifier(self.num_classes)(x).astype(jnp.float32)
+
+
+class FullResolutionFCN(_NormMixin):
+    """``fcn_depth`` same-resolution 3x3 conv+norm+relu layers, then 1x1 scores.
+
+    The lecture's "expensive" fully convolutional net: every layer runs at full resolution
+    (receptive field ``2 * fcn_depth + 1`` px). ``[B, H, W, 3] -> float32 [B, H, W, C]``.
+    """
+
+    num_classes: int = 5
+    fcn_width: int = 64
+    fcn_depth: int = 8
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+        x = _scale_input(images)
+        for _ in range(self.fcn_depth):
+            x = self.block(self.fcn_width)(x, train=train)
+        return _classifier(self.num_classes)(x).astype(jnp.float32)
+
+
+def check_encoder_decoder_modes(downsample: str, upsample: str, skip: str) -> None:
+    """Raise ValueError for an unknown mode or for max_unpool without max_pool switches."""
+    _choose("downsample", downsample, DOWNSAMPLE_MODES)
+    _choose("upsample", upsample, UPSAMPLE_MODES)
+    _choose("skip", skip, SKIP_MODES)
+    if upsample == "max_unpool" and downsample != "max_pool":
+        raise ValueError(
+            "model.upsample='max_unpool' needs the switches of a max-pool: set "
+            f"model.downsample='max_pool' (got {downsample!r})"
+        )
+
+
+class EncoderDecoder(_NormMixin):
+    """Downsample-then-upsample network (SegNet / U-Net family).
+
+    Encoder level ``l`` (``0 <= l < num_levels``, channels ``width * 2**l``):
+    ``blocks_per_level`` 3x3 blocks, then (except at the deepest level) a 2x downsampling by
+    2x2 max-pool (switches remembered) or a 3x3 stride-2 conv. Decoder level ``l``: bring the
+    level ``l+1`` map to ``width * 2**l`` channels and 2x its size (a 1x1 block then the
+    parameter-free ``upsample``, or one learned ``transpose_conv`` block), merge the encoder
+    map of level ``l`` (``skip``), then ``blocks_per_level`` 3x3 blocks. A 1x1 conv gives the
+    scores. ``[B, H, W, 3] -> float32 [B, H, W, num_classes]``; H, W multiples of
+    ``2**(num_levels - 1)``.
+    """
+
+    num_classes: int = 5
+    width: int = 16
+    num_levels: int = 4
+    blocks_per_level: int = 2
+    downsample: str = "max_pool"
+    upsample: str = "max_unpool"
+    skip: str = "concat"
+    transpose_kernel_size: int = 2
+    level_widths: tuple[int, ...] = ()
+    level_blocks: tuple[int, ...] = ()
+    decoder_blocks: int = 0
+
+    def levels(self) -> tuple[list[int], list[int], int]:
+        """(channels per level, encoder blocks per level, decoder blocks per level)."""
+        widths = list(self.level_widths) or [
+            self.width * 2**level for level in range(self.num_levels)
+        ]
+        blocks = list(self.level_blocks) or [self.blocks_per_level] * len(widths)
+        if len(blocks) != len(widths):
+            raise ValueError(
+                f"model.level_blocks has {len(blocks)} entries for {len(widths)} levels"
+            )
+        if min(blocks) < 1:
+            # A level without blocks would hand its input (other channels) to the skip and to
+            # the switches, which the decoder's width * channels cannot match.
+            raise ValueError(f"model.level_blocks must all be >= 1, got {tuple(blocks)}")
+        return widths, blocks, self.decoder_blocks or self.blocks_per_level
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+        check_encoder_decoder_modes(self.downsample, self.upsample, self.skip)
+        widths, blocks, decoder_blocks = self.levels()
+        num_levels = len(widths)
+        factor = 2 ** (num_levels - 1)
+        if images.shape[1] % factor or images.shape[2] % factor:
+            raise ValueError(
+                f"image size {images.shape[1:3]} must be a multiple of {factor} "
+                f"for {num_levels} levels"
+            )
+        x = _scale_input(images)
+        skips, switches = [], []
+        for level, w in enumerate(widths):
+            for _ in range(blocks[level]):
+                x = self.block(w)(x, train=train)
+            if level == num_levels - 1:
+                break
+            skips.append(x)
+            if self.downsample == "max_pool":
+                x, sw = upsampling.max_pool_with_argmax(x, window=2, stride=2)
+                switches.append(sw)
+            else:
+                x = self.block(w, strides=2)(x, train=train)
+        for level in reversed(range(num_levels - 1)):
+            w, enc = widths[level], skips[level]
+            if self.upsample == "transpose_conv":
+                k = self.transpose_kernel_size
+                x = self.block(w, k, strides=2, transpose=True)(x, train=train)
+            else:
+                x = self.block(w, 1)(x, train=train)
+                x = self._fixed_upsample(x, switches[level] if switches else None, enc.shape)
+            if self.skip == "concat":
+                x = jnp.concatenate([x, enc], axis=-1)
+            elif self.skip == "add":
+                x = x + enc
+            for _ in range(decoder_blocks):
+                x = self.block(w)(x, train=train)
+        return _classifier(self.num_classes)(x).astype(jnp.float32)
+
+    def _fixed_upsample(
+        self, x: jax.Array, switches: jax.Array | None, shape: tuple[int, ...]
+    ) -> jax.Array:
+        if self.upsample == "nearest":
+            return upsampling.nearest_upsample(x, 2)
+        if self.upsample == "bed_of_nails":
+            return upsampling.bed_of_nails_upsample(x, 2)
+        if self.upsample == "bilinear":
+            return upsampling.bilinear_upsample(x, 2)
+        assert switches is not None  # guaranteed by check_encoder_decoder_modes
+        return upsampling.max_unpool(x, switches, shape)
+
+
+class PatchCNN(_NormMixin):
+    """The sliding window's crop classifier: ``[N, P, P, 3] -> float32 [N, num_classes]``.
+
+    ``patch_stages`` x (3x3 conv+norm+relu, 2x2 max-pool), channels ``patch_width * 2**s``,
+    then flatten -> dense(4 * patch_width) -> relu -> dense(num_classes). Inputs are already
+    scaled to [-1, 1].
+    """
+
+    num_classes: int = 5
+    patch_width: int = 16
+    patch_stages: int = 2
+
+    @nn.compact
+    def __call__(self, crops: jax.Array, *, train: bool) -> jax.Array:
+        x = crops
+        for stage in range(self.patch_stages):
+            x = self.block(self.patch_width * 2**stage)(x, train=train)
+            x, _ = upsampling.max_pool_with_argmax(x, 2, 2)
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(4 * self.patch_width, kernel_init=_he_init)(x))
+        return nn.Dense(self.num_classes, dtype=jnp.float32)(x).astype(jnp.float32)
+
+
+def crop_centres(size: int, stride: int) -> np.ndarray:
+    """Pixel rows (or columns) classified at ``stride``: ``i * stride + stride // 2``."""
+    return np.arange(size // stride) * stride + stride // 2
+
+
+class _CropChunk(nn.Module):
+    """Scan body: gather one chunk of crops and classify them with the shared PatchCNN."""
+
+    cnn: PatchCNN
+    patch_size: int
+    train: bool
+
+    @nn.compact
+    def __call__(self, carry: None, padded: jax.Array, idx: jax.Array) -> tuple[None, jax.Array]:
+        # idx: int32 [K, 3] = (image, top row, left column) of each crop in `padded`.
+        offs = jnp.arange(self.patch_size)
+        rows = idx[:, 1, None, None] + offs[None, :, None]
+        cols = idx[:, 2, None, None] + offs[None, None, :]
+        crops = padded[idx[:, 0, None, None], rows, cols]  # [K, P, P, 3]
+        return carry, self.cnn(crops, train=self.train)
+
+
+class SlidingWindowClassifier(_NormMixin):
+    """Sliding-window baseline: classify the centre pixel of a crop, crop by crop.
+
+    CONTRACT: at stride ``s`` (``train_stride`` when ``train`` else ``eval_stride``) the output
+    is ``float32 [B, H // s, W // s, num_classes]`` and output ``(i, j)`` classifies pixel
+    ``(i * s + s // 2, j * s + s // 2)`` from the ``patch_size`` x ``patch_size`` crop centred
+    there (image padded by ``patch_size // 2``, reflect or zero). H and W must be multiples of
+    ``s``. Every crop really goes through :class:`PatchCNN` (no shared computation between
+    overlapping crops, which is the point of the baseline). In training all ``B*(H/s)*(W/s)``
+    crops go through the CNN in one call (BatchNorm statistics over all of them); in
+    evaluation, when there are more than ``crop_chunk`` crops, they go through a ``lax.scan``
+    over chunks of ``crop_chunk`` crops to bound memory (identical results, the variables
+    being read-only).
+    """
+
+    num_classes: int = 5
+    patch_size: int = 17
+    patch_width: int = 16
+    patch_stages: int = 2
+    patch_padding: str = "reflect"
+    train_stride: int = 8
+    eval_stride: int = 4
+    crop_chunk: int = 16384
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+        p = self.patch_size
+        if p % 2 != 1:
+            raise ValueError(f"model.patch_size must be odd, got {p}")
+        mode = _choose("patch_padding", self.patch_padding, PATCH_PADDING_MODES)
+        s = self.train_stride if train else self.eval_stride
+        b, h, w, _ = images.shape
+        if h % s or w % s:
+            raise ValueError(f"image size {(h, w)} must be a multiple of the stride {s}")
+        x = _scale_input(images)
+        pad = ((0, 0), (p // 2, p // 2), (p // 2, p // 2), (0, 0))
+        padded = jnp.pad(x, pad, mode="reflect" if mode == "reflect" else "constant")
+        # Centre (y, x) in the image is crop top-left (y, x) in `padded`.
+        ys, xs = crop_centres(h, s), crop_centres(w, s)
+        grid = np.stack(np.meshgrid(np.arange(b), ys, xs, indexing="ij"), axis=-1)
+        idx = grid.reshape(-1, 3).astype(np.int32)
+        n = idx.shape[0]
+        cnn = PatchCNN(
+            num_classes=self.num_classes,
+            patch_width=self.patch_width,
+            patch_stages=self.patch_stages,
+            norm=self.norm,
+            bn_momentum=self.bn_momentum,
+            gn_groups=self.gn_groups,
+            bn_axis_name=self.bn_axis_name,
+            parent=None,
+        )
+        if train or n <= self.crop_chunk:
+            # All crops in one call (in training: BatchNorm statistics over the whole batch).
+            _, logits = _CropChunk(cnn=cnn, patch_size=p, train=train, name="crops")(
+                None, padded, jnp.asarray(idx)
+            )
+            return logits.reshape(b, h // s, w // s, self.num_classes)
+        # Evaluation of many crops: variables are read-only, so scan over chunks (same
+        # variable tree as the direct call: params and batch_stats are broadcast).
+        chunk = self.crop_chunk
+        num_chunks = -(-n // chunk)
+        idx = np.concatenate([idx, np.zeros((num_chunks * chunk - n, 3), np.int32)])
+        scan = nn.scan(
+            _CropChunk,
+            variable_broadcast=True,
+            split_rngs={"params": False},
+            in_axes=(nn.broadcast, 0),
+            out_axes=0,
+        )
+        _, logits = scan(cnn=cnn, patch_size=p, train=False, name="crops")(
+            None, padded, jnp.asarray(idx.reshape(num_chunks, chunk, 3))
+        )
+        logits = logits.reshape(num_chunks * chunk, self.num_classes)[:n]
+        return logits.reshape(b, h // s, w // s, self.num_classes)
+
+
+def create_model(
+    model_config: Mapping[str, Any], num_classes: int, bn_axis_name: str | None = None
+) -> nn.Module:
+    """Build a segmentation model from a flat ``model`` config section.
+
+    Args:
+      model_config: mapping (e.g. ``ml_collections.ConfigDict``) with the fields documented in
+        the module docstring; missing fields take :data:`DEFAULT_MODEL_FIELDS` values.
+      num_classes: number of score maps (background included).
+      bn_axis_name: mapped axis for cross-device BatchNorm statistics, or None.
+
+    Raises:
+      ValueError: unknown field, unknown ``name``/``upsample``/``downsample``/``skip``/
+        ``norm``/``patch_padding`` value, or ``upsample="max_unpool"`` without max-pooling.
+    """
+    unknown = sorted(set(model_config.keys()) - set(DEFAULT_MODEL_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"unknown model config field(s) {unknown}; allowed: {sorted(DEFAULT_MODEL_FIELDS)}"
+        )
+    cfg = {k: model_config.get(k, v) for k, v in DEFAULT_MODEL_FIELDS.items()}
+    name = _choose("name", cfg["name"], MODEL_NAMES)
+    _choose("norm", cfg["norm"], NORM_MODES)
+    common = dict(
+        num_classes=num_classes,
+        norm=cfg["norm"],
+        bn_momentum=cfg["bn_momentum"],
+        gn_groups=cfg["gn_groups"],
+        bn_axis_name=bn_axis_name,
+    )
+    if name == "encoder_decoder":
+        check_encoder_decoder_modes(cfg["downsample"], cfg["upsample"], cfg["skip"])
+        fields = ("width", "num_levels", "blocks_per_level", "downsample", "upsample", "skip",
+                  "transpose_kernel_size", "decoder_blocks")
+        return EncoderDecoder(
+            **common, **{k: cfg[k] for k in fields},
+            level_widths=tuple(int(w) for w in cfg["level_widths"]),
+            level_blocks=tuple(int(b) for b in cfg["level_blocks"]),
+        )
+    if name == "fcn_full_res":
+        return FullResolutionFCN(**common, fcn_width=cfg["fcn_width"], fcn_depth=cfg["fcn_depth"])
+    if name == "pixel_colour":
+        return PixelColourClassifier(
+            **common, pixel_width=cfg["pixel_width"], pixel_depth=cfg["pixel_depth"]
+        )
+    _choose("patch_padding", cfg["patch_padding"], PATCH_PADDING_MODES)
+    if cfg["patch_size"] % 2 != 1:
+        raise ValueError(f"model.patch_size must be odd, got {cfg['patch_size']}")
+    fields = ("patch_size", "patch_width", "patch_stages", "patch_padding", "train_stride",
+              "eval_stride", "crop_chunk")
+    return SlidingWindowClassifier(**common, **{k: cfg[k] for k in fields})
