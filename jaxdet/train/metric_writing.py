@@ -24,6 +24,7 @@ class JsonlWriter(metric_writers.MetricWriter):
         row = {"step": int(step)}
         row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
         self._file.write(json.dumps(row) + "\n")
+        self._file.flush()  # readable while the run goes on (sweeps, tail -f)
 
     def write_summaries(self, step, values, metadata=None):  # scalars only
         pass

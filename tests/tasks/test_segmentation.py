@@ -27,7 +27,7 @@ def test_overfits_four_images_to_pixel_accuracy_099(tmp_path, data_dir):
     config.data.num_train = 4
     config.data.num_val = 4
     config.eval_split = "train"
-    config.model.width = 8
+    config.model.level_widths = (8, 16, 32)
     config.model.norm = "group"
     config.optimizer.learning_rate = 1e-2
     config.optimizer.schedule = "constant"
