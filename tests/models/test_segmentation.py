@@ -183,7 +183,7 @@ class ConfigTest(parameterized.TestCase):
         config.width = 8
         model = seg.create_model(config, 4, bn_axis_name="batch")
         assert isinstance(model, seg.EncoderDecoder)
-        assert (model.width, model.num_levels, model.upsample) == (8, 4, "max_unpool")
+        assert (model.width, model.num_levels, model.upsample) == (8, 5, "max_unpool")
         assert (model.num_classes, model.bn_axis_name) == (4, "batch")
         assert isinstance(seg.create_model({}, 4), seg.EncoderDecoder)
 
