@@ -162,13 +162,12 @@ def shard_map_step(body: Callable, mesh: Mesh, num_replicated: int = 1, donate: 
     return jax.jit(mapped, donate_argnums=(0,) if donate else ())
 
 
-def pmap_step(body: Callable, num_replicated: int = 1):
+def pmap_step(body: Callable):
     """Wraps the same body with ``jax.pmap`` (legacy path, kept to test equality).
 
     Replicated arguments need a leading device axis (see :func:`replicate`) and the batch the
     shape ``[num_devices, per_device_batch, ...]``; outputs have a leading device axis.
     """
-    del num_replicated
     return jax.pmap(body, axis_name=AXIS_NAME)
 
 
