@@ -50,6 +50,7 @@ identities.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -331,3 +332,34 @@ class ResNet(NormSettings):
                 )(x, train=train)
             features[f"C{i + 2}"] = x
         return features
+
+
+def compute_dtype(value: Any) -> Any:
+    """A config's ``dtype`` (None, "" or a name such as "bfloat16") -> a dtype or None."""
+    return jnp.dtype(value) if value else None
+
+
+def create_resnet(model_config: Mapping[str, Any], bn_axis_name: str | None = None) -> ResNet:
+    """:class:`ResNet` from a flat ``model`` config section (other keys are ignored).
+
+    Fields (default): ``depth`` (18; any value, e.g. 0, when ``stage_sizes`` is given),
+    ``stage_sizes`` (()), ``block`` (""), ``width`` (64), ``stem`` ("imagenet"), ``norm``
+    ("batch"), ``bn_momentum`` (0.9), ``gn_groups`` (32), ``zero_init_residual`` (False),
+    ``input_norm`` ("imagenet": the model expects images in [0, 1]), ``dtype`` (None or a
+    name such as "bfloat16").
+    """
+    get = model_config.get
+    return ResNet(
+        depth=int(get("depth", 18)),
+        stage_sizes=tuple(int(n) for n in get("stage_sizes", ())),
+        block=get("block", ""),
+        width=int(get("width", 64)),
+        stem=get("stem", "imagenet"),
+        norm=get("norm", "batch"),
+        bn_momentum=float(get("bn_momentum", 0.9)),
+        gn_groups=int(get("gn_groups", 32)),
+        zero_init_residual=bool(get("zero_init_residual", False)),
+        input_norm=get("input_norm", "imagenet"),
+        dtype=compute_dtype(get("dtype", None)),
+        bn_axis_name=bn_axis_name,
+    )

@@ -8,6 +8,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -206,3 +207,18 @@ def test_config_errors():
     ]:
         with pytest.raises(ValueError, match=match):
             _shapes(resnet.ResNet(width=4, **kw), x)
+
+
+def test_create_resnet_from_flat_config():
+    config = ml_collections.ConfigDict(
+        {"backbone": "resnet", "depth": 0, "stage_sizes": (1, 1, 1, 1), "block": "basic",
+         "width": 4, "stem": "small", "norm": "group", "dtype": "bfloat16", "hidden": 16})
+    model = resnet.create_resnet(config, bn_axis_name="batch")
+    assert (model.stages(), model.width, model.stem, model.norm) == (
+        ((1, 1, 1, 1), "basic"), 4, "small", "group")
+    assert (model.bn_axis_name, model.dtype, model.input_norm) == (
+        "batch", jnp.dtype(jnp.bfloat16), "imagenet")
+    out, _ = _shapes(model, _images(b=1, hw=16))
+    assert out["C5"].shape == (1, 2, 2, 32) and out["C5"].dtype == jnp.bfloat16
+    default = resnet.create_resnet({})
+    assert (default.stages(), default.width, default.dtype) == (((2, 2, 2, 2), "basic"), 64, None)

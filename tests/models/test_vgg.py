@@ -5,6 +5,7 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -75,3 +76,19 @@ def test_bfloat16_compute_keeps_float32_params():
 def test_config_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         _shapes(vgg.SmallVGG(**kw), _images(hw=32))
+
+
+def test_per_stage_convs_and_create_vgg():
+    config = ml_collections.ConfigDict(
+        {"backbone": "vgg", "vgg_widths": (4, 8, 8, 8), "vgg_convs": (1, 1, 2, 2),
+         "norm": "batch", "feature": "C5"})
+    model = vgg.create_vgg(config, bn_axis_name="batch")
+    assert model.stage_convs() == (1, 1, 2, 2) and model.bn_axis_name == "batch"
+    out, variables = _shapes(model, _images(hw=32))
+    assert sorted(out) == ["C2", "C3", "C4"]  # four stages end at stride 16
+    assert out["C4"].shape == (2, 2, 2, 8)
+    assert sorted(k for k in variables["params"] if k.startswith("conv")) == [
+        "conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2"]
+    assert vgg.create_vgg({"vgg_convs": 2}).stage_convs() == (2,) * 5
+    with pytest.raises(ValueError, match="one per stage"):
+        vgg.SmallVGG(stage_widths=(4, 8), convs_per_stage=(1, 1, 1)).stage_convs()
