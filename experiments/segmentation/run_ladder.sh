@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The segmentation rung of the lecture, one run per model, on the synthetic scenes.
 # Each run writes workdirs/seg_<variant>/eval_results.json; results.md records what we measured.
-#   bash experiments/segmentation/run_ladder.sh [variant ...]
+#   [PYTHON=.venv/bin/python] bash experiments/segmentation/run_ladder.sh [variant ...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 variants=("$@")
@@ -16,7 +16,7 @@ for v in "${variants[@]}"; do
                            --config.eval_every_steps=0) ;;
   esac
   start=$(date +%s)
-  python -m jaxdet.main --config="configs/segmentation.py:$v" --workdir="workdirs/seg_$v" \
+  "${PYTHON:-python}" -m jaxdet.main --config="configs/segmentation.py:$v" --workdir="workdirs/seg_$v" \
       --config.progress_bar=False "${extra[@]}"
   echo "seg_$v: $(( $(date +%s) - start )) s wall"
 done

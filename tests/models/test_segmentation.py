@@ -55,12 +55,17 @@ class ShapeTest(parameterized.TestCase):
             chex.assert_type(out, jnp.float32)
             chex.assert_tree_all_finite(out)
 
-    @parameterized.parameters("add", "none")
-    def test_encoder_decoder_skip_modes(self, skip):
-        model = seg.create_model({**TINY_ED, "skip": skip, "norm": "group"}, NUM_CLASSES)
+    @parameterized.parameters(("add", "reduce_1x1"), ("none", "full"), ("none", "reduce_3x3"))
+    def test_encoder_decoder_skip_modes(self, skip, upsample_input):
+        config = {**TINY_ED, "skip": skip, "norm": "group", "upsample_input": upsample_input}
+        model = seg.create_model(config, NUM_CLASSES)
         _, out, _, _ = _init_and_run(model, _images())
         chex.assert_shape(out, (2, 16, 16, NUM_CLASSES))
         chex.assert_type(out, jnp.float32)
+
+    def test_add_skip_needs_reduced_channels(self):
+        with pytest.raises(ValueError, match="skip='add'.*upsample_input"):
+            seg.create_model({**TINY_ED, "skip": "add"}, NUM_CLASSES)
 
     @parameterized.named_parameters(
         ("fcn", {"name": "fcn_full_res", "fcn_width": 4, "fcn_depth": 2}, 16),
@@ -78,7 +83,7 @@ class ShapeTest(parameterized.TestCase):
 
     def test_per_level_widths_and_blocks(self):
         config = {**TINY_ED, "level_widths": (4, 8, 12), "level_blocks": (1, 2, 1),
-                  "decoder_blocks": 1}
+                  "decoder_blocks": 1, "upsample_input": "reduce_1x1"}
         model = seg.create_model(config, NUM_CLASSES)
         variables, out, _, _ = _init_and_run(model, _images())
         chex.assert_shape(out, (2, 16, 16, NUM_CLASSES))
@@ -91,13 +96,27 @@ class ShapeTest(parameterized.TestCase):
             seg.create_model({**config, "level_blocks": (1, 2)}, 3).levels()
         with pytest.raises(ValueError, match="level_blocks"):
             seg.create_model({**config, "level_blocks": (1, 0, 1)}, 3).levels()
+        # max-unpool of the full deeper map reuses switches: 12 channels over 8 switches fails.
+        full = seg.create_model({**config, "upsample_input": "full"}, NUM_CLASSES)
+        with pytest.raises(ValueError, match="must be a multiple of 8"):
+            _init(full, _images())
 
-    def test_unet_concat_skip_doubles_decoder_input(self):
-        model = seg.create_model(TINY_ED, NUM_CLASSES)
-        params = jax.eval_shape(functools.partial(_init, model), _images())["params"]
-        # Decoder blocks after the deepest level see concat(upsampled, skip) = 2 * width.
-        kernels = {k: v["Conv_0"]["kernel"].shape for k, v in params.items() if "Conv_0" in v}
-        assert (3, 3, 8, 4) in kernels.values() and (3, 3, 16, 8) in kernels.values()
+    @parameterized.parameters("max_unpool", "nearest")
+    def test_unet_concat_skip_decoder_input(self, upsample):
+        def kernels(upsample_input):
+            config = {**TINY_ED, "upsample": upsample, "upsample_input": upsample_input}
+            model = seg.create_model(config, NUM_CLASSES)
+            params = jax.eval_shape(functools.partial(_init, model), _images())["params"]
+            return [v["Conv_0"]["kernel"].shape for v in params.values() if "Conv_0" in v]
+
+        # Widths 4, 8, 16. "full": decoder level l sees concat(deeper map, skip) =
+        # width(l+1) + width(l) channels; "reduce_1x1": a 1x1 block maps the deeper map to
+        # width(l) first, so the 3x3 block after the concat sees 2 * width(l).
+        assert [k for k in kernels("full") if k[:2] == (3, 3)][-2:] == [
+            (3, 3, 24, 8), (3, 3, 12, 4)]
+        reduced = kernels("reduce_1x1")
+        assert [k for k in reduced if k[:2] == (3, 3)][-2:] == [(3, 3, 16, 8), (3, 3, 8, 4)]
+        assert [k for k in reduced if k[:2] == (1, 1)][:2] == [(1, 1, 16, 8), (1, 1, 8, 4)]
 
 
 class SlidingWindowContractTest(parameterized.TestCase):
@@ -209,7 +228,9 @@ class NormTest(parameterized.TestCase):
         assert set(jax.eval_shape(functools.partial(_init, gn), x)) == {"params"}
 
     def test_group_norm_output_does_not_depend_on_the_batch(self):
-        model = seg.create_model({**TINY_ED, "skip": "add", "norm": "group"}, 3)
+        model = seg.create_model(
+            {**TINY_ED, "skip": "add", "norm": "group", "upsample_input": "reduce_1x1"}, 3
+        )
         x = _images(b=2)
         other = x.at[1].set(1.0 - x[1])  # same first example, different batch-mate
         variables = _init(model, x)

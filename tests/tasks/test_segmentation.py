@@ -27,13 +27,12 @@ def test_overfits_four_images_to_pixel_accuracy_099(tmp_path, data_dir):
     config.data.num_train = 4
     config.data.num_val = 4
     config.eval_split = "train"
-    config.model.level_widths = (8, 16, 32)
-    config.model.norm = "group"
+    config.model.level_widths = (16, 32, 64)
     config.optimizer.learning_rate = 1e-2
     config.optimizer.schedule = "constant"
-    config.num_train_steps = 150
+    config.num_train_steps = 100
     config.log_every_steps = 50
-    config.checkpoint_every_steps = 150
+    config.checkpoint_every_steps = 100
     config.progress_bar = False
     results = loop.train_and_evaluate(config, str(tmp_path))
     assert results["num_pixels"] == 4 * 32 * 32
