@@ -80,14 +80,23 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # Imported here so that `--help` and flag errors do not pay for importing JAX.
     from jaxdet import predict, runtime
-    from jaxdet.train import loop
+    from jaxdet.train import loop, sweep
 
     config = _CONFIG.value
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     runtime.enable_compilation_cache(config.get("compilation_cache_dir") or None)
+    members = sweep.sweep_members(config)
+    if members and _MODE.value != "train":
+        raise app.UsageError(
+            f"--mode={_MODE.value} evaluates one model: point --workdir at {workdir}/best and "
+            "pass the best member's values instead of config.sweep (see best/config.json)"
+        )
     if _MODE.value == "train":
         results = loop.train_and_evaluate(config, workdir)
         print(loop.format_results(results))
+        if members:  # draw the best member, saved as a single run in workdir/best
+            config = sweep.member_config(config, members[results["best_member"]])
+            workdir = os.path.join(workdir, "best")
         path = predict.write_predictions(config, workdir)
         print(f"prediction picture: {path}")
     elif _MODE.value == "eval":

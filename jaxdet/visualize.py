@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 # Background black, then distinct saturated colours; cycles for more classes.
 PALETTE = np.array(
@@ -48,6 +48,80 @@ def segmentation_panel(
         [image, gap, colorize(label), gap, overlay.astype(np.uint8)], axis=1
     )
     return Image.fromarray(row)
+
+
+def boxes_panel(
+    image: np.ndarray,
+    gt: list[tuple[np.ndarray, str]],
+    pred: list[tuple[np.ndarray, str]],
+    scale: int = 0,
+) -> Image.Image:
+    """The image with ground-truth boxes (green) and predicted boxes (red), each captioned.
+
+    Args:
+      image: ``[H, W, 3]`` uint8.
+      gt, pred: ``(box, caption)`` pairs; box ``[4]`` (x1, y1, x2, y2) absolute pixels.
+      scale: integer upscaling of the picture (0: enough to make it at least 256 px wide).
+    """
+    height, width = image.shape[:2]
+    scale = scale or max(1, -(-256 // width))
+    picture = Image.fromarray(np.asarray(image, np.uint8)).resize(
+        (width * scale, height * scale), Image.NEAREST
+    )
+    draw = ImageDraw.Draw(picture)
+    for items, colour, row in ((gt, (40, 220, 40), 0), (pred, (240, 40, 40), 1)):
+        for box, caption in items:
+            x1, y1, x2, y2 = (float(v) * scale for v in box)
+            x1, x2 = sorted((x1, x2))  # an untrained model may predict inverted boxes
+            y1, y2 = sorted((y1, y2))
+            x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+            draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=2)
+            draw.text((x1 + 2, y1 + 2 + 12 * row), caption, fill=colour)
+    return picture
+
+
+def skeleton_panel(
+    image: np.ndarray,
+    gt_joints: np.ndarray,
+    gt_visible: np.ndarray,
+    pred_joints: np.ndarray,
+    skeleton: list[tuple[int, int]] | tuple[tuple[int, int], ...],
+    scale: int = 0,
+) -> Image.Image:
+    """input | ground-truth skeleton (green, visible joints) | predicted skeleton (red).
+
+    Args:
+      image: ``[H, W, 3]`` uint8.
+      gt_joints, pred_joints: ``[K, 2]`` (x, y) absolute pixels.
+      gt_visible: ``[K]`` 1 where the ground-truth joint is visible.
+      skeleton: limb index pairs.
+      scale: integer upscaling (0: at least 192 px wide per panel).
+    """
+    height, width = image.shape[:2]
+    scale = scale or max(1, -(-192 // width))
+    base = Image.fromarray(np.asarray(image, np.uint8)).resize(
+        (width * scale, height * scale), Image.NEAREST
+    )
+    panels = [base]
+    for joints, visible, colour in (
+        (gt_joints, gt_visible, (40, 220, 40)),
+        (pred_joints, np.ones(len(pred_joints)), (240, 40, 40)),
+    ):
+        panel = base.copy()
+        draw = ImageDraw.Draw(panel)
+        pts = np.asarray(joints, np.float32) * scale
+        for a, b in skeleton:
+            if visible[a] and visible[b]:
+                draw.line([tuple(pts[a]), tuple(pts[b])], fill=colour, width=2)
+        for k, (x, y) in enumerate(pts):
+            if visible[k]:
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+        panels.append(panel)
+    gap = 4
+    row = Image.new("RGB", (3 * base.width + 2 * gap, base.height), (255, 255, 255))
+    for i, panel in enumerate(panels):
+        row.paste(panel, (i * (base.width + gap), 0))
+    return row
 
 
 def stack_vertically(pictures: list[Image.Image], gap: int = 4) -> Image.Image:

@@ -17,4 +17,14 @@ def get_task(name: str) -> types.ModuleType:
         from jaxdet.tasks import segmentation
 
         return segmentation
-    raise ValueError(f"config.task={name!r}; expected one of 'segmentation'")
+    if name == "localization":
+        from jaxdet.tasks import localization
+
+        return localization
+    if name == "pose":
+        from jaxdet.tasks import pose
+
+        return pose
+    raise ValueError(
+        f"config.task={name!r}; expected one of 'segmentation', 'localization', 'pose'"
+    )

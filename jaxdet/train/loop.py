@@ -27,6 +27,7 @@ from jaxdet.data import pipeline
 from jaxdet.train import checkpointing, metric_writing
 from jaxdet.train import state as state_lib
 from jaxdet.train import step as step_lib
+from jaxdet.train import sweep as sweep_lib
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,32 @@ def _replicated(tree: Any, mesh) -> Any:
 
 def evaluate(
     task, config: ml_collections.ConfigDict, state: state_lib.TrainState, source, mesh,
-    eval_step: Callable | None = None,
-) -> dict[str, float]:
-    """Metrics over every example of ``source`` exactly once (padded batches, masked)."""
+    eval_step: Callable | None = None, members: list[sweep_lib.Member] | None = None,
+) -> Any:
+    """Metrics over every example of ``source`` exactly once (padded batches, masked).
+
+    Returns the task's summary dict, or for a sweep (``members`` given, ``state`` stacked) a
+    list with one summary per member (each summarised with its own config).
+    """
+    num_members = len(members or ())
     if eval_step is None:
-        eval_step = make_eval_step(task, config, mesh)
-    accumulator = _replicated(task.eval_accumulator(config), mesh)
+        eval_step = make_eval_step(task, config, mesh, num_members)
+    accumulator = task.eval_accumulator(config)
+    if num_members:
+        accumulator = sweep_lib.stack(accumulator, num_members)
+    accumulator = _replicated(accumulator, mesh)
     limit = config.get("eval_limit") or None
     for local_batch in pipeline.eval_batches(
         source, task.preprocess, config.eval_batch_size, limit=limit
     ):
         accumulator = eval_step(state, accumulator, pipeline.to_global_batch(local_batch, mesh))
-    return task.summarize(jax.device_get(accumulator), config)
+    accumulator = jax.device_get(accumulator)
+    if not num_members:
+        return task.summarize(accumulator, config)
+    return [
+        task.summarize(sweep_lib.unstack(accumulator, i), sweep_lib.member_config(config, m))
+        for i, m in enumerate(members)
+    ]
 
 
 def split_sources(task, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
@@ -64,21 +79,66 @@ def split_sources(task, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
     return sources["train"], sources[eval_split]
 
 
-def make_eval_step(task, config, mesh) -> Callable:
+def make_eval_step(task, config, mesh, num_members: int = 0) -> Callable:
     model = task.create_model(config, bn_axis_name=None)
     body = step_lib.make_eval_step_body(task.make_eval_fn(model, config))
+    if num_members:
+        body = sweep_lib.make_sweep_eval_body(body, config.get("sweep_strategy", "vmap"))
     return step_lib.shard_map_step(body, mesh, num_replicated=2, donate=False)
 
 
-def initial_state(task, config, mesh, example: dict[str, np.ndarray]) -> state_lib.TrainState:
-    """Fresh train state from ``config.seed``, replicated over ``mesh``."""
+def loss_weights(task, config: ml_collections.ConfigDict) -> dict[str, float]:
+    """The task's loss weights for ``config`` (default: ``config.loss.weights``)."""
+    if hasattr(task, "loss_weights"):
+        return dict(task.loss_weights(config))
+    return {k: float(v) for k, v in config.loss.weights.items()}
+
+
+def initial_state(
+    task, config, mesh, example: dict[str, np.ndarray], num_members: int = 0
+) -> state_lib.TrainState:
+    """Fresh train state from ``config.seed``, replicated over ``mesh``.
+
+    With ``num_members`` > 0 (a sweep) the state is stacked: ``num_members`` identical copies
+    along a new leading axis of every leaf.
+    """
     model = task.create_model(config, bn_axis_name=None)
     images = task.model_input({k: jnp.asarray(v[None]) for k, v in example.items()})
     variables = jax.jit(model.init, static_argnames="train")(
         jax.random.key(config.seed), images, train=False
     )
     optimizer = state_lib.make_optimizer(config)
-    return _replicated(state_lib.create_train_state(variables, optimizer), mesh)
+    state = state_lib.create_train_state(variables, optimizer)
+    if num_members:
+        state = sweep_lib.stack(state, num_members)
+    return _replicated(state, mesh)
+
+
+def make_train_step(task, config, mesh, optimizer, members: list[sweep_lib.Member]) -> Callable:
+    """The compiled train step: one run, or every sweep member in one program."""
+    train_model = task.create_model(config, bn_axis_name=step_lib.AXIS_NAME)
+    loss_fn = task.make_loss_fn(train_model, config)
+    rng = jax.random.key(config.seed + 1)
+    if not members:
+        body = step_lib.make_train_step_body(
+            loss_fn, optimizer, loss_weights(task, config), rng
+        )
+    else:
+        hparams = sweep_lib.stacked_hparams(
+            config, members, lambda c: loss_weights(task, c)
+        )
+        body = sweep_lib.make_sweep_train_body(
+            step_lib.make_hparam_train_step_body(loss_fn, optimizer, rng),
+            hparams, config.get("sweep_strategy", "vmap"),
+        )
+    return step_lib.shard_map_step(body, mesh)
+
+
+def _flatten_members(values: dict[str, Any], names: list[str]) -> dict[str, float]:
+    """``{metric: [K] array}`` -> ``{"<member>/<metric>": float}`` (sweeps) or floats."""
+    if not names:
+        return {k: float(v) for k, v in values.items()}
+    return {f"{name}/{k}": float(v[i]) for k, v in values.items() for i, name in enumerate(names)}
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -101,7 +161,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_source, eval_source = split_sources(task, config)
     _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
 
-    state = initial_state(task, config, mesh, task.preprocess(train_source[0]))
+    members = sweep_lib.sweep_members(config)
+    names = [sweep_lib.member_name(m) for m in members]
+    state = initial_state(
+        task, config, mesh, task.preprocess(train_source[0]), num_members=len(members)
+    )
     train_iter = iter(
         pipeline.train_dataset(train_source, task.preprocess, local_batch, seed=config.seed)
     )
@@ -113,20 +177,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if restored is not None:
         state, data_state = restored
         train_iter.set_state(data_state["train"])
-        log.info("resumed from step %d in %s", int(state.step), ckpt.directory)
+        log.info("resumed from step %d in %s", int(np.max(state.step)), ckpt.directory)
 
-    optimizer = state_lib.make_optimizer(config)
     schedule = state_lib.learning_rate_schedule(config)
-    train_model = task.create_model(config, bn_axis_name=step_lib.AXIS_NAME)
-    body = step_lib.make_train_step_body(
-        task.make_loss_fn(train_model, config), optimizer, dict(config.loss.weights),
-        jax.random.key(config.seed + 1),
-    )
-    train_step = step_lib.shard_map_step(body, mesh)
-    eval_step = make_eval_step(task, config, mesh)
+    train_step = make_train_step(task, config, mesh, state_lib.make_optimizer(config), members)
+    eval_step = make_eval_step(task, config, mesh, len(members))
     writer = metric_writing.create_writer(workdir)
 
-    start = int(state.step)
+    start = int(np.max(state.step))
     total = int(config.num_train_steps)
     consecutive_nonfinite = 0
     history: list[dict[str, float]] = []
@@ -139,12 +197,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         for step in range(start + 1, total + 1):
             batch = pipeline.to_global_batch(next(train_iter), mesh)
             state, metrics = train_step(state, batch)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if metrics["nonfinite"]:
+            metrics = jax.device_get(metrics)
+            nonfinite = bool(np.any(metrics["nonfinite"]))
+            headline = float(np.min(metrics["loss"]))
+            metrics = _flatten_members(metrics, names)
+            if nonfinite:
                 consecutive_nonfinite += 1
                 if consecutive_nonfinite > config.get("max_nonfinite_steps", 0):
                     raise NonFiniteLossError(
-                        f"non-finite loss or gradient at step {step} (loss={metrics['loss']}); "
+                        f"non-finite loss or gradient at step {step} (loss={headline}); "
                         f"{consecutive_nonfinite} in a row, config.max_nonfinite_steps="
                         f"{config.get('max_nonfinite_steps', 0)}. The update was not applied "
                         f"and the last good checkpoint (step {ckpt.latest_step()}) is intact."
@@ -154,34 +215,87 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             history.append(metrics)
             steps_since += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            bar.set_postfix(loss=f"{headline:.4f}")
             if step % config.log_every_steps == 0 or step == total:
                 now = time.perf_counter()
                 means = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
                 means["steps_per_sec"] = steps_since / (now - t_last)
                 means["learning_rate"] = float(schedule(step - 1))
-                means["nonfinite_total"] = float(state.nonfinite_count)
+                means["nonfinite_total"] = float(np.sum(state.nonfinite_count))
                 writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
                 history, t_last, steps_since = [], now, 0
             ckpt.save(step, state, {"train": train_iter.get_state()}, force=step == total)
             if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total:
-                results = evaluate(task, config, state, eval_source, mesh, eval_step)
-                writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
-                bar.write(f"step {step}: " + format_results(results))
+                results = evaluate(task, config, state, eval_source, mesh, eval_step, members)
+                _write_eval(writer, step, results, names)
+                bar.write(f"step {step}: " + _format_eval(results, names))
     finally:
         bar.close()
         ckpt.close()
-    results = evaluate(task, config, state, eval_source, mesh, eval_step)
-    writer.write_scalars(int(state.step), {f"eval/{k}": v for k, v in results.items()})
+    final_step = int(np.max(state.step))
+    results = evaluate(task, config, state, eval_source, mesh, eval_step, members)
+    _write_eval(writer, final_step, results, names)
     writer.flush()
     writer.close()
-    results["step"] = int(state.step)
+    if members:
+        results = _finish_sweep(task, config, workdir, state, members, results, final_step)
+    results["step"] = final_step
     _write_json(os.path.join(workdir, "eval_results.json"), results)
-    log.info("final evaluation at step %d: %s", int(state.step), format_results(results))
+    log.info("final evaluation at step %d: %s", final_step, format_results(results))
     return results
 
 
-def format_results(results: dict[str, float]) -> str:
-    """One line with the headline metrics (per-class values left out)."""
-    keys = [k for k in results if "/" not in k]
-    return ", ".join(f"{k}={results[k]:.4f}" for k in keys)
+def _write_eval(writer, step: int, results: Any, names: list[str]) -> None:
+    if not names:
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+        return
+    rows = zip(names, results, strict=True)
+    writer.write_scalars(step, {f"eval/{n}/{k}": v for n, r in rows for k, v in r.items()})
+
+
+def _format_eval(results: Any, names: list[str]) -> str:
+    if not names:
+        return format_results(results)
+    return "; ".join(f"[{n}] {format_results(r)}" for n, r in zip(names, results, strict=True))
+
+
+def _finish_sweep(task, config, workdir, state, members, member_results, step) -> dict[str, Any]:
+    """Picks the best member by the task's validation metric and saves it as a single run.
+
+    ``workdir/best/`` gets the best member's train state as an ordinary checkpoint and its
+    ``config.json`` (the equivalent single-run config), so that evaluation and prediction use it
+    like any run's workdir. Returns the best member's metrics plus ``best_member`` and
+    ``members`` (every member's values and metrics).
+    """
+    metric = getattr(task, "PRIMARY_METRIC", "mean_iou")
+    higher = getattr(task, "PRIMARY_METRIC_HIGHER_IS_BETTER", True)
+    best = sweep_lib.best_member(member_results, metric, higher)
+    best_dir = os.path.join(workdir, "best")
+    os.makedirs(best_dir, exist_ok=True)
+    best_config = sweep_lib.member_config(config, members[best])
+    _write_json(os.path.join(best_dir, "config.json"),
+                json.loads(best_config.to_json_best_effort()))
+    ckpt = checkpointing.Checkpointer(os.path.join(best_dir, "checkpoints"), save_every=1)
+    try:
+        ckpt.save(step, sweep_lib.unstack(state, best), {}, force=True)
+    finally:
+        ckpt.close()
+    summary = {
+        "selected_by": metric,
+        "best_member": best,
+        "best": sweep_lib.member_name(members[best]),
+        "members": [
+            {"name": sweep_lib.member_name(m), "values": m, **r}
+            for m, r in zip(members, member_results, strict=True)
+        ],
+    }
+    return {**member_results[best], **summary}
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """One line with the headline metrics (per-class values and sweep details left out)."""
+    keys = [k for k in results if "/" not in k and isinstance(results[k], int | float)]
+    line = ", ".join(f"{k}={results[k]:.4f}" for k in keys if k != "best_member")
+    if "best" in results:
+        line += f" (best of the sweep: {results['best']}, by {results['selected_by']})"
+    return line

@@ -67,6 +67,9 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
+Hparams = Mapping[str, Any]  # {"loss_weights": {term: weight}, "lr_scale": scalar}
+
+
 def make_train_step_body(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
@@ -89,14 +92,35 @@ def make_train_step_body(
       ``nonfinite`` (1.0 when this step's update was
       skipped because the loss or a gradient was not finite).
     """
+    body = make_hparam_train_step_body(loss_fn, optimizer, base_rng, axis_name)
+    hparams = {"loss_weights": {k: float(v) for k, v in loss_weights.items()}, "lr_scale": None}
+    return lambda state, batch: body(state, batch, hparams)
 
-    def body(state: TrainState, batch: Mapping[str, jax.Array]):
+
+def make_hparam_train_step_body(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    base_rng: jax.Array,
+    axis_name: str = AXIS_NAME,
+) -> Callable[[TrainState, Mapping[str, jax.Array], Hparams], tuple[TrainState, dict]]:
+    """Like :func:`make_train_step_body`, with the hyperparameters an argument of the body.
+
+    ``body(state, batch, hparams)``: ``hparams["loss_weights"]`` maps loss terms to weights
+    (missing terms weigh 1.0) and ``hparams["lr_scale"]`` (None = 1) multiplies the optimizer's
+    update, which for the optimizers of :func:`jaxdet.train.state.make_optimizer` is the same
+    as multiplying the learning rate. Both may be traced arrays, so that ``jax.vmap`` over
+    stacked states and hparams trains several sweep members in one program
+    (:mod:`jaxdet.train.sweep`).
+    """
+
+    def body(state: TrainState, batch: Mapping[str, jax.Array], hparams: Hparams):
         rng = jax.random.fold_in(base_rng, state.step)
+        weights = hparams["loss_weights"]
 
         def objective(params):
             out = loss_fn(params, state.batch_stats, batch, rng)
             means = {k: _global_mean(v, axis_name) for k, v in out.terms.items()}
-            total = sum(float(loss_weights.get(k, 1.0)) * m for k, m in means.items())
+            total = sum(weights.get(k, 1.0) * m for k, m in means.items())
             return total, (means, out)
 
         (total, (means, out)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
@@ -107,6 +131,9 @@ def make_train_step_body(
         extra = {k: lax.psum(_global_mean(v, axis_name), axis_name) for k, v in out.metrics.items()}
 
         updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+        if hparams.get("lr_scale") is not None:
+            scale = hparams["lr_scale"]
+            updates = jax.tree.map(lambda u: (u * scale).astype(u.dtype), updates)
         new_params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(total) & _all_finite(grads)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
