@@ -13,13 +13,13 @@ the validation metric (``correct_and_iou50``), saved in ``workdir/best``:
   python -m jaxdet.main --config=configs/localization.py --workdir=workdirs/loc_sweep \
       --config.sweep.box_weight='(0.3, 1.0, 3.0, 10.0, 30.0)'
 
-``arg`` is a comma-separated list: optionally ``vgg`` (a small VGG backbone instead of the
-ResNet) and optionally ``runlocal`` (a tiny smoke run of seconds).
+``arg`` is a comma-separated list: optionally ``resnet`` (a ResNet-18 backbone of width 16
+instead of the small VGG) and optionally ``runlocal`` (a tiny smoke run of seconds).
 """
 
 import ml_collections
 
-_VARIANTS = ("resnet", "vgg")
+_VARIANTS = ("vgg", "resnet")
 
 
 def _parse(arg: str | None) -> tuple[str, bool]:
@@ -31,7 +31,7 @@ def _parse(arg: str | None) -> tuple[str, bool]:
             f"configs/localization.py: arg {arg!r}; expected at most one of {_VARIANTS} "
             "plus optionally 'runlocal'"
         )
-    return (variants[0] if variants else "resnet"), runlocal
+    return (variants[0] if variants else "vgg"), runlocal
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -77,7 +77,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 3e-3
+    # 1e-2: at 3e-3 the class head sat at chance (accuracy 0.31 after 500 steps, 0.52 at 1e-2,
+    # 0.86 at step 750); the same plateau as in segmentation (experiments/segmentation/).
+    config.optimizer.learning_rate = 1e-2
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_steps = 100
     config.optimizer.grad_clip_norm = 0.0

@@ -85,7 +85,10 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     runtime.enable_compilation_cache(config.get("compilation_cache_dir") or None)
-    members = sweep.sweep_members(config)
+    try:
+        members = sweep.sweep_members(config)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
     if members and _MODE.value != "train":
         raise app.UsageError(
             f"--mode={_MODE.value} evaluates one model: point --workdir at {workdir}/best and "

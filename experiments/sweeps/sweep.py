@@ -14,7 +14,10 @@ to ``ROOT/results.md`` and ``ROOT/results.json``) and the best run is named **by
 metric** (default: the task's ``PRIMARY_METRIC``), never by a loss value: the total loss is a
 weighted sum whose scale changes with the weights being swept.
 
-For a sweep trained by one compiled program instead, see ``config.sweep`` (jaxdet.train.sweep).
+For a sweep trained by one compiled program instead (``--config.sweep.box_weight='(...)'``,
+see jaxdet.train.sweep), the same table is made from that run's workdir:
+
+  python experiments/sweeps/sweep.py --one_program=workdirs/loc_sweep
 """
 
 from __future__ import annotations
@@ -113,6 +116,25 @@ def collect(root: str, points: list[dict[str, str]], metric: str | None) -> dict
     return {"metric": metric, "rows": rows, "best": best["name"] if best else None}
 
 
+def collect_one_program(workdir: str) -> dict:
+    """The rows of a one-program sweep, from its ``eval_results.json`` (``members``)."""
+    results = json.load(open(os.path.join(workdir, "eval_results.json"), encoding="utf-8"))
+    metric = results["selected_by"]
+    train = last_train_metrics(workdir)
+    rows = []
+    for member in results["members"]:
+        name = member["name"]
+        rows.append({
+            "point": {path: f"{value:g}" for path, value in member["values"].items()},
+            "name": name, "failed": bool(member.get("failed")),
+            "val_loss": {k.split("/", 1)[1]: v for k, v in member.items()
+                         if k.startswith("val_loss/")},
+            "train_loss": train.get(f"train/{name}/loss"),
+            "metric": member.get(metric),
+        })
+    return {"metric": metric, "rows": rows, "best": results["best"]}
+
+
 def table(summary: dict) -> str:
     """A markdown table: one row per run, the best run marked."""
     rows = summary["rows"]
@@ -140,14 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         extra = argv[argv.index("--") + 1:]
         argv = argv[:argv.index("--")]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="configs/<name>.py[:arg]")
-    parser.add_argument("--root", required=True, help="parent directory of the runs' workdirs")
-    parser.add_argument("--param", action="append", type=parse_param, required=True,
+    parser.add_argument("--one_program", default="",
+                        help="workdir of a config.sweep run: print and write its table only")
+    parser.add_argument("--config", help="configs/<name>.py[:arg]")
+    parser.add_argument("--root", help="parent directory of the runs' workdirs")
+    parser.add_argument("--param", action="append", type=parse_param,
                         help="FIELD=V1,V2,... (repeat for a grid)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--metric", default=None, help="validation metric (higher is better)")
     parser.add_argument("--force", action="store_true", help="rerun finished points")
     args = parser.parse_args(argv)
+    if args.one_program:
+        summary = collect_one_program(args.one_program)
+        _report(summary, args.one_program)
+        return 0
+    if not (args.config and args.root and args.param):
+        parser.error("--config, --root and --param are required (or --one_program=WORKDIR)")
 
     points = grid(args.param)
     root = os.path.abspath(args.root)
@@ -158,14 +188,19 @@ def main(argv: list[str] | None = None) -> int:
             points,
         ))
     summary = collect(root, points, args.metric)
+    _report({**summary, "exit_codes": codes}, root)
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def _report(summary: dict, directory: str) -> None:
+    """Prints the table and writes ``results.md`` and ``results.json`` into ``directory``."""
     text = table(summary)
     print(text)
     print(f"best by validation {summary['metric']}: {summary['best']}")
-    with open(os.path.join(root, "results.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(directory, "results.md"), "w", encoding="utf-8") as f:
         f.write(text + f"\n\nBest by validation {summary['metric']}: {summary['best']}\n")
-    with open(os.path.join(root, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({**summary, "exit_codes": codes}, f, indent=2, default=str)
-    return 0 if all(c == 0 for c in codes) else 1
+    with open(os.path.join(directory, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, default=str)
 
 
 if __name__ == "__main__":

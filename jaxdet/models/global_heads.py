@@ -8,7 +8,8 @@ flattened (or averaged), one hidden fully connected layer, then one linear head 
     # images: float32 [B, H, W, 3] in [0, 1] -> {head name: float32 [B, dim]}
 
 ``pool="flatten"`` keeps where things are (what box regression needs); ``"avg"`` (global
-average pooling) throws position away and suits classification only.
+average pooling) throws position away and suits classification only; ``"flatten_avg"``
+concatenates both.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 
 from jaxdet.models import resnet, vgg
 
-POOL_MODES = ("flatten", "avg")
+POOL_MODES = ("flatten", "avg", "flatten_avg")
 BACKBONES = ("resnet", "vgg")
 
 _he_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
@@ -57,6 +58,8 @@ class GlobalHeadsNet(nn.Module):
             x = x.reshape(x.shape[0], -1)
         elif self.pool == "avg":
             x = x.mean(axis=(1, 2))
+        elif self.pool == "flatten_avg":
+            x = jnp.concatenate([x.reshape(x.shape[0], -1), x.mean(axis=(1, 2))], axis=-1)
         else:
             raise ValueError(f"model.pool={self.pool!r}; expected one of {list(POOL_MODES)}")
         if self.hidden:

@@ -35,6 +35,7 @@ from jaxdet.losses import regression
 from jaxdet.metrics import localization as loc_metrics
 from jaxdet.models import global_heads
 from jaxdet.ops import boxes as box_ops
+from jaxdet.tasks.model_apply import apply_model, model_input
 from jaxdet.train.step import LossOutput
 
 PRIMARY_METRIC = "correct_and_iou50"
@@ -86,10 +87,6 @@ def create_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) ->
     return global_heads.create_model(config.model, heads, bn_axis_name=bn_axis_name)
 
 
-def model_input(batch: Mapping[str, jax.Array]) -> jax.Array:
-    """uint8 images -> float32 in [0, 1]."""
-    return batch["image"].astype(jnp.float32) / 255.0
-
 
 def encode_boxes(boxes: jax.Array, image_size: tuple[int, int], box_format: str) -> jax.Array:
     """Absolute (x1, y1, x2, y2) ``[..., 4]`` -> the head's normalised 4 numbers (float32)."""
@@ -114,15 +111,6 @@ def decode_boxes(numbers: jax.Array, image_size: tuple[int, int], box_format: st
     return numbers * jnp.asarray([w, h, w, h], jnp.float32)
 
 
-def _apply(model: nn.Module, params, batch_stats, images, train: bool):
-    variables = {"params": params}
-    if batch_stats:
-        variables["batch_stats"] = batch_stats
-    if train and batch_stats:
-        outputs, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
-        return outputs, updates["batch_stats"]
-    return model.apply(variables, images, train=train), batch_stats
-
 
 def _loss_terms(outputs, batch, config) -> dict[str, tuple[jax.Array, jax.Array]]:
     mask = batch["mask"].astype(jnp.float32)
@@ -142,7 +130,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
 
     def loss_fn(params, batch_stats, batch, rng):
         del rng  # deterministic model
-        outputs, new_stats = _apply(model, params, batch_stats, model_input(batch), train=True)
+        outputs, new_stats = apply_model(model, params, batch_stats, model_input(batch), train=True)
         mask = batch["mask"].astype(jnp.float32)
         correct = jnp.sum((jnp.argmax(outputs["class_logits"], -1) == batch["label"]) * mask)
         return LossOutput(
@@ -156,7 +144,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
 
 def predict(model: nn.Module, params, batch_stats, images: jax.Array, box_format: str):
     """``(labels int32 [B], boxes float32 [B, 4] absolute (x1, y1, x2, y2), scores [B])``."""
-    outputs, _ = _apply(model, params, batch_stats, images, train=False)
+    outputs, _ = apply_model(model, params, batch_stats, images, train=False)
     probs = jax.nn.softmax(outputs["class_logits"], -1)
     boxes = decode_boxes(outputs["box"], images.shape[1:3], box_format)
     return jnp.argmax(probs, -1).astype(jnp.int32), boxes, jnp.max(probs, -1)
@@ -167,7 +155,7 @@ def make_eval_fn(model: nn.Module, config: ml_collections.ConfigDict):
 
     def eval_fn(params, batch_stats, batch):
         images = model_input(batch)
-        outputs, _ = _apply(model, params, batch_stats, images, train=False)
+        outputs, _ = apply_model(model, params, batch_stats, images, train=False)
         labels = jnp.argmax(outputs["class_logits"], -1)
         boxes = decode_boxes(outputs["box"], images.shape[1:3], config.model.box_format)
         stats = loc_metrics.localization_stats(

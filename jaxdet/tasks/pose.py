@@ -29,6 +29,7 @@ from jaxdet.data import pose_tfds, stick_figures
 from jaxdet.losses import regression
 from jaxdet.metrics import keypoints as kp_metrics
 from jaxdet.models import global_heads
+from jaxdet.tasks.model_apply import apply_model, model_input
 from jaxdet.train.step import LossOutput
 
 NUM_JOINTS = len(stick_figures.KEYPOINT_NAMES)
@@ -78,29 +79,16 @@ def create_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) ->
     )
 
 
-def model_input(batch: Mapping[str, jax.Array]) -> jax.Array:
-    """uint8 images -> float32 in [0, 1]."""
-    return batch["image"].astype(jnp.float32) / 255.0
-
 
 def _scale(image_shape) -> jax.Array:
     h, w = image_shape
     return jnp.asarray([w, h], jnp.float32)
 
 
-def _apply(model: nn.Module, params, batch_stats, images, train: bool):
-    variables = {"params": params}
-    if batch_stats:
-        variables["batch_stats"] = batch_stats
-    if train and batch_stats:
-        outputs, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
-        return outputs, updates["batch_stats"]
-    return model.apply(variables, images, train=train), batch_stats
-
 
 def predict(model: nn.Module, params, batch_stats, images: jax.Array) -> jax.Array:
     """Joints ``float32 [B, K, 2]`` (x, y) in absolute pixels."""
-    outputs, _ = _apply(model, params, batch_stats, images, train=False)
+    outputs, _ = apply_model(model, params, batch_stats, images, train=False)
     joints = outputs["joints"].reshape(images.shape[0], NUM_JOINTS, 2)
     return joints * _scale(images.shape[1:3])
 
@@ -120,7 +108,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
     def loss_fn(params, batch_stats, batch, rng):
         del rng
         images = model_input(batch)
-        outputs, new_stats = _apply(model, params, batch_stats, images, train=True)
+        outputs, new_stats = apply_model(model, params, batch_stats, images, train=True)
         pred = outputs["joints"].reshape(images.shape[0], NUM_JOINTS, 2)
         return LossOutput(
             terms={"joints": _joint_loss(pred, batch, config)}, metrics={}, batch_stats=new_stats
@@ -157,6 +145,7 @@ def summarize(accumulator: Mapping[str, Any], config: ml_collections.ConfigDict)
         {k: v for k, v in stats.items() if "/" not in k}, pck_threshold=PCK_THRESHOLD
     )
     out["val_loss/joints"] = stats["loss_sum/joints"] / max(stats["visible_count"], 1.0)
+    out["val_loss/total"] = loss_weights(config)["joints"] * out["val_loss/joints"]
     return out
 
 

@@ -22,9 +22,11 @@ from jaxdet.data import scenes, scenes_tfds
 from jaxdet.losses import segmentation as seg_losses
 from jaxdet.metrics import confusion
 from jaxdet.models import segmentation as seg_models
+from jaxdet.tasks.model_apply import apply_model, model_input
 from jaxdet.train.step import LossOutput
 
 IGNORE_LABEL = 255
+PRIMARY_METRIC = "mean_iou"  # what a sweep's best member is chosen by (validation split)
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -70,19 +72,6 @@ def create_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) ->
     return seg_models.create_model(config.model, num_classes(config), bn_axis_name=bn_axis_name)
 
 
-def model_input(batch: Mapping[str, jax.Array]) -> jax.Array:
-    """uint8 images -> float32 in [0, 1]."""
-    return batch["image"].astype(jnp.float32) / 255.0
-
-
-def _apply(model: nn.Module, params, batch_stats, images, train: bool):
-    variables = {"params": params}
-    if batch_stats:
-        variables["batch_stats"] = batch_stats
-    if train and batch_stats:
-        logits, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
-        return logits, updates["batch_stats"]
-    return model.apply(variables, images, train=train), batch_stats
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
@@ -90,7 +79,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
 
     def loss_fn(params, batch_stats, batch, rng):
         del rng  # deterministic model
-        logits, new_stats = _apply(model, params, batch_stats, model_input(batch), train=True)
+        logits, new_stats = apply_model(model, params, batch_stats, model_input(batch), train=True)
         ce_sum, count = seg_losses.pixel_cross_entropy(
             logits, batch["label"], batch["mask"], IGNORE_LABEL
         )
@@ -108,7 +97,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
 
 def predict(model: nn.Module, params, batch_stats, images: jax.Array) -> jax.Array:
     """Predicted class ids ``[B, h, w]`` int32 for float images ``[B, H, W, 3]``."""
-    logits, _ = _apply(model, params, batch_stats, images, train=False)
+    logits, _ = apply_model(model, params, batch_stats, images, train=False)
     return jnp.argmax(logits, -1).astype(jnp.int32)
 
 

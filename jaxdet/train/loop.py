@@ -147,8 +147,11 @@ def _write_json(path: str, payload: dict) -> None:
             json.dump(payload, f, indent=2, sort_keys=True)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains ``config.num_train_steps`` steps (resuming if possible), then evaluates.
+
+    With ``config.sweep`` (see :mod:`jaxdet.train.sweep`) every member trains in the same
+    compiled step; the returned dict is then the best member's metrics plus the sweep summary.
 
     Writes to ``workdir``: ``checkpoints/``, TensorBoard events, ``metrics.jsonl``,
     ``config.json`` and ``eval_results.json`` (the final validation metrics, also returned).
@@ -176,6 +179,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     restored = ckpt.restore_latest(state)
     if restored is not None:
         state, data_state = restored
+        if data_state.get("sweep", []) != names:
+            raise ValueError(
+                f"{ckpt.directory} holds a run of the sweep members {data_state.get('sweep', [])}"
+                f", not {names}: use a new workdir for a different config.sweep"
+            )
         train_iter.set_state(data_state["train"])
         log.info("resumed from step %d in %s", int(np.max(state.step)), ckpt.directory)
 
@@ -186,7 +194,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     start = int(np.max(state.step))
     total = int(config.num_train_steps)
-    consecutive_nonfinite = 0
+    # Per member: a member past config.max_nonfinite_steps non-finite steps in a row has failed
+    # (its updates are skipped in the step); training stops when every member has failed.
+    max_nonfinite = int(config.get("max_nonfinite_steps", 0))
+    consecutive_nonfinite = np.zeros(max(len(members), 1), np.int64)
+    failed = np.zeros(len(members), bool)
     history: list[dict[str, float]] = []
     bar = tqdm.tqdm(
         total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
@@ -198,20 +210,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             batch = pipeline.to_global_batch(next(train_iter), mesh)
             state, metrics = train_step(state, batch)
             metrics = jax.device_get(metrics)
-            nonfinite = bool(np.any(metrics["nonfinite"]))
-            headline = float(np.min(metrics["loss"]))
+            bad = np.atleast_1d(metrics["nonfinite"]) > 0
+            consecutive_nonfinite = np.where(bad, consecutive_nonfinite + 1, 0)
+            loss = np.atleast_1d(metrics["loss"])
+            headline = float(np.nanmin(loss)) if np.isfinite(loss).any() else float("nan")
             metrics = _flatten_members(metrics, names)
-            if nonfinite:
-                consecutive_nonfinite += 1
-                if consecutive_nonfinite > config.get("max_nonfinite_steps", 0):
-                    raise NonFiniteLossError(
-                        f"non-finite loss or gradient at step {step} (loss={headline}); "
-                        f"{consecutive_nonfinite} in a row, config.max_nonfinite_steps="
-                        f"{config.get('max_nonfinite_steps', 0)}. The update was not applied "
-                        f"and the last good checkpoint (step {ckpt.latest_step()}) is intact."
-                    )
-            else:
-                consecutive_nonfinite = 0
+            if np.all(consecutive_nonfinite > max_nonfinite):
+                raise NonFiniteLossError(
+                    f"non-finite loss or gradient at step {step} (loss={loss.tolist()}); "
+                    f"{consecutive_nonfinite.min()} in a row, config.max_nonfinite_steps="
+                    f"{max_nonfinite}. The update was not applied and the last good "
+                    f"checkpoint (step {ckpt.latest_step()}) is intact."
+                )
+            if members:
+                failed |= consecutive_nonfinite > max_nonfinite
             history.append(metrics)
             steps_since += 1
             bar.update(1)
@@ -224,7 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 means["nonfinite_total"] = float(np.sum(state.nonfinite_count))
                 writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
                 history, t_last, steps_since = [], now, 0
-            ckpt.save(step, state, {"train": train_iter.get_state()}, force=step == total)
+            data_state = {"train": train_iter.get_state(), "sweep": names}
+            ckpt.save(step, state, data_state, force=step == total)
             if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total:
                 results = evaluate(task, config, state, eval_source, mesh, eval_step, members)
                 _write_eval(writer, step, results, names)
@@ -238,7 +251,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.flush()
     writer.close()
     if members:
-        results = _finish_sweep(task, config, workdir, state, members, results, final_step)
+        results = _finish_sweep(
+            task, config, workdir, state, members, results, final_step,
+            {"train": train_iter.get_state(), "sweep": []}, failed.tolist(),
+        )
     results["step"] = final_step
     _write_json(os.path.join(workdir, "eval_results.json"), results)
     log.info("final evaluation at step %d: %s", final_step, format_results(results))
@@ -259,17 +275,23 @@ def _format_eval(results: Any, names: list[str]) -> str:
     return "; ".join(f"[{n}] {format_results(r)}" for n, r in zip(names, results, strict=True))
 
 
-def _finish_sweep(task, config, workdir, state, members, member_results, step) -> dict[str, Any]:
+def _finish_sweep(
+    task, config, workdir, state, members, member_results, step, data_state, failed
+) -> dict[str, Any]:
     """Picks the best member by the task's validation metric and saves it as a single run.
 
-    ``workdir/best/`` gets the best member's train state as an ordinary checkpoint and its
-    ``config.json`` (the equivalent single-run config), so that evaluation and prediction use it
-    like any run's workdir. Returns the best member's metrics plus ``best_member`` and
-    ``members`` (every member's values and metrics).
+    ``workdir/best/`` gets the best member's train state and input iterator state as an
+    ordinary checkpoint and its ``config.json`` (the equivalent single-run config), so that
+    evaluation, prediction and further training use it like any run's workdir. Members that
+    failed (too many non-finite steps in a row) are not candidates. Returns the best member's
+    metrics plus ``best_member``, ``best``, ``selected_by`` and ``members`` (every member's
+    values, metrics and ``failed`` flag).
     """
-    metric = getattr(task, "PRIMARY_METRIC", "mean_iou")
+    metric = task.PRIMARY_METRIC
     higher = getattr(task, "PRIMARY_METRIC_HIGHER_IS_BETTER", True)
-    best = sweep_lib.best_member(member_results, metric, higher)
+    candidates = [r if not f else {} for r, f in zip(member_results, failed, strict=True)]
+    ranked = [i for i, r in enumerate(candidates) if r]
+    best = ranked[sweep_lib.best_member([candidates[i] for i in ranked], metric, higher)]
     best_dir = os.path.join(workdir, "best")
     os.makedirs(best_dir, exist_ok=True)
     best_config = sweep_lib.member_config(config, members[best])
@@ -277,7 +299,7 @@ def _finish_sweep(task, config, workdir, state, members, member_results, step) -
                 json.loads(best_config.to_json_best_effort()))
     ckpt = checkpointing.Checkpointer(os.path.join(best_dir, "checkpoints"), save_every=1)
     try:
-        ckpt.save(step, sweep_lib.unstack(state, best), {}, force=True)
+        ckpt.save(step, sweep_lib.unstack(state, best), data_state, force=True)
     finally:
         ckpt.close()
     summary = {
@@ -285,8 +307,8 @@ def _finish_sweep(task, config, workdir, state, members, member_results, step) -
         "best_member": best,
         "best": sweep_lib.member_name(members[best]),
         "members": [
-            {"name": sweep_lib.member_name(m), "values": m, **r}
-            for m, r in zip(members, member_results, strict=True)
+            {"name": sweep_lib.member_name(m), "values": m, "failed": f, **r}
+            for m, r, f in zip(members, member_results, failed, strict=True)
         ],
     }
     return {**member_results[best], **summary}

@@ -1,9 +1,11 @@
 """One-program hyperparameter sweeps: K members trained and evaluated by one compiled step.
 
 ``config.sweep`` holds tuples of values, e.g. ``--config.sweep.box_weight='(0.1, 1.0, 10.0)'``.
-A field names either a loss weight in ``config.loss`` (e.g. ``box_weight``) or
-``learning_rate`` (``config.optimizer.learning_rate``); several non-empty fields make a grid.
-Empty tuples (the default) mean no sweep.
+A field names either a loss weight — a ``config.loss`` field whose name ends in ``_weight``
+(e.g. ``box_weight``) or an entry of ``config.loss.weights`` — or ``learning_rate``
+(``config.optimizer.learning_rate``); several non-empty fields make a grid. Empty tuples (the
+default) mean no sweep. Other fields (a loss kind, smooth-L1's beta) change the compiled
+program, so they are swept by separate runs (``experiments/sweeps/sweep.py``).
 
 Every member starts from the same initial state (``config.seed``) and sees the same batches
 (decoded and augmented once). The K train states are stacked along a new leading axis; the
@@ -36,14 +38,14 @@ def _sweep_path(config: ml_collections.ConfigDict, field: str) -> str:
     if field == "learning_rate":
         return "optimizer.learning_rate"
     loss = config.get("loss", ml_collections.ConfigDict())
-    if field in loss and field != "weights":
+    if field.endswith("_weight") and field in loss:
         return f"loss.{field}"
     if field in loss.get("weights", {}):
         return f"loss.weights.{field}"
+    weights = sorted([k for k in loss if k.endswith("_weight")] + list(loss.get("weights", {})))
     raise ValueError(
-        f"config.sweep.{field}: not a loss weight of config.loss "
-        f"({sorted(k for k in loss if k != 'weights')}, weights "
-        f"{sorted(loss.get('weights', {}))}) nor 'learning_rate'"
+        f"config.sweep.{field}: not a loss weight of config.loss ({weights}) nor "
+        "'learning_rate'; other fields are swept by separate runs (experiments/sweeps/sweep.py)"
     )
 
 
@@ -57,6 +59,9 @@ def sweep_members(config: ml_collections.ConfigDict) -> list[Member]:
     sweep = config.get("sweep")
     if not sweep:
         return []
+    strategy = config.get("sweep_strategy", "vmap")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"config.sweep_strategy={strategy!r}; expected one of {list(STRATEGIES)}")
     axes = []
     for field in sorted(sweep.keys()):
         values = sweep[field]
@@ -111,8 +116,13 @@ def stacked_hparams(
 
     ``loss_weights(config) -> {term: weight}`` is the task's mapping from a config to loss
     weights; the learning-rate factor is the member's rate over ``config``'s.
+
+    Returns:
+      ``{"loss_weights": {term: float32 [K]}, "lr_scale": float32 [K]}``.
     """
     base_lr = float(config.optimizer.learning_rate)
+    if base_lr <= 0:
+        raise ValueError("config.optimizer.learning_rate must be > 0 to sweep learning rates")
     per_member = [member_config(config, m) for m in members]
     terms = sorted(loss_weights(per_member[0]))
     return {

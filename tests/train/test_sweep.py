@@ -62,6 +62,19 @@ def test_bad_sweep_values_name_the_field(sweep, message):
         sweep_lib.sweep_members(_seg_config(**sweep))
 
 
+def test_only_loss_weights_and_learning_rate_can_be_swept():
+    config = load_config("localization", "runlocal")
+    with config.unlocked():
+        config.sweep.smooth_l1_beta = (0.1, 0.2)  # changes the compiled loss: separate runs
+    with pytest.raises(ValueError, match="smooth_l1_beta: not a loss weight.*box_weight"):
+        sweep_lib.sweep_members(config)
+    config.sweep.smooth_l1_beta = ()
+    config.sweep_strategy = "pmap"
+    config.sweep.box_weight = (1.0, 2.0)
+    with pytest.raises(ValueError, match="sweep_strategy='pmap'"):
+        sweep_lib.sweep_members(config)
+
+
 def test_best_member_by_metric_not_loss():
     results = [{"mean_iou": 0.5, "loss": 0.1}, {"mean_iou": 0.9, "loss": 3.0}]
     assert sweep_lib.best_member(results, "mean_iou") == 1
@@ -93,24 +106,33 @@ def _train(config, members, mesh, steps):
 # vmap batches the convolutions of the members, which rounds differently (~1e-7 relative);
 # Adam's g / sqrt(v) blows that up for parameters with near-zero gradients (1.03e-5 seen after
 # 3 steps), so vmap is checked with momentum SGD and the member loop with Adam, both to 1e-5.
-@pytest.mark.parametrize(("strategy", "optimizer"), [("vmap", "momentum"), ("map", "adam")])
-def test_member_equals_independent_run(strategy, optimizer):
-    config = _seg_config(pixel_ce=(0.3, 3.0), learning_rate=(0.01, 0.05))
+@pytest.mark.parametrize(
+    ("strategy", "optimizer", "sweep"),
+    [("vmap", "momentum", {"pixel_ce": (0.3, 3.0), "learning_rate": (0.01, 0.05)}),
+     ("map", "adam", {"learning_rate": (0.01, 0.05)})],
+)
+def test_member_equals_independent_run(strategy, optimizer, sweep):
+    config = _seg_config(**sweep)
     config.sweep_strategy = strategy
     config.optimizer.name = optimizer
     members = sweep_lib.sweep_members(config)
     mesh = step_lib.make_mesh()  # 8 devices, the last ones partly padded
     stacked, metrics = _train(config, members, mesh, steps=3)
-    assert metrics["loss"].shape == (4,)
+    assert metrics["loss"].shape == (len(members),)
     for k, member in enumerate(members):
         single, single_metrics = _train(sweep_lib.member_config(config, member), [], mesh, 3)
-        for a, b in zip(jax.tree.leaves(single.params),
-                        jax.tree.leaves(sweep_lib.unstack(stacked.params, k)), strict=True):
+        member = sweep_lib.unstack(stacked, k)
+        for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(member.params),
+                        strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+        for a, b in zip(jax.tree.leaves(single.batch_stats), jax.tree.leaves(member.batch_stats),
+                        strict=True):  # BatchNorm statistics are per member too
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+        assert int(member.step) == 3 and int(member.nonfinite_count) == 0
         np.testing.assert_allclose(single_metrics["loss"], metrics["loss"][k], rtol=1e-5)
-    # The members really differ (the sweep is not training one model four times).
-    p0, p3 = (jax.tree.leaves(sweep_lib.unstack(stacked.params, k))[0] for k in (0, 3))
-    assert np.max(np.abs(p0 - p3)) > 1e-4
+    # The members really differ (the sweep is not training one model K times).
+    p0, p1 = (jax.tree.leaves(sweep_lib.unstack(stacked.params, k))[0] for k in (0, -1))
+    assert np.max(np.abs(p0 - p1)) > 1e-4
 
 
 def test_sweep_run_writes_members_and_best(tmp_path, data_dir):
@@ -132,6 +154,20 @@ def test_sweep_run_writes_members_and_best(tmp_path, data_dir):
 
     again = predict.evaluate_checkpoint(single, str(tmp_path / "best"))
     assert again["mean_iou"] == pytest.approx(ious[best], abs=1e-6)
+    # Resuming the workdir with another grid is refused instead of mixing members.
+    other = _seg_config(data_dir, pixel_ce=(0.5, 3.0))
+    other.num_train_steps = 6
+    with pytest.raises(ValueError, match="holds a run of the sweep members"):
+        loop.train_and_evaluate(other, str(tmp_path))
+
+
+def test_a_diverging_member_fails_alone(tmp_path, data_dir):
+    config = _seg_config(data_dir, pixel_ce=(1.0, float("inf")))
+    config.num_train_steps = 3
+    config.checkpoint_every_steps = 3
+    results = loop.train_and_evaluate(config, str(tmp_path))
+    assert [m["failed"] for m in results["members"]] == [False, True]
+    assert results["best_member"] == 0
 
 
 def test_bad_sweep_override_on_the_command_line(tmp_path, data_dir):
@@ -142,5 +178,5 @@ def test_bad_sweep_override_on_the_command_line(tmp_path, data_dir):
     ]
     proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert "sweep.box_weight" in proc.stderr
+    assert "sweep.box_weight" in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
