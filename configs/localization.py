@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sweep.box_weight = ()
     config.sweep.class_weight = ()
     config.sweep.learning_rate = ()
-    config.sweep_strategy = "vmap"  # or "map" (a loop over members inside the program)
+    config.sweep_strategy = "unroll"  # or "vmap", "map" (see jaxdet/train/sweep.py)
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"

@@ -64,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sweep = ml_collections.ConfigDict()
     config.sweep.joint_weight = ()
     config.sweep.learning_rate = ()
-    config.sweep_strategy = "vmap"
+    config.sweep_strategy = "unroll"  # or "vmap", "map" (see jaxdet/train/sweep.py)
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"

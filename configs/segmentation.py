@@ -107,7 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # One-program sweep of learning rates, e.g. --config.sweep.learning_rate='(3e-3, 1e-2)':
     # every member trained by one compiled step, the best by val mIoU saved in workdir/best.
     config.sweep = ml_collections.ConfigDict({"learning_rate": ()})
-    config.sweep_strategy = "vmap"
+    config.sweep_strategy = "unroll"  # or "vmap", "map" (see jaxdet/train/sweep.py)
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"

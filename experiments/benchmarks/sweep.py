@@ -5,8 +5,9 @@
 
 Times, on the same batches (random uint8 images of the config's size, so no input pipeline is
 involved): (a) ``members`` separate single-run train steps, one after another, per step of
-the sweep; (b) one compiled sweep step over all members with ``jax.vmap``; (c) the same with
-a loop over members inside the program (``lax.map``). Compilation is timed separately (first
+the sweep; then one compiled sweep step over all members with each strategy of
+``jaxdet.train.sweep``: ``jax.vmap``, a loop over members inside the program (``lax.map``),
+and the members' steps unrolled into one program. Compilation is timed separately (first
 call) and left out of the per-step figures; each figure is the median of ``--steps`` calls.
 Ratios below 1.0 mean the one-program sweep is faster than the separate runs.
 """
@@ -97,7 +98,7 @@ def main() -> None:
         step = loop.make_train_step(task, member_cfg, mesh, optimizer, [])
         single_steps.append(timed(step, state))
     results["separate"] = (sum(t for t, _ in single_steps), sum(c for _, c in single_steps))
-    for strategy in ("vmap", "map"):
+    for strategy in sweep_lib.STRATEGIES:
         with config.unlocked():
             config.sweep_strategy = strategy
         state = loop.initial_state(task, config, mesh, example, num_members=len(members))

@@ -105,11 +105,12 @@ def _train(config, members, mesh, steps):
 
 # vmap batches the convolutions of the members, which rounds differently (~1e-7 relative);
 # Adam's g / sqrt(v) blows that up for parameters with near-zero gradients (1.03e-5 seen after
-# 3 steps), so vmap is checked with momentum SGD and the member loop with Adam, both to 1e-5.
+# 3 steps), so vmap is checked with momentum SGD and the member loops with Adam, all to 1e-5.
 @pytest.mark.parametrize(
     ("strategy", "optimizer", "sweep"),
     [("vmap", "momentum", {"pixel_ce": (0.3, 3.0), "learning_rate": (0.01, 0.05)}),
-     ("map", "adam", {"learning_rate": (0.01, 0.05)})],
+     ("map", "adam", {"learning_rate": (0.01, 0.05)}),
+     ("unroll", "adam", {"pixel_ce": (0.3, 3.0)})],
 )
 def test_member_equals_independent_run(strategy, optimizer, sweep):
     config = _seg_config(**sweep)
