@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxdet.data import stick_figures
-from jaxdet.data.scenes_tfds import _png, example_rng
+from jaxdet.data.scenes_tfds import _png, example_rng, prepare
 
 _SPLITS = ("train", "validation")
 
@@ -148,11 +148,4 @@ def build_pose(data_dir: str, *, image_size: int = 64, num_train: int = 1000,
     """
     config = PoseConfig.create(image_size=image_size, num_train=num_train, num_val=num_val,
                                seed=seed)
-    predefined = {c.name: c for c in JaxdetPose.BUILDER_CONFIGS}
-    builder = JaxdetPose(data_dir=data_dir, config=predefined.get(config.name, config))
-    if not builder.is_prepared():
-        builder.download_and_prepare(
-            file_format="array_record",
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-        )
-    return builder
+    return prepare(JaxdetPose, config, data_dir)

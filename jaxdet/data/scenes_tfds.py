@@ -183,8 +183,14 @@ def build_scenes(data_dir: str, *, image_size: int = 128, min_objects: int = 2,
     config = ScenesConfig.create(image_size=image_size, min_objects=min_objects,
                                  max_objects=max_objects, num_train=num_train, num_val=num_val,
                                  seed=seed)
-    predefined = {c.name: c for c in JaxdetScenes.BUILDER_CONFIGS}
-    builder = JaxdetScenes(data_dir=data_dir, config=predefined.get(config.name, config))
+    return prepare(JaxdetScenes, config, data_dir)
+
+
+def prepare(builder_cls: type, config: tfds.core.BuilderConfig, data_dir: str) -> Any:
+    """``builder_cls`` for ``config`` under ``data_dir``, generated (array_record, no download)
+    unless already prepared; a predefined config of the same name is used when there is one."""
+    predefined = {c.name: c for c in builder_cls.BUILDER_CONFIGS}
+    builder = builder_cls(data_dir=data_dir, config=predefined.get(config.name, config))
     if not builder.is_prepared():
         builder.download_and_prepare(
             file_format="array_record",

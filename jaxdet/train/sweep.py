@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
+from jaxdet.train import step as step_lib
+
 STRATEGIES = ("vmap", "map", "unroll")
 
 Member = dict[str, float]  # config path ("loss.box_weight") -> value
@@ -141,7 +143,7 @@ def stacked_hparams(
 
 def stack(tree: Any, num_members: int) -> Any:
     """``num_members`` copies of every leaf along a new leading axis."""
-    return jax.tree.map(lambda x: jnp.stack([x] * num_members), tree)
+    return step_lib.replicate(tree, num_members)
 
 
 def unstack(tree: Any, index: int) -> Any:
