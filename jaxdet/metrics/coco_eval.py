@@ -1,0 +1,328 @@
+"""COCO-style box AP through pycocotools, for padded detections from a static-shape model.
+
+A detection model under ``jit`` emits fixed-size arrays: ``[B, D]`` detections per batch with a
+``valid`` mask, ``[B, G]`` padded ground truth, and a ``[B]`` example mask for the padding
+examples of the last batch. :class:`CocoEvaluator` collects those on the host (NumPy), one image
+at a time, builds a COCO ground-truth dataset in memory and runs pycocotools' ``COCOeval`` with
+``iouType="bbox"`` — the reference numbers, not a re-implementation.
+
+Boxes everywhere are ``(x1, y1, x2, y2)`` in absolute pixels of the ORIGINAL image (undo any
+resize before adding them); labels are 0-based class indices, written as COCO
+``category_id = label + 1``. pycocotools' prints are swallowed; its numbers are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+# ``COCOeval.stats`` indices -> summary keys (the first 9 of its 12 entries).
+STAT_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100")
+
+
+@dataclass(frozen=True)
+class _GroundTruth:
+    boxes: np.ndarray  # [G, 4] float64 (x1, y1, x2, y2), valid rows only
+    labels: np.ndarray  # [G] int64, 0-based
+    areas: np.ndarray  # [G] float64
+    iscrowd: np.ndarray  # [G] bool
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class _Detections:
+    boxes: np.ndarray  # [D, 4] float64 (x1, y1, x2, y2), valid rows only
+    scores: np.ndarray  # [D] float64
+    labels: np.ndarray  # [D] int64, 0-based
+
+
+def _rows(valid: npt.ArrayLike, n: int, what: str) -> np.ndarray:
+    mask = np.asarray(valid).astype(bool).reshape(-1)
+    if mask.shape != (n,):
+        raise ValueError(f"{what}: valid has {mask.size} entries for {n} rows")
+    return mask
+
+
+def _boxes(boxes: npt.ArrayLike, what: str) -> np.ndarray:
+    out = np.asarray(boxes, np.float64)
+    if out.ndim != 2 or out.shape[1] != 4:
+        raise ValueError(f"{what}: boxes must be [N, 4] (x1, y1, x2, y2), got {out.shape}")
+    return out
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise ValueError(f"{what}: labels {sorted(set(labels[bad].tolist()))} outside "
+                         f"[0, {num_classes})")
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    """``[N, 4]`` ``(x1, y1, x2, y2)`` -> ``[N, 4]`` ``(x, y, w, h)``."""
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def _quiet(fn: Callable[..., Any], *args: Any) -> Any:
+    """Calls ``fn(*args)`` with stdout redirected away (pycocotools prints progress)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args)
+
+
+class CocoEvaluator:
+    """Collects ground truth and detections image by image; evaluates COCO box AP at the end.
+
+    Every image is added exactly once with :meth:`add_ground_truth` (which registers it, also
+    when it has no ground truth boxes) and at most once with :meth:`add_detections` (an image
+    whose detections are never added counts as having none); :meth:`add_batch` does both for
+    a padded batch. Adding either twice for one ``image_id`` raises ``ValueError``.
+    """
+
+    def __init__(self, class_names: Sequence[str]) -> None:
+        """``class_names[k]`` names label ``k`` (COCO ``category_id`` ``k + 1``); unique."""
+        names = [str(name) for name in class_names]
+        if not names:
+            raise ValueError("CocoEvaluator needs at least one class name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique, got {names}")
+        self.class_names: tuple[str, ...] = tuple(names)
+        self._gt: dict[int, _GroundTruth] = {}
+        self._dets: dict[int, _Detections] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_images(self) -> int:
+        """Images registered through :meth:`add_ground_truth`."""
+        return len(self._gt)
+
+    def add_ground_truth(
+        self,
+        image_id: int,
+        boxes: npt.ArrayLike,
+        labels: npt.ArrayLike,
+        valid: npt.ArrayLike,
+        height: int,
+        width: int,
+        areas: npt.ArrayLike | None = None,
+        iscrowd: npt.ArrayLike | None = None,
+    ) -> None:
+        """Registers one image and its ground truth.
+
+        Args:
+          image_id: the image's id, unique across the split.
+          boxes: ``[G, 4]`` ``(x1, y1, x2, y2)``, absolute pixels of the original image
+            (``x2 >= x1``, ``y2 >= y1``).
+          labels: ``[G]`` int, 0-based class.
+          valid: ``[G]`` bool, False for padding rows (whose values are ignored, even NaN).
+          height, width: original image size in pixels.
+          areas: optional ``[G]`` area used for COCO's small / medium / large split (COCO uses
+            the segment area); default the box area ``(x2 - x1) * (y2 - y1)``.
+          iscrowd: optional ``[G]`` bool; crowd boxes are neither hits nor misses in COCOeval.
+        """
+        image_id = int(image_id)
+        if image_id in self._gt:
+            raise ValueError(f"ground truth for image_id {image_id} was already added")
+        what = f"ground truth of image {image_id}"
+        boxes = _boxes(boxes, what)
+        keep = _rows(valid, len(boxes), what)
+        labels = np.asarray(labels).astype(np.int64).reshape(-1)[keep]
+        boxes = boxes[keep]
+        if not np.isfinite(boxes).all():
+            raise ValueError(f"{what}: non-finite valid box")
+        if (boxes[:, 2:] < boxes[:, :2]).any():
+            raise ValueError(f"{what}: box with x2 < x1 or y2 < y1")
+        _check_labels(labels, self.num_classes, what)
+        if areas is None:
+            area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+        else:
+            area = np.asarray(areas, np.float64).reshape(-1)[keep]
+        crowd = (np.zeros(len(boxes), bool) if iscrowd is None
+                 else np.asarray(iscrowd).astype(bool).reshape(-1)[keep])
+        self._gt[image_id] = _GroundTruth(boxes, labels, area, crowd, int(height), int(width))
+
+    def add_detections(
+        self,
+        image_id: int,
+        boxes: npt.ArrayLike,
+        scores: npt.ArrayLike,
+        labels: npt.ArrayLike,
+        valid: npt.ArrayLike,
+    ) -> None:
+        """Adds one image's detections.
+
+        Args:
+          image_id: the image's id (its ground truth may be added before or after).
+          boxes: ``[D, 4]`` ``(x1, y1, x2, y2)``, absolute pixels of the original image. A
+            degenerate box (``x2 < x1``) is clipped to zero width (height alike): it hits nothing.
+          scores: ``[D]`` confidence; COCOeval keeps the 100 best per image and class.
+          labels: ``[D]`` int, 0-based class.
+          valid: ``[D]`` bool, False for padding rows (whose values are ignored, even NaN).
+        """
+        image_id = int(image_id)
+        if image_id in self._dets:
+            raise ValueError(f"detections for image_id {image_id} were already added")
+        what = f"detections of image {image_id}"
+        boxes = _boxes(boxes, what)
+        keep = _rows(valid, len(boxes), what)
+        boxes = boxes[keep]
+        scores = np.asarray(scores, np.float64).reshape(-1)[keep]
+        labels = np.asarray(labels).astype(np.int64).reshape(-1)[keep]
+        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+            raise ValueError(f"{what}: non-finite valid box or score")
+        _check_labels(labels, self.num_classes, what)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
+        self._dets[image_id] = _Detections(boxes, scores, labels)
+
+    def add_batch(
+        self,
+        image_ids: npt.ArrayLike,
+        *,
+        example_mask: npt.ArrayLike,
+        gt_boxes: npt.ArrayLike,
+        gt_labels: npt.ArrayLike,
+        gt_valid: npt.ArrayLike,
+        heights: npt.ArrayLike,
+        widths: npt.ArrayLike,
+        det_boxes: npt.ArrayLike,
+        det_scores: npt.ArrayLike,
+        det_labels: npt.ArrayLike,
+        det_valid: npt.ArrayLike,
+        gt_areas: npt.ArrayLike | None = None,
+        gt_iscrowd: npt.ArrayLike | None = None,
+    ) -> None:
+        """Adds a padded batch: :meth:`add_ground_truth` + :meth:`add_detections` per example.
+
+        Args:
+          image_ids: ``[B]`` int.
+          example_mask: ``[B]`` bool / 0-1, False for the padding examples of the last batch,
+            which are skipped entirely (their ids and values are never read).
+          gt_boxes: ``[B, G, 4]`` ``(x1, y1, x2, y2)``, absolute original-image pixels.
+          gt_labels: ``[B, G]`` int, 0-based. gt_valid: ``[B, G]`` bool.
+          heights, widths: ``[B]`` original image sizes.
+          det_boxes: ``[B, D, 4]`` ``(x1, y1, x2, y2)``, absolute original-image pixels.
+          det_scores: ``[B, D]``. det_labels: ``[B, D]`` int, 0-based. det_valid: ``[B, D]`` bool.
+          gt_areas: optional ``[B, G]``. gt_iscrowd: optional ``[B, G]`` bool.
+        """
+        ids = np.asarray(image_ids).reshape(-1)
+        mask = _rows(example_mask, len(ids), "add_batch example_mask")
+        arrays = [np.asarray(a) for a in (gt_boxes, gt_labels, gt_valid, heights, widths,
+                                          det_boxes, det_scores, det_labels, det_valid)]
+        areas = None if gt_areas is None else np.asarray(gt_areas)
+        crowd = None if gt_iscrowd is None else np.asarray(gt_iscrowd)
+        for a in arrays + [x for x in (areas, crowd) if x is not None]:
+            if a.shape[:1] != ids.shape:
+                raise ValueError(f"add_batch: leading dim {a.shape[:1]} != batch {ids.shape}")
+        gb, gl, gv, hs, ws, db, ds, dl, dv = arrays
+        for i in np.flatnonzero(mask):
+            self.add_ground_truth(
+                int(ids[i]), gb[i], gl[i], gv[i], int(hs[i]), int(ws[i]),
+                areas=None if areas is None else areas[i],
+                iscrowd=None if crowd is None else crowd[i],
+            )
+            self.add_detections(int(ids[i]), db[i], ds[i], dl[i], dv[i])
+
+    def results_json(self) -> list[dict[str, Any]]:
+        """Detections in COCO results format, by image id then input order.
+
+        Each entry: ``{"image_id": int, "category_id": label + 1, "bbox": [x, y, w, h],
+        "score": float}`` with plain Python numbers (JSON-serialisable).
+        """
+        results = []
+        for image_id in sorted(self._dets):
+            det = self._dets[image_id]
+            for box, score, label in zip(_xywh(det.boxes).tolist(), det.scores.tolist(),
+                                         det.labels.tolist(), strict=True):
+                results.append({"image_id": image_id, "category_id": label + 1,
+                                "bbox": box, "score": score})
+        return results
+
+    def write_results(self, path: str | os.PathLike[str]) -> None:
+        """Writes :meth:`results_json` to ``path`` as JSON (loadable by ``COCO.loadRes``)."""
+        with open(path, "w") as f:
+            json.dump(self.results_json(), f)
+
+    def ground_truth_dataset(self) -> dict[str, Any]:
+        """The COCO ground-truth dataset dict (``images``, ``annotations``, ``categories``).
+
+        Annotation ids start at 1 (COCOeval treats a matched id 0 as unmatched); ``bbox`` is
+        ``[x, y, w, h]``.
+        """
+        images, annotations = [], []
+        for image_id in sorted(self._gt):
+            gt = self._gt[image_id]
+            images.append({"id": image_id, "height": gt.height, "width": gt.width})
+            for box, label, area, crowd in zip(_xywh(gt.boxes).tolist(), gt.labels.tolist(),
+                                               gt.areas.tolist(), gt.iscrowd.tolist(),
+                                               strict=True):
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                    "category_id": label + 1, "bbox": box, "area": area,
+                                    "iscrowd": int(crowd)})
+        categories = [{"id": k + 1, "name": name} for k, name in enumerate(self.class_names)]
+        return {"images": images, "annotations": annotations, "categories": categories}
+
+    def evaluate(self) -> COCOeval:
+        """Runs ``COCOeval(gt, dt, "bbox")`` evaluate / accumulate / summarize, silently.
+
+        With no detections at all the results object is built directly (``COCO.loadRes``
+        fails on an empty list); COCOeval then gives precision 0 wherever there is ground
+        truth. Raises ``ValueError`` with no images, or with detections for an image whose
+        ground truth was never added.
+        """
+        if not self._gt:
+            raise ValueError("CocoEvaluator: no images added")
+        unknown = sorted(set(self._dets) - set(self._gt))
+        if unknown:
+            raise ValueError(f"detections for image ids without ground truth: {unknown[:10]}")
+        coco_gt = COCO()
+        coco_gt.dataset = self.ground_truth_dataset()
+        _quiet(coco_gt.createIndex)
+        results = self.results_json()
+        if results:
+            coco_dt = _quiet(coco_gt.loadRes, results)
+        else:
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
+                               "categories": list(coco_gt.dataset["categories"]),
+                               "annotations": []}
+            _quiet(coco_dt.createIndex)
+        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        _quiet(coco_eval.evaluate)
+        _quiet(coco_eval.accumulate)
+        _quiet(coco_eval.summarize)
+        return coco_eval
+
+    def summarize(self) -> dict[str, float]:
+        """COCO box metrics over every image added.
+
+        Returns:
+          ``AP`` (IoU .50:.05:.95), ``AP50``, ``AP75``, ``AP_small`` / ``AP_medium`` /
+          ``AP_large`` (gt area < 32², < 96², else), ``AR1`` / ``AR10`` / ``AR100`` (recall
+          with at most 1 / 10 / 100 detections per image and class) — ``COCOeval.stats[:9]`` —
+          and ``AP/<class name>`` for every class: that class's AP at IoU .50:.05:.95, all
+          areas, 100 detections. All are fractions in [0, 1], never NaN: as in COCOeval a
+          metric with no ground truth to measure (a class without gt, an empty area range) is
+          -1.0, and classes without gt are left out of ``AP``'s class mean.
+        """
+        coco_eval = self.evaluate()
+        out = {key: float(value) for key, value in zip(STAT_KEYS, coco_eval.stats, strict=False)}
+        # precision: [T iou thresholds, R recall points, K classes, A area ranges, M max dets],
+        # -1 where a class has no gt; area range 0 is "all", max-dets index -1 is 100.
+        precision = coco_eval.eval["precision"]
+        for k, name in enumerate(self.class_names):
+            p = precision[:, :, k, 0, -1]
+            p = p[p > -1]
+            out[f"AP/{name}"] = float(p.mean()) if p.size else -1.0
+        return out
