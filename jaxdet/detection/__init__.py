@@ -1,0 +1,1 @@
+"""Two-stage detection: region proposal network and RoI heads, static shapes."""
