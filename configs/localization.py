@@ -1,4 +1,7 @@
-r"""Classification + localisation: one shape per 64x64 image, its class and its box.
+r"""Classification + localisation: one big shape (16-48 px) per 64x64 image, its class and box.
+
+Default run: 1,000 steps, right class and IoU >= 0.5 on 0.992 of the validation images in
+5 m 43 s on the 2-core CPU VM (README results).
 
 Launch (the multi-task loss is class cross-entropy + box_weight x box regression loss):
 
@@ -47,6 +50,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.num_train = 4000
     config.data.num_val = 500
     config.data.seed = 0
+    # One big object (the lecture's rung 2): 16-48 px at 64x64, i.e. a quarter to three
+    # quarters of the image side. 0, 0 = the scenes' default range scaled to 64 px (6-35 px).
+    config.data.min_size = 16
+    config.data.max_size = 48
 
     config.model = ml_collections.ConfigDict()
     config.model.backbone = variant
@@ -88,7 +95,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_batch_size = 100
     config.eval_split = "validation"
     config.eval_limit = 0
-    config.num_train_steps = 2000
+    # 1,000: 0.992 right class & IoU>=0.5 at step 1,000 of a 2,000-step run (16-48 px objects)
+    config.num_train_steps = 1000
     config.log_every_steps = 100
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 500
@@ -100,6 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if runlocal:
         config.data.image_size = 32
+        config.data.min_size, config.data.max_size = 8, 24
         config.data.num_train = 16
         config.data.num_val = 8
         config.model.width = 4

@@ -79,7 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_batch_size = 100
     config.eval_split = "validation"
     config.eval_limit = 0
-    config.num_train_steps = 2000
+    # 1,500: PCK@0.2 0.921 at step 1,500 of a 2,000-step run
+    config.num_train_steps = 1500
     config.log_every_steps = 100
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 500

@@ -56,15 +56,25 @@ class ScenesConfig(tfds.core.BuilderConfig):
     num_train: int = 1000
     num_val: int = 200
     seed: int = 0
+    min_size: int = 0  # object size range in px; 0 = the default range scaled to image_size
+    max_size: int = 0
 
     @classmethod
     def create(cls, *, image_size: int = 128, min_objects: int = 2, max_objects: int = 6,
-               num_train: int = 1000, num_val: int = 200, seed: int = 0) -> ScenesConfig:
-        """A config whose name is derived from every parameter (one directory per params)."""
-        name = (f"img{image_size}_obj{min_objects}-{max_objects}"
+               num_train: int = 1000, num_val: int = 200, seed: int = 0, min_size: int = 0,
+               max_size: int = 0) -> ScenesConfig:
+        """A config whose name is derived from every parameter (one directory per params).
+
+        ``min_size``/``max_size`` (px, longer side of an object's box), when non-zero, replace
+        the ends of the default size range scaled to ``image_size``; they appear in the name
+        only then.
+        """
+        sizes = f"_size{min_size}-{max_size}" if (min_size or max_size) else ""
+        name = (f"img{image_size}_obj{min_objects}-{max_objects}{sizes}"
                 f"_train{num_train}_val{num_val}_seed{seed}")
         config = cls(name=name, image_size=image_size, min_objects=min_objects,
                      max_objects=max_objects, num_train=num_train, num_val=num_val, seed=seed,
+                     min_size=min_size, max_size=max_size,
                      description=f"Procedural scenes, {name}.")
         if num_train < 1 or num_val < 1:  # TFDS refuses to write an empty split
             raise ValueError(f"need num_train, num_val >= 1, got {num_train}, {num_val}")
@@ -73,8 +83,10 @@ class ScenesConfig(tfds.core.BuilderConfig):
 
     def scene_spec(self) -> scenes.SceneSpec:
         """The generator spec for this config (object sizes scaled to the image size)."""
+        sizes = {k: v for k, v in (("min_size", self.min_size), ("max_size", self.max_size)) if v}
         return scenes.SceneSpec.for_image_size(
-            self.image_size, min_objects=self.min_objects, max_objects=self.max_objects)
+            self.image_size, min_objects=self.min_objects, max_objects=self.max_objects,
+            **sizes)
 
     def split_size(self, split: str) -> int:
         return {"train": self.num_train, "validation": self.num_val}[split]
@@ -171,7 +183,7 @@ class JaxdetScenes(tfds.core.GeneratorBasedBuilder):
 
 def build_scenes(data_dir: str, *, image_size: int = 128, min_objects: int = 2,
                  max_objects: int = 6, num_train: int = 1000, num_val: int = 200,
-                 seed: int = 0) -> JaxdetScenes:
+                 seed: int = 0, min_size: int = 0, max_size: int = 0) -> JaxdetScenes:
     """Builds the scenes dataset under `data_dir` unless already built; returns the builder.
 
     Safe to call again: a prepared directory is reused without generating anything (a few
@@ -182,7 +194,7 @@ def build_scenes(data_dir: str, *, image_size: int = 128, min_objects: int = 2,
     """
     config = ScenesConfig.create(image_size=image_size, min_objects=min_objects,
                                  max_objects=max_objects, num_train=num_train, num_val=num_val,
-                                 seed=seed)
+                                 seed=seed, min_size=min_size, max_size=max_size)
     return prepare(JaxdetScenes, config, data_dir)
 
 

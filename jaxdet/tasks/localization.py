@@ -57,6 +57,7 @@ def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
     builder = scenes_tfds.build_scenes(
         os.path.expanduser(data.data_dir), image_size=data.image_size, min_objects=1,
         max_objects=1, num_train=data.num_train, num_val=data.num_val, seed=data.seed,
+        min_size=data.get("min_size", 0), max_size=data.get("max_size", 0),
     )
     sources = builder.as_data_source()
     return {"train": sources["train"], "validation": sources["validation"]}

@@ -25,9 +25,28 @@ def test_config_name_follows_every_parameter():
     assert base.name == "img64_obj2-6_train8_val4_seed3"
     names = {base.name}
     for key, value in [("image_size", 32), ("min_objects", 1), ("max_objects", 5),
-                       ("num_train", 9), ("num_val", 5), ("seed", 4)]:
+                       ("num_train", 9), ("num_val", 5), ("seed", 4), ("max_size", 40)]:
         names.add(scenes_tfds.ScenesConfig.create(**{**TINY, key: value}).name)
-    assert len(names) == 7
+    assert len(names) == 8
+    sized = scenes_tfds.ScenesConfig.create(**{**TINY, "min_size": 16, "max_size": 48})
+    assert sized.name == "img64_obj2-6_size16-48_train8_val4_seed3"
+
+
+def test_object_size_range_overrides_the_scaled_default():
+    default = scenes_tfds.ScenesConfig.create(**TINY).scene_spec()
+    assert (default.min_size, default.max_size) == (6, 35)  # 10-70 px scaled to 64 px
+    config = scenes_tfds.ScenesConfig.create(
+        **{**TINY, "min_objects": 1, "max_objects": 1, "min_size": 16, "max_size": 48})
+    assert (config.scene_spec().min_size, config.scene_spec().max_size) == (16, 48)
+    sides = []
+    for i in range(20):
+        box = scenes_tfds.generate_example(config, "train", i)["objects"]["bbox"][0]
+        sides.append(max(box[2] - box[0], box[3] - box[1]))
+    # the visible box's longer side is at most the drawn size and, alone in the image, close
+    # to it (rotation can shrink a side's box only a little)
+    assert 14 <= min(sides) and max(sides) <= 48, sides
+    with pytest.raises(ValueError, match="max_size"):
+        scenes_tfds.ScenesConfig.create(**{**TINY, "min_size": 16, "max_size": 80})
 
 
 def test_bad_config_is_refused_before_building():
