@@ -23,7 +23,8 @@ from jaxdet.train.state import TrainState
 
 def restore_state(task, config, workdir: str, mesh, train_source) -> TrainState:
     """The latest readable checkpoint's train state (raises if the workdir has none)."""
-    state = loop_lib.initial_state(task, config, mesh, task.preprocess(train_source[0]))
+    example = loop_lib.preprocess_fn(task, config)(train_source[0])
+    state = loop_lib.initial_state(task, config, mesh, example)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
     try:
         restored = ckpt.restore_latest(state)
@@ -40,7 +41,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     mesh = step_lib.make_mesh()
     train_source, eval_source = loop_lib.split_sources(task, config)
     state = restore_state(task, config, workdir, mesh, train_source)
-    return loop_lib.evaluate(task, config, state, eval_source, mesh)
+    return loop_lib.evaluate(task, config, state, eval_source, mesh, results_dir=workdir)
 
 
 def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -51,7 +52,8 @@ def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
     state = jax.device_get(restore_state(task, config, workdir, mesh, train_source))
     model = task.create_model(config, bn_axis_name=None)
     count = int(config.get("num_prediction_images", 8))
-    batch = next(pipeline.eval_batches(eval_source, task.preprocess, count, 0, 1, limit=count))
+    batch = next(pipeline.eval_batches(
+        eval_source, loop_lib.preprocess_fn(task, config), count, 0, 1, limit=count))
     pictures = task.draw_predictions(model, state.params, state.batch_stats, batch, config)
     out_dir = os.path.join(workdir, "predictions")
     os.makedirs(out_dir, exist_ok=True)

@@ -25,6 +25,11 @@ def get_task(name: str) -> types.ModuleType:
         from jaxdet.tasks import pose
 
         return pose
+    if name == "detection":
+        from jaxdet.tasks import detection
+
+        return detection
     raise ValueError(
-        f"config.task={name!r}; expected one of 'segmentation', 'localization', 'pose'"
+        f"config.task={name!r}; expected one of 'segmentation', 'localization', 'pose', "
+        "'detection'"
     )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdet import tasks
@@ -43,6 +44,7 @@ def _replicated(tree: Any, mesh) -> Any:
 def evaluate(
     task, config: ml_collections.ConfigDict, state: state_lib.TrainState, source, mesh,
     eval_step: Callable | None = None, members: list[sweep_lib.Member] | None = None,
+    results_dir: str | None = None,
 ) -> Any:
     """Metrics over every example of ``source`` exactly once (padded batches, masked).
 
@@ -50,6 +52,9 @@ def evaluate(
     list with one summary per member (each summarised with its own config).
     """
     num_members = len(members or ())
+    if hasattr(task, "make_predict_fn"):
+        return _evaluate_on_host(
+            task, config, state, source, mesh, eval_step, members, results_dir)
     if eval_step is None:
         eval_step = make_eval_step(task, config, mesh, num_members)
     accumulator = task.eval_accumulator(config)
@@ -58,7 +63,7 @@ def evaluate(
     accumulator = _replicated(accumulator, mesh)
     limit = config.get("eval_limit") or None
     for local_batch in pipeline.eval_batches(
-        source, task.preprocess, config.eval_batch_size, limit=limit
+        source, preprocess_fn(task, config), config.eval_batch_size, limit=limit
     ):
         accumulator = eval_step(state, accumulator, pipeline.to_global_batch(local_batch, mesh))
     accumulator = jax.device_get(accumulator)
@@ -70,6 +75,43 @@ def evaluate(
     ]
 
 
+def _evaluate_on_host(
+    task, config, state, source, mesh, predict_step, members, results_dir=None
+) -> Any:
+    """Evaluation for tasks whose metric is computed on the host (e.g. COCO AP).
+
+    ``task.make_predict_fn(model, config)`` gives per-example outputs (leading axis = batch);
+    they and the batch are gathered to every process and fed, with the example mask, to
+    ``task.host_evaluator(config)`` (``add(batch, outputs)``, ``summarize()``). Sweep members
+    are evaluated one after another from the stacked state. With ``results_dir`` (single
+    runs) the evaluator's ``write(results_dir)`` saves its predictions (e.g. COCO results).
+    """
+    if predict_step is None:
+        predict_step = make_eval_step(task, config, mesh)
+    if members:
+        return [
+            _evaluate_on_host(task, sweep_lib.member_config(config, m),
+                              sweep_lib.unstack(state, i), source, mesh, predict_step, None)
+            for i, m in enumerate(members)
+        ]
+    evaluator = task.host_evaluator(config)
+    limit = config.get("eval_limit") or None
+    for local_batch in pipeline.eval_batches(
+        source, preprocess_fn(task, config), config.eval_batch_size, limit=limit
+    ):
+        outputs = predict_step(state, pipeline.to_global_batch(local_batch, mesh))
+        if jax.process_count() > 1:
+            batch = multihost_utils.process_allgather(local_batch, tiled=True)
+            outputs = multihost_utils.process_allgather(outputs, tiled=True)
+        else:
+            batch, outputs = local_batch, jax.device_get(outputs)
+        evaluator.add(batch, outputs)
+    summary = evaluator.summarize()
+    if results_dir and jax.process_index() == 0 and hasattr(evaluator, "write"):
+        evaluator.write(results_dir)
+    return summary
+
+
 def split_sources(task, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
     """(train source, evaluation source); ``config.eval_split`` names the latter."""
     sources = task.datasets(config)
@@ -79,8 +121,20 @@ def split_sources(task, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
     return sources["train"], sources[eval_split]
 
 
+def preprocess_fn(task, config: ml_collections.ConfigDict) -> Callable:
+    """The task's per-example preprocessing: ``task.make_preprocess(config)`` where a task's
+    output shapes depend on the config (e.g. padded instance counts), else ``task.preprocess``."""
+    if hasattr(task, "make_preprocess"):
+        return task.make_preprocess(config)
+    return task.preprocess
+
+
 def make_eval_step(task, config, mesh, num_members: int = 0) -> Callable:
+    """The compiled eval step: additive statistics (one run or every sweep member), or for
+    tasks evaluated on the host the per-example predictions of one state."""
     model = task.create_model(config, bn_axis_name=None)
+    if hasattr(task, "make_predict_fn"):
+        return step_lib.predict_step(task.make_predict_fn(model, config), mesh)
     body = step_lib.make_eval_step_body(task.make_eval_fn(model, config))
     if num_members:
         body = sweep_lib.make_sweep_eval_body(body, config.get("sweep_strategy", "vmap"))
@@ -167,10 +221,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     members = sweep_lib.sweep_members(config)
     names = [sweep_lib.member_name(m) for m in members]
     state = initial_state(
-        task, config, mesh, task.preprocess(train_source[0]), num_members=len(members)
+        task, config, mesh, preprocess_fn(task, config)(train_source[0]),
+        num_members=len(members),
     )
     train_iter = iter(
-        pipeline.train_dataset(train_source, task.preprocess, local_batch, seed=config.seed)
+        pipeline.train_dataset(
+            train_source, preprocess_fn(task, config), local_batch, seed=config.seed)
     )
     ckpt = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"), config.checkpoint_every_steps,
@@ -246,7 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         bar.close()
         ckpt.close()
     final_step = int(np.max(state.step))
-    results = evaluate(task, config, state, eval_source, mesh, eval_step, members)
+    results = evaluate(task, config, state, eval_source, mesh, eval_step, members,
+                       results_dir=workdir)
     _write_eval(writer, final_step, results, names)
     writer.flush()
     writer.close()

@@ -189,6 +189,21 @@ def shard_map_step(body: Callable, mesh: Mesh, num_replicated: int = 1, donate: 
     return jax.jit(mapped, donate_argnums=(0,) if donate else ())
 
 
+def predict_step(predict_fn: Callable, mesh: Mesh):
+    """``jit(shard_map(...))`` of ``predict_fn(params, batch_stats, batch) -> per-example
+    outputs`` taking ``(state, global batch)``; outputs stay split over the mesh axis like the
+    batch (no collective)."""
+
+    def body(state: TrainState, batch):
+        return predict_fn(state.params, state.batch_stats, batch)
+
+    mapped = jax.shard_map(
+        body, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS_NAME)),
+        out_specs=PartitionSpec(AXIS_NAME), check_vma=False,
+    )
+    return jax.jit(mapped)
+
+
 def pmap_step(body: Callable):
     """Wraps the same body with ``jax.pmap`` (legacy path, kept to test equality).
 

@@ -1,0 +1,188 @@
+"""Images/s of the compiled Faster R-CNN train step, with a backbone / RPN / RoI-heads split.
+
+  python experiments/benchmarks/train_step.py [--config=configs/faster_rcnn_shapes.py]
+      [--batch=8] [--steps=10] [--out=experiments/benchmarks/train_step.md] [-- overrides]
+
+Three programs are compiled on the same random batch (uint8 images of the config's size, 2-6
+random boxes per image; no input pipeline) and each is timed as the median of ``--steps``
+calls after a compile call:
+
+1. ``backbone``: forward + backward of ResNet + FPN (loss = mean of every pyramid level);
+2. ``+ rpn``: the same plus the RPN head, anchor matching and sampling, the two RPN losses and
+   proposal generation (top-k, decode, NMS per level);
+3. ``full``: the whole train step of ``jaxdet.train.step`` (RoI sampling, RoIAlign, box head,
+   4 losses, optimizer update).
+
+The breakdown is by difference (2 - 1 = RPN, 3 - 2 = RoI heads and optimizer): each program
+is timed whole, so XLA's fusion across the boundaries is what the full step really gets.
+Overrides are ``key=value`` pairs applied to the config (``model.width=64``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import os
+import platform
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+
+def _load_config(spec: str):
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_bench_cfg", os.path.join(REPO, path))
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def _override(config, item: str) -> None:
+    key, _, value = item.partition("=")
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    try:
+        node[leaf] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        node[leaf] = value
+
+
+def _time(fn, *args, steps: int) -> tuple[float, float]:
+    """(compile + first call seconds, median seconds per call)."""
+    import jax
+
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return first, statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/faster_rcnn_shapes.py")
+    parser.add_argument("--batch", type=int, default=0, help="default: config.batch_size")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", default="")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdet.data import pipeline
+    from jaxdet.detection import rpn
+    from jaxdet.tasks import detection as det_task
+    from jaxdet.train import loop
+    from jaxdet.train import state as state_lib
+    from jaxdet.train import step as step_lib
+
+    config = _load_config(args.config)
+    for item in args.overrides:
+        _override(config, item)
+    batch_size = args.batch or config.batch_size
+    size = config.data.image_size
+    g = config.data.max_instances
+    rng = np.random.default_rng(0)
+    counts = rng.integers(2, min(6, g) + 1, batch_size)
+    xy = rng.uniform(0, size * 0.6, (batch_size, g, 2))
+    wh = rng.uniform(10, size * 0.4, (batch_size, g, 2))
+    batch = {
+        "image": rng.integers(0, 255, (batch_size, size, size, 3), dtype=np.uint8),
+        "gt_boxes": np.concatenate([xy, np.minimum(xy + wh, size)], -1).astype(np.float32),
+        "gt_labels": rng.integers(0, 4, (batch_size, g)).astype(np.int32),
+        "gt_valid": np.arange(g)[None] < counts[:, None],
+        "image_hw": np.full((batch_size, 2), size, np.int32),
+        "orig_hw": np.full((batch_size, 2), size, np.int32),
+        "index": np.arange(batch_size, dtype=np.int32),
+        "mask": np.ones(batch_size, np.float32),
+    }
+    mesh = step_lib.make_mesh()
+    example = {k: v[0] for k, v in batch.items()}
+    state = loop.initial_state(det_task, config, mesh, example)
+    model = det_task.create_model(config, bn_axis_name=None)
+    gbatch = {k: jnp.asarray(v) for k, v in batch.items()}
+    images = det_task.model_input(gbatch)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(gbatch["index"])
+
+    def backbone_loss(params, stats):
+        feats, _ = model.apply({"params": params, "batch_stats": stats}, images,
+                               method=lambda m, x: m._features(x, True), mutable=["batch_stats"])
+        return sum(jnp.mean(f) for f in feats)
+
+    def rpn_loss(params, stats):
+        def run(m, x):
+            feats = m._features(x, True)
+            obj, deltas = m.rpn(feats)
+            anchors = jnp.concatenate(m._anchors(feats, x.shape[1:3]))
+            t = jax.vmap(lambda gb, gv, k: rpn.rpn_targets(anchors, gb, gv, k))(
+                gbatch["gt_boxes"], gbatch["gt_valid"], keys)
+            losses = jax.vmap(rpn.rpn_losses)(
+                jnp.concatenate(obj, 1), jnp.concatenate(deltas, 1), t)
+            props, _, valid = m._proposals(obj, deltas, m._anchors(feats, x.shape[1:3]),
+                                           gbatch["image_hw"].astype(jnp.float32), True)
+            return (jnp.sum(losses["objectness_sum"]) + jnp.sum(losses["box_sum"])
+                    + 0.0 * jnp.sum(jnp.where(valid[..., None], props, 0.0)))
+        out, _ = model.apply({"params": params, "batch_stats": stats}, images, method=run,
+                             mutable=["batch_stats"])
+        return out
+
+    grad_backbone = jax.jit(jax.grad(backbone_loss))
+    grad_rpn = jax.jit(jax.grad(rpn_loss))
+    train_step = loop.make_train_step(det_task, config, mesh, state_lib.make_optimizer(config), [])
+    sharded = pipeline.to_global_batch(batch, mesh)
+    params, stats = state.params, state.batch_stats
+
+    holder = [state]  # the train step donates its state: always pass the newest
+
+    def full_step():
+        holder[0], metrics = train_step(holder[0], sharded)
+        return metrics["loss"]
+
+    rows = []
+    for name, fn, fargs in (("backbone (ResNet + FPN), fwd+bwd", grad_backbone, (params, stats)),
+                            ("+ RPN (head, targets, losses, proposals)", grad_rpn,
+                             (params, stats)),
+                            ("full train step (+ RoI heads, optimizer)", None, None)):
+        if fn is None:
+            compile_s, per_call = _time(full_step, steps=args.steps)
+        else:
+            compile_s, per_call = _time(fn, *fargs, steps=args.steps)
+        rows.append((name, compile_s, per_call))
+    full = rows[-1][2]
+    parts = [rows[0][2], rows[1][2] - rows[0][2], rows[2][2] - rows[1][2]]
+    lines = [
+        f"Faster R-CNN train step, `{args.config}` {' '.join(args.overrides)}, batch "
+        f"{batch_size} at {size}x{size}, backbone ResNet-{config.model.depth} width "
+        f"{config.model.width}, levels {config.model.levels}.",
+        f"Machine: {platform.machine()} {os.cpu_count()} CPUs, devices "
+        f"{[d.device_kind for d in jax.devices()]}, jax {jax.__version__}.",
+        "",
+        "| program | compile + first call s | median s/call | images/s |",
+        "|---|---|---|---|",
+    ]
+    for name, compile_s, per_call in rows:
+        lines.append(f"| {name} | {compile_s:.1f} | {per_call:.4f} | "
+                     f"{batch_size / per_call:.1f} |")
+    lines += ["", "Breakdown of the full step (by difference): backbone "
+              f"{parts[0] / full:.0%}, RPN {parts[1] / full:.0%}, RoI heads + optimizer "
+              f"{parts[2] / full:.0%}."]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(text + "\n\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""Faster R-CNN (ResNet + FPN or single-level C4, RPN, RoIAlign box head), static shapes.
+
+One Flax module, :class:`FasterRCNN`, runs the whole detector in one ``apply``:
+
+* ``model.apply(v, images, image_hw, train=True, targets=gt, rng=keys, mutable=...)``
+  (``keys``: one ``jax.random`` key per image, ``[B]``, e.g. folded from the example index)
+  returns the four losses as ``(sum, count)`` pairs (``rpn_objectness``, ``rpn_box``,
+  ``roi_classifier``, ``roi_box``) plus proposal-recall counts, for the train step's global
+  means;
+* ``model.apply(v, images, image_hw, train=False)`` returns padded detections
+  (:class:`~jaxdet.detection.roi_heads.Detections` fields, ``[B, K]``) and the proposals.
+
+Shapes and formats. ``images`` ``[B, H, W, 3]`` float32 in [0, 1] (padded to one static
+size); ``image_hw`` ``[B, 2]`` (optional, default the padded size) the unpadded
+``(height, width)`` of each image in pixels, to which proposals and detections are clipped;
+ground truth ``gt_boxes`` ``[B, G, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels of the
+network input, ``gt_labels`` ``[B, G]`` int32 0-based object classes, ``gt_valid`` ``[B, G]``
+bool, optionally ``example_mask`` ``[B]`` (0 for padded examples, which then add nothing to
+any loss sum or count). Anchors, proposals and boxes stay float32 whatever the compute dtype.
+
+Flow (torchvision's ``GeneralizedRCNN``): backbone -> FPN (``P2``-``P6``; or ``C4`` alone) ->
+RPN head on every level -> anchors matched to gt (0.7/0.3, low-quality matches), 256 sampled
+at 0.5 positives -> RPN losses; proposals (per-level top-k, decode, clip, drop tiny, NMS 0.7
+per level, top-k) under ``stop_gradient`` -> gt appended, matched 0.5, 512 sampled at 0.25 ->
+multi-level RoIAlign 7x7 (sampling 2) over ``P2``-``P5`` -> two FC layers -> C+1 scores and
+class-specific deltas (weights 10, 10, 5, 5) -> RoI losses. Inference: score threshold,
+class-aware NMS, top ``K`` per image.
+
+Parameter names (for the torchvision weight import): ``body`` (the ResNet,
+:mod:`jaxdet.models.resnet`, torchvision ``backbone.body``), ``fpn`` (``backbone.fpn``),
+``rpn`` (``rpn.head``), ``roi_heads`` with ``box_head/fc6``, ``box_head/fc7``,
+``box_predictor/cls_score``, ``box_predictor/bbox_pred``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxdet import ops
+from jaxdet.detection import roi_heads, rpn
+from jaxdet.models import fpn as fpn_lib
+from jaxdet.models import resnet
+
+SumCount = tuple[jax.Array, jax.Array]
+LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSpec:
+    """Every static number of the detector (from ``config.model``; see
+    ``configs/faster_rcnn_shapes.py`` for what each means and torchvision's COCO defaults)."""
+
+    num_classes: int
+    levels: str = "fpn"  # "fpn" (P2-P6, RoIAlign over P2-P5) or "c4" (one stride-16 level)
+    fpn_channels: int = 256
+    anchor_sizes: tuple[tuple[float, ...], ...] = ((32,), (64,), (128,), (256,), (512,))
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_fg_iou: float = 0.7
+    rpn_bg_iou: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_nms_thresh: float = 0.7
+    rpn_min_size: float = 1e-3
+    rpn_smooth_l1_beta: float = 1.0 / 9
+    roi_fg_iou: float = 0.5
+    roi_bg_iou: float = 0.5
+    roi_batch_size_per_image: int = 512
+    roi_positive_fraction: float = 0.25
+    roi_output_size: int = 7
+    roi_sampling_ratio: int = 2
+    roi_canonical_size: float = 224.0
+    roi_canonical_level: int = 4
+    roi_smooth_l1_beta: float = 1.0 / 9
+    representation_size: int = 1024
+    box_weights: tuple[float, float, float, float] = roi_heads.BOX_CODER_WEIGHTS
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+    recall_top_n: int = 100  # proposals counted by the recall statistic (AR@100, IoU 0.5)
+
+    def __post_init__(self) -> None:
+        if self.levels not in ("fpn", "c4"):
+            raise ValueError(f"model.levels={self.levels!r}; expected 'fpn' or 'c4'")
+        want = 5 if self.levels == "fpn" else 1
+        if len(self.anchor_sizes) != want:
+            raise ValueError(
+                f"model.anchor_sizes needs {want} entries (one per level) for levels="
+                f"{self.levels!r}, got {self.anchor_sizes}")
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.anchor_sizes[0]) * len(self.aspect_ratios)
+
+    @classmethod
+    def from_config(cls, model: Mapping[str, Any], num_classes: int) -> DetectorSpec:
+        """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
+        kwargs: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name in model and field.name != "num_classes":
+                value = model[field.name]
+                if field.name == "anchor_sizes":
+                    value = tuple(tuple(float(s) for s in level) for level in value)
+                elif isinstance(value, list | tuple):
+                    value = tuple(value)
+                kwargs[field.name] = value
+        return cls(num_classes=num_classes, **kwargs)
+
+
+def feature_levels(spec: DetectorSpec) -> list[int]:
+    """Pyramid levels ``k`` (stride ``2**k``) the RPN runs on."""
+    return [2, 3, 4, 5, 6] if spec.levels == "fpn" else [4]
+
+
+class FasterRCNN(nn.Module):
+    """See the module docstring.
+
+    Attributes:
+      spec: the detector's static numbers.
+      backbone: model config section for :func:`jaxdet.models.resnet.create_resnet`.
+      bn_axis_name: mapped axis for cross-device BatchNorm (training), or None.
+      dtype: compute dtype of the convolutions and FC layers (None: float32).
+    """
+
+    spec: DetectorSpec
+    backbone: Mapping[str, Any]
+    bn_axis_name: str | None = None
+    dtype: Any = None
+
+    def setup(self) -> None:
+        backbone = dict(self.backbone)
+        if self.spec.levels == "c4":  # ResNet up to layer3 (stride 16): C2..C4
+            depth_sizes = {18: (2, 2, 2), 34: (3, 4, 6), 50: (3, 4, 6)}
+            if not backbone.get("stage_sizes"):
+                backbone["stage_sizes"] = depth_sizes[int(backbone.get("depth", 18))]
+                backbone["block"] = "bottleneck" if int(backbone.get("depth", 18)) >= 50 else \
+                    "basic"
+            backbone["stage_sizes"] = tuple(backbone["stage_sizes"])[:3]
+        self.body = resnet.create_resnet(backbone, bn_axis_name=self.bn_axis_name)
+        if self.spec.levels == "fpn":
+            self.fpn = fpn_lib.FPN(self.spec.fpn_channels, dtype=self.dtype)
+        self.rpn = rpn.RPNHead(self.spec.num_anchors, dtype=self.dtype or jnp.float32)
+        self.roi_heads = roi_heads.BoxHead(
+            self.spec.num_classes, self.spec.representation_size,
+            dtype=self.dtype or jnp.float32)
+
+    def _features(self, images: jax.Array, train: bool) -> list[jax.Array]:
+        c = self.body(images, train=train)
+        if self.spec.levels == "c4":
+            return [c["C4"]]
+        p = self.fpn(c)
+        return [p[f"P{k}"] for k in feature_levels(self.spec)]
+
+    def _anchors(self, features: list[jax.Array], image_size: tuple[int, int]) -> list[jax.Array]:
+        sizes = [f.shape[1:3] for f in features]
+        # torchvision: stride = image size // feature size, per axis
+        strides = [(image_size[0] // h, image_size[1] // w) for h, w in sizes]
+        return ops.generate_anchors(
+            sizes, strides, self.spec.anchor_sizes,
+            [self.spec.aspect_ratios] * len(sizes))
+
+    def _pool(self, features: list[jax.Array], rois: jax.Array) -> jax.Array:
+        """``[B, R, 4]`` RoIs -> ``[B, R, s, s, C]`` RoIAlign features."""
+        s = self.spec
+        if s.levels == "c4":
+            one = lambda f, b: ops.roi_align(  # noqa: E731
+                f, b, (s.roi_output_size,) * 2, spatial_scale=1.0 / 16,
+                sampling_ratio=s.roi_sampling_ratio, aligned=True)
+            return jax.vmap(one)(features[0], rois)
+        fn = lambda fs, b: ops.multilevel_roi_align(  # noqa: E731
+            fs, b, (s.roi_output_size,) * 2, s.roi_sampling_ratio,
+            canonical_size=s.roi_canonical_size, canonical_level=s.roi_canonical_level,
+            min_level=2, max_level=5)
+        return jax.vmap(fn)(features[:4], rois)
+
+    def _box_head(self, features, rois):
+        b, r = rois.shape[:2]
+        pooled = self._pool(features, rois)
+        logits, deltas = self.roi_heads(pooled.reshape((b * r,) + pooled.shape[2:]))
+        return logits.reshape(b, r, -1), deltas.reshape(b, r, -1)
+
+    def _proposals(self, objectness, deltas, anchors, image_hw, train: bool):
+        s = self.spec
+        pre = s.rpn_pre_nms_top_n_train if train else s.rpn_pre_nms_top_n_test
+        post = s.rpn_post_nms_top_n_train if train else s.rpn_post_nms_top_n_test
+
+        def one(obj, dl, hw):
+            return rpn.generate_proposals(
+                obj, dl, anchors, hw, pre_nms_top_n=pre, post_nms_top_n=post,
+                nms_thresh=s.rpn_nms_thresh, min_size=s.rpn_min_size)
+
+        boxes, scores, valid = jax.vmap(one)(objectness, deltas, image_hw)
+        return jax.lax.stop_gradient(boxes), scores, valid
+
+    def _recall(self, proposals, valid, targets) -> SumCount:
+        n = self.spec.recall_top_n
+        hit, total = jax.vmap(rpn.proposal_recall)(
+            proposals[:, :n], valid[:, :n], targets["gt_boxes"], targets["gt_valid"])
+        return jnp.sum(hit).astype(jnp.float32), jnp.sum(total).astype(jnp.float32)
+
+    def __call__(
+        self,
+        images: jax.Array,
+        image_hw: jax.Array | None = None,
+        *,
+        train: bool,
+        targets: Mapping[str, jax.Array] | None = None,
+        rng: jax.Array | None = None,
+    ) -> dict[str, Any]:
+        s = self.spec
+        image_size = images.shape[1:3]
+        features = self._features(images.astype(self.dtype or jnp.float32), train)
+        objectness, deltas = self.rpn(features)
+        anchors = self._anchors(features, image_size)
+        if image_hw is None:  # every image fills the padded input
+            image_hw = jnp.broadcast_to(jnp.asarray(image_size, jnp.float32), (images.shape[0], 2))
+        image_hw = jnp.asarray(image_hw, jnp.float32)
+        proposals, _, proposal_valid = self._proposals(
+            objectness, deltas, anchors, image_hw, train)
+        if not train:
+            logits, box_deltas = self._box_head(features, proposals)
+            post = lambda lg, dl, p, v, hw: roi_heads.postprocess_detections(  # noqa: E731
+                lg, dl, p, v, hw, weights=s.box_weights, score_thresh=s.score_thresh,
+                nms_thresh=s.nms_thresh, detections_per_img=s.detections_per_img)
+            dets = jax.vmap(post)(logits, box_deltas, proposals, proposal_valid, image_hw)
+            out: dict[str, Any] = dets._asdict()
+            out["proposals"], out["proposal_valid"] = proposals, proposal_valid
+            return out
+        if targets is None or rng is None:
+            raise ValueError("FasterRCNN(train=True) needs targets and rng")
+        batch = images.shape[0]
+        if rng.shape != (batch,):
+            raise ValueError(f"rng must hold one key per image, shape ({batch},), got {rng.shape}")
+        keys = jax.vmap(jax.random.split)(rng)  # [B, 2]: the RPN's and the RoI sampler's
+        rpn_keys, roi_keys = keys[:, 0], keys[:, 1]
+        all_anchors = jnp.concatenate(anchors)
+        rpn_t = jax.vmap(lambda g, v, k: rpn.rpn_targets(
+            all_anchors, g, v, k, fg_iou=s.rpn_fg_iou, bg_iou=s.rpn_bg_iou,
+            batch_size_per_image=s.rpn_batch_size_per_image,
+            positive_fraction=s.rpn_positive_fraction))(
+            targets["gt_boxes"], targets["gt_valid"], rpn_keys)
+        rpn_l = jax.vmap(lambda o, d, t: rpn.rpn_losses(
+            o, d, t, smooth_l1_beta=s.rpn_smooth_l1_beta))(
+            jnp.concatenate(objectness, axis=1), jnp.concatenate(deltas, axis=1), rpn_t)
+        # Padded examples (example_mask 0) add nothing to any sum or count.
+        real = jnp.asarray(targets.get("example_mask", jnp.ones((batch,))), jnp.float32) > 0
+        rpn_l = {k: jnp.where(real, v, 0.0) for k, v in rpn_l.items()}
+        roi_t = jax.vmap(lambda p, v, g, lab, gv, k: roi_heads.roi_targets(
+            p, v, g, lab, gv, k, fg_iou=s.roi_fg_iou, bg_iou=s.roi_bg_iou,
+            batch_size_per_image=s.roi_batch_size_per_image,
+            positive_fraction=s.roi_positive_fraction, weights=s.box_weights))(
+            proposals, proposal_valid, targets["gt_boxes"], targets["gt_labels"],
+            targets["gt_valid"], roi_keys)
+        roi_t = roi_t._replace(valid=roi_t.valid & real[:, None])
+        logits, box_deltas = self._box_head(features, roi_t.rois)
+        roi_l = roi_heads.roi_losses(
+            logits, box_deltas, roi_t, smooth_l1_beta=s.roi_smooth_l1_beta)
+        rpn_count = jnp.sum(rpn_l["count"])
+        return {
+            "terms": {
+                "rpn_objectness": (jnp.sum(rpn_l["objectness_sum"]), rpn_count),
+                "rpn_box": (jnp.sum(rpn_l["box_sum"]), rpn_count),
+                "roi_classifier": roi_l["loss_classifier"],
+                "roi_box": roi_l["loss_box_reg"],
+            },
+            "recall": self._recall(proposals, proposal_valid, targets),
+            "num_foreground_rois": (jnp.sum((roi_t.labels > 0) & roi_t.valid, dtype=jnp.float32),
+                                    jnp.sum(real, dtype=jnp.float32)),
+        }
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int,
+                 bn_axis_name: str | None = None) -> FasterRCNN:
+    """:class:`FasterRCNN` from ``config.model`` (backbone fields + :class:`DetectorSpec`)."""
+    model = config.model
+    return FasterRCNN(
+        spec=DetectorSpec.from_config(model, num_classes),
+        backbone=model.to_dict() if hasattr(model, "to_dict") else dict(model),
+        bn_axis_name=bn_axis_name,
+        dtype=resnet.compute_dtype(model.get("dtype", None)),
+    )

@@ -1,0 +1,239 @@
+"""Object detection (Faster R-CNN) on the synthetic scenes, evaluated with COCO box AP.
+
+Batches (all static shapes; ``G = config.data.max_instances``):
+
+* ``image`` uint8 ``[B, H, W, 3]`` (one padded size per config);
+* ``gt_boxes`` float32 ``[B, G, 4]`` ``(x1, y1, x2, y2)`` absolute pixels of the network input,
+  ``gt_labels`` int32 ``[B, G]`` (0-based object class), ``gt_valid`` bool ``[B, G]``;
+* ``image_hw`` int32 ``[B, 2]``: the image's ``(height, width)`` inside the padded input
+  (proposals and detections are clipped to it); ``orig_hw`` int32 ``[B, 2]``: the original
+  image size, to which detections are mapped back for evaluation (the synthetic scenes are
+  used at their own size, so both equal the input size);
+* the pipeline's ``index`` and ``mask``.
+
+Loss: the four Faster R-CNN terms (``rpn_objectness``, ``rpn_box``, ``roi_classifier``,
+``roi_box``), each with its weight ``config.loss.<term>_weight`` (sweepable). Evaluation runs
+on the host: COCO AP / AP50 / AP75 / AP small-medium-large / AR and per-class AP through
+pycocotools over every validation image exactly once, plus the RPN's proposal recall
+``AR100@0.5`` (fraction of gt boxes with IoU >= 0.5 to one of the top 100 proposals); the
+detections are written as a COCO results JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxdet import visualize
+from jaxdet.data import scenes, scenes_tfds
+from jaxdet.detection import faster_rcnn, roi_heads
+from jaxdet.detection import rpn as rpn_lib
+from jaxdet.metrics import coco_eval
+from jaxdet.tasks.model_apply import model_input
+from jaxdet.train.step import LossOutput
+
+PRIMARY_METRIC = "AP"
+LOSS_TERMS = faster_rcnn.LOSS_TERMS
+RESULTS_FILE = "coco_results.json"
+
+
+def class_names(config: ml_collections.ConfigDict) -> list[str]:
+    del config
+    return list(scenes.CLASS_NAMES)
+
+
+def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
+    return {t: float(config.loss[f"{t}_weight"]) for t in LOSS_TERMS}
+
+
+def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``{"train": source, "validation": source}`` of multi-object scenes."""
+    data = config.data
+    builder = scenes_tfds.build_scenes(
+        os.path.expanduser(data.data_dir), image_size=data.image_size,
+        min_objects=data.min_objects, max_objects=data.max_objects, num_train=data.num_train,
+        num_val=data.num_val, seed=data.seed,
+    )
+    sources = builder.as_data_source()
+    return {"train": sources["train"], "validation": sources["validation"]}
+
+
+def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str, Any]], dict]:
+    """Raw scene example -> the batch fields of one example (module docstring), ``G`` padded.
+
+    Raises ``ValueError`` naming the example and field for a malformed image, boxes that are
+    not ``[N, 4]`` with ``x1 <= x2``, ``y1 <= y2`` inside the image, labels outside the class
+    range, or more than ``G`` objects.
+    """
+    max_instances = int(config.data.max_instances)
+    num_classes = len(class_names(config))
+
+    def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        where = f"detection example {example.get('image_id', '?')}"
+        image = np.asarray(example["image"], np.uint8)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"{where}: image must be [H, W, 3], got {image.shape}")
+        boxes = np.asarray(example["objects"]["bbox"], np.float32).reshape(-1, 4)
+        labels = np.asarray(example["objects"]["label"]).reshape(-1)
+        h, w = image.shape[:2]
+        n = len(boxes)
+        if len(labels) != n:
+            raise ValueError(f"{where}: {n} objects.bbox rows but {len(labels)} objects.label")
+        if n > max_instances:
+            raise ValueError(
+                f"{where}: {n} objects, more than config.data.max_instances={max_instances}")
+        bad = ~np.isfinite(boxes).all(1) | (boxes[:, 2] < boxes[:, 0]) | (
+            boxes[:, 3] < boxes[:, 1]) | (boxes[:, :2] < 0).any(1) | (boxes[:, 2] > w) | (
+            boxes[:, 3] > h)
+        if bad.any():
+            raise ValueError(f"{where}: objects.bbox {boxes[bad].tolist()} are not (x1, y1, x2, "
+                             f"y2) absolute pixels inside the {h}x{w} image")
+        if ((labels < 0) | (labels >= num_classes)).any():
+            raise ValueError(f"{where}: objects.label {labels.tolist()} outside [0, {num_classes})")
+        gt_boxes = np.zeros((max_instances, 4), np.float32)
+        gt_labels = np.zeros((max_instances,), np.int32)
+        gt_boxes[:n], gt_labels[:n] = boxes, labels
+        hw = np.asarray([h, w], np.int32)
+        return {"image": image, "gt_boxes": gt_boxes, "gt_labels": gt_labels,
+                "gt_valid": np.arange(max_instances) < n, "image_hw": hw, "orig_hw": hw}
+
+    return preprocess
+
+
+def create_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> nn.Module:
+    return faster_rcnn.create_model(config, len(class_names(config)), bn_axis_name)
+
+
+def _variables(params, batch_stats) -> dict[str, Any]:
+    return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+
+def _targets(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    real = batch["mask"] > 0
+    return {"gt_boxes": batch["gt_boxes"], "gt_labels": batch["gt_labels"],
+            "gt_valid": batch["gt_valid"] & real[:, None], "example_mask": batch["mask"]}
+
+
+def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
+    """``(params, batch_stats, batch, rng) -> LossOutput`` with the four loss terms.
+
+    Anchor and RoI sampling use one key per image, ``fold_in(rng, index)``, so a step does not
+    depend on how the batch is split over devices. Metrics: ``proposal_recall`` (gt boxes with
+    IoU >= 0.5 to one of the top proposals) and ``fg_rois_per_image``.
+    """
+    del config
+
+    def loss_fn(params, batch_stats, batch, rng):
+        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(batch["index"])
+        kwargs = dict(train=True, targets=_targets(batch), rng=keys)
+        variables = _variables(params, batch_stats)
+        if batch_stats:
+            out, updates = model.apply(variables, model_input(batch), batch["image_hw"],
+                                       mutable=["batch_stats"], **kwargs)
+            batch_stats = updates["batch_stats"]
+        else:
+            out = model.apply(variables, model_input(batch), batch["image_hw"], **kwargs)
+        return LossOutput(
+            terms=out["terms"],
+            metrics={"proposal_recall": out["recall"],
+                     "fg_rois_per_image": out["num_foreground_rois"]},
+            batch_stats=batch_stats,
+        )
+
+    return loss_fn
+
+
+def predict(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array],
+            recall_top_n: int = 100) -> dict[str, jax.Array]:
+    """Per-example detections in original-image pixels and proposal-recall counts.
+
+    Returns ``boxes`` ``[B, K, 4]`` float32 ``(x1, y1, x2, y2)`` of the ``orig_hw`` image,
+    ``scores`` ``[B, K]``, ``classes`` ``[B, K]`` int32 (0-based), ``valid`` ``[B, K]`` and
+    ``recall_hit`` / ``recall_total`` ``[B]`` int32 (gt boxes covered at IoU 0.5 by the top
+    ``recall_top_n`` proposals / valid gt boxes).
+    """
+    out = model.apply(_variables(params, batch_stats), model_input(batch), batch["image_hw"],
+                      train=False)
+    boxes = jax.vmap(roi_heads.rescale_boxes)(out["boxes"], batch["image_hw"], batch["orig_hw"])
+    targets = _targets(batch)
+    hit, total = jax.vmap(rpn_lib.proposal_recall)(
+        out["proposals"][:, :recall_top_n], out["proposal_valid"][:, :recall_top_n],
+        targets["gt_boxes"], targets["gt_valid"])
+    return {"boxes": boxes, "scores": out["scores"], "classes": out["classes"],
+            "valid": out["valid"], "recall_hit": hit, "recall_total": total}
+
+
+def make_predict_fn(model: nn.Module, config: ml_collections.ConfigDict):
+    """``(params, batch_stats, batch) -> per-example outputs`` (see :func:`predict`)."""
+    return functools.partial(predict, model,
+                             recall_top_n=int(config.model.get("recall_top_n", 100)))
+
+
+class DetectionEvaluator:
+    """Host-side evaluation: COCO box AP of the detections plus the RPN's AR100@0.5."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.coco = coco_eval.CocoEvaluator(class_names(config))
+        self.recall_hit = 0
+        self.recall_total = 0
+
+    def add(self, batch: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+        """One padded batch: ``batch`` fields (module docstring), ``outputs`` of :func:`predict`.
+        Ground truth is mapped to the original image size like the detections."""
+        mask = np.asarray(batch["mask"]) > 0
+        scale = (np.asarray(batch["orig_hw"], np.float32)
+                 / np.maximum(np.asarray(batch["image_hw"], np.float32), 1))[:, None, [1, 0, 1, 0]]
+        self.coco.add_batch(
+            np.asarray(batch["index"]), example_mask=mask,
+            gt_boxes=np.asarray(batch["gt_boxes"]) * scale, gt_labels=batch["gt_labels"],
+            gt_valid=batch["gt_valid"], heights=np.asarray(batch["orig_hw"])[:, 0],
+            widths=np.asarray(batch["orig_hw"])[:, 1], det_boxes=outputs["boxes"],
+            det_scores=outputs["scores"], det_labels=outputs["classes"],
+            det_valid=outputs["valid"])
+        self.recall_hit += int(np.sum(np.asarray(outputs["recall_hit"])[mask]))
+        self.recall_total += int(np.sum(np.asarray(outputs["recall_total"])[mask]))
+
+    def summarize(self) -> dict[str, float]:
+        out = self.coco.summarize()
+        out["AR100@0.5"] = self.recall_hit / max(self.recall_total, 1)
+        out["num_images"] = float(self.coco.num_images)
+        return out
+
+    def write(self, directory: str) -> str:
+        """Writes the detections as a COCO results JSON; returns its path."""
+        path = os.path.join(directory, RESULTS_FILE)
+        self.coco.write_results(path)
+        return path
+
+
+def host_evaluator(config: ml_collections.ConfigDict) -> DetectionEvaluator:
+    return DetectionEvaluator(config)
+
+
+def draw_predictions(
+    model: nn.Module, params, batch_stats, batch: Mapping[str, np.ndarray], config
+) -> list:
+    """One picture per example: ground truth (green) and detections scoring >= 0.5 (red)."""
+    fn = jax.jit(make_predict_fn(model, config))
+    out = jax.device_get(fn(params, batch_stats, {k: jnp.asarray(v) for k, v in batch.items()}))
+    names = class_names(config)
+    threshold = float(config.get("draw_score_threshold", 0.5))
+    pictures = []
+    for i in range(len(batch["image"])):
+        if not batch["mask"][i]:
+            continue
+        gt = [(b, names[int(c)]) for b, c, v in zip(
+            batch["gt_boxes"][i], batch["gt_labels"][i], batch["gt_valid"][i], strict=True) if v]
+        pred = [(b, f"{names[int(c)]} {s:.2f}") for b, c, s, v in zip(
+            out["boxes"][i], out["classes"][i], out["scores"][i], out["valid"][i], strict=True)
+            if v and s >= threshold]
+        pictures.append(visualize.boxes_panel(batch["image"][i], gt=gt, pred=pred))
+    return pictures

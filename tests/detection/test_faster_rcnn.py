@@ -1,0 +1,146 @@
+"""The Faster R-CNN module: spec checks, parameter names, outputs, losses, one SGD step."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jaxdet.detection import faster_rcnn
+
+
+def _model_config(levels="fpn"):
+    return ml_collections.ConfigDict({
+        "depth": 0, "stage_sizes": (1, 1, 1, 1), "block": "basic", "width": 4,
+        "stem": "imagenet", "norm": "group", "gn_groups": 2, "levels": levels,
+        "fpn_channels": 8, "representation_size": 16,
+        "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)) if levels == "fpn"
+        else ((8, 16, 32),),
+        "rpn_batch_size_per_image": 32, "rpn_pre_nms_top_n_train": 40,
+        "rpn_post_nms_top_n_train": 30, "rpn_pre_nms_top_n_test": 40,
+        "rpn_post_nms_top_n_test": 20, "roi_batch_size_per_image": 16,
+        "roi_canonical_size": 32.0, "detections_per_img": 10, "recall_top_n": 20,
+    })
+
+
+def _model(levels="fpn"):
+    return faster_rcnn.create_model(
+        ml_collections.ConfigDict({"model": _model_config(levels)}), num_classes=3)
+
+
+def _init(model, images):
+    return jax.jit(model.init, static_argnames="train")(jax.random.key(0), images, train=False)
+
+
+def _inputs(batch=2, size=32):
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.uniform(size=(batch, size, size, 3)), jnp.float32)
+    gt_boxes = np.zeros((batch, 3, 4), np.float32)
+    gt_boxes[:, 0] = [2, 3, 14, 18]
+    gt_boxes[:, 1] = [16, 10, 30, 28]
+    targets = {"gt_boxes": jnp.asarray(gt_boxes),
+               "gt_labels": jnp.asarray([[0, 2, 0]] * batch, jnp.int32),
+               "gt_valid": jnp.asarray([[True, True, False]] * batch)}
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(1), i))(jnp.arange(batch))
+    return images, targets, keys
+
+
+def test_spec_checks_and_reads_the_config():
+    spec = faster_rcnn.DetectorSpec.from_config(_model_config(), num_classes=3)
+    assert spec.num_anchors == 3 and spec.rpn_batch_size_per_image == 32
+    assert spec.anchor_sizes[0] == (8.0,)
+    assert faster_rcnn.DetectorSpec.from_config(_model_config("c4"), 3).num_anchors == 9
+    with pytest.raises(ValueError, match="anchor_sizes needs 5 entries"):
+        faster_rcnn.DetectorSpec(num_classes=3, anchor_sizes=((32,),))
+    with pytest.raises(ValueError, match="levels"):
+        faster_rcnn.DetectorSpec(num_classes=3, levels="p3")
+
+
+def test_parameter_names_follow_torchvision():
+    model = _model()
+    images, _, _ = _inputs()
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))["params"]
+    assert sorted(params) == ["body", "fpn", "roi_heads", "rpn"]
+    assert sorted(params["rpn"]) == ["bbox_pred", "cls_logits", "conv"]
+    assert sorted(params["roi_heads"]) == ["box_head", "box_predictor"]
+    assert params["roi_heads"]["box_head"]["fc6"]["kernel"].shape == (7 * 7 * 8, 16)
+    assert params["roi_heads"]["box_predictor"]["bbox_pred"]["kernel"].shape == (16, 16)
+    assert "layer4_0" in params["body"] and "inner_blocks_3" in params["fpn"]
+
+
+@pytest.mark.parametrize("levels", ["fpn", "c4"])
+def test_train_and_inference_outputs(levels):
+    model = _model(levels)
+    images, targets, keys = _inputs()
+    variables = _init(model, images)
+    out = jax.jit(lambda v: model.apply(v, images, train=True, targets=targets, rng=keys))(
+        variables)
+    assert set(out["terms"]) == set(faster_rcnn.LOSS_TERMS)
+    for name, (total, _) in out["terms"].items():
+        assert np.isfinite(total), name
+    assert float(out["terms"]["rpn_objectness"][1]) == 2 * 32  # every image fills its sample
+    assert 0 < float(out["terms"]["roi_classifier"][1]) <= 2 * 16
+    # the gt boxes are appended to the proposals: every image has foreground RoIs
+    assert float(out["num_foreground_rois"][0]) >= 2 * 2
+    dets = jax.jit(lambda v: model.apply(v, images, jnp.asarray([[32, 32], [20, 24]]),
+                                         train=False))(variables)
+    chex.assert_shape([dets["boxes"], dets["scores"], dets["classes"], dets["valid"]],
+                      [(2, 10, 4), (2, 10), (2, 10), (2, 10)])
+    chex.assert_shape([dets["proposals"], dets["proposal_valid"]], [(2, 20, 4), (2, 20)])
+    chex.assert_type([dets["boxes"], dets["proposals"], dets["classes"]],
+                     [jnp.float32, jnp.float32, jnp.int32])
+    # clipped to each image's own (unpadded) size
+    p = np.where(np.asarray(dets["proposal_valid"])[..., None], dets["proposals"], 0)
+    assert p[1, :, [0, 2]].max() <= 24 and p[1, :, [1, 3]].max() <= 20
+    assert np.all(np.diff(np.where(dets["valid"], dets["scores"], -1), axis=1) <= 0)
+
+
+def test_padded_examples_and_images_without_objects_add_nothing_wrong():
+    model = _model()
+    images, targets, keys = _inputs(batch=3)
+    variables = _init(model, images)
+    apply = jax.jit(lambda im, t, k: model.apply(variables, im, train=True, targets=t, rng=k))
+    empty = dict(targets, gt_valid=targets["gt_valid"].at[2].set(False))
+    masked = dict(empty, example_mask=jnp.asarray([1.0, 1.0, 0.0]))
+    out_masked = apply(images, masked, keys)
+    empty["example_mask"] = jnp.ones(3)
+    out = apply(images, empty, keys)
+    for name, (total, _) in out["terms"].items():
+        assert np.isfinite(total), name
+    two = {k: v[:2] for k, v in targets.items()}
+    out_two = apply(images[:2], two, keys[:2])
+    for name in faster_rcnn.LOSS_TERMS:
+        np.testing.assert_allclose(out_masked["terms"][name], out_two["terms"][name],
+                                   rtol=1e-5, err_msg=name)
+    # the image without objects only contributes negatives to the RPN
+    assert float(out["terms"]["rpn_objectness"][1]) == 3 * 32
+    with pytest.raises(ValueError, match="one key per image"):
+        model.apply(variables, images, train=True, targets=targets, rng=jax.random.key(0))
+
+
+def test_sgd_steps_lower_the_loss():
+    model = _model()
+    images, targets, keys = _inputs()
+    params = _init(model, images)["params"]
+
+    def loss(p):
+        terms = model.apply({"params": p}, images, train=True, targets=targets,
+                            rng=keys)["terms"]
+        return sum(s / jnp.maximum(n, 1) for s, n in terms.values())
+
+    opt = optax.adam(3e-3)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def step(p, s):
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, s = opt.update(grads, s)
+        return optax.apply_updates(p, updates), s, value
+
+    first = None
+    for _ in range(15):
+        params, opt_state, value = step(params, opt_state)
+        first = value if first is None else first
+    assert float(loss(params)) < 0.8 * float(first)

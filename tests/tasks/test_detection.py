@@ -1,0 +1,212 @@
+"""The detection task: preprocessing, host evaluation by hand, the Faster R-CNN losses on
+devices, and overfitting two images to AP50 = 1 without recompiling."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdet.tasks import detection as det_task
+from jaxdet.train import loop
+from jaxdet.train import state as state_lib
+from jaxdet.train import step as step_lib
+from tests.conftest import load_config
+
+
+def _config(arg="runlocal"):
+    config = load_config("faster_rcnn_shapes", arg)
+    config.data.max_instances = 4
+    return config
+
+
+def _example(boxes, labels, size=64, image_id=0):
+    rng = np.random.default_rng(image_id)
+    return {"image": rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
+            "objects": {"bbox": np.asarray(boxes, np.float32).reshape(-1, 4),
+                        "label": np.asarray(labels, np.int64)},
+            "image_id": image_id}
+
+
+def test_preprocess_pads_ground_truth_and_rejects_bad_input():
+    pre = det_task.make_preprocess(_config())
+    out = pre(_example([[1, 2, 10, 12], [20, 20, 40, 30]], [3, 0]))
+    chex.assert_shape([out["gt_boxes"], out["gt_labels"], out["gt_valid"]], [(4, 4), (4,), (4,)])
+    np.testing.assert_array_equal(out["gt_valid"], [True, True, False, False])
+    np.testing.assert_array_equal(out["gt_labels"], [3, 0, 0, 0])
+    np.testing.assert_array_equal(out["gt_boxes"][1], [20, 20, 40, 30])
+    np.testing.assert_array_equal(out["image_hw"], [64, 64])
+    empty = pre(_example(np.zeros((0, 4)), []))
+    assert not empty["gt_valid"].any() and empty["gt_boxes"].shape == (4, 4)
+    with pytest.raises(ValueError, match="max_instances=4"):
+        pre(_example([[0, 0, 5, 5]] * 5, [0] * 5, image_id=7))
+    with pytest.raises(ValueError, match="example 3: objects.bbox"):
+        pre(_example([[10, 0, 5, 5]], [0], image_id=3))
+    with pytest.raises(ValueError, match="objects.label"):
+        pre(_example([[0, 0, 5, 5]], [4]))
+
+
+def _padded(rows, k, tail=()):
+    out = np.zeros((k, *tail), np.float32)
+    out[:len(rows)] = np.asarray(rows, np.float32).reshape(-1, *tail)
+    return out
+
+
+def test_evaluator_matches_a_hand_computed_ap():
+    """3 images + 1 padding example, one class. Detections by score: 0.95 false positive
+    (image 1), 0.9 hit (image 0), 0.8 hit (image 1), 0.7 false positive (image 2, no gt).
+    3 gt boxes: precision/recall after each = (0, 0), (1/2, 1/3), (2/3, 2/3), (1/2, 2/3);
+    interpolated precision is 2/3 up to recall 2/3 and 0 beyond, so COCO's 101-point AP is
+    67 * (2/3) / 101 at every IoU threshold (the hits are exact)."""
+    config = _config()
+    k, g = 3, 4
+    gt = [[[4, 4, 20, 20]], [[30, 30, 50, 60], [2, 40, 14, 60]], [], [[0, 0, 9, 9]]]
+    det = [[([4, 4, 20, 20], 0.9)], [([40, 0, 60, 10], 0.95), ([30, 30, 50, 60], 0.8)],
+           [([10, 10, 30, 30], 0.7)], [([0, 0, 9, 9], 0.99)]]  # image 3 is padding
+    batch = {
+        "index": np.arange(4, dtype=np.int32), "mask": np.asarray([1, 1, 1, 0], np.float32),
+        "gt_boxes": np.stack([_padded(b, g, (4,)) for b in gt]),
+        "gt_labels": np.zeros((4, g), np.int32),
+        "gt_valid": np.stack([np.arange(g) < len(b) for b in gt]),
+        "image_hw": np.full((4, 2), 64, np.int32), "orig_hw": np.full((4, 2), 64, np.int32),
+    }
+    outputs = {
+        "boxes": np.stack([_padded([b for b, _ in d], k, (4,)) for d in det]),
+        "scores": np.stack([_padded([s for _, s in d], k) for d in det]),
+        "classes": np.zeros((4, k), np.int32),
+        "valid": np.stack([np.arange(k) < len(d) for d in det]),
+        "recall_hit": np.asarray([1, 1, 0, 1], np.int32),
+        "recall_total": np.asarray([1, 2, 0, 1], np.int32),
+    }
+    evaluator = det_task.host_evaluator(config)
+    evaluator.add(batch, outputs)
+    summary = evaluator.summarize()
+    expected = 67 * (2 / 3) / 101
+    assert summary["num_images"] == 3
+    for key in ("AP", "AP50", "AP75", "AP/circle"):
+        assert summary[key] == pytest.approx(expected, abs=1e-9), key
+    assert summary["AR100@0.5"] == pytest.approx(2 / 3)
+
+
+def test_evaluator_maps_ground_truth_to_the_original_size():
+    evaluator = det_task.host_evaluator(_config())
+    batch = {"index": np.asarray([0]), "mask": np.ones(1, np.float32),
+             "gt_boxes": np.asarray([[[10, 10, 30, 20]]], np.float32),
+             "gt_labels": np.zeros((1, 1), np.int32), "gt_valid": np.ones((1, 1), bool),
+             "image_hw": np.asarray([[32, 64]]), "orig_hw": np.asarray([[64, 128]])}
+    outputs = {"boxes": np.asarray([[[20, 20, 60, 40]]], np.float32),  # already in orig pixels
+               "scores": np.ones((1, 1), np.float32), "classes": np.zeros((1, 1), np.int32),
+               "valid": np.ones((1, 1), bool), "recall_hit": np.ones(1, np.int32),
+               "recall_total": np.ones(1, np.int32)}
+    evaluator.add(batch, outputs)
+    assert evaluator.summarize()["AP"] == pytest.approx(1.0)
+
+
+def _batch(config, n=8):
+    pre = det_task.make_preprocess(config)
+    examples = [pre(_example([[4, 6, 30, 28], [34, 30, 60, 62]], [1, 2], image_id=i))
+                for i in range(n - 1)]
+    examples.append(pre(_example(np.zeros((0, 4)), [], image_id=99)))  # no instances at all
+    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    batch["index"] = np.arange(n, dtype=np.int32)
+    batch["mask"] = np.ones(n, np.float32)
+    return batch
+
+
+def test_loss_and_predict_functions():
+    config = _config()
+    batch = _batch(config, 4)
+    model = det_task.create_model(config, bn_axis_name=None)
+    images = det_task.model_input({"image": jnp.asarray(batch["image"][:1])})
+    variables = jax.jit(model.init, static_argnames="train")(jax.random.key(0), images,
+                                                             train=False)
+    loss_fn = jax.jit(det_task.make_loss_fn(model, config))
+    out = loss_fn(variables["params"], variables["batch_stats"], batch, jax.random.key(1))
+    assert set(out.terms) == set(det_task.LOSS_TERMS)
+    for name, (total, count) in out.terms.items():
+        assert np.isfinite(total) and count > 0, name
+    # 4 images x 32 sampled anchors; the box terms only see positives
+    assert float(out.terms["rpn_objectness"][1]) == 4 * config.model.rpn_batch_size_per_image
+    preds = jax.jit(det_task.make_predict_fn(model, config))(
+        variables["params"], variables["batch_stats"], batch)
+    k = config.model.detections_per_img
+    chex.assert_shape([preds["boxes"], preds["scores"], preds["classes"], preds["valid"]],
+                      [(4, k, 4), (4, k), (4, k), (4, k)])
+    chex.assert_type([preds["boxes"], preds["classes"]], [jnp.float32, jnp.int32])
+    np.testing.assert_array_equal(preds["recall_total"], [2, 2, 2, 0])
+
+
+def test_eight_devices_equal_one_device_with_padded_examples():
+    config = _config()
+    batch = _batch(config, 8)
+    batch["mask"][-2:] = 0.0  # padding: must add nothing to any loss
+    init_model = det_task.create_model(config, bn_axis_name=None)
+    variables = jax.jit(init_model.init, static_argnames="train")(
+        jax.random.key(0), det_task.model_input({"image": jnp.asarray(batch["image"][:1])}),
+        train=False)
+    optimizer = state_lib.make_optimizer(config)
+    results = []
+    for n in (1, 8):
+        model = det_task.create_model(config, bn_axis_name=step_lib.AXIS_NAME)
+        body = step_lib.make_train_step_body(
+            det_task.make_loss_fn(model, config), optimizer, det_task.loss_weights(config),
+            jax.random.key(1))
+        mesh = step_lib.make_mesh(jax.devices()[:n])
+        state = state_lib.create_train_state(variables, optimizer)
+        step = step_lib.shard_map_step(body, mesh, donate=False)
+        state, metrics = step(state, batch)
+        results.append((jax.device_get(state.params), jax.device_get(metrics)))
+    (p1, m1), (p8, m8) = results
+    for term in det_task.LOSS_TERMS:
+        np.testing.assert_allclose(m8[f"loss/{term}"], m1[f"loss/{term}"], rtol=1e-4,
+                                   err_msg=term)
+    chex.assert_trees_all_close(p8, p1, atol=2e-5)
+    # the padded examples really were left out: a batch without them gives the same losses
+    state = state_lib.create_train_state(variables, optimizer)
+    small = {k: v[:6] for k, v in batch.items()}
+    _, m6 = step_lib.shard_map_step(body, step_lib.make_mesh(jax.devices()[:2]),
+                                    donate=False)(state, small)
+    np.testing.assert_allclose(m6["loss/rpn_objectness"], m1["loss/rpn_objectness"], rtol=1e-4)
+
+
+def test_overfits_two_images_without_recompiling(tmp_path, data_dir, monkeypatch):
+    """2 scenes (2-3 shapes each): AP50 = 1.0 on them after 150 steps; the loss and predict
+    functions are traced once each over the whole run (two evaluations)."""
+    traces = {"loss": 0, "predict": 0}
+    make_loss_fn, make_predict_fn = det_task.make_loss_fn, det_task.make_predict_fn
+
+    def counting(kind, make):
+        def factory(model, config):
+            fn = make(model, config)
+
+            def traced(*args, **kwargs):
+                traces[kind] += 1
+                return fn(*args, **kwargs)
+            return traced
+        return factory
+
+    monkeypatch.setattr(det_task, "make_loss_fn", counting("loss", make_loss_fn))
+    monkeypatch.setattr(det_task, "make_predict_fn", counting("predict", make_predict_fn))
+    config = _config()
+    config.data.data_dir = data_dir
+    config.data.num_train, config.data.num_val = 2, 1
+    config.data.min_objects, config.data.max_objects = 2, 3
+    config.eval_split = "train"
+    config.model.width = 8
+    config.model.fpn_channels = 16
+    config.model.representation_size = 64
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.schedule = "constant"
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 150
+    config.log_every_steps = 50
+    config.eval_every_steps = 100
+    config.checkpoint_every_steps = 150
+    config.progress_bar = False
+    results = loop.train_and_evaluate(config, str(tmp_path))
+    assert results["AP50"] == 1.0, results
+    assert results["AR100@0.5"] == 1.0, results
+    assert results["AP"] >= 0.5, results
+    assert traces == {"loss": 1, "predict": 1}, traces
+    assert (tmp_path / det_task.RESULTS_FILE).exists()
