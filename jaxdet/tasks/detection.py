@@ -1,4 +1,10 @@
-"""Object detection (Faster R-CNN) on the synthetic scenes, evaluated with COCO box AP.
+"""Object detection on the synthetic scenes, evaluated with COCO box AP.
+
+The detector is ``config.model.detector``: ``faster_rcnn`` (default), or the lecture's
+earlier rungs on the same data and evaluation — ``fast_rcnn`` and ``rcnn`` on Selective
+Search proposals (computed once per split and cached next to the dataset; the examples then
+also carry ``proposals`` float32 ``[B, P, 4]`` and ``proposal_valid`` ``[B, P]``), and
+``sliding_window``.
 
 Batches (all static shapes; ``G = config.data.max_instances``):
 
@@ -11,7 +17,7 @@ Batches (all static shapes; ``G = config.data.max_instances``):
   used at their own size, so both equal the input size);
 * the pipeline's ``index`` and ``mask``.
 
-Loss: the four Faster R-CNN terms (``rpn_objectness``, ``rpn_box``, ``roi_classifier``,
+Loss: the detector's terms (Faster R-CNN: ``rpn_objectness``, ``rpn_box``, ``roi_classifier``,
 ``roi_box``), each with its weight ``config.loss.<term>_weight`` (sweepable). Evaluation runs
 on the host: COCO AP / AP50 / AP75 / AP small-medium-large / AR and per-class AP through
 pycocotools over every validation image exactly once, plus the RPN's proposal recall
@@ -41,8 +47,45 @@ from jaxdet.tasks.model_apply import model_input
 from jaxdet.train.step import LossOutput
 
 PRIMARY_METRIC = "AP"
-LOSS_TERMS = faster_rcnn.LOSS_TERMS
+LOSS_TERMS = faster_rcnn.LOSS_TERMS  # of the default detector; see loss_terms(config)
 RESULTS_FILE = "coco_results.json"
+#: ``config.model.detector`` values. R-CNN and Fast R-CNN classify given (Selective Search)
+#: proposals; Faster R-CNN learns its own; the sliding window classifies a fixed window grid.
+DETECTORS = ("faster_rcnn", "fast_rcnn", "rcnn", "sliding_window")
+_NEEDS_PROPOSALS = ("fast_rcnn", "rcnn")
+
+
+def detector_name(config: ml_collections.ConfigDict) -> str:
+    name = config.model.get("detector", "faster_rcnn")
+    if name not in DETECTORS:
+        raise ValueError(f"config.model.detector={name!r}; expected one of {list(DETECTORS)}")
+    return name
+
+
+def _detector_module(config: ml_collections.ConfigDict):
+    name = detector_name(config)
+    if name == "fast_rcnn":
+        from jaxdet.detection import fast_rcnn
+
+        return fast_rcnn
+    if name == "rcnn":
+        from jaxdet.detection import rcnn
+
+        return rcnn
+    if name == "sliding_window":
+        from jaxdet.detection import sliding_window
+
+        return sliding_window
+    return faster_rcnn
+
+
+def loss_terms(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The loss terms of ``config.model.detector`` (each weighted by ``config.loss.<t>_weight``)."""
+    module = _detector_module(config)
+    if module.__name__.endswith("sliding_window"):  # an optional box head adds a term
+        return module.loss_terms(module.WindowSpec.from_config(
+            config.model, len(class_names(config))))
+    return tuple(module.LOSS_TERMS)
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -51,7 +94,7 @@ def class_names(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
-    return {t: float(config.loss[f"{t}_weight"]) for t in LOSS_TERMS}
+    return {t: float(config.loss[f"{t}_weight"]) for t in loss_terms(config)}
 
 
 def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -63,7 +106,37 @@ def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
         num_val=data.num_val, seed=data.seed,
     )
     sources = builder.as_data_source()
-    return {"train": sources["train"], "validation": sources["validation"]}
+    splits = {"train": sources["train"], "validation": sources["validation"]}
+    if detector_name(config) not in _NEEDS_PROPOSALS:
+        return splits
+    from jaxdet.data import proposals as proposals_lib
+
+    p = config.proposals
+    out = {}
+    for split, source in splits.items():
+        boxes, valid = proposals_lib.load_or_compute(
+            source, split, os.fspath(builder.data_dir), max_proposals=int(p.max_proposals),
+            mode=p.mode, min_size=float(p.min_size))
+        out[split] = WithProposals(source, boxes, valid)
+    return out
+
+
+class WithProposals:
+    """A random-access source whose examples also carry their cached region proposals:
+    ``proposals`` float32 ``[P, 4]`` (x1, y1, x2, y2) absolute pixels, ``proposal_valid``
+    bool ``[P]`` (example ``i`` gets row ``i``)."""
+
+    def __init__(self, source, boxes: np.ndarray, valid: np.ndarray):
+        if len(boxes) != len(source) or len(valid) != len(source):
+            raise ValueError(f"{len(boxes)} proposal rows for a split of {len(source)} examples")
+        self.source, self.boxes, self.valid = source, boxes, valid
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.source[index], "proposals": self.boxes[index],
+                "proposal_valid": self.valid[index]}
 
 
 def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str, Any]], dict]:
@@ -102,14 +175,31 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
         gt_labels = np.zeros((max_instances,), np.int32)
         gt_boxes[:n], gt_labels[:n] = boxes, labels
         hw = np.asarray([h, w], np.int32)
-        return {"image": image, "gt_boxes": gt_boxes, "gt_labels": gt_labels,
-                "gt_valid": np.arange(max_instances) < n, "image_hw": hw, "orig_hw": hw}
+        out = {"image": image, "gt_boxes": gt_boxes, "gt_labels": gt_labels,
+               "gt_valid": np.arange(max_instances) < n, "image_hw": hw, "orig_hw": hw}
+        if "proposals" in example:
+            out["proposals"] = np.asarray(example["proposals"], np.float32)
+            out["proposal_valid"] = np.asarray(example["proposal_valid"], bool)
+        return out
 
     return preprocess
 
 
 def create_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> nn.Module:
-    return faster_rcnn.create_model(config, len(class_names(config)), bn_axis_name)
+    """The detector ``config.model.detector`` (default Faster R-CNN)."""
+    return _detector_module(config).create_model(config, len(class_names(config)), bn_axis_name)
+
+
+def _proposal_inputs(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    if "proposals" not in batch:
+        return {}
+    return {"proposals": batch["proposals"], "proposal_valid": batch["proposal_valid"]}
+
+
+def init_variables(model: nn.Module, rng: jax.Array, batch: Mapping[str, jax.Array]):
+    """Initial variables from a batch (the detectors on given proposals need them)."""
+    return model.init(rng, model_input(batch), batch["image_hw"], train=False,
+                      **_proposal_inputs(batch))
 
 
 def _variables(params, batch_stats) -> dict[str, Any]:
@@ -133,7 +223,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
 
     def loss_fn(params, batch_stats, batch, rng):
         keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(batch["index"])
-        kwargs = dict(train=True, targets=_targets(batch), rng=keys)
+        kwargs = dict(train=True, targets=_targets(batch), rng=keys, **_proposal_inputs(batch))
         variables = _variables(params, batch_stats)
         if batch_stats:
             out, updates = model.apply(variables, model_input(batch), batch["image_hw"],
@@ -161,7 +251,7 @@ def predict(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array
     ``recall_top_n`` proposals / valid gt boxes).
     """
     out = model.apply(_variables(params, batch_stats), model_input(batch), batch["image_hw"],
-                      train=False)
+                      train=False, **_proposal_inputs(batch))
     boxes = jax.vmap(roi_heads.rescale_boxes)(out["boxes"], batch["image_hw"], batch["orig_hw"])
     targets = _targets(batch)
     hit, total = jax.vmap(rpn_lib.proposal_recall)(

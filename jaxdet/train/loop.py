@@ -157,10 +157,14 @@ def initial_state(
     along a new leading axis of every leaf.
     """
     model = task.create_model(config, bn_axis_name=None)
-    images = task.model_input({k: jnp.asarray(v[None]) for k, v in example.items()})
-    variables = jax.jit(model.init, static_argnames="train")(
-        jax.random.key(config.seed), images, train=False
-    )
+    batch = {k: jnp.asarray(v[None]) for k, v in example.items()}
+    rng = jax.random.key(config.seed)
+    if hasattr(task, "init_variables"):  # models that take more than the images
+        variables = jax.jit(lambda r, b: task.init_variables(model, r, b))(rng, batch)
+    else:
+        variables = jax.jit(model.init, static_argnames="train")(
+            rng, task.model_input(batch), train=False
+        )
     optimizer = state_lib.make_optimizer(config)
     state = state_lib.create_train_state(variables, optimizer)
     if num_members:

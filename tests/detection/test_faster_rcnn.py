@@ -70,9 +70,10 @@ def test_parameter_names_follow_torchvision():
     assert "layer4_0" in params["body"] and "inner_blocks_3" in params["fpn"]
 
 
-@pytest.mark.parametrize("levels", ["fpn", "c4"])
-def test_train_and_inference_outputs(levels):
-    model = _model(levels)
+def test_train_and_inference_outputs():
+    """C4 here (the FPN path runs through the task's loss and predict functions in
+    tests/tasks/test_detection.py)."""
+    model = _model("c4")
     images, targets, keys = _inputs()
     variables = _init(model, images)
     out = jax.jit(lambda v: model.apply(v, images, train=True, targets=targets, rng=keys))(
@@ -121,7 +122,7 @@ def test_padded_examples_and_images_without_objects_add_nothing_wrong():
 
 
 def test_sgd_steps_lower_the_loss():
-    model = _model()
+    model = _model("c4")  # a single level: the smallest program to compile
     images, targets, keys = _inputs()
     params = _init(model, images)["params"]
 
