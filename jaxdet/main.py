@@ -10,13 +10,14 @@ latest checkpoint.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from jaxdet import config_files
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/x.py:arg.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, pictures.")
@@ -29,13 +30,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _load_config_file(spec: str) -> ml_collections.ConfigDict:
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_jaxdet_config", path)
-    if module_spec is None or module_spec.loader is None:
-        raise flags.IllegalFlagValueError(f"--config={spec}: cannot load {path!r}")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    try:
+        return config_files.load(spec)
+    except ValueError as e:
+        raise flags.IllegalFlagValueError(str(e)) from e
 
 
 def unknown_override_keys(argv: list[str]) -> list[str]:

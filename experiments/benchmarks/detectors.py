@@ -33,7 +33,6 @@ the config (``model.width=32``).
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import importlib.util
 import json
@@ -56,26 +55,6 @@ DETECTORS = (
 )
 TITLES = {"sliding_window": "sliding window", "rcnn": "R-CNN", "fast_rcnn": "Fast R-CNN",
           "faster_rcnn": "Faster R-CNN"}
-
-
-def _load_config(spec: str):
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_bench_cfg", os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
-
-
-def _override(config, item: str) -> None:
-    key, _, value = item.partition("=")
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-        node = node[p]
-    try:
-        node[leaf] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        node[leaf] = value
 
 
 def _time(fn, *args, calls: int) -> tuple[float, float]:
@@ -156,11 +135,12 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
+    from jaxdet import config_files
     from jaxdet.data import scenes
 
-    config = _load_config(args.config)
+    config = config_files.load(os.path.join(REPO, args.config))
     for item in args.overrides:
-        _override(config, item)
+        config_files.override(config, item)
     size = int(config.data.image_size)
     num_classes = len(scenes.SceneSpec().class_names)
     images_u8 = _images(args.images, args.batch, size)

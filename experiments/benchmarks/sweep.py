@@ -15,7 +15,6 @@ Ratios below 1.0 mean the one-program sweep is faster than the separate runs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
@@ -24,14 +23,6 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
-
-
-def _load_config(spec: str):
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_bench_cfg", os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
 
 
 def main() -> None:
@@ -49,14 +40,14 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from jaxdet import tasks
+    from jaxdet import config_files, tasks
     from jaxdet.data import pipeline
     from jaxdet.train import loop
     from jaxdet.train import state as state_lib
     from jaxdet.train import step as step_lib
     from jaxdet.train import sweep as sweep_lib
 
-    config = _load_config(args.config)
+    config = config_files.load(os.path.join(REPO, args.config))
     task = tasks.get_task(config.task)
     field = args.field
     base = (float(config.optimizer.learning_rate) if field == "learning_rate"

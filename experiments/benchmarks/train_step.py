@@ -21,8 +21,6 @@ Overrides are ``key=value`` pairs applied to the config (``model.width=64``).
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import os
 import platform
 import statistics
@@ -31,26 +29,6 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
-
-
-def _load_config(spec: str):
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_bench_cfg", os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
-
-
-def _override(config, item: str) -> None:
-    key, _, value = item.partition("=")
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-        node = node[p]
-    try:
-        node[leaf] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        node[leaf] = value
 
 
 def _time(fn, *args, steps: int) -> tuple[float, float]:
@@ -80,6 +58,7 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
+    from jaxdet import config_files
     from jaxdet.data import pipeline
     from jaxdet.detection import rpn
     from jaxdet.tasks import detection as det_task
@@ -87,9 +66,9 @@ def main() -> None:
     from jaxdet.train import state as state_lib
     from jaxdet.train import step as step_lib
 
-    config = _load_config(args.config)
+    config = config_files.load(os.path.join(REPO, args.config))
     for item in args.overrides:
-        _override(config, item)
+        config_files.override(config, item)
     batch_size = args.batch or config.batch_size
     size = config.data.image_size
     g = config.data.max_instances

@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdet import ops
+from jaxdet import config_files, ops
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.models import resnet
 
@@ -114,12 +114,7 @@ class ClassicSpec:
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> ClassicSpec:
         """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
-        kwargs: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            if field.name in model and field.name != "num_classes":
-                value = model[field.name]
-                kwargs[field.name] = tuple(value) if isinstance(value, list | tuple) else value
-        return cls(num_classes=num_classes, **kwargs)
+        return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
 
 
 def truncated_backbone(backbone: Mapping[str, Any], num_stages: int) -> dict[str, Any]:

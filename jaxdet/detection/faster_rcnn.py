@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdet import ops
+from jaxdet import config_files, ops
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.models import fpn as fpn_lib
 from jaxdet.models import resnet
@@ -105,16 +105,7 @@ class DetectorSpec:
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> DetectorSpec:
         """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
-        kwargs: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            if field.name in model and field.name != "num_classes":
-                value = model[field.name]
-                if field.name == "anchor_sizes":
-                    value = tuple(tuple(float(s) for s in level) for level in value)
-                elif isinstance(value, list | tuple):
-                    value = tuple(value)
-                kwargs[field.name] = value
-        return cls(num_classes=num_classes, **kwargs)
+        return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
 
 
 def feature_levels(spec: DetectorSpec) -> list[int]:

@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdet import ops
+from jaxdet import config_files, ops
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.models import resnet
 
@@ -109,14 +109,7 @@ class WindowSpec:
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> WindowSpec:
         """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
-        kwargs: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            if field.name in model and field.name != "num_classes":
-                value = model[field.name]
-                if isinstance(value, list | tuple):
-                    value = tuple(float(v) for v in value)
-                kwargs[field.name] = value
-        return cls(num_classes=num_classes, **kwargs)
+        return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
 
 
 def loss_terms(spec: WindowSpec) -> tuple[str, ...]:
