@@ -99,7 +99,7 @@ def test_train_and_inference_outputs():
 
 
 def test_padded_examples_and_images_without_objects_add_nothing_wrong():
-    model = _model()
+    model = _model("c4")
     images, targets, keys = _inputs(batch=3)
     variables = _init(model, images)
     apply = jax.jit(lambda im, t, k: model.apply(variables, im, train=True, targets=t, rng=k))
