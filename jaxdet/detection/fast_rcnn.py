@@ -127,14 +127,6 @@ def truncated_backbone(backbone: Mapping[str, Any], num_stages: int) -> dict[str
     return config
 
 
-def default_image_hw(images: jax.Array, image_hw: jax.Array | None) -> jax.Array:
-    """``[B, 2]`` float32 ``(height, width)``, the padded size where ``image_hw`` is None."""
-    if image_hw is None:
-        return jnp.broadcast_to(jnp.asarray(images.shape[1:3], jnp.float32),
-                                (images.shape[0], 2))
-    return jnp.asarray(image_hw, jnp.float32)
-
-
 def example_mask(targets: Mapping[str, jax.Array], batch: int) -> jax.Array:
     """``[B]`` bool: the real (not padded) examples of ``targets["example_mask"]``."""
     return jnp.asarray(targets.get("example_mask", jnp.ones((batch,))), jnp.float32) > 0
@@ -246,7 +238,7 @@ class FastRCNN(nn.Module):
         proposals: jax.Array,
         proposal_valid: jax.Array,
     ) -> dict[str, Any]:
-        image_hw = default_image_hw(images, image_hw)
+        image_hw = roi_heads.default_image_hw(images, image_hw)
         proposals = jax.lax.stop_gradient(jnp.asarray(proposals, jnp.float32))
         proposal_valid = jnp.asarray(proposal_valid, bool)
         batch = images.shape[0]

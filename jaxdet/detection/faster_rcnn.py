@@ -213,9 +213,7 @@ class FasterRCNN(nn.Module):
         features = self._features(images.astype(self.dtype or jnp.float32), train)
         objectness, deltas = self.rpn(features)
         anchors = self._anchors(features, image_size)
-        if image_hw is None:  # every image fills the padded input
-            image_hw = jnp.broadcast_to(jnp.asarray(image_size, jnp.float32), (images.shape[0], 2))
-        image_hw = jnp.asarray(image_hw, jnp.float32)
+        image_hw = roi_heads.default_image_hw(images, image_hw)
         proposals, _, proposal_valid = self._proposals(
             objectness, deltas, anchors, image_hw, train)
         if not train:

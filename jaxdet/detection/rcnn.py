@@ -124,7 +124,7 @@ class RCNN(nn.Module):
         proposal_valid: jax.Array,
     ) -> dict[str, Any]:
         spec = self.spec
-        image_hw = fast_rcnn.default_image_hw(images, image_hw)
+        image_hw = roi_heads.default_image_hw(images, image_hw)
         proposals = jax.lax.stop_gradient(jnp.asarray(proposals, jnp.float32))
         proposal_valid = jnp.asarray(proposal_valid, bool)
         if not train:

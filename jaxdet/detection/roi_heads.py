@@ -454,6 +454,14 @@ def postprocess_detections(
     )
 
 
+def default_image_hw(images: jax.Array, image_hw: jax.Array | None) -> jax.Array:
+    """``[B, 2]`` float32 ``(height, width)``, the padded size where ``image_hw`` is None."""
+    if image_hw is None:
+        return jnp.broadcast_to(jnp.asarray(images.shape[1:3], jnp.float32),
+                                (images.shape[0], 2))
+    return jnp.asarray(image_hw, jnp.float32)
+
+
 def rescale_boxes(
     boxes: jax.typing.ArrayLike,
     from_size: Sequence[float] | jax.typing.ArrayLike,

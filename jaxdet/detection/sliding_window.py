@@ -283,9 +283,7 @@ class SlidingWindowDetector(nn.Module):
         images = jnp.asarray(images, jnp.float32)
         windows_np = self.windows(image_size)
         windows = jnp.asarray(windows_np)
-        if image_hw is None:  # every image fills the padded input
-            image_hw = jnp.broadcast_to(jnp.asarray(image_size, jnp.float32), (batch, 2))
-        image_hw = jnp.asarray(image_hw, jnp.float32)
+        image_hw = roi_heads.default_image_hw(images, image_hw)
         # A window counts only inside the unpadded image.
         window_valid = ((windows[None, :, 2] <= image_hw[:, 1:2] + 1e-3)
                         & (windows[None, :, 3] <= image_hw[:, 0:1] + 1e-3))  # [B, W]
