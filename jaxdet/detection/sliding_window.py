@@ -112,6 +112,11 @@ class WindowSpec:
         return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
 
 
+def loss_terms_for(model: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
+    """The loss terms of the detector ``config.model`` builds (see :func:`loss_terms`)."""
+    return loss_terms(WindowSpec.from_config(model, num_classes))
+
+
 def loss_terms(spec: WindowSpec) -> tuple[str, ...]:
     """Names of the ``terms`` the train output holds for ``spec``."""
     return LOSS_TERMS_WITH_BOX if spec.window_box_regression else LOSS_TERMS

@@ -28,6 +28,7 @@ detections are written as a COCO results JSON.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -49,9 +50,20 @@ from jaxdet.train.step import LossOutput
 PRIMARY_METRIC = "AP"
 LOSS_TERMS = faster_rcnn.LOSS_TERMS  # of the default detector; see loss_terms(config)
 RESULTS_FILE = "coco_results.json"
-#: ``config.model.detector`` values. R-CNN and Fast R-CNN classify given (Selective Search)
-#: proposals; Faster R-CNN learns its own; the sliding window classifies a fixed window grid.
-DETECTORS = ("faster_rcnn", "fast_rcnn", "rcnn", "sliding_window")
+#: ``config.model.detector`` values -> the module holding the detector. R-CNN and Fast R-CNN
+#: classify given (Selective Search) proposals; Faster R-CNN learns its own; the sliding window
+#: classifies a fixed window grid; YOLO and SSD predict boxes in one pass over a grid of cells.
+#: Each module provides ``create_model(config, num_classes, bn_axis_name)`` and ``LOSS_TERMS``
+#: (or ``loss_terms_for(config.model, num_classes)`` when config fields add terms); its model
+#: follows :class:`~jaxdet.detection.faster_rcnn.FasterRCNN`'s apply contract.
+DETECTORS = {
+    "faster_rcnn": "jaxdet.detection.faster_rcnn",
+    "fast_rcnn": "jaxdet.detection.fast_rcnn",
+    "rcnn": "jaxdet.detection.rcnn",
+    "sliding_window": "jaxdet.detection.sliding_window",
+    "yolo": "jaxdet.detection.yolo",
+    "ssd": "jaxdet.detection.ssd",
+}
 _NEEDS_PROPOSALS = ("fast_rcnn", "rcnn")
 
 
@@ -63,28 +75,14 @@ def detector_name(config: ml_collections.ConfigDict) -> str:
 
 
 def _detector_module(config: ml_collections.ConfigDict):
-    name = detector_name(config)
-    if name == "fast_rcnn":
-        from jaxdet.detection import fast_rcnn
-
-        return fast_rcnn
-    if name == "rcnn":
-        from jaxdet.detection import rcnn
-
-        return rcnn
-    if name == "sliding_window":
-        from jaxdet.detection import sliding_window
-
-        return sliding_window
-    return faster_rcnn
+    return importlib.import_module(DETECTORS[detector_name(config)])
 
 
 def loss_terms(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     """The loss terms of ``config.model.detector`` (each weighted by ``config.loss.<t>_weight``)."""
     module = _detector_module(config)
-    if module.__name__.endswith("sliding_window"):  # an optional box head adds a term
-        return module.loss_terms(module.WindowSpec.from_config(
-            config.model, len(class_names(config))))
+    if hasattr(module, "loss_terms_for"):  # config fields add terms (e.g. a box head)
+        return tuple(module.loss_terms_for(config.model, len(class_names(config))))
     return tuple(module.LOSS_TERMS)
 
 
