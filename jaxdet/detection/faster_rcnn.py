@@ -79,6 +79,9 @@ class DetectorSpec:
     roi_positive_fraction: float = 0.25
     roi_output_size: int = 7
     roi_sampling_ratio: int = 2
+    # RoIAlign's half-pixel offset: True (detectron2's ROIAlignV2) or False (torchvision's
+    # MultiScaleRoIAlign; set it with torchvision's weights, configs/faster_rcnn_coco.py)
+    roi_aligned: bool = True
     roi_canonical_size: float = 224.0
     roi_canonical_level: int = 4
     roi_smooth_l1_beta: float = 1.0 / 9
@@ -166,12 +169,12 @@ class FasterRCNN(nn.Module):
         if s.levels == "c4":
             one = lambda f, b: ops.roi_align(  # noqa: E731
                 f, b, (s.roi_output_size,) * 2, spatial_scale=1.0 / 16,
-                sampling_ratio=s.roi_sampling_ratio, aligned=True)
+                sampling_ratio=s.roi_sampling_ratio, aligned=s.roi_aligned)
             return jax.vmap(one)(features[0], rois)
         fn = lambda fs, b: ops.multilevel_roi_align(  # noqa: E731
             fs, b, (s.roi_output_size,) * 2, s.roi_sampling_ratio,
             canonical_size=s.roi_canonical_size, canonical_level=s.roi_canonical_level,
-            min_level=2, max_level=5)
+            min_level=2, max_level=5, aligned=s.roi_aligned)
         return jax.vmap(fn)(features[:4], rois)
 
     def _box_head(self, features, rois):
