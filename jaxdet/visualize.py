@@ -50,6 +50,26 @@ def segmentation_panel(
     return Image.fromarray(row)
 
 
+def overlay_masks(image: np.ndarray, masks: np.ndarray, colour_ids: np.ndarray,
+                  alpha: float = 0.5) -> np.ndarray:
+    """The image with each binary mask blended in its colour (translucent), later on top.
+
+    Args:
+      image: ``[H, W, 3]`` uint8.
+      masks: ``[N, H, W]`` bool (e.g. pasted instance masks).
+      colour_ids: ``[N]`` int indices into :data:`PALETTE` (e.g. class + 1).
+      alpha: opacity of the colour.
+
+    Returns:
+      ``[H, W, 3]`` uint8.
+    """
+    out = np.asarray(image, np.float32).copy()
+    for m, c in zip(np.asarray(masks, bool), np.asarray(colour_ids), strict=True):
+        colour = PALETTE[int(c) % len(PALETTE)].astype(np.float32)
+        out[m] = out[m] * (1 - alpha) + colour * alpha
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def boxes_panel(
     image: np.ndarray,
     gt: list[tuple[np.ndarray, str]],

@@ -30,6 +30,18 @@ Parameter names (for the torchvision weight import): ``body`` (the ResNet,
 :mod:`jaxdet.models.resnet`, torchvision ``backbone.body``), ``fpn`` (``backbone.fpn``),
 ``rpn`` (``rpn.head``), ``roi_heads`` with ``box_head/fc6``, ``box_head/fc7``,
 ``box_predictor/cls_score``, ``box_predictor/bbox_pred``.
+
+Optional branches, each keyed by one ``config.model`` flag (the extension point for a keypoint
+head, ``keypoint_head``, added the same way): ``mask_head=True`` makes this Mask R-CNN
+(:mod:`jaxdet.detection.mask_head`, parameters ``mask_head/0..3`` and
+``mask_predictor/conv5_mask``, ``mask_predictor/mask_fcn_logits``, torchvision's
+``roi_heads.mask_head`` / ``roi_heads.mask_predictor``). Training then needs
+``targets["gt_masks"]`` ``[B, G, M, M]`` uint8 (gt masks cropped to their boxes,
+:func:`~jaxdet.detection.mask_head.crop_gt_masks`) and adds the loss term ``roi_mask``: the
+first ``mask_rois_per_image`` sampled RoI slots (the sampler puts foreground first) are pooled
+14x14 (sampling 2), run through the head, and the foreground ones get the per-pixel BCE of
+their gt class's 28x28 logits. Inference adds ``masks`` ``[B, K, 28, 28]`` float32: the
+sigmoid of each detection's class channel (paste with :func:`jaxdet.ops.paste_masks`).
 """
 
 from __future__ import annotations
@@ -44,12 +56,20 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdet import config_files, ops
+from jaxdet.detection import mask_head as mask_head_lib
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.models import fpn as fpn_lib
 from jaxdet.models import resnet
 
 SumCount = tuple[jax.Array, jax.Array]
 LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
+MASK_LOSS_TERMS = ("roi_mask",)
+
+
+def loss_terms_for(model: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
+    """The loss terms of the detector configured by ``model`` (optional branches add theirs)."""
+    del num_classes
+    return LOSS_TERMS + (MASK_LOSS_TERMS if model.get("mask_head", False) else ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +111,12 @@ class DetectorSpec:
     nms_thresh: float = 0.5
     detections_per_img: int = 100
     recall_top_n: int = 100  # proposals counted by the recall statistic (AR@100, IoU 0.5)
+    # Mask branch (Mask R-CNN), off by default.
+    mask_head: bool = False
+    mask_head_width: int = 256  # channels of the 4 convs and the transpose conv
+    mask_roi_output_size: int = 14  # RoIAlign bins; the logits are twice that (28)
+    mask_rois_per_image: int = 0  # leading RoI slots sent to the head in training; 0: all the
+    # sampler's foreground slots, int(roi_batch_size_per_image * roi_positive_fraction)
 
     def __post_init__(self) -> None:
         if self.levels not in ("fpn", "c4"):
@@ -100,10 +126,20 @@ class DetectorSpec:
             raise ValueError(
                 f"model.anchor_sizes needs {want} entries (one per level) for levels="
                 f"{self.levels!r}, got {self.anchor_sizes}")
+        if self.mask_rois_per_image < 0 or self.mask_rois_per_image > \
+                self.roi_batch_size_per_image:
+            raise ValueError(f"model.mask_rois_per_image={self.mask_rois_per_image}; expected "
+                             f"0 (all foreground slots) .. {self.roi_batch_size_per_image}")
 
     @property
     def num_anchors(self) -> int:
         return len(self.anchor_sizes[0]) * len(self.aspect_ratios)
+
+    @property
+    def num_mask_rois(self) -> int:
+        """RoI slots per image sent to the mask head in training."""
+        return self.mask_rois_per_image or max(
+            int(self.roi_batch_size_per_image * self.roi_positive_fraction), 1)
 
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> DetectorSpec:
@@ -147,6 +183,11 @@ class FasterRCNN(nn.Module):
         self.roi_heads = roi_heads.BoxHead(
             self.spec.num_classes, self.spec.representation_size,
             dtype=self.dtype or jnp.float32)
+        if self.spec.mask_head:
+            dt = self.dtype or jnp.float32
+            self.mask_head = mask_head_lib.MaskRCNNHeads(self.spec.mask_head_width, dtype=dt)
+            self.mask_predictor = mask_head_lib.MaskRCNNPredictor(
+                self.spec.num_classes, self.spec.mask_head_width, dtype=dt)
 
     def _features(self, images: jax.Array, train: bool) -> list[jax.Array]:
         c = self.body(images, train=train)
@@ -163,16 +204,19 @@ class FasterRCNN(nn.Module):
             sizes, strides, self.spec.anchor_sizes,
             [self.spec.aspect_ratios] * len(sizes))
 
-    def _pool(self, features: list[jax.Array], rois: jax.Array) -> jax.Array:
-        """``[B, R, 4]`` RoIs -> ``[B, R, s, s, C]`` RoIAlign features."""
+    def _pool(self, features: list[jax.Array], rois: jax.Array,
+              output_size: int | None = None) -> jax.Array:
+        """``[B, R, 4]`` RoIs -> ``[B, R, s, s, C]`` RoIAlign features (``s`` default
+        ``roi_output_size``)."""
         s = self.spec
+        size = output_size or s.roi_output_size
         if s.levels == "c4":
             one = lambda f, b: ops.roi_align(  # noqa: E731
-                f, b, (s.roi_output_size,) * 2, spatial_scale=1.0 / 16,
+                f, b, (size,) * 2, spatial_scale=1.0 / 16,
                 sampling_ratio=s.roi_sampling_ratio, aligned=s.roi_aligned)
             return jax.vmap(one)(features[0], rois)
         fn = lambda fs, b: ops.multilevel_roi_align(  # noqa: E731
-            fs, b, (s.roi_output_size,) * 2, s.roi_sampling_ratio,
+            fs, b, (size,) * 2, s.roi_sampling_ratio,
             canonical_size=s.roi_canonical_size, canonical_level=s.roi_canonical_level,
             min_level=2, max_level=5, aligned=s.roi_aligned)
         return jax.vmap(fn)(features[:4], rois)
@@ -182,6 +226,29 @@ class FasterRCNN(nn.Module):
         pooled = self._pool(features, rois)
         logits, deltas = self.roi_heads(pooled.reshape((b * r,) + pooled.shape[2:]))
         return logits.reshape(b, r, -1), deltas.reshape(b, r, -1)
+
+    def _mask_logits(self, features, rois):
+        """``[B, R, 4]`` RoIs -> ``[B, R, 28, 28, C + 1]`` float32 mask logits."""
+        b, r = rois.shape[:2]
+        pooled = self._pool(features, rois, self.spec.mask_roi_output_size)
+        x = self.mask_predictor(self.mask_head(pooled.reshape((b * r,) + pooled.shape[2:])))
+        return x.reshape((b, r) + x.shape[1:])
+
+    def _mask_loss(self, features, roi_t: roi_heads.RoiTargets, targets) -> SumCount:
+        """``roi_mask`` over the first ``num_mask_rois`` RoI slots (foreground first)."""
+        if "gt_masks" not in targets:
+            raise ValueError("FasterRCNN(mask_head=True) training needs targets['gt_masks'] "
+                             "[B, G, M, M] uint8 (gt masks cropped to their boxes)")
+        n = self.spec.num_mask_rois
+        rois, labels = roi_t.rois[:, :n], roi_t.labels[:, :n]
+        matched = roi_t.matched_gt[:, :n]
+        positive = roi_t.valid[:, :n] & (labels > 0) & (matched >= 0)
+        size = 2 * self.spec.mask_roi_output_size
+        mask_t = jax.vmap(lambda r, m, g, gm: mask_head_lib.mask_targets(
+            r, m, g, gm, mask_size=size, sampling_ratio=self.spec.roi_sampling_ratio))(
+            rois, jnp.where(positive, matched, -1), targets["gt_boxes"], targets["gt_masks"])
+        logits = self._mask_logits(features, rois)
+        return mask_head_lib.mask_loss(logits, labels, mask_t, positive)
 
     def _proposals(self, objectness, deltas, anchors, image_hw, train: bool):
         s = self.spec
@@ -226,6 +293,10 @@ class FasterRCNN(nn.Module):
                 nms_thresh=s.nms_thresh, detections_per_img=s.detections_per_img)
             dets = jax.vmap(post)(logits, box_deltas, proposals, proposal_valid, image_hw)
             out: dict[str, Any] = dets._asdict()
+            if s.mask_head:  # the detected class's mask (channel c + 1)
+                logits = self._mask_logits(features, dets.boxes)
+                out["masks"] = jax.nn.sigmoid(
+                    mask_head_lib.select_class(logits, dets.classes + 1))
             out["proposals"], out["proposal_valid"] = proposals, proposal_valid
             return out
         if targets is None or rng is None:
@@ -258,13 +329,16 @@ class FasterRCNN(nn.Module):
         roi_l = roi_heads.roi_losses(
             logits, box_deltas, roi_t, smooth_l1_beta=s.roi_smooth_l1_beta)
         rpn_count = jnp.sum(rpn_l["count"])
+        terms = {
+            "rpn_objectness": (jnp.sum(rpn_l["objectness_sum"]), rpn_count),
+            "rpn_box": (jnp.sum(rpn_l["box_sum"]), rpn_count),
+            "roi_classifier": roi_l["loss_classifier"],
+            "roi_box": roi_l["loss_box_reg"],
+        }
+        if s.mask_head:
+            terms["roi_mask"] = self._mask_loss(features, roi_t, targets)
         return {
-            "terms": {
-                "rpn_objectness": (jnp.sum(rpn_l["objectness_sum"]), rpn_count),
-                "rpn_box": (jnp.sum(rpn_l["box_sum"]), rpn_count),
-                "roi_classifier": roi_l["loss_classifier"],
-                "roi_box": roi_l["loss_box_reg"],
-            },
+            "terms": terms,
             "recall": self._recall(proposals, proposal_valid, targets),
             "num_foreground_rois": (jnp.sum((roi_t.labels > 0) & roi_t.valid, dtype=jnp.float32),
                                     jnp.sum(real, dtype=jnp.float32)),

@@ -1,10 +1,13 @@
-"""COCO-style box AP through pycocotools, for padded detections from a static-shape model.
+"""COCO-style box and mask AP through pycocotools, for padded detections from a static-shape model.
 
 A detection model under ``jit`` emits fixed-size arrays: ``[B, D]`` detections per batch with a
 ``valid`` mask, ``[B, G]`` padded ground truth, and a ``[B]`` example mask for the padding
 examples of the last batch. :class:`CocoEvaluator` collects those on the host (NumPy), one image
 at a time, builds a COCO ground-truth dataset in memory and runs pycocotools' ``COCOeval`` with
-``iouType="bbox"`` — the reference numbers, not a re-implementation.
+``iouType="bbox"`` — the reference numbers, not a re-implementation. Built with
+``with_masks=True`` it also takes one binary ``[H, W]`` mask per gt and per detection (image
+pixels of the original image), stores them as COCO RLE (``pycocotools.mask.encode``) and adds
+``iouType="segm"`` results under ``mask_``-prefixed keys.
 
 Boxes everywhere are ``(x1, y1, x2, y2)`` in absolute pixels of the ORIGINAL image (undo any
 resize before adding them); labels are 0-based class indices, written as COCO
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -38,6 +42,7 @@ class _GroundTruth:
     iscrowd: np.ndarray  # [G] bool
     height: int
     width: int
+    rles: list[dict[str, Any]] | None = None  # [G] COCO RLE (counts as str), valid rows only
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,21 @@ class _Detections:
     boxes: np.ndarray  # [D, 4] float64 (x1, y1, x2, y2), valid rows only
     scores: np.ndarray  # [D] float64
     labels: np.ndarray  # [D] int64, 0-based
+    rles: list[dict[str, Any]] | None = None  # [D] COCO RLE (counts as str), valid rows only
+
+
+def _rles(masks: npt.ArrayLike, keep: np.ndarray, height: int, width: int, what: str
+          ) -> list[dict[str, Any]]:
+    """``[N, H, W]`` binary masks -> COCO RLEs (``counts`` a str) of the ``keep`` rows."""
+    m = np.asarray(masks)
+    if m.shape != (len(keep), height, width):
+        raise ValueError(f"{what}: masks must be [{len(keep)}, {height}, {width}] (one per row, "
+                         f"image size), got {m.shape}")
+    m = np.asfortranarray((m[keep] > 0).astype(np.uint8).transpose(1, 2, 0))
+    if m.shape[-1] == 0:
+        return []
+    rles = mask_utils.encode(m)
+    return [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
 def _rows(valid: npt.ArrayLike, n: int, what: str) -> np.ndarray:
@@ -85,17 +105,20 @@ class CocoEvaluator:
     Every image is added exactly once with :meth:`add_ground_truth` (which registers it, also
     when it has no ground truth boxes) and at most once with :meth:`add_detections` (an image
     whose detections are never added counts as having none); :meth:`add_batch` does both for
-    a padded batch. Adding either twice for one ``image_id`` raises ``ValueError``.
+    a padded batch. Adding either twice for one ``image_id`` raises ``ValueError``. With
+    ``with_masks`` every call must also pass the masks (``segm`` is evaluated too).
     """
 
-    def __init__(self, class_names: Sequence[str]) -> None:
-        """``class_names[k]`` names label ``k`` (COCO ``category_id`` ``k + 1``); unique."""
+    def __init__(self, class_names: Sequence[str], with_masks: bool = False) -> None:
+        """``class_names[k]`` names label ``k`` (COCO ``category_id`` ``k + 1``); unique.
+        ``with_masks``: also collect instance masks and evaluate mask AP (``segm``)."""
         names = [str(name) for name in class_names]
         if not names:
             raise ValueError("CocoEvaluator needs at least one class name")
         if len(set(names)) != len(names):
             raise ValueError(f"class names must be unique, got {names}")
         self.class_names: tuple[str, ...] = tuple(names)
+        self.with_masks = bool(with_masks)
         self._gt: dict[int, _GroundTruth] = {}
         self._dets: dict[int, _Detections] = {}
 
@@ -118,6 +141,7 @@ class CocoEvaluator:
         width: int,
         areas: npt.ArrayLike | None = None,
         iscrowd: npt.ArrayLike | None = None,
+        masks: npt.ArrayLike | None = None,
     ) -> None:
         """Registers one image and its ground truth.
 
@@ -131,6 +155,8 @@ class CocoEvaluator:
           areas: optional ``[G]`` area used for COCO's small / medium / large split (COCO uses
             the segment area); default the box area ``(x2 - x1) * (y2 - y1)``.
           iscrowd: optional ``[G]`` bool; crowd boxes are neither hits nor misses in COCOeval.
+          masks: ``[G, height, width]`` binary instance masks (nonzero = object), required
+            with ``with_masks`` (padding rows ignored), else not allowed.
         """
         image_id = int(image_id)
         if image_id in self._gt:
@@ -151,7 +177,16 @@ class CocoEvaluator:
             area = np.asarray(areas, np.float64).reshape(-1)[keep]
         crowd = (np.zeros(len(boxes), bool) if iscrowd is None
                  else np.asarray(iscrowd).astype(bool).reshape(-1)[keep])
-        self._gt[image_id] = _GroundTruth(boxes, labels, area, crowd, int(height), int(width))
+        rles = self._masks_arg(masks, keep, int(height), int(width), what)
+        self._gt[image_id] = _GroundTruth(boxes, labels, area, crowd, int(height), int(width),
+                                          rles)
+
+    def _masks_arg(self, masks: npt.ArrayLike | None, keep: np.ndarray, height: int,
+                   width: int, what: str) -> list[dict[str, Any]] | None:
+        if (masks is None) == self.with_masks:
+            raise ValueError(f"{what}: masks are {'required' if self.with_masks else 'not taken'}"
+                             f" (CocoEvaluator(with_masks={self.with_masks}))")
+        return None if masks is None else _rles(masks, keep, height, width, what)
 
     def add_detections(
         self,
@@ -160,6 +195,7 @@ class CocoEvaluator:
         scores: npt.ArrayLike,
         labels: npt.ArrayLike,
         valid: npt.ArrayLike,
+        masks: npt.ArrayLike | None = None,
     ) -> None:
         """Adds one image's detections.
 
@@ -170,6 +206,8 @@ class CocoEvaluator:
           scores: ``[D]`` confidence; COCOeval keeps the 100 best per image and class.
           labels: ``[D]`` int, 0-based class.
           valid: ``[D]`` bool, False for padding rows (whose values are ignored, even NaN).
+          masks: ``[D, H, W]`` binary masks in original-image pixels (e.g. pasted and
+            thresholded), required with ``with_masks``, else not allowed.
         """
         image_id = int(image_id)
         if image_id in self._dets:
@@ -184,7 +222,10 @@ class CocoEvaluator:
             raise ValueError(f"{what}: non-finite valid box or score")
         _check_labels(labels, self.num_classes, what)
         boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
-        self._dets[image_id] = _Detections(boxes, scores, labels)
+        shape = np.shape(masks) if masks is not None else (0, 0, 0)
+        rles = self._masks_arg(masks, keep, *(shape[1:3] if len(shape) == 3 else (-1, -1)),
+                               what)
+        self._dets[image_id] = _Detections(boxes, scores, labels, rles)
 
     def add_batch(
         self,
@@ -202,6 +243,8 @@ class CocoEvaluator:
         det_valid: npt.ArrayLike,
         gt_areas: npt.ArrayLike | None = None,
         gt_iscrowd: npt.ArrayLike | None = None,
+        gt_masks: npt.ArrayLike | None = None,
+        det_masks: npt.ArrayLike | None = None,
     ) -> None:
         """Adds a padded batch: :meth:`add_ground_truth` + :meth:`add_detections` per example.
 
@@ -215,6 +258,8 @@ class CocoEvaluator:
           det_boxes: ``[B, D, 4]`` ``(x1, y1, x2, y2)``, absolute original-image pixels.
           det_scores: ``[B, D]``. det_labels: ``[B, D]`` int, 0-based. det_valid: ``[B, D]`` bool.
           gt_areas: optional ``[B, G]``. gt_iscrowd: optional ``[B, G]`` bool.
+          gt_masks: ``[B, G, H, W]``, det_masks: ``[B, D, H, W]`` binary (with ``with_masks``;
+            one image size per batch).
         """
         ids = np.asarray(image_ids).reshape(-1)
         mask = _rows(example_mask, len(ids), "add_batch example_mask")
@@ -231,56 +276,75 @@ class CocoEvaluator:
                 int(ids[i]), gb[i], gl[i], gv[i], int(hs[i]), int(ws[i]),
                 areas=None if areas is None else areas[i],
                 iscrowd=None if crowd is None else crowd[i],
+                masks=None if gt_masks is None else gt_masks[i],
             )
-            self.add_detections(int(ids[i]), db[i], ds[i], dl[i], dv[i])
+            self.add_detections(int(ids[i]), db[i], ds[i], dl[i], dv[i],
+                                masks=None if det_masks is None else det_masks[i])
 
-    def results_json(self) -> list[dict[str, Any]]:
+    def _check_iou_type(self, iou_type: str) -> None:
+        if iou_type not in ("bbox", "segm") or (iou_type == "segm" and not self.with_masks):
+            raise ValueError(f"iou_type={iou_type!r}; expected 'bbox' or, with masks, 'segm'")
+
+    def results_json(self, iou_type: str = "bbox") -> list[dict[str, Any]]:
         """Detections in COCO results format, by image id then input order.
 
         Each entry: ``{"image_id": int, "category_id": label + 1, "bbox": [x, y, w, h],
-        "score": float}`` with plain Python numbers (JSON-serialisable).
+        "score": float}`` with plain Python numbers (JSON-serialisable); for ``"segm"``
+        ``"segmentation": {"size": [h, w], "counts": str}`` (COCO RLE) instead of ``bbox``.
         """
+        self._check_iou_type(iou_type)
         results = []
         for image_id in sorted(self._dets):
             det = self._dets[image_id]
+            if iou_type == "segm":
+                for rle, score, label in zip(det.rles, det.scores.tolist(),
+                                             det.labels.tolist(), strict=True):
+                    results.append({"image_id": image_id, "category_id": label + 1,
+                                    "segmentation": dict(rle), "score": score})
+                continue
             for box, score, label in zip(_xywh(det.boxes).tolist(), det.scores.tolist(),
                                          det.labels.tolist(), strict=True):
                 results.append({"image_id": image_id, "category_id": label + 1,
                                 "bbox": box, "score": score})
         return results
 
-    def write_results(self, path: str | os.PathLike[str]) -> None:
+    def write_results(self, path: str | os.PathLike[str], iou_type: str = "bbox") -> None:
         """Writes :meth:`results_json` to ``path`` as JSON (loadable by ``COCO.loadRes``)."""
         with open(path, "w") as f:
-            json.dump(self.results_json(), f)
+            json.dump(self.results_json(iou_type), f)
 
     def ground_truth_dataset(self) -> dict[str, Any]:
         """The COCO ground-truth dataset dict (``images``, ``annotations``, ``categories``).
 
         Annotation ids start at 1 (COCOeval treats a matched id 0 as unmatched); ``bbox`` is
-        ``[x, y, w, h]``.
+        ``[x, y, w, h]``; with masks each annotation also has its RLE ``segmentation``.
         """
         images, annotations = [], []
         for image_id in sorted(self._gt):
             gt = self._gt[image_id]
             images.append({"id": image_id, "height": gt.height, "width": gt.width})
-            for box, label, area, crowd in zip(_xywh(gt.boxes).tolist(), gt.labels.tolist(),
-                                               gt.areas.tolist(), gt.iscrowd.tolist(),
-                                               strict=True):
+            rles = gt.rles if gt.rles is not None else [None] * len(gt.boxes)
+            for box, label, area, crowd, rle in zip(
+                    _xywh(gt.boxes).tolist(), gt.labels.tolist(), gt.areas.tolist(),
+                    gt.iscrowd.tolist(), rles, strict=True):
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                     "category_id": label + 1, "bbox": box, "area": area,
                                     "iscrowd": int(crowd)})
+                if rle is not None:
+                    annotations[-1]["segmentation"] = dict(rle)
         categories = [{"id": k + 1, "name": name} for k, name in enumerate(self.class_names)]
         return {"images": images, "annotations": annotations, "categories": categories}
 
-    def evaluate(self) -> COCOeval:
-        """Runs ``COCOeval(gt, dt, "bbox")`` evaluate / accumulate / summarize, silently.
+    def evaluate(self, iou_type: str = "bbox") -> COCOeval:
+        """Runs ``COCOeval(gt, dt, iou_type)`` evaluate / accumulate / summarize, silently
+        (``"bbox"``, or ``"segm"`` with masks).
 
         With no detections at all the results object is built directly (``COCO.loadRes``
         fails on an empty list); COCOeval then gives precision 0 wherever there is ground
         truth. Raises ``ValueError`` with no images, or with detections for an image whose
         ground truth was never added.
         """
+        self._check_iou_type(iou_type)
         if not self._gt:
             raise ValueError("CocoEvaluator: no images added")
         unknown = sorted(set(self._dets) - set(self._gt))
@@ -289,7 +353,7 @@ class CocoEvaluator:
         coco_gt = COCO()
         coco_gt.dataset = self.ground_truth_dataset()
         _quiet(coco_gt.createIndex)
-        results = self.results_json()
+        results = self.results_json(iou_type)
         if results:
             coco_dt = _quiet(coco_gt.loadRes, results)
         else:
@@ -298,14 +362,14 @@ class CocoEvaluator:
                                "categories": list(coco_gt.dataset["categories"]),
                                "annotations": []}
             _quiet(coco_dt.createIndex)
-        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
         _quiet(coco_eval.evaluate)
         _quiet(coco_eval.accumulate)
         _quiet(coco_eval.summarize)
         return coco_eval
 
     def summarize(self) -> dict[str, float]:
-        """COCO box metrics over every image added.
+        """COCO box metrics (and, with masks, mask metrics) over every image added.
 
         Returns:
           ``AP`` (IoU .50:.05:.95), ``AP50``, ``AP75``, ``AP_small`` / ``AP_medium`` /
@@ -314,15 +378,22 @@ class CocoEvaluator:
           and ``AP/<class name>`` for every class: that class's AP at IoU .50:.05:.95, all
           areas, 100 detections. All are fractions in [0, 1], never NaN: as in COCOeval a
           metric with no ground truth to measure (a class without gt, an empty area range) is
-          -1.0, and classes without gt are left out of ``AP``'s class mean.
+          -1.0, and classes without gt are left out of ``AP``'s class mean. With masks the same
+          keys of the ``segm`` evaluation follow, prefixed ``mask_`` (``mask_AP``,
+          ``mask_AP50``, ..., ``mask_AP/<class name>``; the area ranges use the gt ``areas``).
         """
-        coco_eval = self.evaluate()
-        out = {key: float(value) for key, value in zip(STAT_KEYS, coco_eval.stats, strict=False)}
-        # precision: [T iou thresholds, R recall points, K classes, A area ranges, M max dets],
-        # -1 where a class has no gt; area range 0 is "all", max-dets index -1 is 100.
-        precision = coco_eval.eval["precision"]
-        for k, name in enumerate(self.class_names):
-            p = precision[:, :, k, 0, -1]
-            p = p[p > -1]
-            out[f"AP/{name}"] = float(p.mean()) if p.size else -1.0
+        out = {}
+        for iou_type, prefix in (("bbox", ""), ("segm", "mask_")):
+            if iou_type == "segm" and not self.with_masks:
+                continue
+            coco_eval = self.evaluate(iou_type)
+            for key, value in zip(STAT_KEYS, coco_eval.stats, strict=False):
+                out[prefix + key] = float(value)
+            # precision: [T iou thresholds, R recall points, K classes, A area ranges, M max
+            # dets], -1 where a class has no gt; area range 0 is "all", max-dets -1 is 100.
+            precision = coco_eval.eval["precision"]
+            for k, name in enumerate(self.class_names):
+                p = precision[:, :, k, 0, -1]
+                p = p[p > -1]
+                out[f"{prefix}AP/{name}"] = float(p.mean()) if p.size else -1.0
         return out

@@ -15,14 +15,22 @@ Batches (all static shapes; ``G = config.data.max_instances``):
   (proposals and detections are clipped to it); ``orig_hw`` int32 ``[B, 2]``: the original
   image size, to which detections are mapped back for evaluation (the synthetic scenes are
   used at their own size, so both equal the input size);
-* the pipeline's ``index`` and ``mask``.
+* the pipeline's ``index`` and ``mask``;
+* with ``config.model.mask_head`` (Mask R-CNN) also ``gt_masks`` uint8 ``[B, G, M, M]``,
+  ``M = config.data.mask_crop_size`` (default 56): each instance's visible mask RoIAligned
+  over its own gt box (:func:`jaxdet.detection.mask_head.crop_gt_masks`, soft values
+  ``round(255 v)``), the memory-aware form (a COCO image's 100 instances at 56 x 56 are
+  314 KB, not ``[100, 800, 1333]`` float32). Evaluation reads the full-resolution gt masks
+  from the split's source by ``index``; the predicted ``[B, K, 28, 28]`` probabilities are
+  pasted at the original size with :func:`jaxdet.ops.paste_masks` (``> 0.5``), RLE-encoded,
+  and scored with pycocotools ``segm`` next to ``bbox`` (``mask_AP``, ``mask_AP50``, ...).
 
 Loss: the detector's terms (Faster R-CNN: ``rpn_objectness``, ``rpn_box``, ``roi_classifier``,
-``roi_box``), each with its weight ``config.loss.<term>_weight`` (sweepable). Evaluation runs
-on the host: COCO AP / AP50 / AP75 / AP small-medium-large / AR and per-class AP through
-pycocotools over every validation image exactly once, plus the RPN's proposal recall
-``AR100@0.5`` (fraction of gt boxes with IoU >= 0.5 to one of the top 100 proposals); the
-detections are written as a COCO results JSON.
+``roi_box``; Mask R-CNN adds ``roi_mask``), each with its weight ``config.loss.<term>_weight``
+(sweepable). Evaluation runs on the host: COCO AP / AP50 / AP75 / AP small-medium-large / AR
+and per-class AP through pycocotools over every validation image exactly once, plus the
+RPN's proposal recall ``AR100@0.5`` (fraction of gt boxes with IoU >= 0.5 to one of the top
+100 proposals); the detections are written as a COCO results JSON.
 """
 
 from __future__ import annotations
@@ -39,9 +47,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdet import visualize
+from jaxdet import ops, visualize
 from jaxdet.data import scenes, scenes_tfds
-from jaxdet.detection import faster_rcnn, roi_heads
+from jaxdet.detection import faster_rcnn, mask_head, roi_heads
 from jaxdet.detection import rpn as rpn_lib
 from jaxdet.metrics import coco_eval
 from jaxdet.tasks.model_apply import model_input
@@ -50,6 +58,7 @@ from jaxdet.train.step import LossOutput
 PRIMARY_METRIC = "AP"
 LOSS_TERMS = faster_rcnn.LOSS_TERMS  # of the default detector; see loss_terms(config)
 RESULTS_FILE = "coco_results.json"
+SEGM_RESULTS_FILE = "coco_results_segm.json"
 #: ``config.model.detector`` values -> the module holding the detector. R-CNN and Fast R-CNN
 #: classify given (Selective Search) proposals; Faster R-CNN learns its own; the sliding window
 #: classifies a fixed window grid; YOLO and SSD predict boxes in one pass over a grid of cells.
@@ -146,6 +155,8 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
     """
     max_instances = int(config.data.max_instances)
     num_classes = len(class_names(config))
+    with_masks = bool(config.model.get("mask_head", False))
+    crop_size = int(config.data.get("mask_crop_size", 56))
 
     def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
         where = f"detection example {example.get('image_id', '?')}"
@@ -175,6 +186,10 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
         hw = np.asarray([h, w], np.int32)
         out = {"image": image, "gt_boxes": gt_boxes, "gt_labels": gt_labels,
                "gt_valid": np.arange(max_instances) < n, "image_hw": hw, "orig_hw": hw}
+        if with_masks:
+            masks = np.asarray(example["objects"]["mask"], np.uint8).reshape(n, h, w)
+            out["gt_masks"] = np.zeros((max_instances, crop_size, crop_size), np.uint8)
+            out["gt_masks"][:n] = mask_head.crop_gt_masks(masks, boxes, crop_size)
         if "proposals" in example:
             out["proposals"] = np.asarray(example["proposals"], np.float32)
             out["proposal_valid"] = np.asarray(example["proposal_valid"], bool)
@@ -206,8 +221,11 @@ def _variables(params, batch_stats) -> dict[str, Any]:
 
 def _targets(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     real = batch["mask"] > 0
-    return {"gt_boxes": batch["gt_boxes"], "gt_labels": batch["gt_labels"],
-            "gt_valid": batch["gt_valid"] & real[:, None], "example_mask": batch["mask"]}
+    out = {"gt_boxes": batch["gt_boxes"], "gt_labels": batch["gt_labels"],
+           "gt_valid": batch["gt_valid"] & real[:, None], "example_mask": batch["mask"]}
+    if "gt_masks" in batch:
+        out["gt_masks"] = batch["gt_masks"]
+    return out
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
@@ -246,7 +264,8 @@ def predict(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array
     Returns ``boxes`` ``[B, K, 4]`` float32 ``(x1, y1, x2, y2)`` of the ``orig_hw`` image,
     ``scores`` ``[B, K]``, ``classes`` ``[B, K]`` int32 (0-based), ``valid`` ``[B, K]`` and
     ``recall_hit`` / ``recall_total`` ``[B]`` int32 (gt boxes covered at IoU 0.5 by the top
-    ``recall_top_n`` proposals / valid gt boxes).
+    ``recall_top_n`` proposals / valid gt boxes); Mask R-CNN adds ``masks`` ``[B, K, 28, 28]``
+    float32 probabilities of each detection's class inside its box.
     """
     out = model.apply(_variables(params, batch_stats), model_input(batch), batch["image_hw"],
                       train=False, **_proposal_inputs(batch))
@@ -255,8 +274,11 @@ def predict(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array
     hit, total = jax.vmap(rpn_lib.proposal_recall)(
         out["proposals"][:, :recall_top_n], out["proposal_valid"][:, :recall_top_n],
         targets["gt_boxes"], targets["gt_valid"])
-    return {"boxes": boxes, "scores": out["scores"], "classes": out["classes"],
-            "valid": out["valid"], "recall_hit": hit, "recall_total": total}
+    result = {"boxes": boxes, "scores": out["scores"], "classes": out["classes"],
+              "valid": out["valid"], "recall_hit": hit, "recall_total": total}
+    if "masks" in out:
+        result["masks"] = out["masks"]
+    return result
 
 
 def make_predict_fn(model: nn.Module, config: ml_collections.ConfigDict):
@@ -265,13 +287,42 @@ def make_predict_fn(model: nn.Module, config: ml_collections.ConfigDict):
                              recall_top_n=int(config.model.get("recall_top_n", 100)))
 
 
+@functools.partial(jax.jit, static_argnames=("height", "width"))
+def _paste(masks: jax.Array, boxes: jax.Array, height: int, width: int) -> jax.Array:
+    return ops.paste_masks(masks, boxes, height, width, threshold=0.5)
+
+
 class DetectionEvaluator:
-    """Host-side evaluation: COCO box AP of the detections plus the RPN's AR100@0.5."""
+    """Host-side evaluation: COCO box AP of the detections plus the RPN's AR100@0.5; with
+    ``config.model.mask_head`` also COCO mask AP (``mask_AP``, ...): the ``[K, 28, 28]``
+    probabilities are pasted at the original image size (:func:`jaxdet.ops.paste_masks`,
+    ``> 0.5``) and compared with the full-resolution gt masks of the ``config.eval_split``
+    source, read by example ``index``."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        self.coco = coco_eval.CocoEvaluator(class_names(config))
+        self.with_masks = bool(config.model.get("mask_head", False))
+        self.coco = coco_eval.CocoEvaluator(class_names(config), with_masks=self.with_masks)
+        self.gt_source = (datasets(config)[config.get("eval_split", "validation")]
+                          if self.with_masks else None)
         self.recall_hit = 0
         self.recall_total = 0
+
+    def _add_with_masks(self, batch, outputs, mask, scale) -> None:
+        """Per image: gt masks from the source, detections' masks pasted and thresholded."""
+        gt_boxes = np.asarray(batch["gt_boxes"]) * scale
+        for i in np.flatnonzero(mask):
+            index = int(batch["index"][i])
+            h, w = (int(v) for v in np.asarray(batch["orig_hw"])[i])
+            gt = np.asarray(self.gt_source[index]["objects"]["mask"], np.uint8)
+            n = int(np.sum(batch["gt_valid"][i]))
+            gt_masks = np.zeros((len(gt_boxes[i]), h, w), np.uint8)
+            gt_masks[:n] = gt.reshape(-1, h, w)[:n]
+            self.coco.add_ground_truth(index, gt_boxes[i], batch["gt_labels"][i],
+                                       batch["gt_valid"][i], h, w, masks=gt_masks)
+            det_masks = np.asarray(_paste(jnp.asarray(outputs["masks"][i]),
+                                          jnp.asarray(outputs["boxes"][i]), h, w))
+            self.coco.add_detections(index, outputs["boxes"][i], outputs["scores"][i],
+                                     outputs["classes"][i], outputs["valid"][i], masks=det_masks)
 
     def add(self, batch: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         """One padded batch: ``batch`` fields (module docstring), ``outputs`` of :func:`predict`.
@@ -279,13 +330,16 @@ class DetectionEvaluator:
         mask = np.asarray(batch["mask"]) > 0
         scale = (np.asarray(batch["orig_hw"], np.float32)
                  / np.maximum(np.asarray(batch["image_hw"], np.float32), 1))[:, None, [1, 0, 1, 0]]
-        self.coco.add_batch(
-            np.asarray(batch["index"]), example_mask=mask,
-            gt_boxes=np.asarray(batch["gt_boxes"]) * scale, gt_labels=batch["gt_labels"],
-            gt_valid=batch["gt_valid"], heights=np.asarray(batch["orig_hw"])[:, 0],
-            widths=np.asarray(batch["orig_hw"])[:, 1], det_boxes=outputs["boxes"],
-            det_scores=outputs["scores"], det_labels=outputs["classes"],
-            det_valid=outputs["valid"])
+        if self.with_masks:
+            self._add_with_masks(batch, outputs, mask, scale)
+        else:
+            self.coco.add_batch(
+                np.asarray(batch["index"]), example_mask=mask,
+                gt_boxes=np.asarray(batch["gt_boxes"]) * scale, gt_labels=batch["gt_labels"],
+                gt_valid=batch["gt_valid"], heights=np.asarray(batch["orig_hw"])[:, 0],
+                widths=np.asarray(batch["orig_hw"])[:, 1], det_boxes=outputs["boxes"],
+                det_scores=outputs["scores"], det_labels=outputs["classes"],
+                det_valid=outputs["valid"])
         self.recall_hit += int(np.sum(np.asarray(outputs["recall_hit"])[mask]))
         self.recall_total += int(np.sum(np.asarray(outputs["recall_total"])[mask]))
 
@@ -296,9 +350,12 @@ class DetectionEvaluator:
         return out
 
     def write(self, directory: str) -> str:
-        """Writes the detections as a COCO results JSON; returns its path."""
+        """Writes the detections as a COCO results JSON (with masks also the ``segm`` results
+        next to it, ``coco_results_segm.json``); returns the box results' path."""
         path = os.path.join(directory, RESULTS_FILE)
         self.coco.write_results(path)
+        if self.with_masks:
+            self.coco.write_results(os.path.join(directory, SEGM_RESULTS_FILE), "segm")
         return path
 
 
@@ -309,7 +366,8 @@ def host_evaluator(config: ml_collections.ConfigDict) -> DetectionEvaluator:
 def draw_predictions(
     model: nn.Module, params, batch_stats, batch: Mapping[str, np.ndarray], config
 ) -> list:
-    """One picture per example: ground truth (green) and detections scoring >= 0.5 (red)."""
+    """One picture per example: ground truth (green) and detections scoring >= 0.5 (red);
+    Mask R-CNN's masks of those detections are drawn translucent in per-class colours."""
     fn = jax.jit(make_predict_fn(model, config))
     out = jax.device_get(fn(params, batch_stats, {k: jnp.asarray(v) for k, v in batch.items()}))
     names = class_names(config)
@@ -323,5 +381,12 @@ def draw_predictions(
         pred = [(b, f"{names[int(c)]} {s:.2f}") for b, c, s, v in zip(
             out["boxes"][i], out["classes"][i], out["scores"][i], out["valid"][i], strict=True)
             if v and s >= threshold]
-        pictures.append(visualize.boxes_panel(batch["image"][i], gt=gt, pred=pred))
+        image = batch["image"][i]
+        if "masks" in out:
+            keep = out["valid"][i] & (out["scores"][i] >= threshold)
+            h, w = image.shape[:2]
+            pasted = np.asarray(_paste(jnp.asarray(out["masks"][i]),
+                                       jnp.asarray(out["boxes"][i]), h, w))
+            image = visualize.overlay_masks(image, pasted[keep], out["classes"][i][keep] + 1)
+        pictures.append(visualize.boxes_panel(image, gt=gt, pred=pred))
     return pictures

@@ -179,3 +179,61 @@ def test_crowd_ground_truth_is_neither_hit_nor_miss():
                             iscrowd=iscrowd)
         ev.add_detections(1, dets, np.array([0.9, 0.8], F32), np.zeros(2, int), np.ones(2, bool))
         assert ev.summarize()["AP50"] == pytest.approx(expected_ap50, abs=1e-12), iscrowd
+
+
+def _square(top, left, size=10, hw=40):
+    m = np.zeros((hw, hw), np.uint8)
+    m[top:top + size, left:left + size] = 1
+    return m
+
+
+def _segm_evaluator(det_mask, pad_rows=True):
+    """One 40x40 image, one gt: a 10x10 square mask at (10, 10) with its exact box; one
+    detection with the exact box and ``det_mask``; padding rows (NaN boxes) on both sides."""
+    ev = coco_eval.CocoEvaluator(["a"], with_masks=True)
+    gt_mask = _square(10, 10)
+    box = np.array([[10, 10, 20, 20], [np.nan] * 4], F32)
+    gt_masks = np.stack([gt_mask, np.ones_like(gt_mask)])  # the padding row is ignored
+    ev.add_batch([3], example_mask=[True], gt_boxes=box[None], gt_labels=[[0, 0]],
+                 gt_valid=[[True, False]], heights=[40], widths=[40], det_boxes=box[None],
+                 det_scores=[[0.9, 0.5]], det_labels=[[0, 0]], det_valid=[[True, False]],
+                 gt_masks=gt_masks[None], det_masks=np.stack([det_mask, gt_mask])[None])
+    return ev
+
+
+def test_segm_perfect_mask_gives_one_and_shifted_mask_a_lower_ap():
+    out = _segm_evaluator(_square(10, 10)).summarize()
+    for key in ("AP", "AP50", "AP75", "mask_AP", "mask_AP50", "mask_AP75", "mask_AR100",
+                "mask_AP/a"):
+        assert out[key] == pytest.approx(1.0, abs=1e-12), key
+    # Shifted 2 px right: mask IoU = (10 * 8) / (10 * 12) = 2/3 -> a hit at IoU .50 .55 .60
+    # .65 (4 of 10 thresholds, AP 1 each), a miss from .70 on: mask AP 0.4. Boxes unchanged.
+    out = _segm_evaluator(_square(10, 12)).summarize()
+    assert out["AP"] == pytest.approx(1.0, abs=1e-12)
+    assert out["mask_AP"] == pytest.approx(0.4, abs=1e-12)
+    assert out["mask_AP50"] == pytest.approx(1.0, abs=1e-12)
+    assert out["mask_AP75"] == pytest.approx(0.0, abs=1e-12)
+    assert out["mask_AP/a"] == pytest.approx(0.4, abs=1e-12)
+
+
+def test_segm_results_are_rle_and_masks_are_checked(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    det = _square(5, 20)
+    ev = _segm_evaluator(det)
+    (result,) = ev.results_json("segm")
+    assert result["image_id"] == 3 and result["category_id"] == 1 and result["score"] == 0.9
+    assert isinstance(result["segmentation"]["counts"], str)
+    np.testing.assert_array_equal(mask_utils.decode(result["segmentation"]), det)
+    path = tmp_path / "segm.json"
+    ev.write_results(path, "segm")
+    assert json.loads(path.read_text()) == [result]
+    with pytest.raises(ValueError, match="masks are required"):
+        ev.add_ground_truth(4, np.zeros((0, 4)), [], [], 40, 40)
+    with pytest.raises(ValueError, match=r"masks must be \[1, 40, 40\]"):
+        ev.add_ground_truth(4, [[0, 0, 1, 1]], [0], [True], 40, 40, masks=np.zeros((1, 30, 40)))
+    with pytest.raises(ValueError, match="masks are not taken"):
+        coco_eval.CocoEvaluator(["a"]).add_detections(
+            1, [[0, 0, 1, 1]], [1.0], [0], [True], masks=np.zeros((1, 4, 4)))
+    with pytest.raises(ValueError, match="segm"):
+        coco_eval.CocoEvaluator(["a"]).results_json("segm")
