@@ -22,7 +22,8 @@ from jaxdet.train.state import TrainState
 
 
 def restore_state(task, config, workdir: str, mesh, train_source) -> TrainState:
-    """The latest readable checkpoint's train state (raises if the workdir has none)."""
+    """The latest readable checkpoint's train state; with none, the ``config.init_from``
+    weights if set (evaluating imported weights), else ``FileNotFoundError``."""
     example = loop_lib.preprocess_fn(task, config)(train_source[0])
     state = loop_lib.initial_state(task, config, mesh, example)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
@@ -31,6 +32,8 @@ def restore_state(task, config, workdir: str, mesh, train_source) -> TrainState:
     finally:
         ckpt.close()
     if restored is None:
+        if config.get("init_from"):  # imported weights (jaxdet.convert), not trained here
+            return state
         raise FileNotFoundError(f"no readable checkpoint under {workdir}/checkpoints")
     return restored[0]
 

@@ -107,6 +107,10 @@ def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
 def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """``{"train": source, "validation": source}`` of multi-object scenes."""
     data = config.data
+    if data.get("name", "scenes") != "scenes":  # e.g. configs/faster_rcnn_coco.py
+        raise NotImplementedError(
+            f"config.data.name={data.name!r}: the detection task loads only the synthetic "
+            "scenes so far (the COCO loader is issue 9)")
     builder = scenes_tfds.build_scenes(
         os.path.expanduser(data.data_dir), image_size=data.image_size,
         min_objects=data.min_objects, max_objects=data.max_objects, num_train=data.num_train,

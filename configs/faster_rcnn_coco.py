@@ -1,0 +1,147 @@
+r"""Faster R-CNN R50-FPN with torchvision's architecture and COCO defaults (for its weights).
+
+Import torchvision's weights, then train or evaluate from them:
+
+  python -m jaxdet.convert --input=fasterrcnn_resnet50_fpn_coco-258fb6c6.pth \
+      --config=configs/faster_rcnn_coco.py --output=weights/frcnn_r50_fpn_coco
+  python -m jaxdet.convert --input=resnet50-0676ba61.pth \
+      --config=configs/faster_rcnn_coco.py --output=weights/r50_imagenet  # backbone only
+  python -m jaxdet.main --config=configs/faster_rcnn_coco.py --workdir=workdirs/frcnn_coco \
+      --config.init_from=weights/frcnn_r50_fpn_coco
+  python -m jaxdet.main --config=configs/faster_rcnn_coco.py:runlocal --workdir=/tmp/frcnn_coco
+
+The model is exactly torchvision's ``fasterrcnn_resnet50_fpn`` (v1): ResNet-50 v1.5 (stride
+in the 3x3 conv) with frozen BatchNorm statistics, FPN of 256 channels with ``P6`` from ``P5``
+by stride-2 max-pool, one RPN head shared across ``P2``-``P6`` (anchors 32-512, one size per
+level, ratios 0.5/1/2 in torchvision's order), RoIAlign 7x7 over ``P2``-``P5`` with
+torchvision's ``aligned=False``, box head 1024-1024 over NCHW-flattened features (the
+converter permutes ``fc6``), class index 0 the background (90 object classes, torchvision's
+91 including background). ``jaxdet.convert`` reads every one of those choices from this
+config, and ``tests/test_convert.py`` checks the outputs against torchvision's.
+
+Inputs: images in [0, 1] normalised inside the backbone with ImageNet's mean/std
+(``input_norm="imagenet"``, torchvision's ``GeneralizedRCNNTransform`` numbers). What differs
+from torchvision by design: torchvision resizes each image (shorter side 800, longer <= 1333)
+and pads the *normalised* batch with zeros to a multiple of 32; jaxdet's input pipeline
+decides the (static) size and pads the [0, 1] image, so the padding is ``-mean / std`` after
+normalisation (the parity test feeds both models the same normalised, padded tensor).
+
+Data: COCO 2017 needs the COCO loader of issue 9, which does not exist yet; ``config.data``
+is a placeholder (``name="coco"``) and the detection task stops with a clear error if it is
+used. ``arg``: ``runlocal`` shrinks the detector (seconds to compile) for a smoke run of the
+config itself.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    tokens = [t for t in (arg or "").split(",") if t]
+    if any(t != "runlocal" for t in tokens):
+        raise ValueError(f"configs/faster_rcnn_coco.py: arg {arg!r}; expected '' or 'runlocal'")
+    runlocal = "runlocal" in tokens
+    config = ml_collections.ConfigDict()
+    config.task = "detection"
+    config.seed = 0
+    # A directory written by `python -m jaxdet.convert` (or its variables.msgpack): loaded
+    # into the fresh model before training / evaluation; "" starts from the initialisation.
+    config.init_from = ""
+
+    # Placeholder until issue 9's COCO loader: the detection task refuses data.name="coco".
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "coco"
+    config.data.data_dir = "~/datasets/coco"  # train2017/, val2017/, annotations/
+    config.data.min_size = 800  # torchvision's GeneralizedRCNNTransform
+    config.data.max_size = 1333
+    config.data.image_size = 1344  # static padded side (a multiple of 32 >= max_size)
+    config.data.max_instances = 100
+
+    config.model = ml_collections.ConfigDict()
+    config.model.detector = "faster_rcnn"
+    # backbone (jaxdet.models.resnet): torchvision's resnet50, frozen BN
+    config.model.depth = 50
+    config.model.width = 64
+    config.model.stem = "imagenet"
+    config.model.norm = "frozen"
+    config.model.input_norm = "imagenet"
+    config.model.dtype = ""
+    # detector (jaxdet.detection.faster_rcnn.DetectorSpec): torchvision's defaults
+    config.model.levels = "fpn"
+    config.model.fpn_channels = 256
+    config.model.anchor_sizes = ((32,), (64,), (128,), (256,), (512,))
+    config.model.aspect_ratios = (0.5, 1.0, 2.0)
+    config.model.rpn_fg_iou = 0.7
+    config.model.rpn_bg_iou = 0.3
+    config.model.rpn_batch_size_per_image = 256
+    config.model.rpn_positive_fraction = 0.5
+    config.model.rpn_pre_nms_top_n_train = 2000
+    config.model.rpn_post_nms_top_n_train = 2000
+    config.model.rpn_pre_nms_top_n_test = 1000
+    config.model.rpn_post_nms_top_n_test = 1000
+    config.model.rpn_nms_thresh = 0.7
+    config.model.rpn_min_size = 1e-3
+    config.model.rpn_smooth_l1_beta = 1.0 / 9
+    config.model.roi_fg_iou = 0.5
+    config.model.roi_bg_iou = 0.5
+    config.model.roi_batch_size_per_image = 512
+    config.model.roi_positive_fraction = 0.25
+    config.model.roi_output_size = 7
+    config.model.roi_sampling_ratio = 2
+    config.model.roi_aligned = False  # torchvision's MultiScaleRoIAlign
+    config.model.roi_canonical_size = 224.0
+    config.model.roi_canonical_level = 4
+    config.model.roi_smooth_l1_beta = 1.0 / 9
+    config.model.representation_size = 1024
+    config.model.score_thresh = 0.05
+    config.model.nms_thresh = 0.5
+    config.model.detections_per_img = 100
+    config.model.recall_top_n = 100
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.rpn_objectness_weight = 1.0
+    config.loss.rpn_box_weight = 1.0
+    config.loss.roi_classifier_weight = 1.0
+    config.loss.roi_box_weight = 1.0
+
+    # torchvision's reference recipe, approximately: SGD 0.02 (batch 16), momentum 0.9, 26
+    # epochs (jaxdet's "momentum" is Nesterov and has no weight decay; torchvision's 1e-4).
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "momentum"
+    config.optimizer.learning_rate = 0.02
+    config.optimizer.momentum = 0.9
+    config.optimizer.schedule = "step"
+    config.optimizer.decay_steps = (160_000, 213_000)
+    config.optimizer.decay_factor = 0.1
+    config.optimizer.warmup_steps = 1000
+    config.optimizer.grad_clip_norm = 0.0
+
+    config.batch_size = 16
+    config.eval_batch_size = 8
+    config.eval_split = "validation"
+    config.eval_limit = 0
+    config.num_train_steps = 234_000
+    config.log_every_steps = 100
+    config.eval_every_steps = 0
+    config.checkpoint_every_steps = 5000
+    config.keep_checkpoints = 2
+    config.max_nonfinite_steps = 5
+    config.num_prediction_images = 6
+    config.draw_score_threshold = 0.5
+    config.progress_bar = True
+    config.compilation_cache_dir = ""
+
+    if runlocal:
+        config.data.image_size = 128
+        config.model.depth = 0
+        config.model.stage_sizes = (1, 1, 1, 1)
+        config.model.block = "bottleneck"
+        config.model.width = 4
+        config.model.fpn_channels = 8
+        config.model.representation_size = 16
+        config.model.rpn_pre_nms_top_n_test = 50
+        config.model.rpn_post_nms_top_n_test = 20
+        config.model.detections_per_img = 10
+        config.batch_size = 2
+        config.eval_batch_size = 2
+        config.num_train_steps = 2
+    return config

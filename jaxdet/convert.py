@@ -1,0 +1,488 @@
+r"""Import torchvision weights: a local ``state_dict`` file (``.pth``) -> jaxdet variables.
+
+  python -m jaxdet.convert --input=fasterrcnn_resnet50_fpn_coco.pth \
+      --config=configs/faster_rcnn_coco.py --output=weights/frcnn_r50_fpn_coco
+  python -m jaxdet.convert --input=resnet50-11ad3fa6.pth \
+      --config=configs/faster_rcnn_coco.py --output=weights/r50_imagenet   # backbone only
+
+then train or evaluate from them with ``--config.init_from=weights/frcnn_r50_fpn_coco``
+(:func:`init_from`, called by :func:`jaxdet.train.loop.initial_state`; a checkpoint already
+in the workdir still takes precedence, so a resumed run continues where it stopped).
+
+What is read. The ``.pth`` file holds a torchvision ``state_dict`` (or a dict with a
+``"model"`` / ``"state_dict"`` entry holding one), loaded with ``torch.load(...,
+weights_only=True)``. torch is imported only inside :func:`load_torch_state_dict`; nothing
+else in jaxdet imports it. Recognised layouts (:data:`ARCHITECTURES`, detected from the keys):
+
+* ``resnet``: torchvision's ImageNet ``resnet18/34/50`` (``conv1``, ``bn1``, ``layer{s}.{j}``,
+  ``fc``). It lands under ``--scope`` of the config's model (default: ``body`` for detection
+  configs, the ResNet inside the detector; ``backbone`` for the localisation/pose heads).
+  ``fc.*`` (the ImageNet classifier) has no counterpart and is reported unused.
+* ``faster_rcnn``: ``fasterrcnn_resnet50_fpn`` (``backbone.body``, ``backbone.fpn``,
+  ``rpn.head``, ``roi_heads.box_head``, ``roi_heads.box_predictor``); the number of classes
+  is read from ``box_predictor.cls_score`` (torchvision counts background: COCO's 91 -> 90
+  jaxdet object classes, torchvision label ``l`` = jaxdet class ``l - 1``).
+
+Adding a model (e.g. the Mask / Keypoint R-CNN heads) is a table edit: append
+``(torchvision module regex, jaxdet module path template, layer kind)`` rows to a tuple in
+:data:`ARCHITECTURES` and, if needed, a detection key to :func:`detect_architecture`.
+
+Layouts (:data:`LAYER_KINDS`): ``conv`` weight ``[out, in, kh, kw]`` (OIHW) -> ``kernel``
+``[kh, kw, in, out]`` (HWIO); ``conv_transpose`` (``nn.ConvTranspose2d``) weight ``[in, out,
+kh, kw]`` -> ``kernel`` ``[kh, kw, in, out]`` flipped in ``kh`` and ``kw`` (the kernel of
+``flax.linen.ConvTranspose`` with ``transpose_kernel=False`` and ``padding="VALID"`` for
+torchvision's ``padding=0``); ``linear`` weight ``[out, in]`` -> ``kernel`` ``[in, out]``;
+``linear_from_nchw`` (the box head's ``fc6``): torchvision flattens the pooled ``[C, h, w]``
+features channel-slowest, jaxdet ``[h, w, C]`` channel-fastest, so the rows are permuted:
+``kernel = W.reshape(out, C, h, w).transpose(2, 3, 1, 0).reshape(h * w * C, out)``; ``norm``
+(``BatchNorm2d`` / ``FrozenBatchNorm2d``): ``weight`` -> ``scale``, ``bias``, ``running_mean``
+-> ``mean``, ``running_var`` -> ``var``, each put wherever the config's model keeps it
+(``norm="frozen"``: all four in ``batch_stats``, torchvision's frozen statistics, never
+trained; ``norm="batch"``: ``scale``/``bias`` in ``params``, the statistics in
+``batch_stats``); ``num_batches_tracked`` has no counterpart and is skipped (listed as
+ignored). Every array is float32.
+
+Output: ``--output`` is a directory with ``variables.msgpack`` (``{"params": ...,
+"batch_stats": ...}`` nested dicts of float32 arrays, :mod:`flax.serialization`) and
+``conversion.json`` (source, architecture, scope, and the report: converted pairs, unused
+source keys with the reason, ignored keys, jaxdet leaves left without a source, shape
+mismatches). The command fails (exit 1, nothing written) on a shape mismatch or, unless
+``--allow_missing``, on a jaxdet leaf with no source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+log = logging.getLogger(__name__)
+
+VARIABLES_FILE = "variables.msgpack"
+REPORT_FILE = "conversion.json"
+COLLECTIONS = ("params", "batch_stats")
+
+#: ``(torchvision module regex, jaxdet module path template, layer kind)``; the regex must
+#: match the whole module name (the key without its last ``.weight``-like component) and the
+#: template may use its groups (``\1``).
+Rule = tuple[str, str, str]
+
+RESNET_RULES: tuple[Rule, ...] = (
+    (r"conv1", "conv1", "conv"),
+    (r"bn1", "bn1", "norm"),
+    (r"layer(\d+)\.(\d+)\.(conv\d)", r"layer\1_\2/\3", "conv"),
+    (r"layer(\d+)\.(\d+)\.(bn\d)", r"layer\1_\2/\3", "norm"),
+    (r"layer(\d+)\.(\d+)\.downsample\.0", r"layer\1_\2/downsample_conv", "conv"),
+    (r"layer(\d+)\.(\d+)\.downsample\.1", r"layer\1_\2/downsample_bn", "norm"),
+)
+
+
+def prefixed(rules: tuple[Rule, ...], source: str, target: str) -> tuple[Rule, ...]:
+    """``rules`` under a torchvision module prefix (a regex) and a jaxdet path prefix."""
+    return tuple((source + s, target + t, kind) for s, t, kind in rules)
+
+
+FASTER_RCNN_RULES: tuple[Rule, ...] = (
+    *prefixed(RESNET_RULES, r"backbone\.body\.", "body/"),
+    (r"backbone\.fpn\.inner_blocks\.(\d+)\.0", r"fpn/inner_blocks_\1", "conv"),
+    (r"backbone\.fpn\.layer_blocks\.(\d+)\.0", r"fpn/layer_blocks_\1", "conv"),
+    (r"rpn\.head\.conv\.0\.0", "rpn/conv", "conv"),
+    (r"rpn\.head\.cls_logits", "rpn/cls_logits", "conv"),
+    (r"rpn\.head\.bbox_pred", "rpn/bbox_pred", "conv"),
+    (r"roi_heads\.box_head\.fc6", "roi_heads/box_head/fc6", "linear_from_nchw"),
+    (r"roi_heads\.box_head\.fc7", "roi_heads/box_head/fc7", "linear"),
+    (r"roi_heads\.box_predictor\.cls_score", "roi_heads/box_predictor/cls_score", "linear"),
+    (r"roi_heads\.box_predictor\.bbox_pred", "roi_heads/box_predictor/bbox_pred", "linear"),
+)
+
+#: Architecture name -> its key-mapping table.
+ARCHITECTURES: dict[str, tuple[Rule, ...]] = {
+    "resnet": RESNET_RULES,
+    "faster_rcnn": FASTER_RCNN_RULES,
+}
+
+_NORM_NAMES = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
+_IGNORED_PARAMS = ("num_batches_tracked",)
+
+
+def _conv(name: str, w: np.ndarray, ctx: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    del ctx
+    if name == "weight":
+        return {"kernel": w.transpose(2, 3, 1, 0)}  # [out, in, kh, kw] -> [kh, kw, in, out]
+    return {name: w}
+
+
+def _conv_transpose(name: str, w: np.ndarray, ctx: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    del ctx
+    if name == "weight":  # [in, out, kh, kw] -> [kh, kw, in, out], spatially flipped
+        return {"kernel": w.transpose(2, 3, 0, 1)[::-1, ::-1]}
+    return {name: w}
+
+
+def _linear(name: str, w: np.ndarray, ctx: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    del ctx
+    return {"kernel": w.T} if name == "weight" else {name: w}
+
+
+def _linear_from_nchw(
+    name: str, w: np.ndarray, ctx: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    if name != "weight":
+        return {name: w}
+    h = w_ = int(ctx["pooled_size"])
+    out, n_in = w.shape
+    if n_in % (h * w_):
+        raise ValueError(f"fc weight {w.shape} is not [out, C * {h} * {w_}]")
+    c = n_in // (h * w_)
+    return {"kernel": w.reshape(out, c, h, w_).transpose(2, 3, 1, 0).reshape(h * w_ * c, out)}
+
+
+def _norm(name: str, w: np.ndarray, ctx: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    del ctx
+    return {_NORM_NAMES[name]: w}
+
+
+#: Layer kind -> ``f(param name, torchvision array, context) -> {jaxdet leaf name: array}``.
+LAYER_KINDS: dict[str, Callable[[str, np.ndarray, Mapping[str, Any]], dict[str, np.ndarray]]] = {
+    "conv": _conv,
+    "conv_transpose": _conv_transpose,
+    "linear": _linear,
+    "linear_from_nchw": _linear_from_nchw,
+    "norm": _norm,
+}
+
+
+def detect_architecture(keys: Mapping[str, Any] | list[str]) -> str:
+    """The :data:`ARCHITECTURES` entry whose layout ``keys`` (state_dict names) follow."""
+    keys = set(keys)
+    if "backbone.body.conv1.weight" in keys and "roi_heads.box_head.fc6.weight" in keys:
+        return "faster_rcnn"
+    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
+        return "resnet"
+    raise ValueError(
+        "unrecognised state_dict layout (expected a torchvision resnet18/34/50 or "
+        f"fasterrcnn_resnet50_fpn); first keys: {sorted(keys)[:8]}")
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What :func:`convert_state_dict` did with every source key and target leaf.
+
+    Attributes:
+      converted: ``(torchvision key, jaxdet "collection/path")`` pairs.
+      unused: torchvision key -> why it was not used (no rule, or no such jaxdet leaf).
+      ignored: keys with no counterpart by design (``num_batches_tracked``).
+      missing: jaxdet leaves ``"collection/path"`` that no source key filled.
+      mismatched: ``(torchvision key, jaxdet leaf, source shape, target shape)`` after the
+        layout change.
+    """
+
+    converted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    unused: dict[str, str] = dataclasses.field(default_factory=dict)
+    ignored: list[str] = dataclasses.field(default_factory=list)
+    missing: list[str] = dataclasses.field(default_factory=list)
+    mismatched: list[tuple[str, str, tuple[int, ...], tuple[int, ...]]] = dataclasses.field(
+        default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"converted {len(self.converted)} arrays; ignored {len(self.ignored)} "
+                 f"(num_batches_tracked); unused {len(self.unused)}; jaxdet leaves without a "
+                 f"source {len(self.missing)}; shape mismatches {len(self.mismatched)}"]
+        lines += [f"  unused {k}: {why}" for k, why in self.unused.items()]
+        lines += [f"  missing {p}" for p in self.missing]
+        lines += [f"  mismatch {k} -> {p}: {a} vs {b}" for k, p, a, b in self.mismatched]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    module, _, name = key.rpartition(".")
+    return module, name
+
+
+def _target_index(target: Mapping[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``"path/leaf"`` -> ``(collection, shape)`` over the collections of ``target``."""
+    index = {}
+    for coll in COLLECTIONS:
+        for path, leaf in traverse_util.flatten_dict(dict(target.get(coll, {}))).items():
+            index["/".join(path)] = (coll, tuple(leaf.shape))
+    return index
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, np.ndarray],
+    target: Mapping[str, Any],
+    rules: tuple[Rule, ...],
+    *,
+    scope: str = "",
+    pooled_size: int = 7,
+    exclude: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], ConversionReport]:
+    r"""Map a torchvision ``state_dict`` onto a jaxdet variables tree.
+
+    Args:
+      state_dict: torchvision key -> NumPy array.
+      target: the jaxdet model's (abstract) variables, ``{"params": ..., "batch_stats": ...}``
+        (e.g. ``jax.eval_shape(model.init, ...)``): gives every leaf's collection and shape.
+      rules: the architecture's key-mapping table (:data:`ARCHITECTURES`).
+      scope: ``"a/b"`` path prefix of the mapped modules inside ``target`` (e.g. ``"body"``
+        for an ImageNet ResNet under a detector); "" for none.
+      pooled_size: RoI feature side ``h = w`` for ``linear_from_nchw`` (the box head's 7).
+      exclude: regexes; matching torchvision keys are skipped (reported unused), e.g.
+        ``roi_heads\.box_predictor\..*`` to fine-tune on other classes.
+
+    Returns:
+      ``(variables, report)``: nested dicts ``{"params": ..., "batch_stats": ...}`` of float32
+      NumPy arrays holding exactly the converted leaves (at their full paths in ``target``),
+      and the :class:`ConversionReport` (``missing`` lists target leaves under ``scope``).
+    """
+    index = _target_index(target)
+    prefix = scope.strip("/") + "/" if scope.strip("/") else ""
+    compiled = [(re.compile(s), t, kind) for s, t, kind in rules]
+    ctx = {"pooled_size": pooled_size}
+    report = ConversionReport()
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    for key in state_dict:
+        module, name = _split_key(key)
+        if name in _IGNORED_PARAMS:
+            report.ignored.append(key)
+            continue
+        if any(re.fullmatch(x, key) for x in exclude):
+            report.unused[key] = "excluded"
+            continue
+        rule = next(((rx, t, k) for rx, t, k in compiled if rx.fullmatch(module)), None)
+        if rule is None:
+            report.unused[key] = "no mapping rule"
+            continue
+        rx, template, kind = rule
+        path = prefix + rx.fullmatch(module).expand(template)
+        array = np.asarray(state_dict[key], np.float32)
+        for leaf, value in LAYER_KINDS[kind](name, array, ctx).items():
+            dest = f"{path}/{leaf}"
+            if dest not in index:
+                report.unused[key] = f"the model has no {dest}"
+                continue
+            coll, shape = index[dest]
+            if tuple(value.shape) != shape:
+                report.mismatched.append((key, f"{coll}/{dest}", tuple(value.shape), shape))
+                continue
+            flat[(coll, *dest.split("/"))] = np.ascontiguousarray(value)
+            report.converted.append((key, f"{coll}/{dest}"))
+    filled = {"/".join(p[1:]) for p in flat}
+    report.missing = [f"{coll}/{dest}" for dest, (coll, _) in index.items()
+                      if dest.startswith(prefix) and dest not in filled]
+    return traverse_util.unflatten_dict(flat), report
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
+    """torchvision ``state_dict`` file -> ``{key: float32/int NumPy array}`` (imports torch)."""
+    import torch  # the only torch import in jaxdet
+
+    obj = torch.load(os.path.expanduser(path), map_location="cpu", weights_only=True)
+    for wrapper in ("model", "state_dict"):
+        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a state_dict (a mapping), got {type(obj).__name__}")
+    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+
+
+def save_variables(directory: str, variables: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+    """Writes ``directory/variables.msgpack`` and ``directory/conversion.json``; returns the
+    directory."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, VARIABLES_FILE), "wb") as f:
+        f.write(flax.serialization.msgpack_serialize(dict(variables)))
+    with open(os.path.join(directory, REPORT_FILE), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1, default=str)
+    return directory
+
+
+def load_variables(path: str) -> dict[str, Any]:
+    """A converted file (the ``--output`` directory or its ``variables.msgpack``) ->
+    ``{"params": ..., "batch_stats": ...}`` nested dicts of NumPy arrays."""
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, VARIABLES_FILE)
+    with open(path, "rb") as f:
+        return flax.serialization.msgpack_restore(f.read())
+
+
+def merge_variables(
+    variables: Mapping[str, Any], loaded: Mapping[str, Any]
+) -> tuple[dict[str, Any], int, list[str]]:
+    """``variables`` with every leaf of ``loaded`` put in its place.
+
+    Every loaded leaf must exist in ``variables`` (same collection and path) with the same
+    shape, else ``ValueError`` naming all offenders (e.g. a 90-class box predictor loaded into a
+    4-class detector: convert with ``--exclude`` to leave it at its initialisation).
+
+    Returns:
+      ``(merged, number of leaves loaded, "collection/path" of the leaves kept as
+      initialised)``; loaded arrays take the dtype of the leaf they replace.
+    """
+    flat = traverse_util.flatten_dict(dict(variables))
+    new = traverse_util.flatten_dict(dict(loaded))
+    bad = []
+    for path, value in new.items():
+        if path not in flat:
+            bad.append(f"{'/'.join(path)}: not in the model")
+        elif tuple(np.shape(value)) != tuple(flat[path].shape):
+            bad.append(f"{'/'.join(path)}: {np.shape(value)} vs the model's {flat[path].shape}")
+    if bad:
+        raise ValueError(f"{len(bad)} loaded arrays do not fit the model: " + "; ".join(bad))
+    kept = ["/".join(p) for p in flat if p not in new]
+    merged = {p: (jnp.asarray(new[p], flat[p].dtype) if p in new else v) for p, v in flat.items()}
+    return traverse_util.unflatten_dict(merged), len(new), kept
+
+
+def init_from(variables: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """``config.init_from``: :func:`merge_variables` of the converted file at ``path``."""
+    merged, n, kept = merge_variables(variables, load_variables(path))
+    log.info("init_from %s: %d arrays loaded, %d kept as initialised%s", path, n, len(kept),
+             f" (e.g. {kept[:3]})" if kept else "")
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# The model a config describes
+# ---------------------------------------------------------------------------------------------
+
+
+def default_scope(config: ml_collections.ConfigDict, arch: str) -> str:
+    """Where an architecture's modules sit in the config's model: an ImageNet ResNet under
+    ``body`` (detectors) or ``backbone`` (localisation / pose heads); whole detectors at the
+    root."""
+    if arch != "resnet":
+        return ""
+    return "body" if config.task == "detection" else "backbone"
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int | None = None) -> Any:
+    """The Flax model of ``config`` (a detector with ``num_classes`` object classes when given,
+    else the task's own)."""
+    from jaxdet import tasks  # keeps `--help` light
+
+    task = tasks.get_task(config.task)
+    if config.task == "detection" and num_classes is not None:
+        module = importlib.import_module(task.DETECTORS[task.detector_name(config)])
+        return module.create_model(config, num_classes, None)
+    return task.create_model(config, bn_axis_name=None)
+
+
+def abstract_variables(model: Any, image_size: int = 128) -> dict[str, Any]:
+    """Shapes/dtypes of ``model``'s variables (``jax.eval_shape`` of ``init``, no compute)."""
+    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    shapes = jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x, train=False), images)
+    return {k: v for k, v in shapes.items() if k in COLLECTIONS}
+
+
+def convert_file(
+    input_path: str,
+    config: ml_collections.ConfigDict,
+    *,
+    scope: str | None = None,
+    exclude: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], ConversionReport, dict[str, Any]]:
+    """Load ``input_path`` and convert it for ``config``'s model.
+
+    Returns ``(variables, report, info)``; ``info`` (for ``conversion.json``) holds the source,
+    architecture, scope, number of classes, timings and the report.
+    """
+    t0 = time.perf_counter()
+    state_dict = load_torch_state_dict(input_path)
+    t_load = time.perf_counter() - t0
+    arch = detect_architecture(state_dict)
+    num_classes = None
+    if "roi_heads.box_predictor.cls_score.weight" in state_dict:
+        num_classes = int(state_dict["roi_heads.box_predictor.cls_score.weight"].shape[0]) - 1
+    if scope is None:
+        scope = default_scope(config, arch)
+    t1 = time.perf_counter()
+    model = create_model(config, num_classes if arch != "resnet" else None)
+    target = abstract_variables(model)
+    t_target = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    variables, report = convert_state_dict(
+        state_dict, target, ARCHITECTURES[arch], scope=scope,
+        pooled_size=int(config.model.get("roi_output_size", 7)), exclude=exclude)
+    t_convert = time.perf_counter() - t1
+    info = {
+        "source": os.path.abspath(os.path.expanduser(input_path)),
+        "architecture": arch,
+        "scope": scope,
+        "num_classes": num_classes,
+        "num_source_arrays": len(state_dict),
+        "seconds": {"load": round(t_load, 3), "model_shapes": round(t_target, 3),
+                    "convert": round(t_convert, 3)},
+        "report": report.to_json(),
+    }
+    return variables, report, info
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    f = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments: {argv[1:]}")
+    config = f.config
+    t0 = time.perf_counter()
+    variables, report, info = convert_file(
+        f.input, config, scope=f.scope, exclude=tuple(f.exclude))
+    print(report.summary())
+    if report.mismatched or (report.missing and not f.allow_missing):
+        print("not written: fix the config (or pass --allow_missing / --exclude)",
+              file=sys.stderr)
+        raise SystemExit(1)
+    info["config"] = config.to_dict()
+    info["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    save_variables(f.output, variables, info)
+    print(f"wrote {f.output} ({info['architecture']}, scope {info['scope'] or '/'}) in "
+          f"{info['seconds']['total']:.1f} s; use --config.init_from={f.output}")
+
+
+def _define_flags() -> None:
+    from absl import flags
+    from ml_collections import config_flags
+
+    flags.DEFINE_string("input", None, "torchvision state_dict file (.pth).")
+    config_flags.DEFINE_config_file(
+        "config", None, "Config of the target model, e.g. configs/faster_rcnn_coco.py[:arg]; "
+        "fields overridable as --config.model.x=...")
+    flags.DEFINE_string("output", None, "Output directory (variables.msgpack, conversion.json).")
+    flags.DEFINE_string("scope", None, "Path of the mapped modules in the model (default: "
+                        "'body'/'backbone' for an ImageNet ResNet, '' for a detector).")
+    flags.DEFINE_multi_string("exclude", [], "Regex of torchvision keys to skip, e.g. "
+                              r"'roi_heads\.box_predictor\..*'.")
+    flags.DEFINE_bool("allow_missing", False, "Write even if some jaxdet leaves get no source.")
+    flags.mark_flags_as_required(["input", "config", "output"])
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
