@@ -2,6 +2,9 @@
 
   python -m jaxdet.main --config=configs/segmentation.py[:variant] --workdir=DIR \
       [--config.some.field=value ...]
+  # one process of a multi-process job (every process runs the same command but its id):
+  python -m jaxdet.main ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
+  python -m jaxdet.main ... --distributed   # Cloud TPU VM pods etc.: detected by JAX
 
 Config overrides are checked before anything runs: a key that does not exist, or a value of the
 wrong type, fails with a message naming the key. Rerunning with the same workdir resumes from the
@@ -26,6 +29,20 @@ _MODE = flags.DEFINE_enum(
     "train: train (resuming) + evaluate + draw predictions; eval: evaluate the latest "
     "checkpoint; predict: draw predictions of the latest checkpoint.",
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", os.environ.get("JAXDET_COORDINATOR_ADDRESS", ""),
+    "Multi-process job: host:port of process 0 (every process passes the same). Default "
+    "$JAXDET_COORDINATOR_ADDRESS; empty: one process (or --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", int(os.environ.get("JAXDET_NUM_PROCESSES", "0")),
+    "Processes in the job (with --coordinator_address). Default $JAXDET_NUM_PROCESSES.")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", int(os.environ.get("JAXDET_PROCESS_ID", "-1")),
+    "This process's index in the job (with --coordinator_address). Default $JAXDET_PROCESS_ID.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Join a multi-process job detected by jax.distributed.initialize() (Cloud TPU VM pods, "
+    "SLURM, Open MPI) without --coordinator_address.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -80,6 +97,11 @@ def main(argv: list[str]) -> None:
     from jaxdet import predict, runtime
     from jaxdet.train import loop, sweep
 
+    try:
+        runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                       _PROCESS_ID.value, auto=_DISTRIBUTED.value)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
     config = _CONFIG.value
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     runtime.enable_compilation_cache(config.get("compilation_cache_dir") or None)
@@ -94,6 +116,10 @@ def main(argv: list[str]) -> None:
         )
     if _MODE.value == "train":
         results = loop.train_and_evaluate(config, workdir)
+        if results.get("preempted"):  # SIGTERM: saved at this step; the same command resumes
+            print(f"preempted: saved the checkpoint of step {results['step']} in {workdir}; "
+                  "rerun the same command to resume")
+            return
         print(loop.format_results(results))
         if members:  # draw the best member, saved as a single run in workdir/best
             config = sweep.member_config(config, members[results["best_member"]])

@@ -58,10 +58,12 @@ def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
     batch = next(pipeline.eval_batches(
         eval_source, loop_lib.preprocess_fn(task, config), count, 0, 1, limit=count))
     pictures = task.draw_predictions(model, state.params, state.batch_stats, batch, config)
+    path = os.path.join(workdir, "predictions.png")
+    if jax.process_index() != 0:  # every process restores (a collective); one writes
+        return path
     out_dir = os.path.join(workdir, "predictions")
     os.makedirs(out_dir, exist_ok=True)
     for i, picture in enumerate(pictures):
         picture.save(os.path.join(out_dir, f"{i:04d}.png"))
-    path = os.path.join(workdir, "predictions.png")
     visualize.stack_vertically(pictures).save(path)
     return path

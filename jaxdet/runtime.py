@@ -22,3 +22,36 @@ def enable_compilation_cache(directory: str | None = None) -> str:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory
+
+
+def initialize_distributed(
+    coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,
+    auto: bool = False,
+) -> bool:
+    """Joins a multi-process (multi-host) JAX job; returns whether one was joined.
+
+    * ``coordinator_address`` given (``host:port`` of process 0): an explicit job of
+      ``num_processes`` processes of which this is ``process_id`` (e.g. GPU nodes, or several
+      processes on one machine);
+    * ``auto``: ``jax.distributed.initialize()`` detects the job itself (Cloud TPU VMs, SLURM,
+      Open MPI);
+    * neither: a single process (nothing to do).
+
+    On the CPU platform the cross-process collectives go through gloo (the only CPU
+    implementation that works over TCP). Must run before anything touches a JAX device.
+    """
+    if not coordinator_address and not auto:
+        return False
+    platforms = os.environ.get("JAX_PLATFORMS", "") or str(jax.config.jax_platforms or "")
+    if "cpu" in platforms.split(","):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator_address:
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise ValueError(
+                f"--coordinator_address={coordinator_address} needs --num_processes >= 1 and "
+                f"0 <= --process_id < --num_processes (got {num_processes}, {process_id})")
+        jax.distributed.initialize(coordinator_address=coordinator_address,
+                                   num_processes=num_processes, process_id=process_id)
+    else:
+        jax.distributed.initialize()
+    return True

@@ -1,7 +1,8 @@
 """Input pipeline: per-process shards of a random-access source, batched for the device mesh.
 
 Training batches come from a grain ``MapDataset`` (shuffled per epoch from a seed, infinite,
-checkpointable: its state is ``{"next_index": k}``). Evaluation batches cover every example of
+checkpointable: its state is ``{"next_index": k}``); the global batches are the same whatever
+the number of processes. Evaluation batches cover every example of
 the split exactly once: the split is padded up to whole global batches and padded examples carry
 ``mask = 0``. Every batch holds, besides the task's fields:
 
@@ -56,7 +57,14 @@ def train_dataset(
     process_count: int | None = None,
     num_threads: int = 2,
 ) -> grain.IterDataset:
-    """Infinite shuffled batches of this process's shard of ``source``.
+    """Infinite shuffled batches: this process's part of each global batch.
+
+    The global batches do not depend on the number of processes: one seeded order of the
+    whole source (reshuffled every epoch) is cut into global batches of ``batch_size *
+    process_count`` examples, and process ``p`` reads rows ``[p * batch_size, (p + 1) *
+    batch_size)`` of each. So a run on two hosts trains on exactly the batches of a run on one
+    host with the same global batch (and resumes from either), and each process decodes only
+    its own rows.
 
     Args:
       source: random-access examples (e.g. ``builder.as_data_source()["train"]``).
@@ -67,13 +75,22 @@ def train_dataset(
       num_threads: reader threads (PNG decoding releases the GIL).
 
     Returns:
-      A grain ``IterDataset``; ``iter()`` of it is checkpointable with ``get_state()``.
+      A grain ``IterDataset``; ``iter()`` of it is checkpointable with ``get_state()``
+      (``{"next_index": k}``: the same on every process).
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    ds = grain.MapDataset.source(source).map_with_index(_with_index(preprocess))
-    ds = ds[process_index::process_count]
-    ds = ds.seed(seed).shuffle().repeat().batch(batch_size, drop_remainder=True)
+    order = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
+    global_batch = batch_size * process_count
+    offset = process_index * batch_size
+
+    def example(j: int) -> Example:  # j-th example of this process -> its global position
+        index = int(order[(j // batch_size) * global_batch + offset + j % batch_size])
+        return with_index(index, source[index])
+
+    with_index = _with_index(preprocess)
+    ds = grain.MapDataset.range(0, len(order)).map(example)
+    ds = ds.batch(batch_size, drop_remainder=True)
     return ds.to_iter_dataset(
         grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size)
     )

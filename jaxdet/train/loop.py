@@ -23,9 +23,9 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxdet import convert, tasks
+from jaxdet import tasks
 from jaxdet.data import pipeline
-from jaxdet.train import checkpointing, metric_writing
+from jaxdet.train import checkpointing, metric_writing, preemption
 from jaxdet.train import state as state_lib
 from jaxdet.train import step as step_lib
 from jaxdet.train import sweep as sweep_lib
@@ -153,10 +153,6 @@ def initial_state(
 ) -> state_lib.TrainState:
     """Fresh train state from ``config.seed``, replicated over ``mesh``.
 
-    With ``config.init_from`` (a directory written by ``python -m jaxdet.convert``) the
-    converted arrays replace their initialised counterparts (:func:`jaxdet.convert.init_from`:
-    each must exist in the model with the same shape; the others keep their initialisation).
-
     With ``num_members`` > 0 (a sweep) the state is stacked: ``num_members`` identical copies
     along a new leading axis of every leaf.
     """
@@ -169,8 +165,6 @@ def initial_state(
         variables = jax.jit(model.init, static_argnames="train")(
             rng, task.model_input(batch), train=False
         )
-    if config.get("init_from"):  # converted weights (python -m jaxdet.convert)
-        variables = convert.init_from(variables, config.init_from)
     optimizer = state_lib.make_optimizer(config)
     state = state_lib.create_train_state(variables, optimizer)
     if num_members:
@@ -219,6 +213,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     Writes to ``workdir``: ``checkpoints/``, TensorBoard events, ``metrics.jsonl``,
     ``config.json`` and ``eval_results.json`` (the final validation metrics, also returned).
+
+    A preemption notice (SIGTERM, see :mod:`jaxdet.train.preemption`) saves the current step
+    and returns ``{"preempted": True, "step": s}`` without evaluating; rerunning resumes.
     """
     os.makedirs(workdir, exist_ok=True)
     task = tasks.get_task(config.task)
@@ -271,6 +268,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         disable=jax.process_index() != 0 or not config.get("progress_bar", True),
     )
     t_last, steps_since = time.perf_counter(), 0
+    watch = preemption.PreemptionWatch()
+    preempted_at = None
     try:
         for step in range(start + 1, total + 1):
             batch = pipeline.to_global_batch(next(train_iter), mesh)
@@ -303,14 +302,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
                 history, t_last, steps_since = [], now, 0
             data_state = {"train": train_iter.get_state(), "sweep": names}
+            if watch.reached(step):  # SIGTERM (on any process): save this step and stop
+                ckpt.save(step, state, data_state, force=True)
+                preempted_at = step
+                break
             ckpt.save(step, state, data_state, force=step == total)
             if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total:
                 results = evaluate(task, config, state, eval_source, mesh, eval_step, members)
                 _write_eval(writer, step, results, names)
                 bar.write(f"step {step}: " + _format_eval(results, names))
     finally:
+        watch.close()
         bar.close()
         ckpt.close()
+    if preempted_at is not None:
+        writer.flush()
+        writer.close()
+        log.warning("preempted: saved step %d in %s", preempted_at, ckpt.directory)
+        return {"preempted": True, "step": preempted_at}
     final_step = int(np.max(state.step))
     results = evaluate(task, config, state, eval_source, mesh, eval_step, members,
                        results_dir=workdir)
