@@ -23,7 +23,7 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxdet import tasks
+from jaxdet import convert, tasks
 from jaxdet.data import pipeline
 from jaxdet.train import checkpointing, metric_writing, preemption
 from jaxdet.train import state as state_lib
@@ -153,6 +153,10 @@ def initial_state(
 ) -> state_lib.TrainState:
     """Fresh train state from ``config.seed``, replicated over ``mesh``.
 
+    With ``config.init_from`` (a directory written by ``python -m jaxdet.convert``) the
+    converted arrays replace their initialised counterparts (:func:`jaxdet.convert.init_from`:
+    each must exist in the model with the same shape; the others keep their initialisation).
+
     With ``num_members`` > 0 (a sweep) the state is stacked: ``num_members`` identical copies
     along a new leading axis of every leaf.
     """
@@ -165,6 +169,8 @@ def initial_state(
         variables = jax.jit(model.init, static_argnames="train")(
             rng, task.model_input(batch), train=False
         )
+    if config.get("init_from"):  # converted weights (python -m jaxdet.convert)
+        variables = convert.init_from(variables, config.init_from)
     optimizer = state_lib.make_optimizer(config)
     state = state_lib.create_train_state(variables, optimizer)
     if num_members:
