@@ -130,6 +130,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 425
     config.keep_checkpoints = 2
     config.max_nonfinite_steps = 0
+    config.recompile_policy = "warn"  # a step compiling again after warm-up: warn|fail|off
+    config.recompile_after_steps = 1
     config.num_prediction_images = 6
     config.progress_bar = True
     config.compilation_cache_dir = ""  # "" = $JAXDET_COMPILATION_CACHE or ~/.cache/jaxdet/...

@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdet import convert, tasks
 from jaxdet.data import pipeline
-from jaxdet.train import checkpointing, metric_writing, preemption
+from jaxdet.train import checkpointing, compile_guard, metric_writing, preemption
 from jaxdet.train import state as state_lib
 from jaxdet.train import step as step_lib
 from jaxdet.train import sweep as sweep_lib
@@ -222,6 +222,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     A preemption notice (SIGTERM, see :mod:`jaxdet.train.preemption`) saves the current step
     and returns ``{"preempted": True, "step": s}`` without evaluating; rerunning resumes.
+    The train and eval steps' compilations are counted (``train_step_compilations``,
+    ``eval_step_compilations`` in the results); one after the first
+    ``config.recompile_after_steps`` steps warns or fails by ``config.recompile_policy``
+    (:mod:`jaxdet.train.compile_guard`).
     """
     os.makedirs(workdir, exist_ok=True)
     task = tasks.get_task(config.task)
@@ -276,10 +280,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     t_last, steps_since = time.perf_counter(), 0
     watch = preemption.PreemptionWatch()
     preempted_at = None
+    guard = compile_guard.CompilationGuard(config.get("recompile_policy", "warn"),
+                                           config.get("recompile_after_steps", 1))
     try:
         for step in range(start + 1, total + 1):
             batch = pipeline.to_global_batch(next(train_iter), mesh)
             state, metrics = train_step(state, batch)
+            guard.check("train_step", train_step, step, warm=step - start >= guard.after_steps)
             metrics = jax.device_get(metrics)
             bad = np.atleast_1d(metrics["nonfinite"]) > 0
             consecutive_nonfinite = np.where(bad, consecutive_nonfinite + 1, 0)
@@ -315,6 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             ckpt.save(step, state, data_state, force=step == total)
             if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total:
                 results = evaluate(task, config, state, eval_source, mesh, eval_step, members)
+                guard.check("eval_step", eval_step, step)
                 _write_eval(writer, step, results, names)
                 bar.write(f"step {step}: " + _format_eval(results, names))
     finally:
@@ -329,6 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     final_step = int(np.max(state.step))
     results = evaluate(task, config, state, eval_source, mesh, eval_step, members,
                        results_dir=workdir)
+    guard.check("eval_step", eval_step, final_step)
     _write_eval(writer, final_step, results, names)
     writer.flush()
     writer.close()
@@ -338,6 +347,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             {"train": train_iter.get_state(), "sweep": []}, failed.tolist(),
         )
     results["step"] = final_step
+    # compilations of this process's steps (1 each unless a shape changed; see compile_guard)
+    results.update({f"{name}_compilations": n for name, n in guard.counts.items()})
     _write_json(os.path.join(workdir, "eval_results.json"), results)
     log.info("final evaluation at step %d: %s", final_step, format_results(results))
     return results

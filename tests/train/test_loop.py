@@ -49,8 +49,10 @@ def _main(workdir, data_dir, *overrides):
 
 
 def test_resume_after_process_exit_equals_straight_run(tmp_path, data_dir):
-    straight = _config(data_dir, num_train_steps=6, checkpoint_every_steps=3)
-    loop.train_and_evaluate(straight, str(tmp_path / "straight"))
+    straight = _config(data_dir, num_train_steps=6, checkpoint_every_steps=3,
+                       recompile_policy="fail")
+    results = loop.train_and_evaluate(straight, str(tmp_path / "straight"))
+    assert results["train_step_compilations"] == results["eval_step_compilations"] == 1
     first = _main(tmp_path / "split", data_dir, "--config.num_train_steps=3",
                   "--config.checkpoint_every_steps=3")
     assert first.returncode == 0, first.stderr[-3000:]

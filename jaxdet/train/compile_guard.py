@@ -1,0 +1,66 @@
+"""A guard against recompilation: every compiled step should compile once per run.
+
+Static shapes are the design: one program serves every train step, one every eval batch. A
+shape or dtype that changes mid-run (a ragged batch, a Python scalar turned array) silently
+recompiles, which on a pod costs minutes per occurrence. :class:`CompilationGuard` counts the
+compilations of each jitted step (``jax.jit``'s cache size) and, when a step compiles again
+after it was warmed up, warns or raises by policy:
+
+* ``"warn"`` (default): a warning naming the step, the step number and the count;
+* ``"fail"``: :class:`RecompilationError`;
+* ``"off"``: counts only.
+
+The train step is warmed up during its first ``after_steps`` steps; other steps (evaluation) by
+their first call.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("warn", "fail", "off")
+
+
+class RecompilationError(RuntimeError):
+    """A compiled step compiled again after its warm-up (``recompile_policy="fail"``)."""
+
+
+def cache_size(fn: Any) -> int:
+    """Compilations held by a ``jax.jit``-wrapped function (0 for other callables)."""
+    size = getattr(fn, "_cache_size", None)
+    return int(size()) if callable(size) else 0
+
+
+class CompilationGuard:
+    def __init__(self, policy: str = "warn", after_steps: int = 1):
+        if policy not in POLICIES:
+            raise ValueError(f"config.recompile_policy={policy!r}; expected one of {POLICIES}")
+        self.policy = policy
+        self.after_steps = int(after_steps)
+        self._warm: dict[str, int] = {}  # name -> compilations at the end of its warm-up
+        self.counts: dict[str, int] = {}
+
+    def check(self, name: str, fn: Any, step: int, warm: bool = True) -> int:
+        """Call after ``fn`` ran at train step ``step``; ``warm``: its warm-up is over (e.g.
+        the train step past ``after_steps``). Returns its compilation count."""
+        count = cache_size(fn)
+        self.counts[name] = count
+        if name not in self._warm:
+            if warm:
+                self._warm[name] = count
+            return count
+        if count > self._warm[name]:
+            message = (f"{name} compiled again at step {step} ({count} compilations, "
+                       f"{self._warm[name]} after warm-up): an input shape or dtype changed")
+            self._warm[name] = count
+            if self.policy == "fail":
+                raise RecompilationError(message)
+            if self.policy == "warn":
+                log.warning(message)
+        return count
+
+    def check_train(self, fn: Any, step: int) -> int:
+        return self.check("train_step", fn, step, warm=step >= self.after_steps)
