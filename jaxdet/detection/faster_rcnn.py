@@ -325,6 +325,11 @@ class FasterRCNN(nn.Module):
             proposals, proposal_valid, targets["gt_boxes"], targets["gt_labels"],
             targets["gt_valid"], roi_keys)
         roi_t = roi_t._replace(valid=roi_t.valid & real[:, None])
+        # Kept for inspection with mutable=["intermediates"] (a no-op otherwise): the targets
+        # are float32 box math whatever the compute dtype (tests/detection/test_faster_rcnn.py).
+        self.sow("intermediates", "anchors", all_anchors)
+        self.sow("intermediates", "rpn_targets", rpn_t)
+        self.sow("intermediates", "roi_targets", roi_t)
         logits, box_deltas = self._box_head(features, roi_t.rois)
         roi_l = roi_heads.roi_losses(
             logits, box_deltas, roi_t, smooth_l1_beta=s.roi_smooth_l1_beta)

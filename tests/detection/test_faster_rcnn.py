@@ -145,3 +145,36 @@ def test_sgd_steps_lower_the_loss():
         params, opt_state, value = step(params, opt_state)
         first = value if first is None else first
     assert float(loss(params)) < 0.8 * float(first)
+
+
+def test_bfloat16_keeps_float32_boxes_and_identical_anchor_targets():
+    """config.model.dtype='bfloat16': convolutions and FC layers in bfloat16, params, anchors,
+    proposals, every target and the losses in float32; the RPN targets (anchors vs gt, no
+    network output involved) are identical to the float32 model's, bit for bit."""
+    images, targets, keys = _inputs()
+    f32 = _model("c4")
+    bf16 = faster_rcnn.FasterRCNN(spec=f32.spec, backbone=f32.backbone, dtype=jnp.bfloat16)
+    variables = _init(f32, images)
+
+    @jax.jit
+    def run(v):
+        outs = {}
+        for name, model in (("f32", f32), ("bf16", bf16)):
+            outs[name] = model.apply(v, images, train=True, targets=targets, rng=keys,
+                                     mutable=["intermediates"])
+        return outs
+
+    outs = run(variables)
+    (out32, mid32), (out16, mid16) = outs["f32"], outs["bf16"]
+    mid32, mid16 = mid32["intermediates"], mid16["intermediates"]
+    chex.assert_trees_all_equal(mid16["anchors"], mid32["anchors"])
+    chex.assert_trees_all_equal(mid16["rpn_targets"], mid32["rpn_targets"])
+    float_leaves = [x for tree in (mid16, out16["terms"]) for x in jax.tree.leaves(tree)
+                    if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert float_leaves and all(x.dtype == jnp.float32 for x in float_leaves)
+    roi16 = mid16["roi_targets"][0]
+    assert roi16.rois.dtype == roi16.regression_targets.dtype == jnp.float32
+    for term in out32["terms"]:  # the same losses up to bfloat16 rounding of the features
+        np.testing.assert_allclose(out16["terms"][term][0] / out16["terms"][term][1],
+                                   out32["terms"][term][0] / out32["terms"][term][1],
+                                   rtol=0.1, err_msg=term)
