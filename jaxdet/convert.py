@@ -22,6 +22,8 @@ else in jaxdet imports it. Recognised layouts (:data:`ARCHITECTURES`, detected f
   ``rpn.head``, ``roi_heads.box_head``, ``roi_heads.box_predictor``); the number of classes
   is read from ``box_predictor.cls_score`` (torchvision counts background: COCO's 91 -> 90
   jaxdet object classes, torchvision label ``l`` = jaxdet class ``l - 1``).
+* ``mask_rcnn``: ``maskrcnn_resnet50_fpn``, the above plus ``roi_heads.mask_head`` and
+  ``roi_heads.mask_predictor`` (needs ``config.model.mask_head=True``).
 
 Adding a model (e.g. the Mask / Keypoint R-CNN heads) is a table edit: append
 ``(torchvision module regex, jaxdet module path template, layer kind)`` rows to a tuple in
@@ -109,10 +111,26 @@ FASTER_RCNN_RULES: tuple[Rule, ...] = (
     (r"roi_heads\.box_predictor\.bbox_pred", "roi_heads/box_predictor/bbox_pred", "linear"),
 )
 
-#: Architecture name -> its key-mapping table.
+#: torchvision's ``maskrcnn_resnet50_fpn``: Faster R-CNN plus the mask branch, which jaxdet
+#: keeps at the detector's root (:mod:`jaxdet.detection.mask_head`, ``model.mask_head=True``).
+MASK_RCNN_RULES: tuple[Rule, ...] = (
+    *FASTER_RCNN_RULES,
+    (r"roi_heads\.mask_head\.(\d+)\.0", r"mask_head/\1", "conv"),
+    *((rf"roi_heads\.mask_head\.mask_fcn{i + 1}", f"mask_head/{i}", "conv")  # before 0.13
+      for i in range(4)),
+    (r"roi_heads\.mask_predictor\.conv5_mask", "mask_predictor/conv5_mask", "conv_transpose"),
+    (r"roi_heads\.mask_predictor\.mask_fcn_logits", "mask_predictor/mask_fcn_logits", "conv"),
+)
+
+#: Architecture name -> its key-mapping table. Still to add (their jaxdet heads do not exist
+#: yet): ``keypoint_rcnn`` = FASTER_RCNN_RULES + ``roi_heads.keypoint_head.{0,2,...,14}``
+#: (conv) + ``roi_heads.keypoint_predictor.kps_score_lowres`` (``conv_transpose``; torchvision
+#: pads it by ``p = 1``, which for the flipped kernel is Flax ``padding=((2, 2), (2, 2))``,
+#: ``k - 1 - p`` per side: checked in tests/test_convert.py).
 ARCHITECTURES: dict[str, tuple[Rule, ...]] = {
     "resnet": RESNET_RULES,
     "faster_rcnn": FASTER_RCNN_RULES,
+    "mask_rcnn": MASK_RCNN_RULES,
 }
 
 _NORM_NAMES = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
@@ -170,6 +188,8 @@ def detect_architecture(keys: Mapping[str, Any] | list[str]) -> str:
     """The :data:`ARCHITECTURES` entry whose layout ``keys`` (state_dict names) follow."""
     keys = set(keys)
     if "backbone.body.conv1.weight" in keys and "roi_heads.box_head.fc6.weight" in keys:
+        if any(k.startswith("roi_heads.mask_predictor.") for k in keys):
+            return "mask_rcnn"
         return "faster_rcnn"
     if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
         return "resnet"

@@ -1,7 +1,10 @@
 """torchvision weight import (jaxdet.convert) and output parity with torchvision's detector.
 
 The layout, report and ``init_from`` tests need no torch. The parity tests need the '.[ref]'
-extra (torch, torchvision) and are skipped, with that reason, where torch is not importable.
+extra (torch, torchvision) and are skipped, with that reason, where torch is not importable:
+ResNet-18 features, the full Faster R-CNN R50-FPN (features, RPN, proposals, detections), the
+Mask R-CNN mask branch alone (small widths) and the mapping of a whole ``maskrcnn_resnet50_fpn``
+state_dict (shapes only), ``ConvTranspose2d`` layouts, and the COCO config's numbers.
 
 Parity set-up (``_torchvision_frcnn``): torchvision's ``fasterrcnn_resnet50_fpn`` with random
 weights (``torch.manual_seed(0)``, ``weights=None, weights_backbone=None``, eval mode), converted
@@ -190,12 +193,13 @@ def _rel(a, b) -> float:
 
 
 @needs_torch
-@pytest.mark.parametrize("norm", ["frozen", "batch"])
-def test_resnet18_imagenet_backbone_matches_torchvision(norm):
+def test_resnet18_imagenet_backbone_matches_torchvision():
+    # norm="frozen" (the detectors'); the norm="batch" placement is checked by
+    # test_convert_state_dict_layouts_and_report.
     torch.manual_seed(0)
     tv = torchvision.models.resnet18(weights=None).eval()
     _randomise_norms(tv, torch.Generator().manual_seed(1))
-    model = resnet.ResNet(depth=18, norm=norm, input_norm="none")
+    model = resnet.ResNet(depth=18, norm="frozen", input_norm="none")
     x = torch.randn(1, 3, 70, 90, generator=torch.Generator().manual_seed(2))  # odd sizes
     target = jax.eval_shape(
         lambda a: model.init(jax.random.key(0), a, train=False),
@@ -242,7 +246,12 @@ def test_convert_file_resnet_into_a_detector_body(tmp_path):
 
 @pytest.fixture(scope="module")
 def frcnn():
-    """torchvision's and jaxdet's outputs for the same weights and inputs (module docstring)."""
+    return frcnn_parity_outputs()
+
+
+def frcnn_parity_outputs() -> dict:
+    """torchvision's and jaxdet's outputs for the same weights and inputs (module docstring);
+    also printed by experiments/torchvision_parity.py."""
     torch.manual_seed(0)
     tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=91).eval()
@@ -389,3 +398,71 @@ def test_coco_config_has_torchvision_fasterrcnn_numbers():
     # COCO data is issue 9's: until then the task refuses the placeholder with a clear error.
     with pytest.raises(NotImplementedError, match="data.name='coco'"):
         tasks.get_task("detection").datasets(config)
+
+
+@needs_torch
+@pytest.mark.parametrize(("kernel", "padding", "flax_padding"),
+                         [(2, 0, "VALID"), (4, 1, ((2, 2), (2, 2)))])
+def test_conv_transpose_layout_matches_torch(kernel, padding, flax_padding):
+    # (2, 0): Mask R-CNN's conv5_mask; (4, 1): Keypoint R-CNN's kps_score_lowres.
+    import flax.linen as nn
+
+    torch.manual_seed(0)
+    tv = torch.nn.ConvTranspose2d(3, 5, kernel, stride=2, padding=padding)
+    x = torch.randn(2, 3, 6, 7)
+    layer = nn.ConvTranspose(5, (kernel, kernel), strides=(2, 2), padding=flax_padding)
+    params = {
+        "kernel": convert.LAYER_KINDS["conv_transpose"](
+            "weight", tv.weight.detach().numpy(), {})["kernel"],
+        "bias": tv.bias.detach().numpy()}
+    got = layer.apply({"params": params}, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
+    with torch.no_grad():
+        ref = tv(x).numpy().transpose(0, 2, 3, 1)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_torch
+def test_mask_branch_matches_torchvision():
+    import flax.linen as nn
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    from jaxdet.detection import mask_head
+
+    torch.manual_seed(0)
+    width, classes = 8, 3  # small widths: the layouts, not the size, are under test
+    heads, predictor = MaskRCNNHeads(6, [width] * 4, 1), MaskRCNNPredictor(width, width,
+                                                                            classes + 1)
+    sd = {f"roi_heads.mask_head.{k}": v for k, v in _state_dict(heads).items()}
+    sd |= {f"roi_heads.mask_predictor.{k}": v for k, v in _state_dict(predictor).items()}
+
+    class Branch(nn.Module):  # the two modules at the detector's root, as in FasterRCNN
+        @nn.compact
+        def __call__(self, x):
+            x = mask_head.MaskRCNNHeads(width, name="mask_head")(x)
+            return mask_head.MaskRCNNPredictor(classes, width, name="mask_predictor")(x)
+
+    x = torch.randn(5, 6, 14, 14)
+    xj = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+    target = jax.eval_shape(lambda a: Branch().init(jax.random.key(0), a), xj)
+    variables, report = convert.convert_state_dict(sd, target, convert.MASK_RCNN_RULES)
+    assert len(report.converted) == 12 and not report.unused and not report.missing
+    with torch.no_grad():
+        ref = predictor(heads(x)).numpy().transpose(0, 2, 3, 1)
+    got = jax.jit(Branch().apply)(variables, xj)
+    assert got.shape == ref.shape == (5, 28, 28, classes + 1)
+    assert _rel(got, ref) < 1e-5
+
+
+@needs_torch
+def test_maskrcnn_state_dict_maps_onto_the_mask_rcnn_detector():
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    sd = _state_dict(tv)
+    assert convert.detect_architecture(sd) == "mask_rcnn"
+    config = load_config("faster_rcnn_coco")
+    config.model.mask_head = True
+    target = convert.abstract_variables(faster_rcnn.create_model(config, num_classes=90))
+    _, report = convert.convert_state_dict(sd, target, convert.MASK_RCNN_RULES)
+    assert len(report.converted) == 295 + 12 and len(report.ignored) == 53
+    assert not report.unused and not report.missing and not report.mismatched

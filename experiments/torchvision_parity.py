@@ -1,0 +1,104 @@
+"""Parity figures of jaxdet against torchvision's Faster R-CNN R50-FPN, and conversion time.
+
+  python experiments/torchvision_parity.py [--out=experiments/results/torchvision_parity.json]
+
+Needs the '.[ref]' extra (torch, torchvision). Runs the set-up of ``tests/test_convert.py``
+(``frcnn_parity_outputs``: random torchvision weights made informative, the same normalised
+padded 2-image batch in both; see that module's docstring) and prints, per compared quantity,
+the largest absolute difference, the largest difference relative to the reference's largest
+magnitude, and what the tests require. Then it saves a random ``fasterrcnn_resnet50_fpn``
+state_dict to a temporary ``.pth`` and times ``jaxdet.convert.convert_file`` on it (load with
+torch, the model's shapes, the mapping) against ``configs/faster_rcnn_coco.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+from tests import conftest  # noqa: E402,F401 - sets up JAX (cache, devices) as the tests do
+from tests import test_convert as tc  # noqa: E402
+
+
+def _row(name: str, got, ref, bound: str) -> dict:
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    diff = float(np.abs(got - ref).max()) if got.size else 0.0
+    scale = float(np.abs(ref).max()) if ref.size else 1.0
+    return {"quantity": name, "max_abs": diff, "max_rel": diff / max(scale, 1e-30),
+            "ref_max_abs": scale, "bound": bound}
+
+
+def parity_rows() -> list[dict]:
+    out = tc.frcnn_parity_outputs()
+    rows = [_row(f"feature {n}", g, r, "rel < 1e-4") for n, g, r in out["features"]]
+    rows += [_row(f"RPN objectness level {i + 2}", g, r, "rel < 1e-4")
+             for i, (g, r) in enumerate(out["objectness"])]
+    rows += [_row(f"RPN deltas level {i + 2}", g, r, "rel < 1e-4")
+             for i, (g, r) in enumerate(out["deltas"])]
+    for i, (g, r) in enumerate(out["proposals"]):
+        idx = tc._match(g, r)
+        same_set = sorted(idx) == list(range(len(r))) and len(g) == len(r)
+        in_order = bool(np.array_equal(idx, np.arange(len(r))))
+        rows.append(_row(f"image {i} proposals ({len(g)} vs {len(r)}, same set {same_set}, "
+                         f"same order {in_order}) [px]", g, r[idx], "abs < 1e-3 px"))
+    for i, (g, r) in enumerate(out["detections"]):
+        idx = tc._match(g["boxes"], r["boxes"])
+        labels = bool(np.array_equal(g["classes"] + 1, r["labels"][idx]))
+        rows.append(_row(f"image {i} detection boxes ({len(g['boxes'])} vs {len(r['boxes'])}, "
+                         f"labels equal {labels}) [px]", g["boxes"], r["boxes"][idx],
+                         "abs < 1e-2 px"))
+        rows.append(_row(f"image {i} detection scores", g["scores"], r["scores"][idx],
+                         "abs < 1e-4"))
+    return rows
+
+
+def conversion_seconds() -> dict:
+    import torch
+    import torchvision
+
+    from jaxdet import convert
+    torch.manual_seed(0)
+    model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "frcnn.pth")
+        torch.save(model.state_dict(), path)
+        config = conftest.load_config("faster_rcnn_coco")
+        t0 = time.perf_counter()
+        variables, report, info = convert.convert_file(path, config)
+        t1 = time.perf_counter()
+        convert.save_variables(os.path.join(tmp, "out"), variables, info)
+        t2 = time.perf_counter()
+        size = os.path.getsize(path)
+    return {**info["seconds"], "convert_file": round(t1 - t0, 3), "write": round(t2 - t1, 3),
+            "arrays": len(report.converted), "bytes": int(size)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    rows = parity_rows()
+    width = max(len(r["quantity"]) for r in rows)
+    print(f"{'quantity':<{width}}  {'max abs':>10}  {'max rel':>10}  {'ref max':>9}  bound")
+    for r in rows:
+        print(f"{r['quantity']:<{width}}  {r['max_abs']:10.3e}  {r['max_rel']:10.3e}  "
+              f"{r['ref_max_abs']:9.3g}  {r['bound']}")
+    seconds = conversion_seconds()
+    print("conversion of a fasterrcnn_resnet50_fpn state_dict:", json.dumps(seconds))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({"parity": rows, "conversion_seconds": seconds}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
