@@ -8,16 +8,16 @@ Import torchvision's weights, then train or evaluate from them:
       --config=configs/faster_rcnn_coco.py --output=weights/r50_imagenet  # backbone only
   python -m jaxdet.main --config=configs/faster_rcnn_coco.py --workdir=workdirs/frcnn_coco \
       --config.init_from=weights/frcnn_r50_fpn_coco
-  python -m jaxdet.main --config=configs/faster_rcnn_coco.py:runlocal --workdir=/tmp/frcnn_coco
 
-The model is exactly torchvision's ``fasterrcnn_resnet50_fpn`` (v1): ResNet-50 v1.5 (stride
-in the 3x3 conv) with frozen BatchNorm statistics, FPN of 256 channels with ``P6`` from ``P5``
-by stride-2 max-pool, one RPN head shared across ``P2``-``P6`` (anchors 32-512, one size per
-level, ratios 0.5/1/2 in torchvision's order), RoIAlign 7x7 over ``P2``-``P5`` with
-torchvision's ``aligned=False``, box head 1024-1024 over NCHW-flattened features (the
-converter permutes ``fc6``), class index 0 the background (90 object classes, torchvision's
-91 including background). ``jaxdet.convert`` reads every one of those choices from this
-config, and ``tests/test_convert.py`` checks the outputs against torchvision's.
+The model is exactly torchvision's ``fasterrcnn_resnet50_fpn`` (v1; with
+``--config.model.mask_head=True`` its ``maskrcnn_resnet50_fpn``, whose weights convert the same
+way): ResNet-50 v1.5 (stride in the 3x3 conv) with frozen BatchNorm statistics, FPN of 256
+channels with ``P6`` from ``P5`` by stride-2 max-pool, one RPN head shared across ``P2``-``P6``
+(anchors 32-512, one size per level, ratios 0.5/1/2 in torchvision's order), RoIAlign 7x7 over
+``P2``-``P5`` with torchvision's ``aligned=False``, box head 1024-1024 over NCHW-flattened
+features (the converter permutes ``fc6``), class index 0 the background (90 object classes,
+torchvision's 91 including background). ``jaxdet.convert`` reads every one of those choices
+from this config, and ``tests/test_convert.py`` checks the outputs against torchvision's.
 
 Inputs: images in [0, 1] normalised inside the backbone with ImageNet's mean/std
 (``input_norm="imagenet"``, torchvision's ``GeneralizedRCNNTransform`` numbers). What differs
@@ -28,8 +28,8 @@ normalisation (the parity test feeds both models the same normalised, padded ten
 
 Data: COCO 2017 needs the COCO loader of issue 9, which does not exist yet; ``config.data``
 is a placeholder (``name="coco"``) and the detection task stops with a clear error if it is
-used. ``arg``: ``runlocal`` shrinks the detector (seconds to compile) for a smoke run of the
-config itself.
+used. ``arg``: ``runlocal`` shrinks the detector (seconds to compile; for shape and converter
+smoke tests, since running it also needs the COCO loader).
 """
 
 import ml_collections
@@ -96,6 +96,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.nms_thresh = 0.5
     config.model.detections_per_img = 100
     config.model.recall_top_n = 100
+    # True: Mask R-CNN, for maskrcnn_resnet50_fpn weights (torchvision: 4 convs of 256,
+    # RoIAlign 14x14 -> 28x28 masks)
+    config.model.mask_head = False
+    config.model.mask_head_width = 256
+    config.model.mask_roi_output_size = 14
 
     config.loss = ml_collections.ConfigDict()
     config.loss.rpn_objectness_weight = 1.0

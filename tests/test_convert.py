@@ -31,6 +31,7 @@ Proposals: 200 per level before NMS and 100 after in both (torchvision's 1000 / 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import jax
@@ -461,8 +462,14 @@ def test_maskrcnn_state_dict_maps_onto_the_mask_rcnn_detector():
     sd = _state_dict(tv)
     assert convert.detect_architecture(sd) == "mask_rcnn"
     config = load_config("faster_rcnn_coco")
+    assert config.model.mask_roi_output_size == tv.roi_heads.mask_roi_pool.output_size[0]
     config.model.mask_head = True
     target = convert.abstract_variables(faster_rcnn.create_model(config, num_classes=90))
     _, report = convert.convert_state_dict(sd, target, convert.MASK_RCNN_RULES)
     assert len(report.converted) == 295 + 12 and len(report.ignored) == 53
     assert not report.unused and not report.missing and not report.mismatched
+
+
+def test_importing_jaxdet_convert_does_not_import_torch():
+    code = "import sys, jaxdet.convert; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
