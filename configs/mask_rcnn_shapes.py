@@ -10,7 +10,7 @@ objects of 4 shape classes with occlusion; ResNet-18 of width 16 from scratch, F
 the mask branch (``config.model.mask_head``, :mod:`jaxdet.detection.mask_head`): RoIAlign
 14x14 (sampling 2) from P2-P5 -> 4 conv 3x3 -> 2x transpose conv -> per-class 28x28 logits,
 slimmed for 2 CPU cores: 32 channels (COCO: 256) and 8 positive RoIs per image sent to the
-head (COCO: all 128 foreground slots of 512), 2,000 steps (Faster R-CNN's config: 3,000).
+head (COCO: all 128 foreground slots of 512), 1,000 steps (Faster R-CNN's config: 3,000).
 Ground-truth masks travel cropped to their boxes at 48x48 uint8
 (``config.data.mask_crop_size``). Loss term ``roi_mask`` (per-pixel BCE of the gt class's
 logits over positive RoIs), weight ``config.loss.roi_mask_weight``. Evaluation reports
@@ -121,7 +121,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_batch_size = 50
     config.eval_split = "validation"
     config.eval_limit = 0
-    config.num_train_steps = 2000
+    config.num_train_steps = 1000
     config.log_every_steps = 50
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 1000
