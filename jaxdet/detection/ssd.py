@@ -1,0 +1,572 @@
+r"""SSD: single-shot multi-box detector (Liu et al., 2016) on a ResNet body, static shapes.
+
+Detection without proposals: several feature maps of decreasing resolution each carry, at
+every location, a fixed set of *default boxes*; a 3x3 convolution per map predicts, for
+every default box, ``C + 1`` class logits (0 = background) and 4 box offsets relative to it.
+One pass, no RoI pooling, no second stage.
+
+One Flax module, :class:`SSD`, with :class:`~jaxdet.detection.faster_rcnn.FasterRCNN`'s
+contract (as documented in :mod:`jaxdet.detection.sliding_window`):
+
+* ``model.apply(v, images, image_hw, train=True, targets=gt, rng=keys, mutable=...)``
+  returns ``{"terms": {"ssd_classifier": (sum, count), "ssd_box": (sum, count)},
+  "recall": (hit, total), "num_foreground_rois": (sum, count)}``; both terms' count is the
+  number of positive (matched) default boxes of the batch, so ``sum / count`` is the paper's
+  ``1/N`` normalisation. ``rng`` is accepted and unused (nothing is sampled). ``recall``
+  counts gt boxes with IoU >= 0.5 to one of the top ``recall_top_n`` decoded candidates (see
+  ``proposals`` below); ``num_foreground_rois`` is (positive default boxes, real images).
+* ``model.apply(v, images, image_hw, train=False)`` returns padded detections
+  (:class:`~jaxdet.detection.roi_heads.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
+  ``[B, K]``, ``classes`` ``[B, K]`` int32 0-based, ``valid`` ``[B, K]`` bool, sorted by
+  descending score, padding last, ``K = detections_per_img``) plus ``"proposals"``
+  ``[B, P, 4]`` and ``"proposal_valid"`` ``[B, P]``: the ``P = recall_top_n`` default boxes
+  with the highest foreground probability (max over the ``C`` object classes), decoded with
+  their offsets and clipped, before any score threshold or NMS, in descending order - so the
+  task's ``AR100@0.5`` measures the recall of SSD's candidates.
+
+Shapes and formats as in :mod:`jaxdet.detection.faster_rcnn`: ``images`` ``[B, H, W, 3]``
+float32 in [0, 1] (padded to one static size); ``image_hw`` ``[B, 2]`` unpadded ``(height,
+width)`` (default the padded size); ``targets``: ``gt_boxes`` ``[B, G, 4]`` float32 ``(x1, y1,
+x2, y2)`` absolute pixels, ``gt_labels`` ``[B, G]`` int32 0-based classes, ``gt_valid``
+``[B, G]`` bool, optional ``example_mask`` ``[B]`` (0: padded example, adds nothing to any
+sum or count). Default boxes and decoded boxes are float32 whatever the compute dtype.
+
+Feature maps. The ResNet (:mod:`jaxdet.models.resnet`, built from ``config.model`` like
+Faster R-CNN's body, cut after the deepest stage ``ssd_feature_maps`` names) gives the maps
+``ssd_feature_maps`` (e.g. ``("C3", "C4", "C5")``, strides 8, 16, 32 with the ImageNet stem);
+each entry of ``ssd_extra_channels`` appends one more map from the previous one through a 1x1
+conv (half the channels) and a stride-2 3x3 conv, each with norm and ReLU (the paper's extra
+layers). Optionally (``ssd_head_channels > 0``) each map first goes through one 3x3
+conv-norm-ReLU of that width; then two 3x3 convs predict ``n_k * (C + 1)`` logits and
+``n_k * 4`` offsets per location.
+
+Default boxes (:func:`default_boxes`, NumPy, static). With ``m`` maps, map ``k = 1..m`` has
+scale ``s_k = s_min + (s_max - s_min) (k - 1) / (m - 1)`` (``ssd_min_scale``,
+``ssd_max_scale``; fractions of the image side; for ``m = 1``, ``s_1 = s_min``) and the rule
+is continued to ``s_{m+1}`` (``= s_max`` for ``m = 1``), as the original Caffe SSD's last
+``max_size`` is. Its boxes, in this order at every location:
+
+1. a square of scale ``s_k``;
+2. the paper's extra square of scale ``s'_k = sqrt(s_k s_{k+1})``;
+3. one box per aspect ratio ``r`` (height / width, the convention of
+   :mod:`jaxdet.ops.anchors`) of ``ssd_aspect_ratios[k]`` in config order (``r = 1`` is not
+   allowed there: the two squares are always present): width ``s_k / sqrt(r)``, height
+   ``s_k sqrt(r)``.
+
+Sizes are fractions of each axis (``w * W``, ``h * H`` pixels, the paper's normalised
+coordinates) and centres are ``((j + 0.5) W / f_w, (i + 0.5) H / f_h)`` for the map's cell
+``(i, j)`` of ``f_h x f_w``. Boxes are clipped to the padded image (``ssd_clip_boxes``, as
+torchvision's ``DefaultBoxGenerator``). Layout ``[A, 4]`` ``(x1, y1, x2, y2)`` absolute
+pixels: map, then row ``i``, column ``j``, then the box order above - the order in which the
+heads' outputs are flattened. A default box counts only when its centre lies inside
+``image_hw`` (else it is neither positive nor negative, and never a detection).
+
+Training (:func:`match_default_boxes`, :func:`hard_negative_mask`, :func:`ssd_image_losses`):
+
+* matching: every default box whose best IoU with a valid gt is ``>= ssd_iou_threshold``
+  (0.5) takes that gt (:func:`jaxdet.ops.match` with ``high = low``); then each valid gt is
+  *forced* onto its own best default box (argmax IoU, first on ties, if that IoU is > 0),
+  overriding the threshold match - the paper's "match each ground truth box to the default
+  box with the best jaccard overlap", so every gt has a positive. This is SSD's rule, not
+  ``ops.match``'s low-quality matches (those restore the box's *own* argmax gt, which may be
+  another gt, and then leave this gt without a positive). Where several gts force the same
+  default box, the highest gt index wins (deterministic).
+* box targets: :func:`jaxdet.ops.encode_boxes` of the matched gt against the default box
+  with weights ``box_weights`` = ``(10, 10, 5, 5)``, i.e. SSD's "variances" ``(0.1, 0.1,
+  0.2, 0.2)``;
+* hard-negative mining: the unmatched default boxes are ranked by their confidence loss
+  ``-log p(background)`` (no gradient through the choice); the ``min(floor(ratio * N_pos),
+  #negatives, budget)`` highest are kept (``ssd_neg_pos_ratio`` 3; the budget
+  ``ssd_negative_budget`` is the static ``k`` of one ``lax.top_k`` per image, 0 = all
+  default boxes, i.e. exact);
+* losses per batch: ``ssd_classifier`` = softmax cross-entropy summed over positives and
+  mined negatives, ``ssd_box`` = smooth-L1 (``ssd_smooth_l1_beta``, the paper's 1.0) of the
+  encoded offsets summed over the 4 coordinates of the positives; both as ``(sum, N_pos)``.
+
+Inference (:func:`postprocess`, per image): softmax; the ``ssd_pre_nms_top_n`` best
+``(default box, class)`` pairs over all ``A * C`` (0: all); decode, clip to ``image_hw``;
+keep ``score > score_thresh`` with width and height ``>= 1e-2``; class-aware NMS at
+``nms_thresh`` (:func:`jaxdet.ops.batched_nms`); the best ``detections_per_img``.
+
+Parameter names: ``body`` (the ResNet), ``extra{i}`` (``conv1``/``bn1``/``conv2``/``bn2``),
+``head`` with ``conv{k}``/``bn{k}`` (optional), ``cls{k}`` and ``box{k}`` for map ``k``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxdet import config_files, ops
+from jaxdet.detection import roi_heads, rpn
+from jaxdet.models import resnet
+
+SumCount = tuple[jax.Array, jax.Array]
+LOSS_TERMS = ("ssd_classifier", "ssd_box")
+SSD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # SSD's variances (0.1, 0.1, 0.2, 0.2)
+
+
+@dataclasses.dataclass(frozen=True)
+class SSDSpec:
+    """Every static number of SSD (from ``config.model``, keys of the same names; unknown keys
+    are ignored). See the module docstring for what each means."""
+
+    num_classes: int
+    ssd_feature_maps: tuple[str, ...] = ("C3", "C4", "C5")
+    ssd_extra_channels: tuple[int, ...] = (64,)
+    ssd_head_channels: int = 0
+    ssd_min_scale: float = 0.1
+    ssd_max_scale: float = 0.6
+    # one tuple per map (or one flat tuple for every map); height / width, never 1
+    ssd_aspect_ratios: tuple[Any, ...] = (2.0, 0.5)
+    ssd_clip_boxes: bool = True
+    ssd_iou_threshold: float = 0.5
+    ssd_neg_pos_ratio: float = 3.0
+    ssd_negative_budget: int = 0  # static top-k of the mining; 0: all default boxes (exact)
+    ssd_smooth_l1_beta: float = 1.0
+    ssd_pre_nms_top_n: int = 400
+    box_weights: tuple[float, float, float, float] = SSD_BOX_WEIGHTS
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+    recall_top_n: int = 100
+
+    def __post_init__(self) -> None:
+        names = self.ssd_feature_maps
+        if not names or any(n not in ("C2", "C3", "C4", "C5") for n in names):
+            raise ValueError(f"model.ssd_feature_maps={names}: non-empty, from C2..C5")
+        if list(names) != sorted(set(names), key=lambda n: int(n[1:])):
+            raise ValueError(f"model.ssd_feature_maps={names} must be increasing, no repeats")
+        if not 0 < self.ssd_min_scale <= self.ssd_max_scale:
+            raise ValueError("model.ssd_min_scale must be in (0, ssd_max_scale]")
+        ratios = self.level_aspect_ratios
+        if len(ratios) != self.num_maps:
+            raise ValueError(f"model.ssd_aspect_ratios: {len(ratios)} tuples for "
+                             f"{self.num_maps} feature maps")
+        if any(r <= 0 or r == 1.0 for level in ratios for r in level):
+            raise ValueError("model.ssd_aspect_ratios: positive and != 1 (the squares are "
+                             f"always there), got {self.ssd_aspect_ratios}")
+
+    @property
+    def num_maps(self) -> int:
+        return len(self.ssd_feature_maps) + len(self.ssd_extra_channels)
+
+    @property
+    def level_aspect_ratios(self) -> tuple[tuple[float, ...], ...]:
+        """One tuple of aspect ratios per map (a flat config tuple serves every map)."""
+        r = self.ssd_aspect_ratios
+        if all(isinstance(x, (tuple, list)) for x in r) and r:
+            return tuple(tuple(float(v) for v in x) for x in r)
+        return (tuple(float(v) for v in r),) * self.num_maps
+
+    @property
+    def boxes_per_location(self) -> tuple[int, ...]:
+        return tuple(2 + len(r) for r in self.level_aspect_ratios)
+
+    @classmethod
+    def from_config(cls, model: Mapping[str, Any], num_classes: int) -> SSDSpec:
+        """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
+        return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Default boxes
+# ---------------------------------------------------------------------------------------------
+
+
+def ssd_scales(num_maps: int, min_scale: float, max_scale: float) -> np.ndarray:
+    """``[m + 1]`` float64 scales ``s_1..s_{m+1}`` (module docstring: linear from ``min_scale``
+    to ``max_scale`` over the ``m`` maps, continued one step for the extra square)."""
+    if num_maps == 1:
+        return np.asarray([min_scale, max_scale], np.float64)
+    step = (max_scale - min_scale) / (num_maps - 1)
+    return min_scale + step * np.arange(num_maps + 1, dtype=np.float64)
+
+
+def default_box_shapes(
+    scale: float, next_scale: float, aspect_ratios: Sequence[float]
+) -> np.ndarray:
+    """``[n, 2]`` float64 ``(width, height)`` fractions of the image of one map's boxes, in the
+    module docstring's order (square ``s``, square ``sqrt(s s')``, one per ratio)."""
+    extra = math.sqrt(scale * next_scale)
+    shapes = [(scale, scale), (extra, extra)]
+    shapes += [(scale / math.sqrt(r), scale * math.sqrt(r)) for r in aspect_ratios]
+    return np.asarray(shapes, np.float64)
+
+
+def default_boxes(
+    feature_sizes: Sequence[tuple[int, int]],
+    image_size: tuple[int, int],
+    min_scale: float,
+    max_scale: float,
+    aspect_ratios: Sequence[Sequence[float]],
+    clip: bool = True,
+) -> np.ndarray:
+    """All default boxes of the padded image (module docstring for the rule and order).
+
+    Args:
+      feature_sizes: ``(f_h, f_w)`` of each map, finest first (static ints).
+      image_size: ``(H, W)`` of the padded network input.
+      min_scale, max_scale: ``s_min``, ``s_max`` (fractions of the image side).
+      aspect_ratios: one sequence of height / width ratios (``!= 1``) per map.
+      clip: clip the boxes to ``[0, W] x [0, H]``.
+
+    Returns:
+      NumPy float32 ``[A, 4]`` ``(x1, y1, x2, y2)`` absolute pixels, ``A = sum_k f_h f_w
+      (2 + len(aspect_ratios[k]))``, ordered by map, row, column, box shape.
+    """
+    height, width = float(image_size[0]), float(image_size[1])
+    scales = ssd_scales(len(feature_sizes), min_scale, max_scale)
+    out = []
+    for k, (fh, fw) in enumerate(feature_sizes):
+        shapes = default_box_shapes(scales[k], scales[k + 1], aspect_ratios[k])  # [n, 2]
+        cy = (np.arange(fh, dtype=np.float64) + 0.5) * height / fh
+        cx = (np.arange(fw, dtype=np.float64) + 0.5) * width / fw
+        cy, cx = np.meshgrid(cy, cx, indexing="ij")  # [fh, fw]
+        half_w = 0.5 * shapes[:, 0] * width
+        half_h = 0.5 * shapes[:, 1] * height
+        boxes = np.stack([
+            cx[..., None] - half_w, cy[..., None] - half_h,
+            cx[..., None] + half_w, cy[..., None] + half_h], axis=-1)  # [fh, fw, n, 4]
+        out.append(boxes.reshape(-1, 4))
+    boxes = np.concatenate(out)
+    if clip:
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0.0, width)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0.0, height)
+    return boxes.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Network
+# ---------------------------------------------------------------------------------------------
+
+
+class ExtraBlock(resnet.NormSettings):
+    """``[B, h, w, c] -> [B, ceil(h / 2), ceil(w / 2), features]``: 1x1 conv to
+    ``features // 2`` + norm + ReLU, then a stride-2 3x3 conv + norm + ReLU."""
+
+    features: int = 64
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        x = self.conv_norm_relu(x, max(self.features // 2, 1), 1, 1, "1", train=train)
+        return self.conv_norm_relu(x, self.features, 3, 2, "2", train=train)
+
+
+class SSDHead(resnet.NormSettings):
+    """Per-map predictors: maps ``[B, f_h, f_w, c_k]`` -> ``(logits [B, A, C + 1], offsets
+    [B, A, 4])`` float32, flattened map by map, row-major, box shape fastest."""
+
+    num_classes: int = 1
+    boxes_per_location: tuple[int, ...] = ()
+    head_channels: int = 0
+
+    @nn.compact
+    def __call__(self, maps: Sequence[jax.Array], *, train: bool) -> tuple[jax.Array,
+                                                                          jax.Array]:
+        k1 = self.num_classes + 1
+        logits, offsets = [], []
+        for k, (x, n) in enumerate(zip(maps, self.boxes_per_location, strict=True)):
+            if self.head_channels > 0:
+                x = self.conv_norm_relu(x, self.head_channels, 3, 1, str(k), train=train)
+            conv = lambda f, name: nn.Conv(  # noqa: E731
+                f, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                kernel_init=nn.initializers.xavier_uniform(), name=name)
+            b = x.shape[0]
+            logits.append(conv(n * k1, f"cls{k}")(x).astype(jnp.float32).reshape(b, -1, k1))
+            offsets.append(conv(n * 4, f"box{k}")(x).astype(jnp.float32).reshape(b, -1, 4))
+        return jnp.concatenate(logits, axis=1), jnp.concatenate(offsets, axis=1)
+
+
+def _body_config(backbone: Mapping[str, Any], deepest: int) -> dict[str, Any]:
+    """The backbone section with its stages cut after ``C{deepest}``."""
+    cfg = dict(backbone)
+    if not cfg.get("stage_sizes"):
+        sizes, block = resnet.RESNET_PRESETS[int(cfg.get("depth", 18))]
+        cfg["stage_sizes"], cfg["block"] = sizes, block
+    cfg["stage_sizes"] = tuple(cfg["stage_sizes"])[:deepest - 1]
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Training targets and losses (one image; vmapped over the batch)
+# ---------------------------------------------------------------------------------------------
+
+
+def match_default_boxes(
+    iou: jax.Array, gt_valid: jax.Array, box_valid: jax.Array, threshold: float
+) -> jax.Array:
+    """SSD matching of ONE image (module docstring).
+
+    Args:
+      iou: ``[G, A]`` float IoU of each gt with each default box (NaN counts as 0).
+      gt_valid: ``[G]`` bool.
+      box_valid: ``[A]`` bool, default box usable (centre inside the unpadded image).
+      threshold: IoU for a threshold match (``>=``).
+
+    Returns:
+      ``[A]`` int32: matched gt index in ``[0, G)``, ``-1`` background, ``-2`` unusable box.
+    """
+    q = jnp.where(jnp.isnan(iou), 0.0, jnp.asarray(iou, jnp.float32))
+    q = jnp.where(box_valid[None, :], q, 0.0)
+    matches = ops.match(q, gt_valid, high=threshold, low=threshold,
+                        allow_low_quality_matches=False)
+    g, a = q.shape
+    best_box = jnp.argmax(q, axis=1)  # [G], first on ties
+    forced_ok = jnp.asarray(gt_valid, bool) & (jnp.max(q, axis=1) > 0)
+    forced = jnp.full((a,), -1, jnp.int32).at[jnp.where(forced_ok, best_box, a)].max(
+        jnp.arange(g, dtype=jnp.int32), mode="drop")
+    matches = jnp.where(forced >= 0, forced, matches)
+    return jnp.where(box_valid, matches, ops.BETWEEN_THRESHOLDS).astype(jnp.int32)
+
+
+def hard_negative_mask(
+    conf_loss: jax.Array, negative: jax.Array, num_pos: jax.Array, ratio: float, budget: int
+) -> jax.Array:
+    """The mined negatives of ONE image, with static shapes.
+
+    Args:
+      conf_loss: ``[A]`` float confidence loss of each default box as a negative
+        (``-log p(background)``); the selection carries no gradient.
+      negative: ``[A]`` bool candidates (unmatched, usable default boxes).
+      num_pos: int scalar, positives of the image.
+      ratio: negatives per positive (3).
+      budget: static ``k`` of the ``lax.top_k``; ``<= 0`` or ``>= A``: all ``A``.
+
+    Returns:
+      ``[A]`` bool: the ``min(floor(ratio * num_pos), #negative, k)`` candidates with the
+      highest ``conf_loss`` (ties: lower index first).
+    """
+    a = conf_loss.shape[0]
+    k = a if budget <= 0 else min(int(budget), a)
+    score = jnp.where(negative, jax.lax.stop_gradient(conf_loss), -jnp.inf)
+    _, idx = jax.lax.top_k(score, k)
+    want = jnp.floor(ratio * jnp.asarray(num_pos, jnp.float32)).astype(jnp.int32)
+    num_neg = jnp.minimum(want, jnp.sum(negative, dtype=jnp.int32))
+    take = jnp.arange(k) < num_neg
+    return jnp.zeros((a,), bool).at[idx].max(take)
+
+
+def _smooth_l1(x: jax.Array, beta: float) -> jax.Array:
+    ax = jnp.abs(x)
+    if beta <= 0:
+        return ax
+    return jnp.where(ax < beta, 0.5 * jnp.square(x) / beta, ax - 0.5 * beta)
+
+
+def ssd_image_losses(
+    logits: jax.Array,
+    offsets: jax.Array,
+    boxes: jax.Array,
+    box_valid: jax.Array,
+    gt_boxes: jax.Array,
+    gt_labels: jax.Array,
+    gt_valid: jax.Array,
+    spec: SSDSpec,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """SSD's loss sums for ONE image.
+
+    Args:
+      logits: ``[A, C + 1]`` float (column 0 background); offsets ``[A, 4]`` encoded
+        ``(dx, dy, dw, dh)`` with ``spec.box_weights``.
+      boxes: ``[A, 4]`` default boxes ``(x1, y1, x2, y2)`` absolute pixels; box_valid ``[A]``.
+      gt_boxes: ``[G, 4]`` ``(x1, y1, x2, y2)`` absolute pixels; gt_labels ``[G]`` 0-based;
+        gt_valid ``[G]`` bool.
+      spec: thresholds, mining ratio and budget, box weights, smooth-L1 beta.
+
+    Returns:
+      ``(classifier_sum, box_sum, num_pos)`` float32 scalars: cross-entropy over positives
+      and mined negatives, smooth-L1 over the positives' 4 encoded coordinates, and the
+      number of positives.
+    """
+    gt_boxes = jnp.asarray(gt_boxes, jnp.float32)
+    matches = jax.lax.stop_gradient(match_default_boxes(
+        ops.box_iou(gt_boxes, boxes), gt_valid, box_valid, spec.ssd_iou_threshold))
+    pos = matches >= 0
+    safe = jnp.maximum(matches, 0)
+    labels = jnp.where(pos, jnp.asarray(gt_labels, jnp.int32)[safe] + 1, 0)
+    logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+    ce = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]  # [A]
+    num_pos = jnp.sum(pos, dtype=jnp.int32)
+    negative = (matches == ops.BELOW_LOW_THRESHOLD)
+    mined = hard_negative_mask(ce, negative, num_pos, spec.ssd_neg_pos_ratio,
+                               spec.ssd_negative_budget)
+    cls_sum = jnp.sum(jnp.where(pos | mined, ce, 0.0))
+    unit = jnp.asarray([0.0, 0.0, 1.0, 1.0], jnp.float32)
+    target = ops.encode_boxes(jnp.where(pos[:, None], gt_boxes[safe], unit),
+                              jnp.where(pos[:, None], boxes, unit), spec.box_weights)
+    target = jax.lax.stop_gradient(jnp.where(pos[:, None], target, 0.0))
+    pred = jnp.where(pos[:, None], jnp.asarray(offsets, jnp.float32), 0.0)
+    box_sum = jnp.sum(jnp.where(pos[:, None], _smooth_l1(pred - target,
+                                                          spec.ssd_smooth_l1_beta), 0.0))
+    return cls_sum, box_sum, num_pos.astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference
+# ---------------------------------------------------------------------------------------------
+
+
+def candidates(
+    logits: jax.Array, offsets: jax.Array, boxes: jax.Array, box_valid: jax.Array,
+    image_hw: jax.Array, spec: SSDSpec,
+) -> tuple[jax.Array, jax.Array]:
+    """The ``P = min(recall_top_n, A)`` default boxes of ONE image with the highest
+    foreground probability, decoded and clipped: ``([P, 4], valid [P])``."""
+    probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+    fg = jnp.where(box_valid, jnp.max(probs[:, 1:], axis=-1), -1.0)
+    p = min(int(spec.recall_top_n), fg.shape[0])
+    _, idx = jax.lax.top_k(fg, p)
+    dec = ops.decode_boxes(offsets[idx], boxes[idx], spec.box_weights)
+    return ops.clip_boxes(dec, image_hw[0], image_hw[1]), box_valid[idx]
+
+
+def postprocess(
+    logits: jax.Array, offsets: jax.Array, boxes: jax.Array, box_valid: jax.Array,
+    image_hw: jax.Array, spec: SSDSpec, min_size: float = 1e-2,
+) -> roi_heads.Detections:
+    """Detections of ONE image (module docstring): ``logits [A, C + 1]``, ``offsets [A, 4]``,
+    default ``boxes [A, 4]``, ``box_valid [A]``, ``image_hw [2]`` -> ``K`` padded rows."""
+    logits = jnp.asarray(logits, jnp.float32)
+    a, k1 = logits.shape
+    c = k1 - 1
+    probs = jnp.where(box_valid[:, None], jax.nn.softmax(logits, axis=-1)[:, 1:], 0.0)
+    flat = probs.reshape(a * c)
+    n = a * c if spec.ssd_pre_nms_top_n <= 0 else min(int(spec.ssd_pre_nms_top_n), a * c)
+    scores, idx = jax.lax.top_k(flat, n)
+    box_idx, classes = idx // c, (idx % c).astype(jnp.int32)
+    dec = ops.decode_boxes(jnp.asarray(offsets, jnp.float32)[box_idx], boxes[box_idx],
+                           spec.box_weights)
+    dec = ops.clip_boxes(dec, image_hw[0], image_hw[1])
+    w, h = dec[:, 2] - dec[:, 0], dec[:, 3] - dec[:, 1]
+    keep = (scores > spec.score_thresh) & (w >= min_size) & (h >= min_size)
+    dec = jnp.where(keep[:, None], dec, 0.0)
+    scores = jnp.where(keep, scores, 0.0)
+    kept = ops.batched_nms(dec, scores, classes, spec.nms_thresh, spec.detections_per_img,
+                           valid=keep)
+    valid = kept >= 0
+    safe = jnp.maximum(kept, 0)
+    return roi_heads.Detections(
+        boxes=jnp.where(valid[:, None], dec[safe], 0.0),
+        scores=jnp.where(valid, scores[safe], 0.0),
+        classes=jnp.where(valid, classes[safe], 0).astype(jnp.int32),
+        valid=valid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+class SSD(nn.Module):
+    """See the module docstring.
+
+    Attributes:
+      spec: the detector's static numbers.
+      backbone: model config section for :func:`jaxdet.models.resnet.create_resnet` (also
+        the norm settings of the extra layers and head).
+      bn_axis_name: mapped axis for cross-device BatchNorm (training), or None.
+      dtype: compute dtype of the convolutions (None: float32); outputs are float32.
+    """
+
+    spec: SSDSpec
+    backbone: Mapping[str, Any]
+    bn_axis_name: str | None = None
+    dtype: Any = None
+
+    def setup(self) -> None:
+        s = self.spec
+        deepest = max(int(n[1:]) for n in s.ssd_feature_maps)
+        self.body = resnet.create_resnet(_body_config(self.backbone, deepest),
+                                         bn_axis_name=self.bn_axis_name)
+        norm = dict(norm=self.backbone.get("norm", "batch"),
+                    bn_momentum=float(self.backbone.get("bn_momentum", 0.9)),
+                    gn_groups=int(self.backbone.get("gn_groups", 32)),
+                    bn_axis_name=self.bn_axis_name, dtype=self.dtype)
+        self.extras = [ExtraBlock(features=int(c), name=f"extra{i}", **norm)
+                       for i, c in enumerate(s.ssd_extra_channels)]
+        self.head = SSDHead(num_classes=s.num_classes,
+                            boxes_per_location=s.boxes_per_location,
+                            head_channels=s.ssd_head_channels, **norm)
+
+    def feature_maps(self, images: jax.Array, train: bool) -> list[jax.Array]:
+        """The ``m`` maps, finest first: ``ssd_feature_maps`` then the extra layers."""
+        c = self.body(images, train=train)
+        maps = [c[n] for n in self.spec.ssd_feature_maps]
+        for extra in self.extras:
+            maps.append(extra(maps[-1], train=train))
+        return maps
+
+    def default_boxes(self, feature_sizes: Sequence[tuple[int, int]],
+                      image_size: tuple[int, int]) -> np.ndarray:
+        """The static default boxes ``[A, 4]`` for the maps' sizes and a padded input."""
+        s = self.spec
+        return default_boxes(feature_sizes, image_size, s.ssd_min_scale, s.ssd_max_scale,
+                             s.level_aspect_ratios, clip=s.ssd_clip_boxes)
+
+    def __call__(
+        self,
+        images: jax.Array,
+        image_hw: jax.Array | None = None,
+        *,
+        train: bool,
+        targets: Mapping[str, jax.Array] | None = None,
+        rng: jax.Array | None = None,
+    ) -> dict[str, Any]:
+        del rng  # nothing is sampled
+        s = self.spec
+        batch = images.shape[0]
+        image_size = images.shape[1:3]
+        image_hw = roi_heads.default_image_hw(images, image_hw)
+        maps = self.feature_maps(jnp.asarray(images, jnp.float32), train)
+        logits, offsets = self.head(maps, train=train)
+        boxes = jnp.asarray(self.default_boxes([m.shape[1:3] for m in maps], image_size))
+        cx = 0.5 * (boxes[:, 0] + boxes[:, 2])
+        cy = 0.5 * (boxes[:, 1] + boxes[:, 3])
+        box_valid = (cx[None] < image_hw[:, 1:2]) & (cy[None] < image_hw[:, 0:1])  # [B, A]
+        cand = lambda lg, of, v, hw: candidates(lg, of, boxes, v, hw, s)  # noqa: E731
+        proposals, proposal_valid = jax.vmap(cand)(logits, offsets, box_valid, image_hw)
+        proposals = jax.lax.stop_gradient(proposals)
+        if not train:
+            post = lambda lg, of, v, hw: postprocess(lg, of, boxes, v, hw, s)  # noqa: E731
+            out: dict[str, Any] = jax.vmap(post)(logits, offsets, box_valid, image_hw)._asdict()
+            out["proposals"] = proposals
+            out["proposal_valid"] = proposal_valid
+            return out
+        if targets is None:
+            raise ValueError("SSD(train=True) needs targets")
+        real = jnp.asarray(targets.get("example_mask", jnp.ones((batch,))), jnp.float32) > 0
+        gt_boxes = jnp.asarray(targets["gt_boxes"], jnp.float32)
+        gt_valid = jnp.asarray(targets["gt_valid"], bool) & real[:, None]
+        loss = lambda lg, of, v, g, lab, gv: ssd_image_losses(  # noqa: E731
+            lg, of, boxes, v, g, lab, gv, s)
+        cls_sum, box_sum, num_pos = jax.vmap(loss)(
+            logits, offsets, box_valid, gt_boxes, targets["gt_labels"], gt_valid)
+        n = jnp.sum(num_pos)
+        hit, total = jax.vmap(rpn.proposal_recall)(proposals, proposal_valid, gt_boxes,
+                                                   gt_valid)
+        return {
+            "terms": {"ssd_classifier": (jnp.sum(cls_sum), n), "ssd_box": (jnp.sum(box_sum), n)},
+            "recall": (jnp.sum(hit).astype(jnp.float32), jnp.sum(total).astype(jnp.float32)),
+            "num_foreground_rois": (n, jnp.sum(real, dtype=jnp.float32)),
+        }
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int,
+                 bn_axis_name: str | None = None) -> SSD:
+    """:class:`SSD` from ``config.model`` (backbone fields + :class:`SSDSpec`)."""
+    model = config.model
+    return SSD(
+        spec=SSDSpec.from_config(model, num_classes),
+        backbone=model.to_dict() if hasattr(model, "to_dict") else dict(model),
+        bn_axis_name=bn_axis_name,
+        dtype=resnet.compute_dtype(model.get("dtype", None)),
+    )
