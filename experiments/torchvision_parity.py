@@ -1,6 +1,6 @@
 """Parity figures of jaxdet against torchvision's Faster R-CNN R50-FPN, and conversion time.
 
-  python experiments/torchvision_parity.py [--out=experiments/results/torchvision_parity.json]
+  python experiments/torchvision_parity.py [--mask] [--out=FILE.json]
 
 Needs the '.[ref]' extra (torch, torchvision). Runs the set-up of ``tests/test_convert.py``
 (``frcnn_parity_outputs``: random torchvision weights made informative, the same normalised
@@ -37,8 +37,8 @@ def _row(name: str, got, ref, bound: str) -> dict:
             "ref_max_abs": scale, "bound": bound}
 
 
-def parity_rows() -> list[dict]:
-    out = tc.frcnn_parity_outputs()
+def parity_rows(mask: bool = False) -> list[dict]:
+    out = tc.frcnn_parity_outputs(mask=mask)
     rows = [_row(f"feature {n}", g, r, "rel < 1e-4") for n, g, r in out["features"]]
     rows += [_row(f"RPN objectness level {i + 2}", g, r, "rel < 1e-4")
              for i, (g, r) in enumerate(out["objectness"])]
@@ -58,6 +58,18 @@ def parity_rows() -> list[dict]:
                          "abs < 1e-2 px"))
         rows.append(_row(f"image {i} detection scores", g["scores"], r["scores"][idx],
                          "abs < 1e-4"))
+        if mask:
+            probs, probs_ref, pasted, pasted_ref = out["masks"][i]
+            rows.append(_row(f"image {i} mask probabilities 28x28", probs, probs_ref[idx],
+                             "(none)"))
+            inter = (pasted & pasted_ref[idx]).sum((1, 2))
+            union = (pasted | pasted_ref[idx]).sum((1, 2))
+            iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+            rows.append({"quantity": f"image {i} pasted binary masks: 1 - min IoU "
+                         f"(min IoU {iou.min():.4f}, {int((iou < 0.99).sum())} below 0.99, "
+                         f"mean area {union.mean():.0f} px)",
+                         "max_abs": float(1 - iou.min()), "max_rel": float("nan"),
+                         "ref_max_abs": float("nan"), "bound": "IoU >= 0.99"})
     return rows
 
 
@@ -86,8 +98,10 @@ def conversion_seconds() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="")
+    parser.add_argument("--mask", action="store_true",
+                        help="maskrcnn_resnet50_fpn instead, with the masks compared too")
     args = parser.parse_args()
-    rows = parity_rows()
+    rows = parity_rows(args.mask)
     width = max(len(r["quantity"]) for r in rows)
     print(f"{'quantity':<{width}}  {'max abs':>10}  {'max rel':>10}  {'ref max':>9}  bound")
     for r in rows:

@@ -250,15 +250,25 @@ def frcnn():
     return frcnn_parity_outputs()
 
 
-def frcnn_parity_outputs() -> dict:
+def frcnn_parity_outputs(mask: bool = False) -> dict:
     """torchvision's and jaxdet's outputs for the same weights and inputs (module docstring);
-    also printed by experiments/torchvision_parity.py."""
+    also printed by experiments/torchvision_parity.py.
+
+    ``mask=True``: the same with ``maskrcnn_resnet50_fpn`` (``mask_fcn_logits`` x5 so mask
+    probabilities are not all near 0.5) and jaxdet's ``mask_head=True``; adds ``"masks"``:
+    per image ``(jaxdet [K, 28, 28], torchvision [K, 28, 28])`` probabilities and the pasted
+    binary masks ``[K, H, W]`` of both (torchvision's ``paste_masks_in_image``, jaxdet's
+    ``ops.paste_masks``). Too costly for the test budget (a second R50-FPN compilation): run
+    by the experiment script only.
+    """
     torch.manual_seed(0)
-    tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=91).eval()
+    build = (torchvision.models.detection.maskrcnn_resnet50_fpn if mask
+             else torchvision.models.detection.fasterrcnn_resnet50_fpn)
+    tv = build(weights=None, weights_backbone=None, num_classes=91).eval()
     _randomise_norms(tv, torch.Generator().manual_seed(1))
     scales = {"backbone.fpn.layer_blocks": 0.01, "rpn.head.cls_logits": 30.0,
-              "rpn.head.bbox_pred": 3.0, "roi_heads.box_predictor.cls_score": 20.0}
+              "rpn.head.bbox_pred": 3.0, "roi_heads.box_predictor.cls_score": 20.0,
+              "roi_heads.mask_predictor.mask_fcn_logits": 5.0}
     with torch.no_grad():
         for name, p in tv.named_parameters():
             for prefix, factor in scales.items():
@@ -271,9 +281,11 @@ def frcnn_parity_outputs() -> dict:
     config.model.rpn_pre_nms_top_n_test = PRE_NMS
     config.model.rpn_post_nms_top_n_test = POST_NMS
     config.model.input_norm = "none"  # both get the normalised tensor
+    config.model.mask_head = mask
     model = faster_rcnn.create_model(config, num_classes=90)
     variables, report = convert.convert_state_dict(
-        _state_dict(tv), convert.abstract_variables(model), convert.FASTER_RCNN_RULES)
+        _state_dict(tv), convert.abstract_variables(model),
+        convert.MASK_RCNN_RULES if mask else convert.FASTER_RCNN_RULES)
 
     g = torch.Generator().manual_seed(2)
     height, width = SIZES[0]
@@ -299,7 +311,7 @@ def frcnn_parity_outputs() -> dict:
     out, inter = jax.jit(forward)(variables, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)),
                                   jnp.asarray(SIZES, jnp.float32))
     nhwc = lambda t: t.numpy().transpose(0, 2, 3, 1)  # noqa: E731
-    return {
+    result = {
         "report": report,
         "features": [(f"C{k + 2}", inter["body"]["__call__"][0][f"C{k + 2}"], nhwc(body[str(k)]))
                      for k in range(4)]
@@ -316,6 +328,22 @@ def frcnn_parity_outputs() -> dict:
               for k in ("boxes", "scores", "classes")},
              {k: v.numpy() for k, v in detections[i].items()}) for i in range(2)],
     }
+    if mask:
+        from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+        from jaxdet import ops
+
+        result["masks"] = []
+        for i, (h, w) in enumerate(SIZES):
+            valid = np.asarray(out["valid"][i])
+            probs, boxes = out["masks"][i][valid], out["boxes"][i][valid]
+            ref = detections[i]["masks"]  # [K, 1, 28, 28]
+            pasted_ref = paste_masks_in_image(ref, detections[i]["boxes"], (h, w), padding=1)
+            result["masks"].append((
+                np.asarray(probs), ref[:, 0].numpy(),
+                np.asarray(ops.paste_masks(probs, boxes, h, w)),
+                pasted_ref[:, 0].numpy() > 0.5))
+    return result
 
 
 def _match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
