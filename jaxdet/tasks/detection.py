@@ -96,6 +96,10 @@ def loss_terms(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
+    if config.data.get("source", "scenes") != "scenes":  # real data: jaxdet.data.sources
+        from jaxdet.data import sources
+
+        return sources.detection_class_names(config)
     del config
     return list(scenes.CLASS_NAMES)
 
@@ -105,7 +109,12 @@ def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
 
 
 def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``{"train": source, "validation": source}`` of multi-object scenes."""
+    """``{"train": source, "validation": source}`` of multi-object scenes, or of the real data
+    of ``config.data.source`` (:mod:`jaxdet.data.sources`)."""
+    if config.data.get("source", "scenes") != "scenes":  # COCO / VOC folders (issue 9)
+        from jaxdet.data import sources
+
+        return sources.detection_datasets(config)
     data = config.data
     if data.get("name", "scenes") != "scenes":  # e.g. configs/faster_rcnn_coco.py
         raise NotImplementedError(
