@@ -30,7 +30,10 @@ PRIMARY_METRIC = "mean_iou"  # what a sweep's best member is chosen by (validati
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
-    del config
+    if config.data.get("source", "scenes") != "scenes":  # a segmentation folder (issue 9)
+        from jaxdet.data import sources
+
+        return sources.segmentation_class_names(config)
     return ["background", *scenes.CLASS_NAMES]
 
 
@@ -39,7 +42,12 @@ def num_classes(config: ml_collections.ConfigDict) -> int:
 
 
 def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``{"train": source, "validation": source}``: random-access sequences of raw examples."""
+    """``{"train": source, "validation": source}``: random-access sequences of raw examples
+    (the synthetic scenes, or the folder of ``config.data.source``: :mod:`jaxdet.data.sources`)."""
+    if config.data.get("source", "scenes") != "scenes":
+        from jaxdet.data import sources
+
+        return sources.segmentation_datasets(config)
     data = config.data
     builder = scenes_tfds.build_scenes(
         os.path.expanduser(data.data_dir),

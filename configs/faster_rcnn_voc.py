@@ -1,0 +1,92 @@
+r"""Faster R-CNN (ResNet-18 + FPN) on a Pascal VOC folder, COCO box AP (issue 9).
+
+Launch (the folder is converted once into a TFDS dataset under ``config.data.data_dir``):
+
+  python -m jaxdet.main --config=configs/faster_rcnn_voc.py --workdir=workdirs/frcnn_voc \
+      --config.data.path=~/datasets/VOCdevkit/VOC2007
+  python -m jaxdet.main --config=configs/faster_rcnn_voc.py:runlocal --workdir=/tmp/frcnn_voc \
+      --config.data.path=/tmp/tiny_voc
+
+Expected folder layout (VOC2007 / VOC2012 as unpacked)::
+
+    VOC2007/Annotations/000005.xml       # one XML per image (<filename>, <size>, <object>s)
+    VOC2007/JPEGImages/000005.jpg
+    VOC2007/ImageSets/Main/train.txt     # image stems of the "train" split
+    VOC2007/ImageSets/Main/val.txt       # ... of "validation"
+
+or a flat folder of images + XMLs (``--config.data.image_dir=images
+--config.data.annotation_dir=xml``) without split files, split by ``val_fraction`` /
+``split_seed``. Classes: the names found in the XMLs, sorted (VOC's usual 20-class order), or
+``--config.data.class_names='("cat", "dog")'``. ``difficult`` objects are left out unless
+``--config.data.keep_difficult=True``; bad records stop the conversion with the file and
+problem named, or ``--config.data.skip_bad_records=True`` skips them and reports the counts.
+Every image is scaled to fit ``image_size`` x ``image_size`` and padded (see
+:mod:`jaxdet.data.sources`). The detector is configs/faster_rcnn_shapes.py's with VOC-sized
+anchors (32-512 px), a wider ResNet-18 and up to 64 objects per image; from scratch on a CPU
+it learns slowly: start from ImageNet weights with ``python -m jaxdet.convert`` and
+``--config.init_from=...``. ``arg``: ``runlocal`` (a seconds-long smoke run).
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _shapes_config(arg: str) -> ml_collections.ConfigDict:
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faster_rcnn_shapes.py")
+    spec = importlib.util.spec_from_file_location("_faster_rcnn_shapes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    tokens = [t for t in (arg or "").split(",") if t]
+    if any(t != "runlocal" for t in tokens):
+        raise ValueError(f"configs/faster_rcnn_voc.py: arg {arg!r}; expected '' or 'runlocal'")
+    runlocal = "runlocal" in tokens
+    config = _shapes_config("runlocal" if runlocal else "")
+    config.variant = "voc"
+    config.init_from = ""
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "voc"
+    config.data.path = ""  # required: --config.data.path=<VOC folder>
+    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
+    config.data.image_size = 512  # every image fitted into 512 x 512 and padded
+    config.data.max_instances = 64  # G (VOC2012's most crowded image has 56 objects)
+    config.data.class_names = ()  # () = the names in the XMLs, sorted
+    config.data.keep_difficult = False
+    config.data.skip_bad_records = False
+    config.data.image_dir = "JPEGImages"
+    config.data.annotation_dir = "Annotations"
+    config.data.split_dir = "ImageSets/Main"
+    config.data.val_fraction = 0.1  # without split files
+    config.data.split_seed = 0
+
+    if not runlocal:
+        config.model.width = 64
+        config.model.fpn_channels = 256
+        config.model.anchor_sizes = ((32,), (64,), (128,), (256,), (512,))
+        config.model.roi_canonical_size = 224.0
+        config.model.rpn_pre_nms_top_n_train = 2000
+        config.model.rpn_post_nms_top_n_train = 1000
+        config.model.rpn_pre_nms_top_n_test = 1000
+        config.model.rpn_post_nms_top_n_test = 300
+        config.model.roi_batch_size_per_image = 256
+        config.model.representation_size = 1024
+        config.batch_size = 4
+        config.eval_batch_size = 8
+        config.num_train_steps = 20000
+        config.eval_every_steps = 5000
+        config.checkpoint_every_steps = 1000
+    else:
+        config.data.image_size = 64
+        config.data.max_instances = 8
+        config.data.val_fraction = 0.5
+        config.batch_size = 2
+        config.eval_batch_size = 2
+        config.num_train_steps = 2
+        config.checkpoint_every_steps = 2
+    return config

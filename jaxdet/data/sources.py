@@ -1,0 +1,140 @@
+"""The tasks' real-data sources, chosen by ``config.data.source`` (issue 9).
+
+``config.data.source``: ``"scenes"`` (default; the synthetic data, handled by the tasks
+themselves), ``"coco"`` (a COCO-format folder, :mod:`jaxdet.data.coco`), ``"tfds_coco"``
+(TFDS ``coco/2017`` prepared under ``config.data.data_dir``), ``"voc"`` (:mod:`jaxdet.data.voc`)
+for detection, ``"folder"`` (:mod:`jaxdet.data.segmentation_folder`) for segmentation. Each
+folder is converted once into a TFDS dataset under ``config.data.data_dir`` and read
+through the same pipeline as the synthetic data.
+
+``config.data`` fields read here (defaults in brackets): ``path`` (the folder), ``data_dir``,
+``image_size`` [0: images as they are] — every image scaled to fit ``image_size x
+image_size`` and padded (:class:`jaxdet.data.local_tfds.FitToSquare`; the batches stack one
+static size), ``skip_bad_records`` [False], ``class_names`` [(): from the data],
+``val_fraction`` [0.1] and ``split_seed`` [0] (when there are no split files),
+``keep_difficult`` [False] (VOC), ``masks`` [True] and ``keypoints`` [False] (COCO),
+``image_dir`` / ``annotation_dir`` / ``label_dir`` / ``split_dir`` / ``classes_file``
+(the converters' defaults), ``ignore_index`` [255] (segmentation).
+
+Detection: COCO crowd objects (``is_crowd``) are left out of the examples the detection
+task sees (:class:`jaxdet.data.local_tfds.DropObjects`) — of the training targets, and for
+now also of the evaluation ground truth, whose evaluator does not take ``iscrowd`` yet;
+likewise VOC ``difficult`` objects unless ``keep_difficult``. Evaluation runs at the fitted
+size (boxes scaled with the image), not at the original image size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+
+from jaxdet.data import local_tfds
+
+DETECTION_SOURCES = ("coco", "tfds_coco", "voc")
+SEGMENTATION_SOURCES = ("folder",)
+SEGMENTATION_IGNORE = 255
+
+
+def source_name(config: ml_collections.ConfigDict) -> str:
+    return str(config.data.get("source", "scenes"))
+
+
+def _path(config: ml_collections.ConfigDict) -> str:
+    path = config.data.get("path", "")
+    if not path:
+        raise ValueError(f"config.data.source={source_name(config)!r} needs "
+                         "--config.data.path=<folder>")
+    return os.path.expanduser(path)
+
+
+def _options(config: ml_collections.ConfigDict, names: Sequence[str]) -> dict[str, Any]:
+    return {n: config.data[n] for n in names if n in config.data}
+
+
+def _detection_builder(config: ml_collections.ConfigDict):
+    data, source = config.data, source_name(config)
+    common = dict(skip_bad_records=bool(data.get("skip_bad_records", False)))
+    if source == "coco":
+        from jaxdet.data import coco
+
+        return coco.build(_path(config), data.data_dir, masks=bool(data.get("masks", True)),
+                          keypoints=bool(data.get("keypoints", False)), **common,
+                          **_options(config, ("annotation_dir",)))
+    if source == "voc":
+        from jaxdet.data import voc
+
+        return voc.build(_path(config), data.data_dir, **common,
+                         class_names=tuple(data.get("class_names", ())),
+                         val_fraction=float(data.get("val_fraction", 0.1)),
+                         split_seed=int(data.get("split_seed", 0)),
+                         **_options(config, ("image_dir", "annotation_dir", "split_dir")))
+    raise ValueError(f"config.data.source={source!r}; detection reads 'scenes' or one of "
+                     f"{DETECTION_SOURCES}")
+
+
+def detection_class_names(config: ml_collections.ConfigDict) -> list[str]:
+    """Class names of the detection source (converting it first if needed)."""
+    if source_name(config) == "tfds_coco":
+        from jaxdet.data import coco
+
+        return coco.tfds_coco(config.data.data_dir)[1]
+    return list(_detection_builder(config).info.metadata["class_names"])
+
+
+def _fit(config: ml_collections.ConfigDict, splits: dict[str, Any], ignore: int = 255):
+    size = int(config.data.get("image_size", 0) or 0)
+    return {k: local_tfds.FitToSquare(v, size, ignore) if size else v for k, v in splits.items()}
+
+
+def detection_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``{"train": source, "validation": source}`` in the synthetic scenes' example format
+    (``image``, ``objects/bbox``, ``objects/label``, ``objects/mask`` ...), crowd (and
+    difficult) objects dropped, images fitted to ``config.data.image_size``."""
+    if source_name(config) == "tfds_coco":
+        from jaxdet.data import coco
+
+        splits = coco.tfds_coco(config.data.data_dir)[0]
+    else:
+        sources = _detection_builder(config).as_data_source()
+        splits = {k: sources[k] for k in ("train", "validation") if k in sources}
+    flags = ["is_crowd"] + ([] if config.data.get("keep_difficult", False) else ["difficult"])
+    return _fit(config, {k: local_tfds.DropObjects(v, flags) for k, v in splits.items()})
+
+
+def _folder_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    return _options(config, ("image_dir", "label_dir", "split_dir", "classes_file"))
+
+
+def segmentation_class_names(config: ml_collections.ConfigDict) -> list[str]:
+    """Class names of the segmentation folder, index order (config, else classes file)."""
+    from jaxdet.data import segmentation_folder
+
+    return segmentation_folder.class_names_and_colours(
+        _path(config), tuple(config.data.get("class_names", ())),
+        config.data.get("classes_file", "classes.txt"))[0]
+
+
+def segmentation_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``{"train": source, "validation": source}`` with ``image`` and ``segmentation``
+    ``[H, W, 1]`` (255 = ignored), images fitted to ``config.data.image_size``."""
+    from jaxdet.data import segmentation_folder
+
+    if source_name(config) not in SEGMENTATION_SOURCES:
+        raise ValueError(f"config.data.source={source_name(config)!r}; segmentation reads "
+                         f"'scenes' or one of {SEGMENTATION_SOURCES}")
+    ignore = int(config.data.get("ignore_index", SEGMENTATION_IGNORE))
+    if ignore != SEGMENTATION_IGNORE:
+        raise ValueError(f"config.data.ignore_index={ignore}: the segmentation task ignores "
+                         f"{SEGMENTATION_IGNORE} only")
+    opts = {k: v for k, v in _folder_options(config).items() if k != "classes_file"}
+    builder = segmentation_folder.build(
+        _path(config), config.data.data_dir, class_names=segmentation_class_names(config),
+        ignore_index=ignore, val_fraction=float(config.data.get("val_fraction", 0.1)),
+        split_seed=int(config.data.get("split_seed", 0)),
+        skip_bad_records=bool(config.data.get("skip_bad_records", False)), **opts)
+    sources = builder.as_data_source()
+    return _fit(config, {k: sources[k] for k in ("train", "validation") if k in sources},
+                ignore)
