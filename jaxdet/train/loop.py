@@ -113,7 +113,15 @@ def _evaluate_on_host(
 
 
 def split_sources(task, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
-    """(train source, evaluation source); ``config.eval_split`` names the latter."""
+    """(train source, evaluation source); ``config.eval_split`` names the latter.
+
+    With several processes, process 0 builds (or converts) the datasets while the others wait,
+    then every process opens them: concurrent builds of one TFDS directory would collide.
+    """
+    if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            task.datasets(config)
+        multihost_utils.sync_global_devices("jaxdet: datasets built")
     sources = task.datasets(config)
     eval_split = config.get("eval_split", "validation")
     if eval_split not in sources:
