@@ -28,9 +28,19 @@ Difficulty (the defaults of `SceneSpec`; tests pin every line of it):
   Every pixel, object or background, gets uniform noise of standard deviation 4 (±7). No
   anti-aliasing: the labels are exactly what was painted.
 
-Adding a shape (e.g. a stick-figure "person" with keypoints) means adding a builder to
-`_SHAPES` and naming it in `SceneSpec.class_names`; the single-object variant is
-`SceneSpec(min_objects=1, max_objects=1)`.
+Adding a shape means adding a builder to `_SHAPES` and naming it in `SceneSpec.class_names`;
+the single-object variant is `SceneSpec(min_objects=1, max_objects=1)`.
+
+Persons (optional, off by default: `SceneSpec.person_fraction > 0`). Each object is then a
+stick-figure "person" with probability `person_fraction` (else a shape as above), drawn by
+`jaxdet.data.stick_figures` (random articulated pose, limbs as capsules, head disc, rotated by
+up to ±`max_rotation_deg`), with its height (ankles to top of head of the upright figure) drawn
+from the object size range and shrunk about its hips when its box would not fit the image.
+Persons take the label `len(class_names)` (after the shapes; `scene_class_names(spec)`), follow
+the same placement, occlusion and colour rules, and carry the 17 COCO keypoints
+(`stick_figures.KEYPOINT_NAMES`): v = 2 where the keypoint's pixel (floor(y), floor(x)) shows
+the person, v = 1 where a later object covers it. With persons off, not one random draw
+changes: the default scenes (and every number measured on them) stay as they were.
 """
 
 from __future__ import annotations
@@ -67,6 +77,8 @@ class SceneSpec:
       min_contrast: RGB distance an object's colour keeps from what it covers (see above).
       placement_tries: positions tried per object before that object is given up.
       extra_draws: objects drawn (class, size, ...) in place of given-up ones, per image.
+      person_fraction: probability that an object is a stick-figure person (label
+        len(class_names)); 0 (default) draws no person and no extra random number.
     """
 
     image_size: int = _DEFAULT_IMAGE_SIZE
@@ -82,12 +94,15 @@ class SceneSpec:
     min_contrast: float = 60.0
     placement_tries: int = 30
     extra_draws: int = 10
+    person_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_objects <= self.max_objects:
             raise ValueError(f"need 0 <= min_objects <= max_objects, got {self}")
         if not 2 <= self.min_size <= self.max_size <= self.image_size:
             raise ValueError(f"need 2 <= min_size <= max_size <= image_size, got {self}")
+        if not 0.0 <= self.person_fraction <= 1.0:
+            raise ValueError(f"need 0 <= person_fraction <= 1, got {self}")
         unknown = [n for n in self.class_names if n not in _SHAPES]
         if unknown or not self.class_names:
             raise ValueError(f"unknown shape classes {unknown}; known: {sorted(_SHAPES)}")
@@ -105,6 +120,15 @@ class SceneSpec:
                                          max_size=max_size)
         kwargs.update(overrides)
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+PERSON = "person"
+
+
+def scene_class_names(spec: SceneSpec) -> tuple[str, ...]:
+    """Class names of the scenes drawn with `spec`: its shapes, plus "person" last when
+    `spec.person_fraction > 0`."""
+    return tuple(spec.class_names) + ((PERSON,) if spec.person_fraction > 0 else ())
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,11 +290,15 @@ def generate_scene(
       areas: int64 [N] visible pixel count of each mask.
       full_areas: int64 [N] pixel count of each whole shape before later objects covered it
         (areas / full_areas >= spec.min_visible_fraction).
+      keypoints: only with spec.person_fraction > 0: float32 [N, 17, 3] (x, y, v) in
+        `stick_figures.KEYPOINT_NAMES` order, continuous pixel coordinates inside the image;
+        v = 2 visible, 1 covered by a later object (persons), all zeros for shapes.
     """
     hw = spec.image_size
     image = _background(rng, hw)  # [3, H, W]
     owner = np.full((hw, hw), -1, np.int32)  # index of the object seen at each pixel
     full_areas: list[int] = []
+    keypoints: list[np.ndarray | None] = []  # per placed object: [17, 2] (persons) or None
     visible_areas = np.zeros(0, np.int64)
     labels: list[int] = []
     num_objects = int(rng.integers(spec.min_objects, spec.max_objects + 1))
@@ -278,10 +306,17 @@ def generate_scene(
     for _ in range(num_objects + spec.extra_draws):
         if len(labels) == num_objects:
             break
-        label = int(rng.integers(len(spec.class_names)))
-        size = rng.uniform(spec.min_size, spec.max_size)
-        angle = rng.uniform(-max_angle, max_angle)
-        shape = _SHAPES[spec.class_names[label]](size, angle)
+        points = None  # [17, 2] keypoints of a person, relative to the shape's origin
+        if spec.person_fraction > 0 and rng.random() < spec.person_fraction:
+            label = len(spec.class_names)
+            size = rng.uniform(spec.min_size, spec.max_size)
+            angle = rng.uniform(-max_angle, max_angle)
+            shape, points = _person(rng, size, angle, hw)
+        else:
+            label = int(rng.integers(len(spec.class_names)))
+            size = rng.uniform(spec.min_size, spec.max_size)
+            angle = rng.uniform(-max_angle, max_angle)
+            shape = _SHAPES[spec.class_names[label]](size, angle)
         bounds = shape.bounds()
         span = bounds[2:] - bounds[:2]
         need = np.maximum(spec.min_visible_fraction * np.asarray(full_areas, float),
@@ -293,11 +328,12 @@ def generate_scene(
             under = owner[window][mask]
             hidden = np.bincount(under[under >= 0], minlength=len(full_areas))
             if np.all(visible_areas - hidden >= need):
-                placed = window, mask, hidden
+                placed = window, mask, hidden, offset
                 break
         if placed is None or placed[1].sum() < spec.min_visible_pixels:
             continue
-        window, mask, hidden = placed
+        window, mask, hidden, offset = placed
+        keypoints.append(None if points is None else points + offset)
         image_window, owner_window = image[:, window[0], window[1]], owner[window]  # views
         colour = _pick_colour(rng, image_window[:, mask].T, spec.min_contrast)
         image_window[:, mask] = colour[:, None]
@@ -308,7 +344,44 @@ def generate_scene(
     # Uniform noise in ±√3·σ has standard deviation σ (and is 3× cheaper than Gaussian).
     half_width = np.float32(np.sqrt(3) * spec.noise_std)
     image += (rng.random(image.shape, dtype=np.float32) - np.float32(0.5)) * (2 * half_width)
-    return _pack(image, owner, np.asarray(labels, np.int64), np.asarray(full_areas, np.int64))
+    out = _pack(image, owner, np.asarray(labels, np.int64), np.asarray(full_areas, np.int64))
+    if spec.person_fraction > 0:
+        out["keypoints"] = _keypoint_array(keypoints, owner)
+    return out
+
+
+def _person(rng: np.random.Generator, size: float, angle: float, hw: int
+            ) -> tuple[_Shape, np.ndarray]:
+    """A stick figure of height `size` px rotated by `angle`: (shape, [17, 2] float64 keypoints
+    in the shape's frame), shrunk about the hips (as `stick_figures`) when wider than hw."""
+    from jaxdet.data import stick_figures  # noqa: PLC0415 (it imports this module)
+
+    pose = stick_figures.PoseSpec()
+    points = stick_figures.person_keypoints(rng, size, angle).astype(np.float64)
+    thickness = max(pose.min_thickness_px,
+                    rng.uniform(pose.min_thickness, pose.max_thickness) * size)
+    shape = stick_figures.person_shape(points, thickness)
+    bounds = shape.bounds()
+    span = float((bounds[2:] - bounds[:2]).max())
+    fit = hw - 1e-3
+    if span > fit:
+        points *= (fit - thickness) / (span - thickness)
+        shape = stick_figures.person_shape(points, thickness)
+    return shape, points
+
+
+def _keypoint_array(keypoints: list[np.ndarray | None], owner: np.ndarray) -> np.ndarray:
+    """float32 [N, 17, 3] (x, y, v): persons' keypoints, v = 2 where the object still owns
+    the keypoint's pixel, 1 where a later object covers it; zeros for the shapes."""
+    hw = owner.shape[0]
+    out = np.zeros((len(keypoints), 17, 3), np.float32)
+    for k, points in enumerate(keypoints):
+        if points is None:
+            continue
+        cols, rows = np.clip(np.floor(points), 0, hw - 1).astype(np.int64).T
+        out[k, :, :2] = points
+        out[k, :, 2] = np.where(owner[rows, cols] == k, 2.0, 1.0)
+    return out
 
 
 def _pack(image: np.ndarray, owner: np.ndarray, labels: np.ndarray,

@@ -24,6 +24,10 @@ image_size):
 * `objects/area`: int64 [N] visible pixel count.
 * `image_id`: int64, the example's index within its split; split files keep that order, so
   `source[i]["image_id"] == i`.
+* only with `person_fraction > 0` (stick-figure persons, label 4 = "person", see `scenes`):
+  `objects/keypoints`: float32 [N, 17, 3] (x, y, v), the 17 COCO keypoints of each person
+  (v = 2 visible, 1 covered by a later object), all zeros for the shapes. The config's name
+  then ends in `_person<fraction>`; without persons names, features and data are unchanged.
 
 Objects are listed back to front (painting order). Example i of a split is drawn from a
 generator seeded by (config seed, split name, i), so it does not depend on the split sizes or
@@ -58,23 +62,26 @@ class ScenesConfig(tfds.core.BuilderConfig):
     seed: int = 0
     min_size: int = 0  # object size range in px; 0 = the default range scaled to image_size
     max_size: int = 0
+    person_fraction: float = 0.0  # probability that an object is a stick-figure person
 
     @classmethod
     def create(cls, *, image_size: int = 128, min_objects: int = 2, max_objects: int = 6,
                num_train: int = 1000, num_val: int = 200, seed: int = 0, min_size: int = 0,
-               max_size: int = 0) -> ScenesConfig:
+               max_size: int = 0, person_fraction: float = 0.0) -> ScenesConfig:
         """A config whose name is derived from every parameter (one directory per params).
 
         ``min_size``/``max_size`` (px, longer side of an object's box), when non-zero, replace
         the ends of the default size range scaled to ``image_size``; they appear in the name
-        only then.
+        only then. ``person_fraction`` > 0 adds stick-figure persons with keypoints (name
+        suffix ``_person<fraction>``).
         """
         sizes = f"_size{min_size}-{max_size}" if (min_size or max_size) else ""
+        person = f"_person{person_fraction:g}" if person_fraction > 0 else ""
         name = (f"img{image_size}_obj{min_objects}-{max_objects}{sizes}"
-                f"_train{num_train}_val{num_val}_seed{seed}")
+                f"_train{num_train}_val{num_val}_seed{seed}{person}")
         config = cls(name=name, image_size=image_size, min_objects=min_objects,
                      max_objects=max_objects, num_train=num_train, num_val=num_val, seed=seed,
-                     min_size=min_size, max_size=max_size,
+                     min_size=min_size, max_size=max_size, person_fraction=person_fraction,
                      description=f"Procedural scenes, {name}.")
         if num_train < 1 or num_val < 1:  # TFDS refuses to write an empty split
             raise ValueError(f"need num_train, num_val >= 1, got {num_train}, {num_val}")
@@ -86,7 +93,7 @@ class ScenesConfig(tfds.core.BuilderConfig):
         sizes = {k: v for k, v in (("min_size", self.min_size), ("max_size", self.max_size)) if v}
         return scenes.SceneSpec.for_image_size(
             self.image_size, min_objects=self.min_objects, max_objects=self.max_objects,
-            **sizes)
+            person_fraction=self.person_fraction, **sizes)
 
     def split_size(self, split: str) -> int:
         return {"train": self.num_train, "validation": self.num_val}[split]
@@ -100,7 +107,7 @@ def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
 def generate_example(config: ScenesConfig, split: str, index: int) -> dict[str, Any]:
     """Example `index` of `split` as the data source decodes it (see the module docstring)."""
     scene = scenes.generate_scene(example_rng(config.seed, split, index), config.scene_spec())
-    return {
+    example = {
         "image": scene["image"],
         "segmentation": scene["segmentation"][..., None],
         "objects": {
@@ -111,28 +118,36 @@ def generate_example(config: ScenesConfig, split: str, index: int) -> dict[str, 
         },
         "image_id": index,
     }
+    if "keypoints" in scene:
+        example["objects"]["keypoints"] = scene["keypoints"]
+    return example
 
 
-def _features(hw: int) -> tfds.features.FeaturesDict:
+def _features(hw: int, keypoints: bool = False) -> tfds.features.FeaturesDict:
     # Per-object fields are Tensors with a leading None dimension, not a tfds Sequence: in
     # tfds 4.9 the NumPy decoder (as_data_source) returns a Sequence's fields as Python lists
     # of per-object arrays; a Tensor decodes to one [N, ...] array, also when N = 0.
+    objects = {
+        "bbox": tfds.features.Tensor(
+            shape=(None, 4), dtype=np.float32,
+            doc="absolute (x1, y1, x2, y2) pixels, x2 = last column + 1; NOT BBoxFeature"),
+        "label": tfds.features.Tensor(
+            shape=(None,), dtype=np.int64, doc="0-based index into CLASS_NAMES"),
+        "mask": tfds.features.Tensor(
+            shape=(None, hw, hw, 1), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB,
+            doc="0/1 visible part of each object, disjoint"),
+        "area": tfds.features.Tensor(
+            shape=(None,), dtype=np.int64, doc="visible pixel count"),
+    }
+    if keypoints:
+        objects["keypoints"] = tfds.features.Tensor(
+            shape=(None, 17, 3), dtype=np.float32,
+            doc="(x, y, v) COCO keypoints of persons (v 2 visible, 1 covered); 0 for shapes")
     return tfds.features.FeaturesDict({
         "image": tfds.features.Image(shape=(hw, hw, 3), doc="uint8 RGB"),
         "segmentation": tfds.features.Image(
             shape=(hw, hw, 1), doc="uint8 label map: 0 background, k+1 = CLASS_NAMES[k]"),
-        "objects": tfds.features.FeaturesDict({
-            "bbox": tfds.features.Tensor(
-                shape=(None, 4), dtype=np.float32,
-                doc="absolute (x1, y1, x2, y2) pixels, x2 = last column + 1; NOT BBoxFeature"),
-            "label": tfds.features.Tensor(
-                shape=(None,), dtype=np.int64, doc="0-based index into CLASS_NAMES"),
-            "mask": tfds.features.Tensor(
-                shape=(None, hw, hw, 1), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB,
-                doc="0/1 visible part of each object, disjoint"),
-            "area": tfds.features.Tensor(
-                shape=(None,), dtype=np.int64, doc="visible pixel count"),
-        }),
+        "objects": tfds.features.FeaturesDict(objects),
         "image_id": tfds.features.Scalar(dtype=np.int64, doc="index within the split"),
     })
 
@@ -163,8 +178,10 @@ class JaxdetScenes(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.__doc__,
-            features=_features(self.builder_config.image_size),
-            metadata=tfds.core.MetadataDict(class_names=list(scenes.CLASS_NAMES)),
+            features=_features(self.builder_config.image_size,
+                               keypoints=self.builder_config.person_fraction > 0),
+            metadata=tfds.core.MetadataDict(class_names=list(
+                scenes.scene_class_names(self.builder_config.scene_spec()))),
             disable_shuffling=True,  # keep index order: source[i] is example i
         )
 
@@ -183,7 +200,8 @@ class JaxdetScenes(tfds.core.GeneratorBasedBuilder):
 
 def build_scenes(data_dir: str, *, image_size: int = 128, min_objects: int = 2,
                  max_objects: int = 6, num_train: int = 1000, num_val: int = 200,
-                 seed: int = 0, min_size: int = 0, max_size: int = 0) -> JaxdetScenes:
+                 seed: int = 0, min_size: int = 0, max_size: int = 0,
+                 person_fraction: float = 0.0) -> JaxdetScenes:
     """Builds the scenes dataset under `data_dir` unless already built; returns the builder.
 
     Safe to call again: a prepared directory is reused without generating anything (a few
@@ -194,7 +212,8 @@ def build_scenes(data_dir: str, *, image_size: int = 128, min_objects: int = 2,
     """
     config = ScenesConfig.create(image_size=image_size, min_objects=min_objects,
                                  max_objects=max_objects, num_train=num_train, num_val=num_val,
-                                 seed=seed, min_size=min_size, max_size=max_size)
+                                 seed=seed, min_size=min_size, max_size=max_size,
+                                 person_fraction=person_fraction)
     return prepare(JaxdetScenes, config, data_dir)
 
 

@@ -204,3 +204,39 @@ def test_zero_objects_gives_empty_arrays():
 def test_bad_spec_is_refused(kwargs):
     with pytest.raises(ValueError):
         scenes.SceneSpec(**kwargs)
+
+
+PERSON_SPEC = scenes.SceneSpec(person_fraction=0.5, min_size=30, max_size=90)
+
+
+def test_persons_are_off_by_default():
+    scene = scenes.generate_scene(np.random.default_rng(0), SPEC)
+    assert "keypoints" not in scene
+    assert scenes.scene_class_names(SPEC) == scenes.CLASS_NAMES
+    assert scenes.scene_class_names(PERSON_SPEC) == (*scenes.CLASS_NAMES, "person")
+
+
+def test_person_keypoints_lie_inside_and_visibility_matches_occlusion():
+    persons = v1 = 0
+    for scene in _scenes(40, PERSON_SPEC):
+        kp, labels, owner = scene["keypoints"], scene["labels"], _owner(scene)
+        assert kp.shape == (len(labels), 17, 3) and kp.dtype == np.float32
+        person = labels == len(scenes.CLASS_NAMES)
+        assert not kp[~person].any()  # shapes carry zero-visibility keypoints
+        for k in np.flatnonzero(person):
+            persons += 1
+            xy, v = kp[k, :, :2], kp[k, :, 2]
+            assert ((xy >= 0) & (xy < 128)).all()
+            cols, rows = np.floor(xy).astype(int).T
+            seen = owner[rows, cols]
+            # v = 2 exactly where the person's own visible mask holds the keypoint's pixel;
+            # v = 1 where a later object (painted on top) covers it.
+            np.testing.assert_array_equal(v == 2, seen == k)
+            assert set(np.unique(v)) <= {1.0, 2.0} and (seen[v == 1] > k).all()
+            v1 += int((v == 1).sum())
+            # The box is tight around the visible mask (the generic test) and holds every
+            # visible keypoint.
+            x1, y1, x2, y2 = scene["boxes"][k]
+            vis = xy[v == 2]
+            assert ((vis >= (x1, y1)) & (vis <= (x2, y2))).all()
+    assert 20 <= persons and v1 > 0  # about half of ~100 objects; some keypoints occluded

@@ -175,3 +175,21 @@ def test_builds_without_tensorflow_or_network(tmp_path):
                             env=env, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "BUILT False" in result.stdout
+
+
+def test_persons_build_with_keypoints_under_their_own_name(tmp_path):
+    builder = scenes_tfds.build_scenes(str(tmp_path), image_size=48, min_objects=2,
+                                       max_objects=2, num_train=2, num_val=1, seed=0,
+                                       person_fraction=0.5)
+    assert builder.data_path.parent.name == "img48_obj2-2_train2_val1_seed0_person0.5"
+    assert builder.info.metadata["class_names"] == [*scenes.CLASS_NAMES, "person"]
+    config = builder.builder_config
+    for i in range(2):
+        want = scenes_tfds.generate_example(config, "train", i)["objects"]
+        got = builder.as_data_source()["train"][i]["objects"]
+        assert got["keypoints"].shape == (2, 17, 3) and got["keypoints"].dtype == np.float32
+        np.testing.assert_array_equal(got["keypoints"], want["keypoints"])
+        np.testing.assert_array_equal(got["label"], want["label"])
+    # Without persons: no keypoints feature, the name and the data as before.
+    assert "keypoints" not in scenes_tfds.generate_example(
+        scenes_tfds.ScenesConfig.create(**TINY), "train", 0)["objects"]
