@@ -14,7 +14,9 @@ static size), ``skip_bad_records`` [False], ``class_names`` [(): from the data],
 ``val_fraction`` [0.1] and ``split_seed`` [0] (when there are no split files),
 ``keep_difficult`` [False] (VOC), ``masks`` [True] and ``keypoints`` [False] (COCO),
 ``image_dir`` / ``annotation_dir`` / ``label_dir`` / ``split_dir`` / ``classes_file``
-(the converters' defaults), ``ignore_index`` [255] (segmentation).
+(the converters' defaults), ``ignore_index`` [255] (segmentation), ``random_flip`` [False]:
+the training split doubled with each image's horizontal flip
+(:class:`jaxdet.data.augment.FlipDoubled`; keypoints swap ``left_*`` / ``right_*``).
 
 Detection: COCO crowd objects (``is_crowd``) are left out of the examples the detection
 task sees (:class:`jaxdet.data.local_tfds.DropObjects`) — of the training targets, and for
@@ -31,7 +33,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxdet.data import local_tfds
+from jaxdet.data import augment, local_tfds
 
 DETECTION_SOURCES = ("coco", "tfds_coco", "voc")
 SEGMENTATION_SOURCES = ("folder",)
@@ -101,7 +103,13 @@ def detection_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
         sources = _detection_builder(config).as_data_source()
         splits = {k: sources[k] for k in ("train", "validation") if k in sources}
     flags = ["is_crowd"] + ([] if config.data.get("keep_difficult", False) else ["difficult"])
-    return _fit(config, {k: local_tfds.DropObjects(v, flags) for k, v in splits.items()})
+    splits = {k: local_tfds.DropObjects(v, flags) for k, v in splits.items()}
+    if config.data.get("random_flip", False) and "train" in splits:
+        names = [] if source_name(config) == "tfds_coco" else list(
+            _detection_builder(config).info.metadata.get("keypoint_names", []))
+        splits["train"] = augment.FlipDoubled(splits["train"],
+                                              augment.flip_pairs_from_names(names))
+    return _fit(config, splits)
 
 
 def _folder_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -136,5 +144,7 @@ def segmentation_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
         split_seed=int(config.data.get("split_seed", 0)),
         skip_bad_records=bool(config.data.get("skip_bad_records", False)), **opts)
     sources = builder.as_data_source()
-    return _fit(config, {k: sources[k] for k in ("train", "validation") if k in sources},
-                ignore)
+    splits = {k: sources[k] for k in ("train", "validation") if k in sources}
+    if config.data.get("random_flip", False) and "train" in splits:
+        splits["train"] = augment.FlipDoubled(splits["train"])
+    return _fit(config, splits, ignore)
