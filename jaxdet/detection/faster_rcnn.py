@@ -31,8 +31,7 @@ Parameter names (for the torchvision weight import): ``body`` (the ResNet,
 ``rpn`` (``rpn.head``), ``roi_heads`` with ``box_head/fc6``, ``box_head/fc7``,
 ``box_predictor/cls_score``, ``box_predictor/bbox_pred``.
 
-Optional branches, each keyed by one ``config.model`` flag (the extension point for a keypoint
-head, ``keypoint_head``, added the same way): ``mask_head=True`` makes this Mask R-CNN
+Optional branches, each keyed by one ``config.model`` flag: ``mask_head=True`` makes this Mask R-CNN
 (:mod:`jaxdet.detection.mask_head`, parameters ``mask_head/0..3`` and
 ``mask_predictor/conv5_mask``, ``mask_predictor/mask_fcn_logits``, torchvision's
 ``roi_heads.mask_head`` / ``roi_heads.mask_predictor``). Training then needs
@@ -42,6 +41,17 @@ first ``mask_rois_per_image`` sampled RoI slots (the sampler puts foreground fir
 14x14 (sampling 2), run through the head, and the foreground ones get the per-pixel BCE of
 their gt class's 28x28 logits. Inference adds ``masks`` ``[B, K, 28, 28]`` float32: the
 sigmoid of each detection's class channel (paste with :func:`jaxdet.ops.paste_masks`).
+
+``keypoint_head=True`` makes this Keypoint R-CNN (:mod:`jaxdet.detection.keypoint_head`,
+parameters ``keypoint_head/0, 2, .., 14`` and ``keypoint_predictor/kps_score_lowres``,
+torchvision's ``roi_heads.keypoint_head`` / ``roi_heads.keypoint_predictor``). Training then
+needs ``targets["gt_keypoints"]`` ``[B, G, K, 3]`` float32 ``(x, y, v)`` absolute pixels and
+adds the loss term ``roi_keypoint``: up to ``keypoint_rois_per_image`` positive RoIs of class
+``keypoint_class`` (person) per image are pooled ``P x P`` (sampling 2), run through the head,
+and each labelled keypoint inside its RoI gets the softmax cross-entropy over the ``4P x 4P``
+heatmap positions. Inference adds ``keypoints`` ``[B, K, num_keypoints, 3]`` float32
+``(x, y, score)`` in input pixels, computed for the first ``keypoint_detections_per_img``
+detections of the keypoint class (zeros for the other rows).
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdet import config_files, ops
+from jaxdet.detection import keypoint_head as keypoint_head_lib
 from jaxdet.detection import mask_head as mask_head_lib
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.models import fpn as fpn_lib
@@ -64,12 +75,14 @@ from jaxdet.models import resnet
 SumCount = tuple[jax.Array, jax.Array]
 LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
 MASK_LOSS_TERMS = ("roi_mask",)
+KEYPOINT_LOSS_TERMS = ("roi_keypoint",)
 
 
 def loss_terms_for(model: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
     """The loss terms of the detector configured by ``model`` (optional branches add theirs)."""
     del num_classes
-    return LOSS_TERMS + (MASK_LOSS_TERMS if model.get("mask_head", False) else ())
+    return (LOSS_TERMS + (MASK_LOSS_TERMS if model.get("mask_head", False) else ())
+            + (KEYPOINT_LOSS_TERMS if model.get("keypoint_head", False) else ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +130,16 @@ class DetectorSpec:
     mask_roi_output_size: int = 14  # RoIAlign bins; the logits are twice that (28)
     mask_rois_per_image: int = 0  # leading RoI slots sent to the head in training; 0: all the
     # sampler's foreground slots, int(roi_batch_size_per_image * roi_positive_fraction)
+    # Keypoint branch (Keypoint R-CNN), off by default.
+    keypoint_head: bool = False
+    keypoint_head_width: int = 512  # channels of the convs
+    keypoint_head_convs: int = 8
+    keypoint_roi_output_size: int = 14  # RoIAlign bins P; heatmaps are 4P (56)
+    num_keypoints: int = 17
+    keypoint_class: int = 0  # 0-based class whose RoIs get keypoints (COCO person: 0)
+    keypoint_rois_per_image: int = 0  # person-positive RoI budget in training; 0: as mask
+    keypoint_detections_per_img: int = 0  # detections decoded at inference; 0: all
+    keypoint_decode_window: int = 32  # heatmaps_to_keypoints' exact search block (px)
 
     def __post_init__(self) -> None:
         if self.levels not in ("fpn", "c4"):
@@ -134,6 +157,19 @@ class DetectorSpec:
     @property
     def num_anchors(self) -> int:
         return len(self.anchor_sizes[0]) * len(self.aspect_ratios)
+
+    @property
+    def num_keypoint_rois(self) -> int:
+        """Person-positive RoI slots per image sent to the keypoint head in training."""
+        return min(self.keypoint_rois_per_image or max(
+            int(self.roi_batch_size_per_image * self.roi_positive_fraction), 1),
+            self.roi_batch_size_per_image)
+
+    @property
+    def num_keypoint_detections(self) -> int:
+        """Detections per image decoded by the keypoint head at inference."""
+        return min(self.keypoint_detections_per_img or self.detections_per_img,
+                   self.detections_per_img)
 
     @property
     def num_mask_rois(self) -> int:
@@ -188,6 +224,12 @@ class FasterRCNN(nn.Module):
             self.mask_head = mask_head_lib.MaskRCNNHeads(self.spec.mask_head_width, dtype=dt)
             self.mask_predictor = mask_head_lib.MaskRCNNPredictor(
                 self.spec.num_classes, self.spec.mask_head_width, dtype=dt)
+        if self.spec.keypoint_head:
+            dt = self.dtype or jnp.float32
+            self.keypoint_head = keypoint_head_lib.KeypointRCNNHeads(
+                self.spec.keypoint_head_width, self.spec.keypoint_head_convs, dtype=dt)
+            self.keypoint_predictor = keypoint_head_lib.KeypointRCNNPredictor(
+                self.spec.num_keypoints, dtype=dt)
 
     def _features(self, images: jax.Array, train: bool) -> list[jax.Array]:
         c = self.body(images, train=train)
@@ -250,6 +292,45 @@ class FasterRCNN(nn.Module):
         logits = self._mask_logits(features, rois)
         return mask_head_lib.mask_loss(logits, labels, mask_t, positive)
 
+    def _keypoint_logits(self, features, rois):
+        """``[B, R, 4]`` RoIs -> ``[B, R, 4P, 4P, num_keypoints]`` float32 heatmap logits."""
+        b, r = rois.shape[:2]
+        pooled = self._pool(features, rois, self.spec.keypoint_roi_output_size)
+        x = self.keypoint_predictor(
+            self.keypoint_head(pooled.reshape((b * r,) + pooled.shape[2:])))
+        return x.reshape((b, r) + x.shape[1:])
+
+    def _keypoint_loss(self, features, roi_t: roi_heads.RoiTargets, targets) -> SumCount:
+        """``roi_keypoint`` over up to ``num_keypoint_rois`` person-positive RoIs per image."""
+        if "gt_keypoints" not in targets:
+            raise ValueError("FasterRCNN(keypoint_head=True) training needs "
+                             "targets['gt_keypoints'] [B, G, K, 3] float32 (x, y, v)")
+        s = self.spec
+        rois, matched, _ = jax.vmap(lambda r, lab, m, v: keypoint_head_lib.select_person_rois(
+            r, lab, m, v, s.keypoint_class, s.num_keypoint_rois))(
+            roi_t.rois, roi_t.labels, roi_t.matched_gt, roi_t.valid)
+        size = 4 * s.keypoint_roi_output_size
+        kp_t, kp_valid = jax.vmap(lambda r, m, g: keypoint_head_lib.keypoint_targets(
+            r, m, g, size))(rois, matched, targets["gt_keypoints"])
+        logits = self._keypoint_logits(features, rois)
+        return keypoint_head_lib.keypoint_loss(logits, kp_t, kp_valid)
+
+    def _keypoints(self, features, dets) -> jax.Array:
+        """``[B, K, num_keypoints, 3]`` ``(x, y, score)`` of the first
+        ``num_keypoint_detections`` detections of the keypoint class (zeros elsewhere)."""
+        s = self.spec
+        n = s.num_keypoint_detections
+        person = dets.valid & (dets.classes == s.keypoint_class)
+        order = jnp.argsort(~person, axis=1, stable=True)[:, :n]  # [B, n]
+        rois = jnp.take_along_axis(dets.boxes, order[..., None], axis=1)
+        logits = self._keypoint_logits(features, rois)
+        decode = lambda lg, r: keypoint_head_lib.decode_keypoints(  # noqa: E731
+            lg, r, window=s.keypoint_decode_window)
+        kps = jax.vmap(decode)(logits, rois)  # [B, n, K, 3]
+        kps = jnp.where(jnp.take_along_axis(person, order, axis=1)[..., None, None], kps, 0.0)
+        out = jnp.zeros(dets.boxes.shape[:2] + kps.shape[2:], jnp.float32)
+        return jax.vmap(lambda o, i, k: o.at[i].set(k))(out, order, kps)
+
     def _proposals(self, objectness, deltas, anchors, image_hw, train: bool):
         s = self.spec
         pre = s.rpn_pre_nms_top_n_train if train else s.rpn_pre_nms_top_n_test
@@ -297,6 +378,8 @@ class FasterRCNN(nn.Module):
                 logits = self._mask_logits(features, dets.boxes)
                 out["masks"] = jax.nn.sigmoid(
                     mask_head_lib.select_class(logits, dets.classes + 1))
+            if s.keypoint_head:
+                out["keypoints"] = self._keypoints(features, dets)
             out["proposals"], out["proposal_valid"] = proposals, proposal_valid
             return out
         if targets is None or rng is None:
@@ -342,6 +425,8 @@ class FasterRCNN(nn.Module):
         }
         if s.mask_head:
             terms["roi_mask"] = self._mask_loss(features, roi_t, targets)
+        if s.keypoint_head:
+            terms["roi_keypoint"] = self._keypoint_loss(features, roi_t, targets)
         return {
             "terms": terms,
             "recall": self._recall(proposals, proposal_valid, targets),

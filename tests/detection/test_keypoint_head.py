@@ -1,0 +1,216 @@
+"""Keypoint R-CNN branch: head shapes and names, person-RoI selection, targets, loss, decoding."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdet.detection import faster_rcnn
+from jaxdet.detection import keypoint_head as kh
+
+
+def _np_cells(kp: np.ndarray, roi: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference of torchvision's keypoints_to_heatmap for one RoI: [K] index, valid."""
+    x1, y1, x2, y2 = roi.astype(np.float32)
+    cx = np.floor((kp[:, 0] - x1) * np.float32(s / (x2 - x1)))
+    cy = np.floor((kp[:, 1] - y1) * np.float32(s / (y2 - y1)))
+    cx = np.where(kp[:, 0] == x2, s - 1, cx)
+    cy = np.where(kp[:, 1] == y2, s - 1, cy)
+    valid = (cx >= 0) & (cy >= 0) & (cx < s) & (cy < s) & (kp[:, 2] > 0)
+    return np.where(valid, cy * s + cx, 0).astype(np.int32), valid
+
+
+def test_head_and_predictor_shapes_and_torchvision_names():
+    heads = kh.KeypointRCNNHeads(width=8, num_convs=8)
+    pred = kh.KeypointRCNNPredictor(num_keypoints=17)
+    x = jnp.zeros((3, 14, 14, 5))
+    v1 = jax.eval_shape(heads.init, jax.random.key(0), x)
+    feats = jax.eval_shape(heads.apply, v1, x)
+    v2 = jax.eval_shape(pred.init, jax.random.key(0), jnp.zeros(feats.shape))
+    out = jax.eval_shape(pred.apply, v2, jnp.zeros(feats.shape))
+    names = set(flax.traverse_util.flatten_dict(v1["params"], sep="/"))
+    assert names == {f"{i}/{p}" for i in range(0, 16, 2) for p in ("kernel", "bias")}
+    assert feats.shape == (3, 14, 14, 8)
+    kernel = v2["params"]["kps_score_lowres"]["kernel"]
+    assert kernel.shape == (4, 4, 8, 17)
+    assert out.shape == (3, 56, 56, 17) and out.dtype == jnp.float32
+
+
+def test_predictor_upsampling_is_pytorch_bilinear():
+    """kps_score_lowres with an identity-like kernel, then the 2x bilinear upsampling equals
+    PyTorch's align_corners=False formula (edge pixels clamp)."""
+    pred = kh.KeypointRCNNPredictor(num_keypoints=1)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 3, 3, 1)), jnp.float32)
+    v = pred.init(jax.random.key(0), x)
+    out = np.asarray(jax.jit(pred.apply)(v, x))[0, :, :, 0]  # [12, 12]
+    # Recompute the transpose conv with lax and upsample with PyTorch's formula in NumPy.
+    kernel = v["params"]["kps_score_lowres"]["kernel"]
+    bias = v["params"]["kps_score_lowres"]["bias"]
+    lowres = np.asarray(jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)),
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                        + bias)[0, :, :, 0]  # [6, 6]
+    n = lowres.shape[0]
+    src = np.maximum((np.arange(2 * n) + 0.5) / 2 - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(int), n - 1)
+    hi = np.minimum(lo + 1, n - 1)
+    f = src - lo
+    interp = np.zeros((2 * n, n))
+    np.add.at(interp, (np.arange(2 * n), lo), 1 - f)
+    np.add.at(interp, (np.arange(2 * n), hi), f)
+    np.testing.assert_allclose(out, interp @ lowres @ interp.T, rtol=1e-5, atol=1e-5)
+
+
+def test_select_person_rois_keeps_person_positives_first():
+    rois = jnp.arange(6 * 4, dtype=jnp.float32).reshape(6, 4)
+    labels = jnp.array([2, 5, 5, 0, 5, 5])  # class 4 (person) = label 5
+    matched = jnp.array([0, 1, 2, -1, 3, -1])
+    valid = jnp.array([True, True, True, True, False, True])
+    r, m, pos = jax.jit(kh.select_person_rois, static_argnums=(4, 5))(
+        rois, labels, matched, valid, 4, 4)
+    # Person positives: slots 1 and 2 (slot 4 is padding, slot 5 unmatched), then the rest.
+    np.testing.assert_array_equal(np.asarray(pos), [True, True, False, False])
+    np.testing.assert_array_equal(np.asarray(m), [1, 2, -1, -1])
+    np.testing.assert_array_equal(np.asarray(r[:2]), np.asarray(rois[1:3]))
+
+
+def test_keypoint_targets_match_numpy_on_hand_built_rois():
+    s = 8
+    gt = np.zeros((2, 4, 3), np.float32)
+    gt[0] = [[12, 13, 2], [19.99, 10, 1], [20, 20, 2], [5, 5, 2]]  # last: outside the RoI
+    gt[1] = [[30, 30, 0], [31, 33, 2], [40, 44, 2], [36.5, 37.5, 1]]  # first: not labelled
+    rois = np.array([[10, 10, 20, 20], [30, 30, 40, 46], [10, 10, 20, 20]], np.float32)
+    matched = np.array([0, 1, -1])
+    t, valid = jax.jit(kh.keypoint_targets, static_argnums=3)(rois, matched, gt, s)
+    for r in range(2):
+        want_t, want_v = _np_cells(gt[matched[r]], rois[r], s)
+        np.testing.assert_array_equal(np.asarray(valid[r]), want_v)
+        np.testing.assert_array_equal(np.asarray(t[r]), want_t)
+    # Hand-computed: (12, 13) in [10, 20) with 8 cells -> cx = floor(1.6) = 1, cy = floor(2.4)
+    # = 2 -> 17; (20, 20) lies on the right/bottom edge -> cell (7, 7) = 63.
+    assert int(t[0, 0]) == 2 * s + 1 and int(t[0, 2]) == 63
+    assert not bool(valid[0, 3]) and not bool(valid[1, 0])
+    assert not np.asarray(valid[2]).any()  # unmatched RoI: no target at all
+
+
+def _np_loss(logits: np.ndarray, targets: np.ndarray, valid: np.ndarray) -> float:
+    r, s, _, k = logits.shape
+    x = logits.reshape(r, s * s, k).transpose(0, 2, 1).astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    logp = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    return float(nll[valid].mean())
+
+
+def test_loss_is_softmax_ce_over_visible_keypoints_of_person_positives_only():
+    rng = np.random.default_rng(0)
+    s, k = 6, 3
+    # 4 sampled RoIs: person positive, shape positive, person positive, background.
+    rois = np.array([[0, 0, 12, 12], [0, 0, 12, 12], [6, 6, 18, 18], [0, 0, 6, 6]], np.float32)
+    labels = np.array([5, 2, 5, 0])
+    matched = np.array([0, 1, 2, -1])
+    gt = np.zeros((3, k, 3), np.float32)
+    gt[0] = [[1, 1, 2], [7, 3, 1], [11, 11, 0]]  # third not labelled
+    gt[1] = [[2, 2, 2], [3, 3, 2], [4, 4, 2]]  # a shape: would count if not filtered
+    gt[2] = [[8, 9, 2], [30, 30, 2], [17, 6, 2]]  # second outside its RoI
+    @jax.jit
+    def pipeline(logits):
+        sel_rois, sel_m, _ = kh.select_person_rois(
+            jnp.asarray(rois), jnp.asarray(labels), jnp.asarray(matched), jnp.ones(4, bool),
+            4, 3)
+        t, valid = kh.keypoint_targets(sel_rois, sel_m, jnp.asarray(gt), s)
+        return kh.keypoint_loss(logits, t, valid), valid
+
+    logits = rng.normal(size=(3, s, s, k)).astype(np.float32)
+    (total, count), valid = pipeline(jnp.asarray(logits))
+    assert float(count) == 4.0  # 2 labelled in RoI 0, 2 inside RoI 2
+    want_v = np.zeros((3, k), bool)
+    want_t = np.zeros((3, k), np.int32)
+    for row, slot in enumerate([0, 2]):
+        want_t[row], want_v[row] = _np_cells(gt[matched[slot]], rois[slot], s)
+    np.testing.assert_array_equal(np.asarray(valid), want_v)
+    np.testing.assert_allclose(float(total) / float(count),
+                               _np_loss(logits, want_t, want_v), rtol=1e-5)
+    # Invalid keypoints (and the padding RoI) get no gradient, even with non-finite logits.
+    bad = logits.copy()
+    bad[2] = np.nan
+    grad = jax.jit(jax.grad(lambda x: pipeline(x)[0][0]))(jnp.asarray(bad))
+    g = np.asarray(grad)
+    assert np.isfinite(g).all() and not g[2].any()
+    assert not g[0, :, :, 2].any() and not g[1, :, :, 1].any()
+
+
+def test_decode_round_trip_recovers_keypoints_within_a_cell():
+    """Encode gt keypoints as peaked heatmaps at their target cells, decode: each keypoint
+    comes back inside its cell (RoIs <= 32 px: the decode is torchvision's, exact)."""
+    rng = np.random.default_rng(1)
+    s, k = 14, 17
+    rois = np.array([[3, 5, 27, 33], [40, 10, 60, 22]], np.float32)
+    kp = np.zeros((2, k, 3), np.float32)
+    for r, (x1, y1, x2, y2) in enumerate(rois):
+        kp[r, :, 0] = rng.uniform(x1, x2, k)
+        kp[r, :, 1] = rng.uniform(y1, y2, k)
+        kp[r, :, 2] = 2
+    @jax.jit
+    def round_trip(rois, kp):
+        t, valid = kh.keypoint_targets(rois, jnp.arange(2), kp, s)
+        onehot = jax.nn.one_hot(t, s * s) * 20.0  # [R, K, S*S]
+        logits = jnp.moveaxis(onehot.reshape(2, k, s, s), 1, -1)  # [R, S, S, K]
+        return kh.decode_keypoints(logits, rois), valid
+
+    out, valid = round_trip(jnp.asarray(rois), jnp.asarray(kp))
+    out = np.asarray(out)
+    assert np.asarray(valid).all() and out.shape == (2, k, 3)
+    # The decoded point is a pixel centre of the RoI-sized resampled map inside (or next to)
+    # the keypoint's cell: within one cell plus one pixel of the truth.
+    cell = (rois[:, 2:] - rois[:, :2]) / s  # [R, 2] (w, h) of one cell
+    err = np.abs(out[..., :2] - kp[..., :2])
+    assert (err <= cell[:, None, :] + 1.0).all(), err.max()
+    assert err.mean() < 0.6
+    assert (out[..., 2] > 5).all(), out[..., 2].min()  # the peak's interpolated logit
+
+
+def _tiny_detector(keypoints: bool) -> faster_rcnn.FasterRCNN:
+    spec = faster_rcnn.DetectorSpec(
+        num_classes=3, fpn_channels=8, anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
+        rpn_batch_size_per_image=16, rpn_pre_nms_top_n_train=20, rpn_post_nms_top_n_train=20,
+        rpn_pre_nms_top_n_test=20, rpn_post_nms_top_n_test=10, roi_batch_size_per_image=8,
+        representation_size=16, detections_per_img=5, keypoint_head=keypoints,
+        keypoint_head_width=8, keypoint_head_convs=2, keypoint_roi_output_size=7,
+        keypoint_class=2, keypoint_rois_per_image=3, keypoint_detections_per_img=4)
+    backbone = {"depth": 0, "width": 4, "stage_sizes": (1, 1, 1, 1), "block": "basic",
+                "stem": "imagenet", "norm": "batch"}
+    return faster_rcnn.FasterRCNN(spec=spec, backbone=backbone)
+
+
+def test_faster_rcnn_keypoint_branch_wiring():
+    model = _tiny_detector(keypoints=True)
+    images = jnp.zeros((2, 64, 64, 3))
+    targets = {"gt_boxes": jnp.array([[[4, 4, 30, 30], [0, 0, 0, 0]]] * 2, jnp.float32),
+               "gt_labels": jnp.array([[2, 0]] * 2, jnp.int32),
+               "gt_valid": jnp.array([[True, False]] * 2),
+               "gt_keypoints": jnp.ones((2, 2, 17, 3), jnp.float32) * 10}
+
+    def run():
+        test, v = model.init_with_output(jax.random.key(0), images, train=False)
+        train, _ = model.apply(v, images, train=True, targets=targets,
+                               rng=jax.random.split(jax.random.key(1), 2),
+                               mutable=["batch_stats"])
+        return v, test, train
+
+    v, test, train = jax.eval_shape(run)
+    params = flax.traverse_util.flatten_dict(v["params"], sep="/")
+    assert "keypoint_head/2/kernel" in params and "keypoint_head/4/kernel" not in params
+    assert params["keypoint_predictor/kps_score_lowres/kernel"].shape == (4, 4, 8, 17)
+    assert test["keypoints"].shape == (2, 5, 17, 3)
+    assert set(train["terms"]) == set(faster_rcnn.LOSS_TERMS) | {"roi_keypoint"}
+    assert faster_rcnn.loss_terms_for({"keypoint_head": True}, 3)[-1] == "roi_keypoint"
+    assert faster_rcnn.loss_terms_for({}, 3) == faster_rcnn.LOSS_TERMS
+    assert not _tiny_detector(keypoints=False).spec.keypoint_head
+
+
+@pytest.mark.parametrize("budget, want", [(0, 2), (3, 3), (100, 8)])
+def test_keypoint_roi_budget(budget, want):
+    spec = faster_rcnn.DetectorSpec(num_classes=3, roi_batch_size_per_image=8,
+                                    keypoint_rois_per_image=budget)
+    assert spec.num_keypoint_rois == want
