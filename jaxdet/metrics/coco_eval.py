@@ -7,7 +7,12 @@ at a time, builds a COCO ground-truth dataset in memory and runs pycocotools' ``
 ``iouType="bbox"`` — the reference numbers, not a re-implementation. Built with
 ``with_masks=True`` it also takes one binary ``[H, W]`` mask per gt and per detection (image
 pixels of the original image), stores them as COCO RLE (``pycocotools.mask.encode``) and adds
-``iouType="segm"`` results under ``mask_``-prefixed keys.
+``iouType="segm"`` results under ``mask_``-prefixed keys. Built with ``with_keypoints=True``
+it also takes ``[K, 3]`` ``(x, y, v)`` keypoints per gt (``v > 0`` labelled; the gt of other
+classes have none) and ``[K, 3]`` ``(x, y, score)`` per detection (only the detections of
+``keypoint_class`` are written), and adds ``iouType="keypoints"`` results (OKS with the 17
+COCO sigmas by default, scale = the gt ``areas``; the ``keypoint_class`` category only; the
+detection's score ranks it) under ``kp_``-prefixed keys.
 
 Boxes everywhere are ``(x1, y1, x2, y2)`` in absolute pixels of the ORIGINAL image (undo any
 resize before adding them); labels are 0-based class indices, written as COCO
@@ -32,6 +37,12 @@ from pycocotools.cocoeval import COCOeval
 
 # ``COCOeval.stats`` indices -> summary keys (the first 9 of its 12 entries).
 STAT_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100")
+#: ``COCOeval.stats`` of ``iouType="keypoints"`` (20 detections per image, no small range).
+KEYPOINT_STAT_KEYS = ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR", "AR50", "AR75",
+                      "AR_medium", "AR_large")
+#: pycocotools' OKS sigmas of the 17 COCO person keypoints, in COCO order.
+COCO_KEYPOINT_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07,
+                                 1.07, .87, .87, .89, .89]) / 10.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class _GroundTruth:
     height: int
     width: int
     rles: list[dict[str, Any]] | None = None  # [G] COCO RLE (counts as str), valid rows only
+    keypoints: np.ndarray | None = None  # [G, K, 3] float64 (x, y, v), valid rows only
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,7 @@ class _Detections:
     scores: np.ndarray  # [D] float64
     labels: np.ndarray  # [D] int64, 0-based
     rles: list[dict[str, Any]] | None = None  # [D] COCO RLE (counts as str), valid rows only
+    keypoints: np.ndarray | None = None  # [D, K, 3] float64 (x, y, score), valid rows only
 
 
 def _rles(masks: npt.ArrayLike, keep: np.ndarray, height: int, width: int, what: str
@@ -109,9 +122,13 @@ class CocoEvaluator:
     ``with_masks`` every call must also pass the masks (``segm`` is evaluated too).
     """
 
-    def __init__(self, class_names: Sequence[str], with_masks: bool = False) -> None:
+    def __init__(self, class_names: Sequence[str], with_masks: bool = False,
+                 with_keypoints: bool = False, keypoint_class: int = 0,
+                 keypoint_sigmas: npt.ArrayLike | None = None) -> None:
         """``class_names[k]`` names label ``k`` (COCO ``category_id`` ``k + 1``); unique.
-        ``with_masks``: also collect instance masks and evaluate mask AP (``segm``)."""
+        ``with_masks``: also collect instance masks and evaluate mask AP (``segm``).
+        ``with_keypoints``: also collect keypoints and evaluate keypoint AP (``keypoints``) of
+        class ``keypoint_class`` with OKS ``keypoint_sigmas`` (default the 17 COCO ones)."""
         names = [str(name) for name in class_names]
         if not names:
             raise ValueError("CocoEvaluator needs at least one class name")
@@ -119,6 +136,12 @@ class CocoEvaluator:
             raise ValueError(f"class names must be unique, got {names}")
         self.class_names: tuple[str, ...] = tuple(names)
         self.with_masks = bool(with_masks)
+        self.with_keypoints = bool(with_keypoints)
+        self.keypoint_class = int(keypoint_class)
+        self.keypoint_sigmas = np.asarray(
+            COCO_KEYPOINT_SIGMAS if keypoint_sigmas is None else keypoint_sigmas, np.float64)
+        if self.with_keypoints and not 0 <= self.keypoint_class < len(names):
+            raise ValueError(f"keypoint_class {keypoint_class} outside [0, {len(names)})")
         self._gt: dict[int, _GroundTruth] = {}
         self._dets: dict[int, _Detections] = {}
 
@@ -142,6 +165,7 @@ class CocoEvaluator:
         areas: npt.ArrayLike | None = None,
         iscrowd: npt.ArrayLike | None = None,
         masks: npt.ArrayLike | None = None,
+        keypoints: npt.ArrayLike | None = None,
     ) -> None:
         """Registers one image and its ground truth.
 
@@ -157,6 +181,8 @@ class CocoEvaluator:
           iscrowd: optional ``[G]`` bool; crowd boxes are neither hits nor misses in COCOeval.
           masks: ``[G, height, width]`` binary instance masks (nonzero = object), required
             with ``with_masks`` (padding rows ignored), else not allowed.
+          keypoints: ``[G, K, 3]`` ``(x, y, v)`` original-image pixels, ``v > 0`` labelled
+            (rows of other classes: ``v = 0``), required with ``with_keypoints``.
         """
         image_id = int(image_id)
         if image_id in self._gt:
@@ -178,8 +204,23 @@ class CocoEvaluator:
         crowd = (np.zeros(len(boxes), bool) if iscrowd is None
                  else np.asarray(iscrowd).astype(bool).reshape(-1)[keep])
         rles = self._masks_arg(masks, keep, int(height), int(width), what)
+        kps = self._keypoints_arg(keypoints, keep, what)
         self._gt[image_id] = _GroundTruth(boxes, labels, area, crowd, int(height), int(width),
-                                          rles)
+                                          rles, kps)
+
+    def _keypoints_arg(self, keypoints: npt.ArrayLike | None, keep: np.ndarray, what: str
+                       ) -> np.ndarray | None:
+        if (keypoints is None) == self.with_keypoints:
+            raise ValueError(f"{what}: keypoints are "
+                             f"{'required' if self.with_keypoints else 'not taken'}"
+                             f" (CocoEvaluator(with_keypoints={self.with_keypoints}))")
+        if keypoints is None:
+            return None
+        kp = np.asarray(keypoints, np.float64)
+        k = len(self.keypoint_sigmas)
+        if kp.shape != (len(keep), k, 3):
+            raise ValueError(f"{what}: keypoints must be [{len(keep)}, {k}, 3], got {kp.shape}")
+        return kp[keep]
 
     def _masks_arg(self, masks: npt.ArrayLike | None, keep: np.ndarray, height: int,
                    width: int, what: str) -> list[dict[str, Any]] | None:
@@ -196,6 +237,7 @@ class CocoEvaluator:
         labels: npt.ArrayLike,
         valid: npt.ArrayLike,
         masks: npt.ArrayLike | None = None,
+        keypoints: npt.ArrayLike | None = None,
     ) -> None:
         """Adds one image's detections.
 
@@ -208,6 +250,8 @@ class CocoEvaluator:
           valid: ``[D]`` bool, False for padding rows (whose values are ignored, even NaN).
           masks: ``[D, H, W]`` binary masks in original-image pixels (e.g. pasted and
             thresholded), required with ``with_masks``, else not allowed.
+          keypoints: ``[D, K, 3]`` ``(x, y, score)`` original-image pixels, required with
+            ``with_keypoints`` (read for the detections of ``keypoint_class`` only).
         """
         image_id = int(image_id)
         if image_id in self._dets:
@@ -225,7 +269,8 @@ class CocoEvaluator:
         shape = np.shape(masks) if masks is not None else (0, 0, 0)
         rles = self._masks_arg(masks, keep, *(shape[1:3] if len(shape) == 3 else (-1, -1)),
                                what)
-        self._dets[image_id] = _Detections(boxes, scores, labels, rles)
+        kps = self._keypoints_arg(keypoints, keep, what)
+        self._dets[image_id] = _Detections(boxes, scores, labels, rles, kps)
 
     def add_batch(
         self,
@@ -245,6 +290,8 @@ class CocoEvaluator:
         gt_iscrowd: npt.ArrayLike | None = None,
         gt_masks: npt.ArrayLike | None = None,
         det_masks: npt.ArrayLike | None = None,
+        gt_keypoints: npt.ArrayLike | None = None,
+        det_keypoints: npt.ArrayLike | None = None,
     ) -> None:
         """Adds a padded batch: :meth:`add_ground_truth` + :meth:`add_detections` per example.
 
@@ -260,6 +307,8 @@ class CocoEvaluator:
           gt_areas: optional ``[B, G]``. gt_iscrowd: optional ``[B, G]`` bool.
           gt_masks: ``[B, G, H, W]``, det_masks: ``[B, D, H, W]`` binary (with ``with_masks``;
             one image size per batch).
+          gt_keypoints: ``[B, G, K, 3]``, det_keypoints: ``[B, D, K, 3]`` (with
+            ``with_keypoints``).
         """
         ids = np.asarray(image_ids).reshape(-1)
         mask = _rows(example_mask, len(ids), "add_batch example_mask")
@@ -277,25 +326,41 @@ class CocoEvaluator:
                 areas=None if areas is None else areas[i],
                 iscrowd=None if crowd is None else crowd[i],
                 masks=None if gt_masks is None else gt_masks[i],
+                keypoints=None if gt_keypoints is None else gt_keypoints[i],
             )
             self.add_detections(int(ids[i]), db[i], ds[i], dl[i], dv[i],
-                                masks=None if det_masks is None else det_masks[i])
+                                masks=None if det_masks is None else det_masks[i],
+                                keypoints=None if det_keypoints is None else det_keypoints[i])
 
     def _check_iou_type(self, iou_type: str) -> None:
-        if iou_type not in ("bbox", "segm") or (iou_type == "segm" and not self.with_masks):
-            raise ValueError(f"iou_type={iou_type!r}; expected 'bbox' or, with masks, 'segm'")
+        if iou_type not in ("bbox", "segm", "keypoints") or (
+                iou_type == "segm" and not self.with_masks) or (
+                iou_type == "keypoints" and not self.with_keypoints):
+            raise ValueError(f"iou_type={iou_type!r}; expected 'bbox' or, with masks, 'segm' "
+                             "or, with keypoints, 'keypoints'")
 
     def results_json(self, iou_type: str = "bbox") -> list[dict[str, Any]]:
         """Detections in COCO results format, by image id then input order.
 
         Each entry: ``{"image_id": int, "category_id": label + 1, "bbox": [x, y, w, h],
         "score": float}`` with plain Python numbers (JSON-serialisable); for ``"segm"``
-        ``"segmentation": {"size": [h, w], "counts": str}`` (COCO RLE) instead of ``bbox``.
+        ``"segmentation": {"size": [h, w], "counts": str}`` (COCO RLE) instead of ``bbox``; for
+        ``"keypoints"`` only the ``keypoint_class`` detections, with ``"keypoints": [x1, y1, 1,
+        x2, y2, 1, ...]`` instead of ``bbox``.
         """
         self._check_iou_type(iou_type)
         results = []
         for image_id in sorted(self._dets):
             det = self._dets[image_id]
+            if iou_type == "keypoints":
+                for kp, score, label in zip(det.keypoints, det.scores.tolist(),
+                                            det.labels.tolist(), strict=True):
+                    if label != self.keypoint_class:
+                        continue
+                    flat = np.concatenate([kp[:, :2], np.ones((len(kp), 1))], axis=1)
+                    results.append({"image_id": image_id, "category_id": label + 1,
+                                    "keypoints": flat.reshape(-1).tolist(), "score": score})
+                continue
             if iou_type == "segm":
                 for rle, score, label in zip(det.rles, det.scores.tolist(),
                                              det.labels.tolist(), strict=True):
@@ -317,7 +382,8 @@ class CocoEvaluator:
         """The COCO ground-truth dataset dict (``images``, ``annotations``, ``categories``).
 
         Annotation ids start at 1 (COCOeval treats a matched id 0 as unmatched); ``bbox`` is
-        ``[x, y, w, h]``; with masks each annotation also has its RLE ``segmentation``.
+        ``[x, y, w, h]``; with masks each annotation also has its RLE ``segmentation``; with
+        keypoints its flat ``keypoints`` ``[x1, y1, v1, ...]`` and ``num_keypoints``.
         """
         images, annotations = [], []
         for image_id in sorted(self._gt):
@@ -332,6 +398,11 @@ class CocoEvaluator:
                                     "iscrowd": int(crowd)})
                 if rle is not None:
                     annotations[-1]["segmentation"] = dict(rle)
+            if gt.keypoints is not None:
+                for ann, kp in zip(annotations[len(annotations) - len(gt.boxes):], gt.keypoints,
+                                   strict=True):
+                    ann["keypoints"] = kp.reshape(-1).tolist()
+                    ann["num_keypoints"] = int(np.count_nonzero(kp[:, 2] > 0))
         categories = [{"id": k + 1, "name": name} for k, name in enumerate(self.class_names)]
         return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -363,6 +434,9 @@ class CocoEvaluator:
                                "annotations": []}
             _quiet(coco_dt.createIndex)
         coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+        if iou_type == "keypoints":
+            coco_eval.params.catIds = [self.keypoint_class + 1]
+            coco_eval.params.kpt_oks_sigmas = self.keypoint_sigmas
         _quiet(coco_eval.evaluate)
         _quiet(coco_eval.accumulate)
         _quiet(coco_eval.summarize)
@@ -381,8 +455,16 @@ class CocoEvaluator:
           -1.0, and classes without gt are left out of ``AP``'s class mean. With masks the same
           keys of the ``segm`` evaluation follow, prefixed ``mask_`` (``mask_AP``,
           ``mask_AP50``, ..., ``mask_AP/<class name>``; the area ranges use the gt ``areas``).
+        With keypoints the ``keypoints`` evaluation's ``COCOeval.stats`` follow as ``kp_AP``,
+        ``kp_AP50``, ``kp_AP75``, ``kp_AP_medium``, ``kp_AP_large``, ``kp_AR``, ``kp_AR50``,
+        ``kp_AR75``, ``kp_AR_medium``, ``kp_AR_large`` (OKS .50:.05:.95, 20 detections per
+        image, the ``keypoint_class`` category only).
         """
         out = {}
+        if self.with_keypoints:
+            coco_eval = self.evaluate("keypoints")
+            for key, value in zip(KEYPOINT_STAT_KEYS, coco_eval.stats, strict=False):
+                out["kp_" + key] = float(value)
         for iou_type, prefix in (("bbox", ""), ("segm", "mask_")):
             if iou_type == "segm" and not self.with_masks:
                 continue

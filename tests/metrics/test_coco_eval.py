@@ -237,3 +237,56 @@ def test_segm_results_are_rle_and_masks_are_checked(tmp_path):
             1, [[0, 0, 1, 1]], [1.0], [0], [True], masks=np.zeros((1, 4, 4)))
     with pytest.raises(ValueError, match="segm"):
         coco_eval.CocoEvaluator(["a"]).results_json("segm")
+
+
+def _keypoint_evaluator(shift: tuple[float, float]) -> coco_eval.CocoEvaluator:
+    """Image 5: a person (class 1) with 16 labelled keypoints (keypoint 3 unlabelled) and a
+    shape (class 0, no keypoints); the person's detection has every keypoint moved by
+    ``shift`` and keypoint 3 far away, the shape's detection has garbage keypoints."""
+    rng = np.random.default_rng(0)
+    ev = coco_eval.CocoEvaluator(["shape", "person"], with_keypoints=True, keypoint_class=1)
+    gt_kp = np.zeros((2, 17, 3), F32)
+    gt_kp[1, :, 0] = rng.uniform(10, 50, 17)
+    gt_kp[1, :, 1] = rng.uniform(10, 90, 17)
+    gt_kp[1, :, 2] = 2
+    gt_kp[1, 3, 2] = 0
+    boxes = np.array([[60, 60, 90, 90], [10, 10, 50, 90]], F32)  # person area 40 * 80
+    ev.add_ground_truth(5, boxes, [0, 1], [True, True], 100, 100, keypoints=gt_kp)
+    det_kp = gt_kp.copy()
+    det_kp[1, :, :2] += shift
+    det_kp[1, 3, :2] = (99, 0)
+    det_kp[0, :, :2] = rng.uniform(0, 100, (17, 2))
+    ev.add_detections(5, boxes, [0.9, 0.8], [0, 1], [True, True], keypoints=det_kp)
+    return ev
+
+
+def test_keypoints_perfect_prediction_gives_one_and_shift_the_oks_thresholds_passed():
+    out = _keypoint_evaluator((0.0, 0.0)).summarize()
+    for key in ("kp_AP", "kp_AP50", "kp_AP75", "kp_AR", "AP"):
+        assert out[key] == pytest.approx(1.0, abs=1e-12), key
+    # OKS of a (5, 2) px shift on the 16 labelled keypoints, pycocotools' formula with COCO's
+    # sigmas and the gt area 3200: exp(-29 / (2 * 3200 * (2 sigma)^2)) averaged = 0.684.
+    var = (2 * coco_eval.COCO_KEYPOINT_SIGMAS) ** 2
+    labelled = np.arange(17) != 3
+    oks = np.mean(np.exp(-29.0 / var / 3200 / 2)[labelled])
+    assert oks == pytest.approx(0.6839, abs=1e-4)  # a hit at OKS .50 .. .65: 4 of 10
+    out = _keypoint_evaluator((5.0, 2.0)).summarize()
+    assert out["kp_AP"] == pytest.approx(0.4, abs=1e-12)
+    assert out["kp_AP50"] == pytest.approx(1.0, abs=1e-12)
+    assert out["kp_AP75"] == pytest.approx(0.0, abs=1e-12)
+    assert out["AP"] == pytest.approx(1.0, abs=1e-12)  # boxes are exact
+
+
+def test_keypoint_results_are_person_only_and_keypoints_are_checked():
+    ev = _keypoint_evaluator((1.0, 0.0))
+    (result,) = ev.results_json("keypoints")  # the shape's detection is left out
+    assert result["image_id"] == 5 and result["category_id"] == 2 and result["score"] == 0.8
+    assert len(result["keypoints"]) == 51 and result["keypoints"][2::3] == [1.0] * 17
+    dataset = ev.ground_truth_dataset()
+    assert [a["num_keypoints"] for a in dataset["annotations"]] == [0, 16]
+    with pytest.raises(ValueError, match="keypoints are required"):
+        ev.add_ground_truth(6, np.zeros((0, 4)), [], [], 40, 40)
+    with pytest.raises(ValueError, match=r"keypoints must be \[1, 17, 3\]"):
+        ev.add_detections(6, [[0, 0, 1, 1]], [1.0], [1], [True], keypoints=np.zeros((1, 16, 3)))
+    with pytest.raises(ValueError, match="keypoints"):
+        coco_eval.CocoEvaluator(["a"]).results_json("keypoints")
