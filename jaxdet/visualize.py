@@ -70,6 +70,31 @@ def overlay_masks(image: np.ndarray, masks: np.ndarray, colour_ids: np.ndarray,
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def draw_skeletons(image: np.ndarray, keypoints: np.ndarray,
+                   skeleton: list[tuple[int, int]] | tuple[tuple[int, int], ...],
+                   colour: tuple[int, int, int] = (255, 230, 0)) -> np.ndarray:
+    """The image with each person's skeleton drawn: limbs as lines, keypoints as dots.
+
+    Args:
+      image: ``[H, W, 3]`` uint8.
+      keypoints: ``[N, K, 2 or 3]`` ``(x, y[, ...])`` absolute pixels of ``N`` persons.
+      skeleton: limb index pairs into the ``K`` keypoints.
+      colour: RGB of lines and dots.
+
+    Returns:
+      ``[H, W, 3]`` uint8.
+    """
+    picture = Image.fromarray(np.asarray(image, np.uint8))
+    draw = ImageDraw.Draw(picture)
+    for person in np.asarray(keypoints, np.float32).reshape(-1, *np.shape(keypoints)[-2:]):
+        pts = [tuple(p) for p in person[:, :2].tolist()]
+        for a, b in skeleton:
+            draw.line([pts[a], pts[b]], fill=colour, width=1)
+        for x, y in pts:
+            draw.ellipse([x - 1, y - 1, x + 1, y + 1], fill=colour)
+    return np.asarray(picture)
+
+
 def boxes_panel(
     image: np.ndarray,
     gt: list[tuple[np.ndarray, str]],

@@ -23,14 +23,19 @@ Batches (all static shapes; ``G = config.data.max_instances``):
   314 KB, not ``[100, 800, 1333]`` float32). Evaluation reads the full-resolution gt masks
   from the split's source by ``index``; the predicted ``[B, K, 28, 28]`` probabilities are
   pasted at the original size with :func:`jaxdet.ops.paste_masks` (``> 0.5``), RLE-encoded,
-  and scored with pycocotools ``segm`` next to ``bbox`` (``mask_AP``, ``mask_AP50``, ...).
+  and scored with pycocotools ``segm`` next to ``bbox`` (``mask_AP``, ``mask_AP50``, ...);
+* with ``config.model.keypoint_head`` (Keypoint R-CNN, on scenes with stick-figure persons:
+  ``config.data.person_fraction > 0``, class "person" last) also ``gt_keypoints`` float32
+  ``[B, G, 17, 3]`` ``(x, y, v)`` absolute pixels of the network input (zeros for shapes).
+  The person detections' ``keypoints`` ``[B, K, 17, 3]`` are scored with pycocotools
+  ``keypoints`` (COCO's 17 sigmas; ``kp_AP``, ``kp_AP50``, ...) next to ``bbox``.
 
 Loss: the detector's terms (Faster R-CNN: ``rpn_objectness``, ``rpn_box``, ``roi_classifier``,
-``roi_box``; Mask R-CNN adds ``roi_mask``), each with its weight ``config.loss.<term>_weight``
-(sweepable). Evaluation runs on the host: COCO AP / AP50 / AP75 / AP small-medium-large / AR
-and per-class AP through pycocotools over every validation image exactly once, plus the
-RPN's proposal recall ``AR100@0.5`` (fraction of gt boxes with IoU >= 0.5 to one of the top
-100 proposals); the detections are written as a COCO results JSON.
+``roi_box``; Mask R-CNN adds ``roi_mask``, Keypoint R-CNN ``roi_keypoint``), each with its
+weight ``config.loss.<term>_weight`` (sweepable). Evaluation runs on the host: COCO AP / AP50 /
+AP75 / AP small-medium-large / AR and per-class AP through pycocotools over every validation
+image exactly once, plus the RPN's proposal recall ``AR100@0.5`` (fraction of gt boxes with
+IoU >= 0.5 to one of the top 100 proposals); the detections are written as a COCO results JSON.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import ml_collections
 import numpy as np
 
 from jaxdet import ops, visualize
-from jaxdet.data import scenes, scenes_tfds
+from jaxdet.data import scenes, scenes_tfds, stick_figures
 from jaxdet.detection import faster_rcnn, mask_head, roi_heads
 from jaxdet.detection import rpn as rpn_lib
 from jaxdet.metrics import coco_eval
@@ -59,6 +64,7 @@ PRIMARY_METRIC = "AP"
 LOSS_TERMS = faster_rcnn.LOSS_TERMS  # of the default detector; see loss_terms(config)
 RESULTS_FILE = "coco_results.json"
 SEGM_RESULTS_FILE = "coco_results_segm.json"
+KEYPOINT_RESULTS_FILE = "coco_results_keypoints.json"
 #: ``config.model.detector`` values -> the module holding the detector. R-CNN and Fast R-CNN
 #: classify given (Selective Search) proposals; Faster R-CNN learns its own; the sliding window
 #: classifies a fixed window grid; YOLO and SSD predict boxes in one pass over a grid of cells.
@@ -96,12 +102,13 @@ def loss_terms(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
+    """The scenes' classes; "person" last when ``config.data.person_fraction > 0``."""
     if config.data.get("source", "scenes") != "scenes":  # real data: jaxdet.data.sources
         from jaxdet.data import sources
 
         return sources.detection_class_names(config)
-    del config
-    return list(scenes.CLASS_NAMES)
+    with_person = float(config.data.get("person_fraction", 0.0)) > 0
+    return list(scenes.CLASS_NAMES) + ([scenes.PERSON] if with_person else [])
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
@@ -124,6 +131,10 @@ def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
         os.path.expanduser(data.data_dir), image_size=data.image_size,
         min_objects=data.min_objects, max_objects=data.max_objects, num_train=data.num_train,
         num_val=data.num_val, seed=data.seed,
+        # object size range in px (0: the default range; COCO's min/max_size mean resizing)
+        min_size=int(data.get("object_min_size", 0)),
+        max_size=int(data.get("object_max_size", 0)),
+        person_fraction=float(data.get("person_fraction", 0.0)),
     )
     sources = builder.as_data_source()
     splits = {"train": sources["train"], "validation": sources["validation"]}
@@ -170,6 +181,8 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
     num_classes = len(class_names(config))
     with_masks = bool(config.model.get("mask_head", False))
     crop_size = int(config.data.get("mask_crop_size", 56))
+    with_keypoints = bool(config.model.get("keypoint_head", False))
+    num_keypoints = int(config.model.get("num_keypoints", stick_figures.NUM_KEYPOINTS))
 
     def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
         where = f"detection example {example.get('image_id', '?')}"
@@ -203,6 +216,13 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
             masks = np.asarray(example["objects"]["mask"], np.uint8).reshape(n, h, w)
             out["gt_masks"] = np.zeros((max_instances, crop_size, crop_size), np.uint8)
             out["gt_masks"][:n] = mask_head.crop_gt_masks(masks, boxes, crop_size)
+        if with_keypoints:
+            if "keypoints" not in example["objects"]:
+                raise ValueError(f"{where}: keypoint_head needs objects.keypoints (scenes "
+                                 "built with config.data.person_fraction > 0)")
+            out["gt_keypoints"] = np.zeros((max_instances, num_keypoints, 3), np.float32)
+            out["gt_keypoints"][:n] = np.asarray(
+                example["objects"]["keypoints"], np.float32).reshape(n, num_keypoints, 3)
         if "proposals" in example:
             out["proposals"] = np.asarray(example["proposals"], np.float32)
             out["proposal_valid"] = np.asarray(example["proposal_valid"], bool)
@@ -238,6 +258,8 @@ def _targets(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
            "gt_valid": batch["gt_valid"] & real[:, None], "example_mask": batch["mask"]}
     if "gt_masks" in batch:
         out["gt_masks"] = batch["gt_masks"]
+    if "gt_keypoints" in batch:
+        out["gt_keypoints"] = batch["gt_keypoints"]
     return out
 
 
@@ -278,7 +300,9 @@ def predict(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array
     ``scores`` ``[B, K]``, ``classes`` ``[B, K]`` int32 (0-based), ``valid`` ``[B, K]`` and
     ``recall_hit`` / ``recall_total`` ``[B]`` int32 (gt boxes covered at IoU 0.5 by the top
     ``recall_top_n`` proposals / valid gt boxes); Mask R-CNN adds ``masks`` ``[B, K, 28, 28]``
-    float32 probabilities of each detection's class inside its box.
+    float32 probabilities of each detection's class inside its box; Keypoint R-CNN adds
+    ``keypoints`` ``[B, K, 17, 3]`` float32 ``(x, y, score)`` in ``orig_hw`` pixels (zeros for
+    detections that are not persons).
     """
     out = model.apply(_variables(params, batch_stats), model_input(batch), batch["image_hw"],
                       train=False, **_proposal_inputs(batch))
@@ -291,6 +315,11 @@ def predict(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array
               "valid": out["valid"], "recall_hit": hit, "recall_total": total}
     if "masks" in out:
         result["masks"] = out["masks"]
+    if "keypoints" in out:
+        scale = (batch["orig_hw"].astype(jnp.float32)
+                 / jnp.maximum(batch["image_hw"].astype(jnp.float32), 1.0))[:, None, None, ::-1]
+        kp = out["keypoints"]
+        result["keypoints"] = jnp.concatenate([kp[..., :2] * scale, kp[..., 2:]], axis=-1)
     return result
 
 
@@ -310,32 +339,47 @@ class DetectionEvaluator:
     ``config.model.mask_head`` also COCO mask AP (``mask_AP``, ...): the ``[K, 28, 28]``
     probabilities are pasted at the original image size (:func:`jaxdet.ops.paste_masks`,
     ``> 0.5``) and compared with the full-resolution gt masks of the ``config.eval_split``
-    source, read by example ``index``."""
+    source, read by example ``index``; with ``config.model.keypoint_head`` also COCO keypoint
+    AP (``kp_AP``, ...) of the person detections against the batch's ``gt_keypoints`` (OKS
+    with COCO's 17 sigmas, scale = the gt box area as for the box evaluation)."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.with_masks = bool(config.model.get("mask_head", False))
-        self.coco = coco_eval.CocoEvaluator(class_names(config), with_masks=self.with_masks)
+        self.with_keypoints = bool(config.model.get("keypoint_head", False))
+        self.coco = coco_eval.CocoEvaluator(
+            class_names(config), with_masks=self.with_masks,
+            with_keypoints=self.with_keypoints,
+            keypoint_class=int(config.model.get("keypoint_class", 0)))
         self.gt_source = (datasets(config)[config.get("eval_split", "validation")]
                           if self.with_masks else None)
         self.recall_hit = 0
         self.recall_total = 0
 
     def _add_with_masks(self, batch, outputs, mask, scale) -> None:
-        """Per image: gt masks from the source, detections' masks pasted and thresholded."""
+        """Per image: gt masks from the source, detections' masks pasted and thresholded;
+        gt keypoints from the batch."""
         gt_boxes = np.asarray(batch["gt_boxes"]) * scale
         for i in np.flatnonzero(mask):
             index = int(batch["index"][i])
             h, w = (int(v) for v in np.asarray(batch["orig_hw"])[i])
-            gt = np.asarray(self.gt_source[index]["objects"]["mask"], np.uint8)
-            n = int(np.sum(batch["gt_valid"][i]))
-            gt_masks = np.zeros((len(gt_boxes[i]), h, w), np.uint8)
-            gt_masks[:n] = gt.reshape(-1, h, w)[:n]
+            gt_masks = det_masks = gt_kps = None
+            if self.with_masks:
+                gt = np.asarray(self.gt_source[index]["objects"]["mask"], np.uint8)
+                n = int(np.sum(batch["gt_valid"][i]))
+                gt_masks = np.zeros((len(gt_boxes[i]), h, w), np.uint8)
+                gt_masks[:n] = gt.reshape(-1, h, w)[:n]
+                det_masks = np.asarray(_paste(jnp.asarray(outputs["masks"][i]),
+                                              jnp.asarray(outputs["boxes"][i]), h, w))
+            if self.with_keypoints:
+                gt_kps = np.asarray(batch["gt_keypoints"][i], np.float32).copy()
+                gt_kps[..., :2] *= scale[i, 0, :2]
             self.coco.add_ground_truth(index, gt_boxes[i], batch["gt_labels"][i],
-                                       batch["gt_valid"][i], h, w, masks=gt_masks)
-            det_masks = np.asarray(_paste(jnp.asarray(outputs["masks"][i]),
-                                          jnp.asarray(outputs["boxes"][i]), h, w))
-            self.coco.add_detections(index, outputs["boxes"][i], outputs["scores"][i],
-                                     outputs["classes"][i], outputs["valid"][i], masks=det_masks)
+                                       batch["gt_valid"][i], h, w, masks=gt_masks,
+                                       keypoints=gt_kps)
+            self.coco.add_detections(
+                index, outputs["boxes"][i], outputs["scores"][i], outputs["classes"][i],
+                outputs["valid"][i], masks=det_masks,
+                keypoints=outputs["keypoints"][i] if self.with_keypoints else None)
 
     def add(self, batch: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         """One padded batch: ``batch`` fields (module docstring), ``outputs`` of :func:`predict`.
@@ -343,7 +387,7 @@ class DetectionEvaluator:
         mask = np.asarray(batch["mask"]) > 0
         scale = (np.asarray(batch["orig_hw"], np.float32)
                  / np.maximum(np.asarray(batch["image_hw"], np.float32), 1))[:, None, [1, 0, 1, 0]]
-        if self.with_masks:
+        if self.with_masks or self.with_keypoints:
             self._add_with_masks(batch, outputs, mask, scale)
         else:
             self.coco.add_batch(
@@ -369,6 +413,8 @@ class DetectionEvaluator:
         self.coco.write_results(path)
         if self.with_masks:
             self.coco.write_results(os.path.join(directory, SEGM_RESULTS_FILE), "segm")
+        if self.with_keypoints:
+            self.coco.write_results(os.path.join(directory, KEYPOINT_RESULTS_FILE), "keypoints")
         return path
 
 
@@ -380,7 +426,8 @@ def draw_predictions(
     model: nn.Module, params, batch_stats, batch: Mapping[str, np.ndarray], config
 ) -> list:
     """One picture per example: ground truth (green) and detections scoring >= 0.5 (red);
-    Mask R-CNN's masks of those detections are drawn translucent in per-class colours."""
+    Mask R-CNN's masks of those detections are drawn translucent in per-class colours,
+    Keypoint R-CNN's skeletons of those person detections as lines and dots."""
     fn = jax.jit(make_predict_fn(model, config))
     out = jax.device_get(fn(params, batch_stats, {k: jnp.asarray(v) for k, v in batch.items()}))
     names = class_names(config)
@@ -401,5 +448,10 @@ def draw_predictions(
             pasted = np.asarray(_paste(jnp.asarray(out["masks"][i]),
                                        jnp.asarray(out["boxes"][i]), h, w))
             image = visualize.overlay_masks(image, pasted[keep], out["classes"][i][keep] + 1)
+        if "keypoints" in out:
+            keep = out["valid"][i] & (out["scores"][i] >= threshold) & (
+                out["classes"][i] == int(config.model.get("keypoint_class", 0)))
+            image = visualize.draw_skeletons(image, out["keypoints"][i][keep],
+                                             stick_figures.SKELETON)
         pictures.append(visualize.boxes_panel(image, gt=gt, pred=pred))
     return pictures

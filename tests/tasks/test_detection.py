@@ -291,3 +291,38 @@ def test_mask_rcnn_preprocess_and_mask_ap_of_pasted_gt_crops(data_dir):
     assert results["gt"]["mask_AP50"] == pytest.approx(1.0)
     assert results["gt"]["mask_AP"] >= 0.8  # paste round trip: a few border pixels differ
     assert results["empty"]["mask_AP"] == 0.0 and results["empty"]["AP"] == pytest.approx(1.0)
+
+
+def test_keypoint_rcnn_preprocess_and_keypoint_ap_of_gt_keypoints(data_dir):
+    """Keypoint R-CNN batches carry the scenes' person keypoints [G, 17, 3]; the evaluator
+    scores person detections' keypoints with pycocotools ``keypoints`` (kp_AP)."""
+    config = load_config("keypoint_rcnn_shapes", "runlocal")
+    config.data.data_dir = data_dir
+    assert det_task.class_names(config)[-1] == "person"
+    assert det_task.loss_terms(config)[-1] == "roi_keypoint"
+    source = det_task.datasets(config)["validation"]
+    pre = det_task.make_preprocess(config)
+    examples = [pre(source[i]) for i in range(len(source))]
+    g = config.data.max_instances
+    for i, ex in enumerate(examples):
+        n = int(ex["gt_valid"].sum())
+        assert ex["gt_keypoints"].shape == (g, 17, 3) and ex["gt_keypoints"].dtype == np.float32
+        np.testing.assert_array_equal(ex["gt_keypoints"][:n], source[i]["objects"]["keypoints"])
+        assert not ex["gt_keypoints"][n:].any()
+    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    assert (batch["gt_labels"][batch["gt_valid"]] == 4).any()  # persons to score
+    b = len(examples)
+    batch["index"] = np.arange(b, dtype=np.int32)
+    batch["mask"] = np.ones(b, np.float32)
+    outputs = {"boxes": batch["gt_boxes"], "scores": np.ones((b, g), np.float32),
+               "classes": batch["gt_labels"], "valid": batch["gt_valid"],
+               "recall_hit": np.zeros(b), "recall_total": np.zeros(b)}
+    results = {}
+    for name, shift in (("gt", 0.0), ("far", 30.0)):
+        kp = batch["gt_keypoints"].copy()
+        kp[..., :2] += shift
+        ev = det_task.host_evaluator(config)
+        ev.add(batch, {**outputs, "keypoints": kp})
+        results[name] = ev.summarize()
+    assert results["gt"]["kp_AP"] == pytest.approx(1.0) and results["gt"]["AP"] == 1.0
+    assert results["far"]["kp_AP"] == 0.0 and results["far"]["AP"] == pytest.approx(1.0)
