@@ -39,7 +39,6 @@ import jax.numpy as jnp
 from jaxdet.ops.keypoints import heatmaps_to_keypoints, keypoints_to_heatmap
 
 __all__ = [
-    "COCO_KEYPOINT_SIGMAS",
     "KeypointRCNNHeads",
     "KeypointRCNNPredictor",
     "decode_keypoints",
@@ -47,11 +46,6 @@ __all__ = [
     "keypoint_targets",
     "select_person_rois",
 ]
-
-#: pycocotools' per-keypoint OKS sigmas of the 17 COCO person keypoints (COCO order).
-COCO_KEYPOINT_SIGMAS = (.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07,
-                        .87, .87, .89, .89)
-COCO_KEYPOINT_SIGMAS = tuple(s / 10.0 for s in COCO_KEYPOINT_SIGMAS)
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
