@@ -56,23 +56,36 @@ def _options(config: ml_collections.ConfigDict, names: Sequence[str]) -> dict[st
     return {n: config.data[n] for n in names if n in config.data}
 
 
+#: Builders already converted in this process, by their arguments (class_names() is called
+#: often: each call would otherwise stat every annotation file and re-read dataset_info).
+_BUILDERS: dict[str, Any] = {}
+
+
+def _cached(build, *args, **kwargs):
+    key = repr((build.__module__, args, sorted(kwargs.items())))
+    if key not in _BUILDERS:
+        _BUILDERS[key] = build(*args, **kwargs)
+    return _BUILDERS[key]
+
+
 def _detection_builder(config: ml_collections.ConfigDict):
     data, source = config.data, source_name(config)
     common = dict(skip_bad_records=bool(data.get("skip_bad_records", False)))
     if source == "coco":
         from jaxdet.data import coco
 
-        return coco.build(_path(config), data.data_dir, masks=bool(data.get("masks", True)),
-                          keypoints=bool(data.get("keypoints", False)), **common,
-                          **_options(config, ("annotation_dir",)))
+        return _cached(coco.build, _path(config), data.data_dir,
+                       masks=bool(data.get("masks", True)),
+                       keypoints=bool(data.get("keypoints", False)), **common,
+                       **_options(config, ("annotation_dir",)))
     if source == "voc":
         from jaxdet.data import voc
 
-        return voc.build(_path(config), data.data_dir, **common,
-                         class_names=tuple(data.get("class_names", ())),
-                         val_fraction=float(data.get("val_fraction", 0.1)),
-                         split_seed=int(data.get("split_seed", 0)),
-                         **_options(config, ("image_dir", "annotation_dir", "split_dir")))
+        return _cached(voc.build, _path(config), data.data_dir, **common,
+                       class_names=tuple(data.get("class_names", ())),
+                       val_fraction=float(data.get("val_fraction", 0.1)),
+                       split_seed=int(data.get("split_seed", 0)),
+                       **_options(config, ("image_dir", "annotation_dir", "split_dir")))
     raise ValueError(f"config.data.source={source!r}; detection reads 'scenes' or one of "
                      f"{DETECTION_SOURCES}")
 
@@ -138,8 +151,9 @@ def segmentation_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
         raise ValueError(f"config.data.ignore_index={ignore}: the segmentation task ignores "
                          f"{SEGMENTATION_IGNORE} only")
     opts = {k: v for k, v in _folder_options(config).items() if k != "classes_file"}
-    builder = segmentation_folder.build(
-        _path(config), config.data.data_dir, class_names=segmentation_class_names(config),
+    builder = _cached(
+        segmentation_folder.build, _path(config), config.data.data_dir,
+        class_names=tuple(segmentation_class_names(config)),
         ignore_index=ignore, val_fraction=float(config.data.get("val_fraction", 0.1)),
         split_seed=int(config.data.get("split_seed", 0)),
         skip_bad_records=bool(config.data.get("skip_bad_records", False)), **opts)
