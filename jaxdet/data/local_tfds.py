@@ -187,7 +187,8 @@ class FitToSquare:
     Each image is resized (bilinear) by ``s = min(size / H, size / W)`` to ``(round(s H),
     round(s W))`` and padded at the bottom/right with zeros to ``[size, size, 3]``. With it,
     ``objects/bbox`` ``[N, 4]`` (x1, y1, x2, y2) absolute pixels are scaled by the actual
-    ``(new_w / W, new_h / H)``; ``objects/mask`` ``[N, H, W, 1]`` resized nearest, padded 0;
+    ``(new_w / W, new_h / H)`` (``objects/area`` by their product); ``objects/mask``
+    ``[N, H, W, 1]`` resized nearest, padded 0;
     ``objects/keypoints`` ``[N, K, 3]`` (x, y scaled, v kept); ``segmentation`` ``[H, W, 1]``
     resized nearest and padded with ``ignore_index``. Examples already ``size x size`` are
     returned unchanged. Other fields pass through.
@@ -234,6 +235,9 @@ def fit_to_square(example: Mapping[str, Any], size: int, ignore_index: int = 255
         if "bbox" in objects:
             objects["bbox"] = (np.asarray(objects["bbox"], np.float32).reshape(-1, 4)
                                * np.float32([sx, sy, sx, sy]))
+        if "area" in objects:
+            objects["area"] = (np.asarray(objects["area"]) * (sx * sy)).astype(
+                np.asarray(objects["area"]).dtype)
         if "keypoints" in objects:
             kp = np.asarray(objects["keypoints"], np.float32).copy()
             kp[..., 0] *= sx

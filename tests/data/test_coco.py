@@ -142,6 +142,7 @@ def test_fit_to_square_scales_boxes_masks_keypoints(converted):
     assert out["image"].shape == (16, 16, 3)
     np.testing.assert_array_equal(out["image"][12:], 0)
     np.testing.assert_allclose(out["objects"]["bbox"], [[0.5, 0.5, 3, 3.5]])
+    np.testing.assert_allclose(out["objects"]["area"], [30 / 4])
     np.testing.assert_allclose(out["objects"]["keypoints"], [[[1.75, 2.25, 2], [0, 0, 0]]])
     assert out["objects"]["mask"].shape == (1, 16, 16, 1)
     np.testing.assert_array_equal(out["objects"]["mask"][0, 12:], 0)
