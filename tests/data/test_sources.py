@@ -54,6 +54,7 @@ def test_unknown_source_and_missing_path_are_refused(voc_config):
         detection.class_names(voc_config)
 
 
+@pytest.mark.slow
 def test_segmentation_folder_trains_two_steps_and_evaluates(tmp_path):
     write_folder(tmp_path / "seg", n=4, splits={"train.txt": ["im0", "im1", "im2", "im3"],
                                                 "val.txt": ["im1", "im3"]})
