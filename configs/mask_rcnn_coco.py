@@ -45,6 +45,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     runlocal = "runlocal" in tokens
     config = _faster_rcnn_coco("runlocal" if runlocal else "")
     config.model.mask_head = True
+    config.model.mask_rois_per_image = 0  # all foreground slots (torchvision)
+    config.loss.roi_mask_weight = 1.0
+    if runlocal:
+        config.model.mask_head_width = 8
+        config.model.mask_rois_per_image = 4
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "coco"
@@ -53,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.annotation_dir = "annotations"
     config.data.image_size = 128 if runlocal else 1344  # fitted square side
     config.data.max_instances = 100  # G
-    config.data.mask_crop_size = 56  # gt masks [G, 56, 56] per image
+    config.data.mask_crop_size = 16 if runlocal else 56  # gt masks [G, M, M] per image
     config.data.masks = True
     config.data.keypoints = False
     config.data.random_flip = True
