@@ -10,8 +10,8 @@ contract:
 
 * ``model.apply(v, images, image_hw, train=True, targets=gt, rng=keys, mutable=...)``
   returns ``{"terms": {t: (sum, count) for t in LOSS_TERMS}, "recall": (hit, total),
-  "num_foreground_rois": (sum, count)}`` (``rng`` is accepted and unused: nothing is
-  sampled);
+  "num_foreground_rois": (sum, count)}`` (``rng``: one key per image, ``[B]``, used only by
+  the head's dropout, ``yolo_dropout > 0``);
 * ``model.apply(v, images, image_hw, train=False)`` returns padded detections
   (:class:`~jaxdet.detection.roi_heads.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
   ``[B, K]``, ``classes`` ``[B, K]`` int32, ``valid`` ``[B, K]`` bool, sorted by descending
@@ -44,7 +44,8 @@ its centre (``floor(cx * S / W)``, clipped to ``[0, S - 1]``: a centre on a cell
 the right / lower cell). One cell predicts one object (the class probabilities are per cell):
 when several valid gts have their centre in the same cell, **the largest by area wins (ties:
 the lower gt index)** and the others get no predictor (the grid's recall ceiling; on the
-default scenes with ``S = 8`` that is 2.3 % of the objects). In an object's cell the
+default scenes' validation split that is 2.3 % of the objects with ``S = 8``, 0.5 % with
+``S = 16``). In an object's cell the
 *responsible* predictor is the one whose current predicted box has the highest IoU with the gt
 (ties: the lower predictor index). Regression targets: ``(cx * S / W - j, cy * S / H - i,
 sqrt(w_gt / W), sqrt(h_gt / H))``; confidence target the IoU of the responsible predictor's box
@@ -71,10 +72,11 @@ Architecture: the ResNet of :mod:`jaxdet.models.resnet` (backbone fields of ``co
 its feature map ``yolo_feature`` (default the last stage), then the head ``yolo_head``:
 
 * ``"conv"``: ``yolo_head_convs`` 3x3 convs of ``yolo_head_channels`` with leaky ReLU (0.1),
-  then a 1x1 conv to ``B * 5 + C``: fully convolutional, the feature map must be ``S x S``
-  (e.g. 128 px input, ``stem="imagenet"``, C4 at stride 16 -> ``S = 8``);
+  dropout (``yolo_dropout``, training only), then a 1x1 conv to ``B * 5 + C``: fully
+  convolutional, the feature map must be ``S x S``
+  (e.g. 128 px input, ``stem="imagenet"``: C3 at stride 8 -> ``S = 16``, C4 -> ``S = 8``);
 * ``"fc"`` (the paper's): the 3x3 convs as above, flatten, dense ``yolo_fc_size`` with leaky
-  ReLU, dense ``S * S * (B * 5 + C)``: any ``S``.
+  ReLU, dropout, dense ``S * S * (B * 5 + C)``: any ``S``.
 
 Parameter names: ``body`` (the ResNet), ``head_conv{k}``, ``head_fc`` (fc head) and
 ``head_out``.
@@ -114,6 +116,7 @@ class YoloSpec:
     yolo_head_convs: int = 2
     yolo_head_channels: int = 128
     yolo_fc_size: int = 512  # "fc" head only
+    yolo_dropout: float = 0.0  # dropout rate before the output layer in training (paper: 0.5)
     yolo_rescore: bool = True  # confidence target IoU (True) or 1 (False)
     score_thresh: float = 0.01
     nms_thresh: float = 0.5
@@ -125,6 +128,8 @@ class YoloSpec:
             raise ValueError("model.yolo_grid_size and model.yolo_boxes_per_cell must be >= 1")
         if self.yolo_head not in HEADS:
             raise ValueError(f"model.yolo_head={self.yolo_head!r}; expected one of {HEADS}")
+        if not 0.0 <= self.yolo_dropout < 1.0:
+            raise ValueError(f"model.yolo_dropout={self.yolo_dropout} not in [0, 1)")
 
     @property
     def channels(self) -> int:
@@ -385,8 +390,12 @@ class Yolo(nn.Module):
         else:
             self.head_out = nn.Conv(s.channels, (1, 1), dtype=jnp.float32)
 
-    def raw_outputs(self, images: jax.Array, train: bool) -> jax.Array:
-        """``images [N, H, W, 3]`` -> raw outputs ``[N, S * S, B * 5 + C]`` float32."""
+    def raw_outputs(self, images: jax.Array, train: bool,
+                    rng: jax.Array | None = None) -> jax.Array:
+        """``images [N, H, W, 3]`` -> raw outputs ``[N, S * S, B * 5 + C]`` float32.
+
+        ``rng``: ``[N]`` keys, one per image, for the training dropout (``yolo_dropout``).
+        """
         s = self.spec
         feats = self.body(images, train=train)
         key = s.yolo_feature or max(feats, key=lambda k: int(k[1:]))
@@ -398,13 +407,26 @@ class Yolo(nn.Module):
         n = x.shape[0]
         if s.yolo_head == "fc":
             x = nn.leaky_relu(self.head_fc(x.reshape(n, -1)), 0.1)
+            x = self._dropout(x, train, rng)
             return self.head_out(x).reshape(n, s.yolo_grid_size ** 2, s.channels)
         if x.shape[1:3] != (s.yolo_grid_size, s.yolo_grid_size):
             raise ValueError(
                 f"yolo_head='conv' needs an S x S feature map: {key} is {x.shape[1:3]} for "
                 f"S = model.yolo_grid_size = {s.yolo_grid_size} (choose model.yolo_feature, "
                 "the input size or S to match, or yolo_head='fc')")
+        x = self._dropout(x, train, rng)
         return self.head_out(x).astype(jnp.float32).reshape(n, -1, s.channels)
+
+    def _dropout(self, x: jax.Array, train: bool, rng: jax.Array | None) -> jax.Array:
+        """Inverted dropout of ``x [N, ...]`` at ``yolo_dropout`` with one key per image
+        (so a step does not depend on how the batch is split over devices)."""
+        rate = self.spec.yolo_dropout
+        if not train or rate == 0.0:
+            return x
+        if rng is None:
+            raise ValueError("Yolo(train=True) with model.yolo_dropout > 0 needs rng")
+        keep = jax.vmap(lambda k: jax.random.bernoulli(k, 1.0 - rate, x.shape[1:]))(rng)
+        return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
     def __call__(
         self,
@@ -415,12 +437,11 @@ class Yolo(nn.Module):
         targets: Mapping[str, jax.Array] | None = None,
         rng: jax.Array | None = None,
     ) -> dict[str, Any]:
-        del rng  # nothing is sampled
         s = self.spec
         batch = images.shape[0]
         image_size = tuple(int(v) for v in images.shape[1:3])
         image_hw = roi_heads.default_image_hw(images, image_hw)
-        raw = self.raw_outputs(jnp.asarray(images, jnp.float32), train)
+        raw = self.raw_outputs(jnp.asarray(images, jnp.float32), train, rng)
         pred = jax.vmap(lambda r: decode_predictions(r, s.yolo_boxes_per_cell, image_size))(raw)
         if not train:
             post = lambda p, hw: postprocess(  # noqa: E731

@@ -240,10 +240,21 @@ def test_spec_and_errors():
     assert spec.yolo_grid_size == 4 and spec.channels == 2 * 5 + 2
     with pytest.raises(ValueError, match="yolo_head"):
         yolo.YoloSpec(num_classes=2, yolo_head="mlp")
-    images, _ = _inputs(1)
+    with pytest.raises(ValueError, match="dropout"):
+        yolo.YoloSpec(num_classes=2, yolo_dropout=1.0)
+    images, targets = _inputs(1)
     wrong = yolo.create_model(_config(yolo_grid_size=5), num_classes=2)
     with pytest.raises(ValueError, match="S x S"):
         jax.eval_shape(lambda: wrong.init(jax.random.key(0), images, train=False))
+    # Dropout needs the per-image keys in training (traced only, nothing compiled).
+    drop = yolo.create_model(_config(yolo_dropout=0.5), num_classes=2)
+    variables = jax.eval_shape(lambda: drop.init(jax.random.key(0), images, train=False))
+    train = lambda v, rng: drop.apply(v, images, train=True, targets=targets,  # noqa: E731
+                                      rng=rng, mutable=["batch_stats"])
+    with pytest.raises(ValueError, match="needs rng"):
+        jax.eval_shape(lambda v: train(v, None), variables)
+    out, _ = jax.eval_shape(train, variables, jax.random.split(jax.random.key(1), 1))
+    assert set(out["terms"]) == set(yolo.LOSS_TERMS)
 
 
 def test_train_and_test_outputs(setup):
