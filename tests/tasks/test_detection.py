@@ -214,8 +214,8 @@ def test_detector_choice_and_proposal_carrying_source():
     config = _config()
     assert det_task.detector_name(config) == "faster_rcnn"
     assert tuple(det_task.loss_weights(config)) == det_task.LOSS_TERMS
-    config.model.detector = "yolo"
-    with pytest.raises(ValueError, match="config.model.detector='yolo'"):
+    config.model.detector = "no_such_detector"
+    with pytest.raises(ValueError, match="config.model.detector='no_such_detector'"):
         det_task.loss_weights(config)
     source = [_example([[1, 1, 9, 9]], [0], image_id=i) for i in range(3)]
     boxes = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)
