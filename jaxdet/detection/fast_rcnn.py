@@ -263,7 +263,5 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int,
     model = config.model
     return FastRCNN(
         spec=ClassicSpec.from_config(model, num_classes),
-        backbone=model.to_dict() if hasattr(model, "to_dict") else dict(model),
-        bn_axis_name=bn_axis_name,
-        dtype=resnet.compute_dtype(model.get("dtype", None)),
+        **resnet.backbone_fields(model, bn_axis_name),
     )

@@ -363,3 +363,12 @@ def create_resnet(model_config: Mapping[str, Any], bn_axis_name: str | None = No
         dtype=compute_dtype(get("dtype", None)),
         bn_axis_name=bn_axis_name,
     )
+
+
+def backbone_fields(model: Any, bn_axis_name: str | None = None) -> dict[str, Any]:
+    """The constructor fields every detector module takes from ``config.model``: ``backbone``
+    (the whole section as a dict: the ResNet fields and anything else the module reads),
+    ``bn_axis_name`` and the compute ``dtype`` (``model.dtype``; ``""`` or absent: float32)."""
+    return {"backbone": model.to_dict() if hasattr(model, "to_dict") else dict(model),
+            "bn_axis_name": bn_axis_name,
+            "dtype": compute_dtype(model.get("dtype", None))}
