@@ -62,5 +62,7 @@ class CompilationGuard:
                 log.warning(message)
         return count
 
-    def check_train(self, fn: Any, step: int) -> int:
-        return self.check("train_step", fn, step, warm=step >= self.after_steps)
+    def check_train(self, fn: Any, step: int, start: int = 0) -> int:
+        """:meth:`check` of the train step at ``step`` of a run (re)started after ``start``:
+        warm once it has run ``after_steps`` steps in this process."""
+        return self.check("train_step", fn, step, warm=step - start >= self.after_steps)

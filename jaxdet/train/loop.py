@@ -294,7 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         for step in range(start + 1, total + 1):
             batch = pipeline.to_global_batch(next(train_iter), mesh)
             state, metrics = train_step(state, batch)
-            guard.check("train_step", train_step, step, warm=step - start >= guard.after_steps)
+            guard.check_train(train_step, step, start)
             metrics = jax.device_get(metrics)
             bad = np.atleast_1d(metrics["nonfinite"]) > 0
             consecutive_nonfinite = np.where(bad, consecutive_nonfinite + 1, 0)
