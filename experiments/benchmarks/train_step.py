@@ -1,17 +1,23 @@
-"""Images/s of the compiled Faster R-CNN train step, with a backbone / RPN / RoI-heads split.
+"""Images/s of the compiled Faster / Mask / Keypoint R-CNN train step, with a backbone / RPN /
+RoI-heads split.
 
   python experiments/benchmarks/train_step.py [--config=configs/faster_rcnn_shapes.py]
       [--batch=8] [--steps=10] [--out=experiments/benchmarks/train_step.md] [-- overrides]
 
+On a machine without TensorFlow/TFDS/grain (the lent GPU machines), run it through
+``experiments/benchmarks/without_input_stack.py``.
+
 Three programs are compiled on the same random batch (uint8 images of the config's size, 2-6
-random boxes per image; no input pipeline) and each is timed as the median of ``--steps``
-calls after a compile call:
+random boxes per image; with ``model.mask_head`` box-shaped ``gt_masks`` of
+``data.mask_crop_size``, with ``model.keypoint_head`` 17 visible keypoints inside each box; no
+input pipeline) and each is timed as the median of ``--steps`` calls after a compile call:
 
 1. ``backbone``: forward + backward of ResNet + FPN (loss = mean of every pyramid level);
 2. ``+ rpn``: the same plus the RPN head, anchor matching and sampling, the two RPN losses and
    proposal generation (top-k, decode, NMS per level);
 3. ``full``: the whole train step of ``jaxdet.train.step`` (RoI sampling, RoIAlign, box head,
-   4 losses, optimizer update).
+   4 losses, the mask / keypoint branch and its loss where the config has one, optimizer
+   update).
 
 The breakdown is by difference (2 - 1 = RPN, 3 - 2 = RoI heads and optimizer): each program
 is timed whole, so XLA's fusion across the boundaries is what the full step really gets.
@@ -52,6 +58,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="default: config.batch_size")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", default="")
+    parser.add_argument("--num_classes", type=int, default=80,
+                        help="real-data configs (COCO, VOC): object classes of the heads, "
+                             "since no dataset is read here")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     import jax
@@ -69,6 +78,9 @@ def main() -> None:
     config = config_files.load(os.path.join(REPO, args.config))
     for item in args.overrides:
         config_files.override(config, item)
+    if config.data.get("source", "scenes") != "scenes":  # no dataset to read class names from
+        names = [f"class_{i}" for i in range(args.num_classes)]
+        det_task.class_names = lambda _config: names
     batch_size = args.batch or config.batch_size
     size = config.data.image_size
     g = config.data.max_instances
@@ -86,6 +98,16 @@ def main() -> None:
         "index": np.arange(batch_size, dtype=np.int32),
         "mask": np.ones(batch_size, np.float32),
     }
+    if config.model.get("mask_head", False):
+        m = int(config.data.get("mask_crop_size", 56))
+        batch["gt_masks"] = np.full((batch_size, g, m, m), 255, np.uint8)
+    if config.model.get("keypoint_head", False):
+        k = int(config.model.get("num_keypoints", 17))
+        boxes = batch["gt_boxes"]
+        u = rng.uniform(0, 1, (batch_size, g, k, 2))
+        x = boxes[..., None, 0] + u[..., 0] * (boxes[..., None, 2] - boxes[..., None, 0])
+        y = boxes[..., None, 1] + u[..., 1] * (boxes[..., None, 3] - boxes[..., None, 1])
+        batch["gt_keypoints"] = np.stack([x, y, np.full_like(x, 2.0)], -1).astype(np.float32)
     mesh = step_lib.make_mesh()
     example = {k: v[0] for k, v in batch.items()}
     state = loop.initial_state(det_task, config, mesh, example)
@@ -140,10 +162,13 @@ def main() -> None:
         rows.append((name, compile_s, per_call))
     full = rows[-1][2]
     parts = [rows[0][2], rows[1][2] - rows[0][2], rows[2][2] - rows[1][2]]
+    kind = ("Mask R-CNN" if config.model.get("mask_head", False) else
+            "Keypoint R-CNN" if config.model.get("keypoint_head", False) else "Faster R-CNN")
     lines = [
-        f"Faster R-CNN train step, `{args.config}` {' '.join(args.overrides)}, batch "
+        f"{kind} train step, `{args.config}` {' '.join(args.overrides)}, batch "
         f"{batch_size} at {size}x{size}, backbone ResNet-{config.model.depth} width "
-        f"{config.model.width}, levels {config.model.levels}.",
+        f"{config.model.width}, levels {config.model.levels}, dtype "
+        f"{config.model.get('dtype') or 'float32'}.",
         f"Machine: {platform.machine()} {os.cpu_count()} CPUs, devices "
         f"{[d.device_kind for d in jax.devices()]}, jax {jax.__version__}.",
         "",
@@ -154,7 +179,8 @@ def main() -> None:
         lines.append(f"| {name} | {compile_s:.1f} | {per_call:.4f} | "
                      f"{batch_size / per_call:.1f} |")
     lines += ["", "Breakdown of the full step (by difference): backbone "
-              f"{parts[0] / full:.0%}, RPN {parts[1] / full:.0%}, RoI heads + optimizer "
+              f"{parts[0] / full:.0%}, RPN {parts[1] / full:.0%}, RoI heads (+ mask / "
+              "keypoint branch) + optimizer "
               f"{parts[2] / full:.0%}."]
     text = "\n".join(lines)
     print(text)

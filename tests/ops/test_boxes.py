@@ -107,7 +107,11 @@ class IouTest(chex.TestCase):
         expected = inter / (area_a[:, None] + area_b[None, :] - inter)
         self.assertEqual(expected.dtype, np.float32)
         self.assertGreater(np.sum(expected > 0), 1000)
-        np.testing.assert_array_equal(jax.jit(ops.box_iou)(a, b), expected)
+        actual = np.asarray(jax.jit(ops.box_iou)(a, b))
+        if jax.default_backend() == "cpu":
+            np.testing.assert_array_equal(actual, expected)
+        else:  # XLA:GPU contracts inter/union arithmetic into FMAs: seen 1 ulp off on an H200
+            np.testing.assert_array_max_ulp(actual, expected, maxulp=2)
 
     def test_vmap_over_batch(self):
         rng = np.random.default_rng(1)
