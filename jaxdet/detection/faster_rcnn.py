@@ -51,7 +51,10 @@ adds the loss term ``roi_keypoint``: up to ``keypoint_rois_per_image`` positive 
 and each labelled keypoint inside its RoI gets the softmax cross-entropy over the ``4P x 4P``
 heatmap positions. Inference adds ``keypoints`` ``[B, K, num_keypoints, 3]`` float32
 ``(x, y, score)`` in input pixels, computed for the first ``keypoint_detections_per_img``
-detections of the keypoint class (zeros for the other rows).
+detections of the keypoint class (zeros for the other rows). ``keypoint_roi_scale`` (default
+1.0, torchvision's rule) enlarges the boxes the keypoint branch reads, about their centres, in
+training and inference alike, so that joints just outside a too-tight detected box (wrists,
+ankles at the box edges) still fall on the heatmap (top-down pose estimators use 1.25).
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class DetectorSpec:
     keypoint_rois_per_image: int = 0  # person-positive RoI budget in training; 0: as mask
     keypoint_detections_per_img: int = 0  # detections decoded at inference; 0: all
     keypoint_decode_window: int = 32  # heatmaps_to_keypoints' exact search block (px)
+    keypoint_roi_scale: float = 1.0  # keypoint RoIs scaled about their centres (1: torchvision)
 
     def __post_init__(self) -> None:
         if self.levels not in ("fpn", "c4"):
@@ -181,6 +185,16 @@ class DetectorSpec:
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> DetectorSpec:
         """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
         return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
+
+
+def _scale_boxes(boxes: jax.Array, scale: float) -> jax.Array:
+    """``[..., 4]`` ``(x1, y1, x2, y2)`` scaled about their centres by ``scale`` (a static
+    float; 1.0 returns ``boxes`` unchanged)."""
+    if scale == 1.0:
+        return boxes
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+    half = (boxes[..., 2:] - boxes[..., :2]) * (scale / 2)
+    return jnp.concatenate([centre - half, centre + half], axis=-1)
 
 
 def feature_levels(spec: DetectorSpec) -> list[int]:
@@ -309,6 +323,7 @@ class FasterRCNN(nn.Module):
         rois, matched, _ = jax.vmap(lambda r, lab, m, v: keypoint_head_lib.select_person_rois(
             r, lab, m, v, s.keypoint_class, s.num_keypoint_rois))(
             roi_t.rois, roi_t.labels, roi_t.matched_gt, roi_t.valid)
+        rois = _scale_boxes(rois, s.keypoint_roi_scale)
         size = 4 * s.keypoint_roi_output_size
         kp_t, kp_valid = jax.vmap(lambda r, m, g: keypoint_head_lib.keypoint_targets(
             r, m, g, size))(rois, matched, targets["gt_keypoints"])
@@ -322,7 +337,8 @@ class FasterRCNN(nn.Module):
         n = s.num_keypoint_detections
         person = dets.valid & (dets.classes == s.keypoint_class)
         order = jnp.argsort(~person, axis=1, stable=True)[:, :n]  # [B, n]
-        rois = jnp.take_along_axis(dets.boxes, order[..., None], axis=1)
+        rois = _scale_boxes(jnp.take_along_axis(dets.boxes, order[..., None], axis=1),
+                            s.keypoint_roi_scale)
         logits = self._keypoint_logits(features, rois)
         decode = lambda lg, r: keypoint_head_lib.decode_keypoints(  # noqa: E731
             lg, r, window=s.keypoint_decode_window)

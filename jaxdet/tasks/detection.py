@@ -341,7 +341,9 @@ class DetectionEvaluator:
     ``> 0.5``) and compared with the full-resolution gt masks of the ``config.eval_split``
     source, read by example ``index``; with ``config.model.keypoint_head`` also COCO keypoint
     AP (``kp_AP``, ...) of the person detections against the batch's ``gt_keypoints`` (OKS
-    with COCO's 17 sigmas, scale = the gt box area as for the box evaluation)."""
+    with COCO's 17 sigmas; scale ``s² =`` the gt ``area`` as in COCO, i.e. the segment area:
+    the source's ``objects/area``, for the scenes the visible mask's pixel count, read by
+    ``index``; that area also sets the small / medium / large ranges, as in COCO)."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.with_masks = bool(config.model.get("mask_head", False))
@@ -351,21 +353,22 @@ class DetectionEvaluator:
             with_keypoints=self.with_keypoints,
             keypoint_class=int(config.model.get("keypoint_class", 0)))
         self.gt_source = (datasets(config)[config.get("eval_split", "validation")]
-                          if self.with_masks else None)
+                          if self.with_masks or self.with_keypoints else None)
         self.recall_hit = 0
         self.recall_total = 0
 
     def _add_with_masks(self, batch, outputs, mask, scale) -> None:
         """Per image: gt masks from the source, detections' masks pasted and thresholded;
-        gt keypoints from the batch."""
+        gt keypoints from the batch, with keypoints the gt areas (OKS scale) from the source."""
         gt_boxes = np.asarray(batch["gt_boxes"]) * scale
         for i in np.flatnonzero(mask):
             index = int(batch["index"][i])
             h, w = (int(v) for v in np.asarray(batch["orig_hw"])[i])
-            gt_masks = det_masks = gt_kps = None
+            gt_masks = det_masks = gt_kps = areas = None
+            objects = self.gt_source[index]["objects"]
+            n = int(np.sum(batch["gt_valid"][i]))
             if self.with_masks:
-                gt = np.asarray(self.gt_source[index]["objects"]["mask"], np.uint8)
-                n = int(np.sum(batch["gt_valid"][i]))
+                gt = np.asarray(objects["mask"], np.uint8)
                 gt_masks = np.zeros((len(gt_boxes[i]), h, w), np.uint8)
                 gt_masks[:n] = gt.reshape(-1, h, w)[:n]
                 det_masks = np.asarray(_paste(jnp.asarray(outputs["masks"][i]),
@@ -373,9 +376,12 @@ class DetectionEvaluator:
             if self.with_keypoints:
                 gt_kps = np.asarray(batch["gt_keypoints"][i], np.float32).copy()
                 gt_kps[..., :2] *= scale[i, 0, :2]
+                if "area" in objects:  # COCO's OKS scale: the segment area, not the box's
+                    areas = np.zeros(len(gt_boxes[i]), np.float64)
+                    areas[:n] = np.asarray(objects["area"], np.float64).reshape(-1)[:n]
             self.coco.add_ground_truth(index, gt_boxes[i], batch["gt_labels"][i],
-                                       batch["gt_valid"][i], h, w, masks=gt_masks,
-                                       keypoints=gt_kps)
+                                       batch["gt_valid"][i], h, w, areas=areas,
+                                       masks=gt_masks, keypoints=gt_kps)
             self.coco.add_detections(
                 index, outputs["boxes"][i], outputs["scores"][i], outputs["classes"][i],
                 outputs["valid"][i], masks=det_masks,

@@ -58,6 +58,24 @@ def test_spec_checks_and_reads_the_config():
         faster_rcnn.DetectorSpec(num_classes=3, levels="p3")
 
 
+def test_keypoint_roi_scale_enlarges_boxes_about_their_centres():
+    from jaxdet import ops
+
+    boxes = jnp.array([[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(faster_rcnn._scale_boxes(boxes, 1.25),
+                               [[7.5, 15.0, 32.5, 65.0], [0.0, 0.0, 0.0, 0.0]])
+    assert faster_rcnn._scale_boxes(boxes, 1.0) is boxes
+    config = ml_collections.ConfigDict({**_model_config(), "keypoint_roi_scale": 1.25})
+    assert faster_rcnn.DetectorSpec.from_config(config, 3).keypoint_roi_scale == 1.25
+    assert faster_rcnn.DetectorSpec(num_classes=3).keypoint_roi_scale == 1.0  # torchvision
+    # A wrist 2 px right of the box has no heatmap cell; in the 1.25x box it gets column
+    # floor((32 - 7.5) * 56 / 25) = 54, row floor((40 - 15) * 56 / 50) = 28.
+    kp = jnp.array([[[32.0, 40.0, 2.0]]])
+    _, valid = ops.keypoints_to_heatmap(kp, boxes[:1], 56)
+    cell, valid_big = ops.keypoints_to_heatmap(kp, faster_rcnn._scale_boxes(boxes[:1], 1.25), 56)
+    assert not valid[0, 0] and valid_big[0, 0] and int(cell[0, 0]) == 28 * 56 + 54
+
+
 def test_parameter_names_follow_torchvision():
     model = _model()
     images, _, _ = _inputs()

@@ -296,6 +296,8 @@ def test_mask_rcnn_preprocess_and_mask_ap_of_pasted_gt_crops(data_dir):
 def test_keypoint_rcnn_preprocess_and_keypoint_ap_of_gt_keypoints(data_dir):
     """Keypoint R-CNN batches carry the scenes' person keypoints [G, 17, 3]; the evaluator
     scores person detections' keypoints with pycocotools ``keypoints`` (kp_AP)."""
+    from jaxdet.metrics import coco_eval
+
     config = load_config("keypoint_rcnn_shapes", "runlocal")
     config.data.data_dir = data_dir
     assert det_task.class_names(config)[-1] == "person"
@@ -317,12 +319,30 @@ def test_keypoint_rcnn_preprocess_and_keypoint_ap_of_gt_keypoints(data_dir):
     outputs = {"boxes": batch["gt_boxes"], "scores": np.ones((b, g), np.float32),
                "classes": batch["gt_labels"], "valid": batch["gt_valid"],
                "recall_hit": np.zeros(b), "recall_total": np.zeros(b)}
+    # OKS scale = COCO's gt area, the segment area (the source's objects/area: the visible
+    # mask's pixels), not the box area (~4x larger for a stick figure with spread limbs): each
+    # person's keypoints moved right by the distance giving OKS 0.62 with the segment area
+    # match at OKS thresholds 0.5, 0.55, 0.6 only (kp_AP 0.3; with the box area: OKS > 0.8).
+    sigmas = coco_eval.COCO_KEYPOINT_SIGMAS
+    oks62 = batch["gt_keypoints"].copy()
+    for i, j in zip(*np.nonzero(batch["gt_valid"] & (batch["gt_labels"] == 4)), strict=True):
+        area = float(source[i]["objects"]["area"][j])
+        k2 = (2 * sigmas[oks62[i, j, :, 2] > 0]) ** 2
+        oks = lambda d, a=area, k2=k2: np.mean(np.exp(-d * d / (2 * a * k2)))  # noqa: E731
+        lo, hi = 0.0, 100.0
+        for _ in range(60):  # bisection: oks decreases with d
+            lo, hi = ((lo + hi) / 2, hi) if oks((lo + hi) / 2) > 0.62 else (lo, (lo + hi) / 2)
+        box = batch["gt_boxes"][i, j]
+        assert oks(lo, a=float((box[2] - box[0]) * (box[3] - box[1]))) > 0.8
+        oks62[i, j, :, 0] += lo
     results = {}
-    for name, shift in (("gt", 0.0), ("far", 30.0)):
-        kp = batch["gt_keypoints"].copy()
-        kp[..., :2] += shift
+    for name, kp in (("gt", batch["gt_keypoints"]), ("far", batch["gt_keypoints"] + 30.0),
+                     ("oks62", oks62)):
         ev = det_task.host_evaluator(config)
         ev.add(batch, {**outputs, "keypoints": kp})
         results[name] = ev.summarize()
     assert results["gt"]["kp_AP"] == pytest.approx(1.0) and results["gt"]["AP"] == 1.0
     assert results["far"]["kp_AP"] == 0.0 and results["far"]["AP"] == pytest.approx(1.0)
+    assert results["oks62"]["kp_AP50"] == pytest.approx(1.0)
+    assert results["oks62"]["kp_AP75"] == 0.0
+    assert results["oks62"]["kp_AP"] == pytest.approx(0.3)
