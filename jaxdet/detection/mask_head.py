@@ -44,6 +44,7 @@ from jaxdet.ops.masks import crop_and_resize_masks
 __all__ = [
     "MaskRCNNHeads",
     "MaskRCNNPredictor",
+    "crop_gt_mask_values",
     "crop_gt_masks",
     "mask_loss",
     "mask_targets",
@@ -93,12 +94,32 @@ def crop_gt_masks(masks: np.ndarray, boxes: np.ndarray, size: int, sampling_rati
 
     Returns:
       ``[N, M, M]`` uint8, ``round(255 * v)`` of the soft RoIAlign values ``v`` in [0, 1]
-      (separable: ``Wy @ mask @ Wx.T`` per instance).
+      (separable: ``Wy @ mask @ Wx.T`` per instance, :func:`crop_gt_mask_values`).
+    """
+    values = crop_gt_mask_values(masks, boxes, size, sampling_ratio)
+    return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+
+
+def _support(weights: np.ndarray) -> tuple[int, int]:
+    """``[lo, hi)``: the columns of ``[out, size]`` weights that hold a nonzero entry."""
+    cols = np.flatnonzero(weights.any(axis=0))
+    return (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 0)
+
+
+def crop_gt_mask_values(masks: np.ndarray, boxes: np.ndarray, size: int,
+                        sampling_ratio: int = 2) -> np.ndarray:
+    """The float64 ``[N, M, M]`` RoIAlign values of :func:`crop_gt_masks` (before rounding).
+
+    ``v = Wy @ mask @ Wx.T`` with ``Wy`` ``[M, H]`` and ``Wx`` ``[M, W]`` the per-axis
+    interpolation weights; only the rows ``[y0, y1)`` and columns ``[x0, x1)`` where the
+    weights are nonzero (the box plus one pixel each side) enter the products, so the cost
+    is the box's area, not the image's (the full products on a 1344 x 1344 COCO mask cost
+    ~100x more for the same values: the dropped terms are exact zeros).
     """
     masks = np.asarray(masks)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     n = len(boxes)
-    out = np.zeros((n, size, size), np.uint8)
+    out = np.zeros((n, size, size), np.float64)
     if n == 0:
         return out
     h, w = masks.shape[1:3]
@@ -106,8 +127,9 @@ def crop_gt_masks(masks: np.ndarray, boxes: np.ndarray, size: int, sampling_rati
         x1, y1, x2, y2 = boxes[k]
         wy = _align_weights(y1, y2 - y1, h, size, sampling_ratio)
         wx = _align_weights(x1, x2 - x1, w, size, sampling_ratio)
-        v = wy @ masks[k].astype(np.float64) @ wx.T
-        out[k] = np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8)
+        (ya, yb), (xa, xb) = _support(wy), _support(wx)
+        if ya < yb and xa < xb:
+            out[k] = wy[:, ya:yb] @ masks[k, ya:yb, xa:xb].astype(np.float64) @ wx[:, xa:xb].T
     return out
 
 

@@ -198,3 +198,28 @@ def test_faster_rcnn_mask_branch_wiring():
     # Off by default: no mask loss term (the detector tests cover the plain model).
     assert faster_rcnn.loss_terms_for({}, 3) == faster_rcnn.LOSS_TERMS
     assert not _tiny_detector(mask=False).spec.mask_head
+
+
+def test_crop_gt_masks_on_a_full_resolution_mask_equals_the_full_products():
+    """The products restricted to each box's rows/columns give the full products' values
+    (the terms left out are exact zeros) on COCO-sized 1344 x 1344 masks, boxes at the
+    borders, fractional, tiny and covering the whole image."""
+    rng = np.random.default_rng(0)
+    h = w = 1344
+    boxes = np.array([[100.3, 200.7, 420.2, 333.9],  # fractional
+                      [0, 0, 1344, 1344],  # the whole image
+                      [1300.5, 10, 1344, 60.25],  # at the right border
+                      [0, 1330, 7.5, 1344],  # bottom-left corner
+                      [700, 700, 700.5, 701]], np.float64)  # smaller than one pixel
+    masks = (rng.random((len(boxes), h, w)) < 0.5).astype(np.uint8)
+    got = mask_head.crop_gt_mask_values(masks, boxes, 56)
+    for k, (x1, y1, x2, y2) in enumerate(boxes):
+        wy = mask_head._align_weights(y1, y2 - y1, h, 56, 2)
+        wx = mask_head._align_weights(x1, x2 - x1, w, 56, 2)
+        np.testing.assert_allclose(got[k], wy @ masks[k].astype(np.float64) @ wx.T,
+                                   rtol=0, atol=1e-12)
+    want = np.clip(np.rint(got * 255.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(mask_head.crop_gt_masks(masks, boxes, 56), want)
+    # and the direct loop over samples (the bottom-left corner box)
+    ref = _np_roi_align_mask(masks[3].astype(float), boxes[3], 56)
+    np.testing.assert_allclose(got[3], ref, atol=1e-12)
