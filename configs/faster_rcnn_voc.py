@@ -21,7 +21,12 @@ or a flat folder of images + XMLs (``--config.data.image_dir=images
 ``--config.data.keep_difficult=True``; bad records stop the conversion with the file and
 problem named, or ``--config.data.skip_bad_records=True`` skips them and reports the counts.
 Every image is scaled to fit ``image_size`` x ``image_size`` and padded (see
-:mod:`jaxdet.data.sources`). The detector is configs/faster_rcnn_shapes.py's with VOC-sized
+:mod:`jaxdet.data.sources`); training images are flipped (each image once mirrored per epoch)
+and scale-jittered x0.75-1.25 with a random crop (boxes clipped, instances outside dropped;
+seeded by the draw's position, resumable); ``--config.data.photometric=0.2`` adds colour
+jitter, ``--config.data.resize_short=600 --config.data.resize_max=1000
+--config.data.pad_sizes='((1000, 1000),)'`` gives the classic VOC sizes. Augmentations are
+off in ``runlocal``. The detector is configs/faster_rcnn_shapes.py's with VOC-sized
 anchors (32-512 px), a wider ResNet-18 and up to 64 objects per image; from scratch on a CPU
 it learns slowly: start from ImageNet weights with ``python -m jaxdet.convert`` and
 ``--config.init_from=...``. ``arg``: ``runlocal`` (a seconds-long smoke run).
@@ -64,6 +69,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.split_dir = "ImageSets/Main"
     config.data.val_fraction = 0.1  # without split files
     config.data.split_seed = 0
+    # jaxdet.data.sources / augment (0 / () / False = off)
+    config.data.random_flip = not runlocal
+    config.data.resize_short = 0  # 0: fitted into the padded size
+    config.data.resize_max = 0
+    config.data.pad_sizes = ()  # () = ((image_size, image_size),)
+    config.data.scale_jitter = () if runlocal else (0.75, 1.25)
+    config.data.photometric = 0.0
 
     if not runlocal:
         config.model.width = 64

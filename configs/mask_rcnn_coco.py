@@ -18,9 +18,13 @@ Data (:mod:`jaxdet.data.coco`, :mod:`jaxdet.data.sources`): boxes xywh -> xyxy, 
 categories mapped to contiguous labels in COCO-id order (NOT torchvision's 91-slot layout,
 so ``maskrcnn_resnet50_fpn`` detection weights do not load into this head; backbone weights
 do), polygon/RLE masks decoded at conversion and cropped to 56 x 56 per box in the input
-pipeline, crowd objects left out (of evaluation too, for now), images fitted into 1344 x 1344
-(torchvision instead resizes the shorter side to 800, longer <= 1333), training images
-doubled with their horizontal flips. Bad records stop the conversion naming the file, or are
+pipeline, crowd objects kept out of the training targets and passed to pycocotools as
+``iscrowd=1`` ground truth, images resized as torchvision's (shorter side 800, longer <= 1333)
+and padded into 1344 x 1344 with their validity ``image_hw`` (evaluation at that size),
+training images doubled with their horizontal flips; at most 100 objects per image, the
+excess counted and logged. Off by default, as torchvision's recipe: ``scale_jitter`` (e.g.
+``'(0.5, 2.0)'``, large-scale jitter with crop), ``photometric`` (e.g. 0.2), several
+``pad_sizes`` (one per batch). Bad records stop the conversion naming the file, or are
 skipped and counted with ``--config.data.skip_bad_records=True``. ``arg``: ``runlocal``.
 """
 
@@ -56,8 +60,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.path = ""  # required: --config.data.path=<COCO folder>
     config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
     config.data.annotation_dir = "annotations"
-    config.data.image_size = 128 if runlocal else 1344  # fitted square side
-    config.data.max_instances = 100  # G
+    config.data.image_size = 128 if runlocal else 1344  # padded square side
+    # jaxdet.data.sources / augment: resize, jitter, photometric, padding (0 / () = off)
+    config.data.resize_short = 96 if runlocal else 800  # shorter side ...
+    config.data.resize_max = 128 if runlocal else 1333  # ... longer side at most
+    config.data.pad_sizes = ()  # declared padded sizes; () = ((image_size, image_size),)
+    config.data.scale_jitter = ()  # (min, max) factor, then cropped to the padded size
+    config.data.photometric = 0.0  # brightness / contrast / saturation strength
+    config.data.max_instances = 100  # G (excess counted and logged)
     config.data.mask_crop_size = 16 if runlocal else 56  # gt masks [G, M, M] per image
     config.data.masks = True
     config.data.keypoints = False

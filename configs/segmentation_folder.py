@@ -23,7 +23,9 @@ Class names come from ``classes.txt`` or ``--config.data.class_names='("bg", "ro
 (index 0 first; for VOC 2012: background + the 20 classes). Bad records (a label value outside
 the classes, image/label size mismatch, a missing or unreadable file) stop the conversion
 naming the file, or are skipped and counted with ``--config.data.skip_bad_records=True``.
-Every image is scaled to fit ``image_size`` x ``image_size`` and padded (labels with 255).
+Every image is scaled to fit ``image_size`` x ``image_size`` and padded (labels with 255);
+augmentations (flip, scale jitter with crop, colour jitter, declared sizes) are config flags,
+off by default (:mod:`jaxdet.data.sources`).
 The model is configs/segmentation.py's encoder-decoder (``arg`` takes its variants, plus
 ``runlocal``).
 """
@@ -59,6 +61,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.val_fraction = 0.5 if runlocal else 0.1  # without split files
     config.data.split_seed = 0
     config.data.skip_bad_records = False
+    # jaxdet.data.sources / augment, all off (padding reads as ignore_index): training flips,
+    # shorter side resize (+ max), (min, max) scale jitter with crop, colour jitter strength,
+    # declared padded sizes (() = image_size squares)
+    config.data.random_flip = False
+    config.data.resize_short = 0
+    config.data.resize_max = 0
+    config.data.scale_jitter = ()
+    config.data.photometric = 0.0
+    config.data.pad_sizes = ()
     if runlocal:
         config.batch_size = 2
         config.eval_batch_size = 2

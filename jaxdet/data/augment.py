@@ -1,21 +1,44 @@
 """Augmentations on raw examples (NumPy), consistent across image, boxes, masks and keypoints.
 
-So far: horizontal flip (issue 9's augmentation half is otherwise still open: resize, scale
-jitter with crop, photometric jitter, padding to declared sizes).
+Deterministic from a seed and resumable: the random transforms take a NumPy ``Generator``;
+:class:`Augmented` seeds one per draw from ``(seed, position)``, ``position`` being the draw's
+place in the training stream (:func:`jaxdet.data.pipeline.train_dataset` passes it), so a
+run resumed from the pipeline's ``{"next_index": k}`` draws the same augmentations, whatever
+the number of processes.
+
+* :func:`hflip` (keypoints ``left_*`` / ``right_*`` swapped, :func:`flip_pairs_from_names`)
+  and :class:`FlipDoubled` (each image once as is and once mirrored per epoch);
+* :func:`shorter_side_size` / :func:`resize_shorter_side`: the shorter side to ``short``,
+  the longer at most ``max_size`` (torchvision's / detectron2's ``ResizeShortestEdge``);
+* :func:`scale_jitter_crop`: the image scaled by a random factor and a random window of at
+  most ``out_hw`` kept (boxes clipped to it, instances left with no box area dropped, masks
+  and label maps cropped, keypoints outside it unlabelled);
+* :func:`photometric_jitter` (:func:`adjust_colour`): brightness, contrast, saturation;
+* :func:`pad_to`: bottom/right padding to a fixed size (or the chosen one of a declared set)
+  with the validity ``image_hw`` ``[2]`` int32 (the image's rows and columns inside it);
+* :class:`InstanceLimit`: at most ``max_instances`` objects per image, the excess counted
+  (images and instances) and logged, never silently lost;
+* :class:`Augmented` / :class:`Mapped`: sources applying a transform per draw / per example;
+  :class:`GeometryTransform`: the configured chain (:mod:`jaxdet.data.sources`).
 
 Example fields handled (the format of :mod:`jaxdet.data.scenes_tfds` / :mod:`jaxdet.data.coco`):
 ``image`` ``[H, W, 3]``; ``segmentation`` ``[H, W, 1]``; ``objects/bbox`` ``[N, 4]`` (x1, y1,
 x2, y2) absolute continuous pixels (pixel column ``j`` covers ``[j, j + 1)``);
 ``objects/mask`` ``[N, H, W, 1]``; ``objects/keypoints`` ``[N, K, 3]`` (x, y, v) in the same
-continuous coordinates, ``v = 0`` (not labelled) rows all zeros. Other fields pass through.
+continuous coordinates, ``v = 0`` (not labelled) rows all zeros; ``objects/area`` ``[N]``
+(scaled with the image; not recomputed after a crop). Every ``objects/*`` field loses the
+rows of dropped instances; other fields pass through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import PIL.Image
 
 
 def flip_pairs_from_names(names: Sequence[str]) -> list[tuple[int, int]]:
@@ -78,3 +101,313 @@ class FlipDoubled:
         if index < n:
             return self.source[index]
         return hflip(self.source[index - n], self.flip_pairs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry: resize, crop, pad
+# ---------------------------------------------------------------------------------------------
+
+
+def shorter_side_size(h: int, w: int, short: int, max_size: int = 0) -> tuple[int, int]:
+    """``(new_h, new_w)``: scale ``s = short / min(h, w)``, lowered to ``max_size / max(h, w)``
+    when the longer side would exceed ``max_size`` (> 0); sides ``round(s h)``, ``round(s w)``
+    (at least 1)."""
+    scale = shorter_side_scale(h, w, short, max_size)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def shorter_side_scale(h: int, w: int, short: int, max_size: int = 0) -> float:
+    """The scale of :func:`shorter_side_size`."""
+    scale = short / min(h, w)
+    if max_size > 0 and scale * max(h, w) > max_size:
+        scale = max_size / max(h, w)
+    return scale
+
+
+def _nearest_index(size: int, new: int) -> np.ndarray:
+    """Source index of each of ``new`` output pixels, nearest pixel centre (PIL's rule)."""
+    return np.minimum(((np.arange(new) + 0.5) * (size / new)).astype(np.int64), size - 1)
+
+
+def resize_crop(example: Mapping[str, Any], new_hw: tuple[int, int],
+                window: tuple[int, int, int, int] | None = None,
+                min_box_size: float = 1e-5) -> dict[str, Any]:
+    """``example`` resized to ``new_hw`` then cut to ``window = (y0, x0, h, w)`` of the
+    resized image (default: all of it).
+
+    Image bilinear (PIL); masks and ``segmentation`` nearest (pixel centres), cut before they
+    are materialised at full size. Boxes ``[N, 4]`` (x1, y1, x2, y2) scaled by the actual
+    ``(new_w / W, new_h / H)``, shifted by ``(-x0, -y0)`` and clipped to ``[0, w] x [0, h]``;
+    an instance whose clipped box is narrower or lower than ``min_box_size`` is dropped (every
+    ``objects/*`` field loses its row). Keypoints scaled and shifted; those outside the window
+    become ``(0, 0, 0)``. The window lies inside the resized image (no padding here:
+    :func:`pad_to`).
+    """
+    image = np.asarray(example["image"])
+    h, w = image.shape[:2]
+    nh, nw = int(new_hw[0]), int(new_hw[1])
+    y0, x0, ch, cw = window if window is not None else (0, 0, nh, nw)
+    if not (0 <= y0 and 0 <= x0 and y0 + ch <= nh and x0 + cw <= nw and ch > 0 and cw > 0):
+        raise ValueError(f"window {window} is not inside the {nh}x{nw} resized image")
+    out = dict(example)
+    resized = image if (nh, nw) == (h, w) else np.asarray(
+        PIL.Image.fromarray(image).resize((nw, nh), PIL.Image.BILINEAR))
+    out["image"] = np.ascontiguousarray(resized[y0:y0 + ch, x0:x0 + cw])
+    rows = _nearest_index(h, nh)[y0:y0 + ch]
+    cols = _nearest_index(w, nw)[x0:x0 + cw]
+    if "segmentation" in example:
+        out["segmentation"] = np.asarray(example["segmentation"])[np.ix_(rows, cols)]
+    if "objects" not in example:
+        return out
+    objects = dict(example["objects"])
+    sx, sy = nw / w, nh / h
+    n = len(np.asarray(objects["bbox"]).reshape(-1, 4)) if "bbox" in objects else None
+    keep = None
+    if "bbox" in objects:
+        boxes = np.asarray(objects["bbox"], np.float64).reshape(-1, 4) * [sx, sy, sx, sy]
+        boxes -= [x0, y0, x0, y0]
+        boxes = np.clip(boxes, 0, [cw, ch, cw, ch])
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= min_box_size) & (
+            (boxes[:, 3] - boxes[:, 1]) >= min_box_size)
+        objects["bbox"] = boxes.astype(np.float32)
+    if "area" in objects:
+        area = np.asarray(objects["area"])
+        objects["area"] = (area * (sx * sy)).astype(area.dtype)
+    if "keypoints" in objects:
+        kp = np.asarray(objects["keypoints"], np.float32).copy()
+        kp[..., 0] = kp[..., 0] * sx - x0
+        kp[..., 1] = kp[..., 1] * sy - y0
+        inside = (kp[..., 2] > 0) & (kp[..., 0] >= 0) & (kp[..., 0] <= cw) & (
+            kp[..., 1] >= 0) & (kp[..., 1] <= ch)
+        objects["keypoints"] = np.where(inside[..., None], kp, 0).astype(np.float32)
+    if "mask" in objects:
+        masks = np.asarray(objects["mask"], np.uint8)
+        objects["mask"] = masks[:, rows[:, None], cols[None, :]]
+    if keep is not None and not keep.all():
+        objects = {k: np.asarray(v)[keep] if np.ndim(v) and len(v) == n else v
+                   for k, v in objects.items()}
+    out["objects"] = objects
+    return out
+
+
+def resize_shorter_side(example: Mapping[str, Any], short: int, max_size: int = 0
+                        ) -> dict[str, Any]:
+    """``example`` resized to :func:`shorter_side_size` (see :func:`resize_crop`)."""
+    h, w = np.asarray(example["image"]).shape[:2]
+    return resize_crop(example, shorter_side_size(h, w, short, max_size))
+
+
+def scale_jitter_crop(example: Mapping[str, Any], rng: np.random.Generator,
+                      out_hw: tuple[int, int], scale_range: tuple[float, float],
+                      base_scale: float = 1.0) -> dict[str, Any]:
+    """Random scale jitter with crop: the image scaled by ``base_scale * f``, ``f`` uniform in
+    ``scale_range``, then a random window of at most ``out_hw`` kept (offsets uniform over
+    the positions; the whole side where it is shorter). Boxes clipped to the window, instances
+    falling outside it dropped, masks cropped, keypoints outside unlabelled
+    (:func:`resize_crop`). Draws ``f``, then the row offset, then the column offset."""
+    h, w = np.asarray(example["image"]).shape[:2]
+    f = base_scale * float(rng.uniform(*scale_range))
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    ch, cw = min(nh, int(out_hw[0])), min(nw, int(out_hw[1]))
+    y0 = int(rng.integers(0, nh - ch + 1))
+    x0 = int(rng.integers(0, nw - cw + 1))
+    return resize_crop(example, (nh, nw), (y0, x0, ch, cw))
+
+
+def pad_to(example: Mapping[str, Any], hw: tuple[int, int], ignore_index: int = 255
+           ) -> dict[str, Any]:
+    """``example`` padded at the bottom/right to ``hw`` (image and masks with 0,
+    ``segmentation`` with ``ignore_index``), with ``image_hw`` int32 ``[2]``: the image's
+    ``(rows, columns)`` inside the padded array (its validity mask). Boxes and keypoints are
+    unchanged (the origin stays). Raises ``ValueError`` when the image is larger than ``hw``."""
+    image = np.asarray(example["image"])
+    h, w = image.shape[:2]
+    ph, pw = int(hw[0]), int(hw[1])
+    if h > ph or w > pw:
+        raise ValueError(f"a {h}x{w} image does not fit the {ph}x{pw} padded size")
+
+    def pad(array: np.ndarray, value: int, axis: int = 0) -> np.ndarray:
+        array = np.asarray(array)
+        widths = [(0, 0)] * array.ndim
+        widths[axis], widths[axis + 1] = (0, ph - h), (0, pw - w)
+        return np.pad(array, widths, constant_values=value)
+
+    out = dict(example)
+    out["image"] = pad(image, 0)
+    out["image_hw"] = np.asarray([h, w], np.int32)
+    if "segmentation" in example:
+        out["segmentation"] = pad(example["segmentation"], ignore_index)
+    if "objects" in example and "mask" in example["objects"]:
+        out["objects"] = {**example["objects"], "mask": pad(example["objects"]["mask"], 0, 1)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Photometric
+# ---------------------------------------------------------------------------------------------
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma ``[H, W, 1]`` (torchvision's ``rgb_to_grayscale``)."""
+    return (0.299 * image[..., :1] + 0.587 * image[..., 1:2] + 0.114 * image[..., 2:3])
+
+
+def adjust_colour(image: np.ndarray, brightness: float = 1.0, contrast: float = 1.0,
+                  saturation: float = 1.0) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` with torchvision's ``ColorJitter`` adjustments in this order, each
+    clipped to [0, 255] (float): brightness ``x b``; contrast ``(x - m) c + m`` with ``m`` the
+    mean luma of the image; saturation ``(x - g) s + g`` with ``g`` each pixel's luma. Rounded
+    to the nearest integer at the end."""
+    x = np.asarray(image, np.float64)
+    x = np.clip(x * brightness, 0, 255)
+    mean = _grey(x).mean()
+    x = np.clip((x - mean) * contrast + mean, 0, 255)
+    g = _grey(x)
+    x = np.clip((x - g) * saturation + g, 0, 255)
+    return np.rint(x).astype(np.uint8)
+
+
+def photometric_jitter(example: Mapping[str, Any], rng: np.random.Generator, strength: float
+                       ) -> dict[str, Any]:
+    """:func:`adjust_colour` with brightness, contrast and saturation factors drawn (in that
+    order) uniform in ``[1 - strength, 1 + strength]``; boxes, masks, keypoints unchanged."""
+    b, c, s = rng.uniform(1 - strength, 1 + strength, 3)
+    return {**example, "image": adjust_colour(example["image"], b, c, s)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Instance limit, sources
+# ---------------------------------------------------------------------------------------------
+
+
+class InstanceLimit:
+    """At most ``max_instances`` objects per example: the first ``max_instances`` rows of every
+    ``objects/*`` field are kept (annotation order) and the rest counted, never silently lost:
+    ``images_truncated`` and ``instances_dropped`` (thread-safe; the pipeline reads with
+    several threads) are logged as a warning at the first truncation and every power of two
+    of truncated images after it, and :meth:`report` returns them."""
+
+    def __init__(self, max_instances: int, name: str = ""):
+        self.max_instances, self.name = int(max_instances), name
+        self.images_truncated = self.instances_dropped = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, example: Mapping[str, Any]) -> Mapping[str, Any]:
+        if "objects" not in example:
+            return example
+        objects = example["objects"]
+        n = len(np.asarray(objects["label"]).reshape(-1))
+        if n <= self.max_instances:
+            return example
+        with self._lock:
+            self.images_truncated += 1
+            self.instances_dropped += n - self.max_instances
+            count = self.images_truncated
+        if count & (count - 1) == 0:
+            logging.warning("%s", self.report())
+        g = self.max_instances
+        return {**example, "objects": {k: np.asarray(v)[:g] if np.ndim(v) and len(v) == n
+                                       else v for k, v in objects.items()}}
+
+    def report(self) -> str:
+        return (f"{self.name or 'data'}: {self.images_truncated} images had more than "
+                f"max_instances={self.max_instances} objects; {self.instances_dropped} "
+                "objects beyond the limit were left out")
+
+
+class Mapped:
+    """A random-access source whose examples are ``fn(source[index])`` (deterministic)."""
+
+    def __init__(self, source: Sequence[Mapping[str, Any]],
+                 fn: Callable[[Mapping[str, Any]], Mapping[str, Any]]):
+        self.source, self.fn = source, fn
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Mapping[str, Any]:
+        return self.fn(self.source[index])
+
+
+class Augmented:
+    """A training source drawing a fresh augmentation each time an example is read in the
+    training stream: :meth:`draw` ``(index, position)`` is ``transform(source[index],
+    position)``, ``position`` the draw's global place in the stream
+    (:func:`jaxdet.data.pipeline.train_dataset` calls it), from which the transform seeds its
+    random numbers; so the stream is a function of the seed and the position (deterministic,
+    resumable, the same on any number of processes). ``source[index]`` is the draw at
+    position ``index``."""
+
+    def __init__(self, source: Sequence[Mapping[str, Any]],
+                 transform: Callable[[Mapping[str, Any], int], Mapping[str, Any]]):
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def draw(self, index: int, position: int) -> Mapping[str, Any]:
+        return self.transform(self.source[index], int(position))
+
+    def __getitem__(self, index: int) -> Mapping[str, Any]:
+        return self.draw(index, index)
+
+
+class GeometryTransform:
+    """The configured chain of :mod:`jaxdet.data.sources`, one example at a time.
+
+    Size: a declared set ``pad_sizes`` of ``(h, w)`` (one entry: a fixed size). Evaluation
+    (``train=False``) uses the last entry; training picks one per global batch of
+    ``batch_size`` draws, uniformly from ``(seed, position // batch_size)`` (multi-scale
+    training with one static shape per batch: a compiled step per declared size). Then:
+
+    1. scale: ``short`` > 0: the shorter side to ``short``, the longer at most ``max_size``
+       (:func:`shorter_side_size`); else the image fitted into the size; in evaluation
+       lowered further where needed to fit the size;
+    2. training: times a factor uniform in ``scale_range`` (when given) and a random window
+       of at most the size kept (:func:`scale_jitter_crop`; also without jitter when the
+       scaled image exceeds the size);
+    3. training: :func:`photometric_jitter` with ``photometric`` > 0;
+    4. :func:`pad_to` the size (``image_hw`` the validity);
+    5. ``limit`` (an :class:`InstanceLimit`) when given.
+
+    The random numbers of a training draw come from ``np.random.default_rng((seed,
+    position))``, in the order: jitter factor, row offset, column offset, photometric factors.
+    """
+
+    def __init__(self, pad_sizes: Sequence[Sequence[int]], *, train: bool, seed: int = 0,
+                 batch_size: int = 1, short: int = 0, max_size: int = 0,
+                 scale_range: Sequence[float] = (), photometric: float = 0.0,
+                 ignore_index: int = 255, limit: InstanceLimit | None = None):
+        self.sizes = [(int(s[0]), int(s[1])) for s in pad_sizes]
+        if not self.sizes:
+            raise ValueError("GeometryTransform needs at least one pad size")
+        self.train, self.seed, self.batch_size = bool(train), int(seed), max(1, int(batch_size))
+        self.short, self.max_size = int(short), int(max_size)
+        self.scale_range = tuple(float(v) for v in scale_range)
+        if self.scale_range and len(self.scale_range) != 2:
+            raise ValueError(f"scale_range {scale_range}: expected (min, max)")
+        self.photometric, self.ignore_index, self.limit = float(photometric), ignore_index, limit
+
+    def size(self, position: int) -> tuple[int, int]:
+        if not self.train or len(self.sizes) == 1:
+            return self.sizes[-1]
+        batch_rng = np.random.default_rng((self.seed, position // self.batch_size, 1))
+        return self.sizes[int(batch_rng.integers(len(self.sizes)))]
+
+    def __call__(self, example: Mapping[str, Any], position: int = 0) -> Mapping[str, Any]:
+        ph, pw = self.size(position)
+        h, w = np.asarray(example["image"]).shape[:2]
+        fit = min(ph / h, pw / w)
+        scale = shorter_side_scale(h, w, self.short, self.max_size) if self.short else fit
+        if self.train:
+            rng = np.random.default_rng((self.seed, position))
+            out = scale_jitter_crop(example, rng, (ph, pw), self.scale_range or (1.0, 1.0),
+                                    base_scale=scale)
+            if self.photometric > 0:
+                out = photometric_jitter(out, rng, self.photometric)
+        else:
+            scale = min(scale, fit)
+            out = resize_crop(example, (min(ph, max(1, round(h * scale))),
+                                        min(pw, max(1, round(w * scale)))))
+        out = pad_to(out, (ph, pw), self.ignore_index)
+        return self.limit(out) if self.limit is not None else out

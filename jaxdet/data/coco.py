@@ -26,8 +26,8 @@ Conversion (:func:`build`):
   (crowds) and compressed RLE decoded with pycocotools to full-image 0/1 masks, stored
   zlib-compressed; the detection task crops them to ``M x M`` over each box
   (:func:`jaxdet.detection.mask_head.crop_gt_masks`) and its evaluator reads them at full size;
-* ``iscrowd`` kept as ``objects/is_crowd``: the tasks drop crowd objects from the training
-  targets (:class:`jaxdet.data.local_tfds.DropObjects`);
+* ``iscrowd`` kept as ``objects/is_crowd``: the detection task leaves crowd objects out of the
+  training targets and passes them to the evaluation as ``iscrowd=1`` ground truth;
 * keypoints: ``objects/keypoints`` float32 ``[N, K, 3]`` ``(x, y, v)``, COCO visibility
   (0 not labelled, 1 labelled but hidden, 2 visible); COCO's integer pixel indices are
   moved to continuous coordinates (``+ 0.5``, pixel centres, as detectron2 and

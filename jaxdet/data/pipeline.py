@@ -66,6 +66,11 @@ def train_dataset(
     host with the same global batch (and resumes from either), and each process decodes only
     its own rows.
 
+    A source with a ``draw(index, position)`` method (:class:`jaxdet.data.augment.Augmented`)
+    is read through it, ``position`` the draw's place in the global stream (0, 1, 2, ...
+    across epochs; the same whatever the number of processes), from which it seeds its
+    augmentation: the stream stays a function of the seeds and resumes exactly.
+
     Args:
       source: random-access examples (e.g. ``builder.as_data_source()["train"]``).
       preprocess: raw example -> dict of fixed-shape NumPy arrays.
@@ -84,9 +89,12 @@ def train_dataset(
     global_batch = batch_size * process_count
     offset = process_index * batch_size
 
+    draw = getattr(source, "draw", None)  # augmenting sources: draw(index, position)
+
     def example(j: int) -> Example:  # j-th example of this process -> its global position
-        index = int(order[(j // batch_size) * global_batch + offset + j % batch_size])
-        return with_index(index, source[index])
+        position = (j // batch_size) * global_batch + offset + j % batch_size
+        index = int(order[position])
+        return with_index(index, source[index] if draw is None else draw(index, position))
 
     with_index = _with_index(preprocess)
     ds = grain.MapDataset.range(0, len(order)).map(example)

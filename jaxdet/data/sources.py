@@ -18,11 +18,26 @@ static size), ``skip_bad_records`` [False], ``class_names`` [(): from the data],
 the training split doubled with each image's horizontal flip
 (:class:`jaxdet.data.augment.FlipDoubled`; keypoints swap ``left_*`` / ``right_*``).
 
-Detection: COCO crowd objects (``is_crowd``) are left out of the examples the detection
-task sees (:class:`jaxdet.data.local_tfds.DropObjects`) — of the training targets, and for
-now also of the evaluation ground truth, whose evaluator does not take ``iscrowd`` yet;
-likewise VOC ``difficult`` objects unless ``keep_difficult``. Evaluation runs at the fitted
-size (boxes scaled with the image), not at the original image size.
+Augmentation and sizes (:class:`jaxdet.data.augment.GeometryTransform`; all off by default,
+then every image is fitted into ``image_size`` as above): ``pad_sizes`` [()] the declared
+``(h, w)`` sizes (one entry: a fixed size; several: one per global training batch of
+``config.batch_size``, evaluation at the last; () = ``((image_size, image_size),)``) padded
+to with the validity ``image_hw``; ``resize_short`` [0] / ``resize_max`` [0] the shorter
+side resized to ``resize_short``, the longer at most ``resize_max`` (0: fitted into the
+size); ``scale_jitter`` [()] ``(min, max)`` scale factor of the training images, cropped to
+the size at a random place (boxes clipped, instances outside dropped); ``photometric``
+[0.0] the brightness / contrast / saturation jitter strength of training images;
+``augment_seed`` [``config.seed``]. Any of these set switches the chain on (training draws
+through :class:`jaxdet.data.augment.Augmented`: seeded by the draw's position, resumable).
+
+Detection: at most ``max_instances`` objects per image are kept, the excess counted and
+logged (:class:`jaxdet.data.augment.InstanceLimit`). COCO crowd objects (``is_crowd``) stay
+in the examples: the detection task leaves them out of the training targets
+(``gt_valid`` False) and passes them to pycocotools as ``iscrowd=1`` ground truth
+(``gt_iscrowd``: detections on crowd regions are ignored, COCO's rule). VOC ``difficult``
+objects are left out (:class:`jaxdet.data.local_tfds.DropObjects`) unless
+``keep_difficult``. Evaluation runs at the fitted size (boxes scaled with the image), not at
+the original image size.
 """
 
 from __future__ import annotations
@@ -99,15 +114,44 @@ def detection_class_names(config: ml_collections.ConfigDict) -> list[str]:
     return list(_detection_builder(config).info.metadata["class_names"])
 
 
-def _fit(config: ml_collections.ConfigDict, splits: dict[str, Any], ignore: int = 255):
-    size = int(config.data.get("image_size", 0) or 0)
-    return {k: local_tfds.FitToSquare(v, size, ignore) if size else v for k, v in splits.items()}
+AUGMENT_FIELDS = ("pad_sizes", "resize_short", "resize_max", "scale_jitter", "photometric")
+
+
+def _geometry(config: ml_collections.ConfigDict, splits: dict[str, Any], ignore: int = 255,
+              max_instances: int = 0) -> dict[str, Any]:
+    """Each split fitted into ``image_size`` (the default) or through the augmentation chain
+    (module docstring), then limited to ``max_instances`` objects (> 0)."""
+    data = config.data
+    size = int(data.get("image_size", 0) or 0)
+    limits = {k: augment.InstanceLimit(max_instances, k) for k in splits} if max_instances else {}
+    if not any(data.get(f) for f in AUGMENT_FIELDS):
+        out = {k: local_tfds.FitToSquare(v, size, ignore) if size else v
+               for k, v in splits.items()}
+        return {k: augment.Mapped(v, limits[k]) if k in limits else v for k, v in out.items()}
+    sizes = [tuple(s) for s in data.get("pad_sizes", ())] or ([(size, size)] if size else [])
+    if not sizes:
+        raise ValueError("config.data.pad_sizes or config.data.image_size is needed with "
+                         f"config.data.{'/'.join(AUGMENT_FIELDS[1:])}")
+    common = dict(short=int(data.get("resize_short", 0)), max_size=int(data.get("resize_max", 0)),
+                  ignore_index=ignore)
+    out = {}
+    for k, v in splits.items():
+        train = k == "train"
+        transform = augment.GeometryTransform(
+            sizes, train=train, seed=int(data.get("augment_seed", config.get("seed", 0))),
+            batch_size=int(config.get("batch_size", 1)),
+            scale_range=tuple(data.get("scale_jitter", ())) if train else (),
+            photometric=float(data.get("photometric", 0.0)) if train else 0.0,
+            limit=limits.get(k), **common)
+        out[k] = augment.Augmented(v, transform) if train else augment.Mapped(v, transform)
+    return out
 
 
 def detection_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """``{"train": source, "validation": source}`` in the synthetic scenes' example format
-    (``image``, ``objects/bbox``, ``objects/label``, ``objects/mask`` ...), crowd (and
-    difficult) objects dropped, images fitted to ``config.data.image_size``."""
+    (``image``, ``objects/bbox``, ``objects/label``, ``objects/is_crowd``, ``objects/mask``
+    ...), difficult objects dropped, images fitted to ``config.data.image_size`` or through
+    the augmentation chain, at most ``config.data.max_instances`` objects."""
     if source_name(config) == "tfds_coco":
         from jaxdet.data import coco
 
@@ -115,14 +159,14 @@ def detection_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
     else:
         sources = _detection_builder(config).as_data_source()
         splits = {k: sources[k] for k in ("train", "validation") if k in sources}
-    flags = ["is_crowd"] + ([] if config.data.get("keep_difficult", False) else ["difficult"])
-    splits = {k: local_tfds.DropObjects(v, flags) for k, v in splits.items()}
+    if not config.data.get("keep_difficult", False):
+        splits = {k: local_tfds.DropObjects(v, ["difficult"]) for k, v in splits.items()}
     if config.data.get("random_flip", False) and "train" in splits:
         names = [] if source_name(config) == "tfds_coco" else list(
             _detection_builder(config).info.metadata.get("keypoint_names", []))
         splits["train"] = augment.FlipDoubled(splits["train"],
                                               augment.flip_pairs_from_names(names))
-    return _fit(config, splits)
+    return _geometry(config, splits, max_instances=int(config.data.get("max_instances", 0)))
 
 
 def _folder_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -161,4 +205,4 @@ def segmentation_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
     splits = {k: sources[k] for k in ("train", "validation") if k in sources}
     if config.data.get("random_flip", False) and "train" in splits:
         splits["train"] = augment.FlipDoubled(splits["train"])
-    return _fit(config, splits, ignore)
+    return _geometry(config, splits, ignore)

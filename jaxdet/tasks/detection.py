@@ -11,10 +11,14 @@ Batches (all static shapes; ``G = config.data.max_instances``):
 * ``image`` uint8 ``[B, H, W, 3]`` (one padded size per config);
 * ``gt_boxes`` float32 ``[B, G, 4]`` ``(x1, y1, x2, y2)`` absolute pixels of the network input,
   ``gt_labels`` int32 ``[B, G]`` (0-based object class), ``gt_valid`` bool ``[B, G]``;
+* with COCO data (examples with ``objects/is_crowd``) also ``gt_iscrowd`` bool ``[B, G]``:
+  crowd rows are not training targets (``gt_valid`` False) but are passed to pycocotools as
+  ``iscrowd=1`` ground truth (detections on crowd regions are neither hits nor misses);
 * ``image_hw`` int32 ``[B, 2]``: the image's ``(height, width)`` inside the padded input
-  (proposals and detections are clipped to it); ``orig_hw`` int32 ``[B, 2]``: the original
-  image size, to which detections are mapped back for evaluation (the synthetic scenes are
-  used at their own size, so both equal the input size);
+  (the example's ``image_hw`` when it has one, :func:`jaxdet.data.augment.pad_to`; proposals
+  and detections are clipped to it); ``orig_hw`` int32 ``[B, 2]``: the original
+  image size, to which detections are mapped back for evaluation (the synthetic scenes and
+  the real data are evaluated at the input size, so both are equal);
 * the pipeline's ``index`` and ``mask``;
 * with ``config.model.mask_head`` (Mask R-CNN) also ``gt_masks`` uint8 ``[B, G, M, M]``,
   ``M = config.data.mask_crop_size`` (default 56): each instance's visible mask RoIAligned
@@ -175,7 +179,8 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
 
     Raises ``ValueError`` naming the example and field for a malformed image, boxes that are
     not ``[N, 4]`` with ``x1 <= x2``, ``y1 <= y2`` inside the image, labels outside the class
-    range, or more than ``G`` objects.
+    range, or more than ``G`` objects (the real-data sources keep at most ``G``, counting the
+    excess: :class:`jaxdet.data.augment.InstanceLimit`).
     """
     max_instances = int(config.data.max_instances)
     num_classes = len(class_names(config))
@@ -209,9 +214,13 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
         gt_boxes = np.zeros((max_instances, 4), np.float32)
         gt_labels = np.zeros((max_instances,), np.int32)
         gt_boxes[:n], gt_labels[:n] = boxes, labels
-        hw = np.asarray([h, w], np.int32)
+        hw = np.asarray(example.get("image_hw", (h, w)), np.int32)  # the image inside padding
         out = {"image": image, "gt_boxes": gt_boxes, "gt_labels": gt_labels,
                "gt_valid": np.arange(max_instances) < n, "image_hw": hw, "orig_hw": hw}
+        if "is_crowd" in example["objects"]:  # COCO: not a target, iscrowd=1 in evaluation
+            out["gt_iscrowd"] = np.zeros(max_instances, bool)
+            out["gt_iscrowd"][:n] = np.asarray(example["objects"]["is_crowd"], bool).reshape(-1)
+            out["gt_valid"] &= ~out["gt_iscrowd"]
         if with_masks:
             masks = np.asarray(example["objects"]["mask"], np.uint8).reshape(n, h, w)
             out["gt_masks"] = np.zeros((max_instances, crop_size, crop_size), np.uint8)
@@ -357,7 +366,7 @@ class DetectionEvaluator:
         self.recall_hit = 0
         self.recall_total = 0
 
-    def _add_with_masks(self, batch, outputs, mask, scale) -> None:
+    def _add_with_masks(self, batch, outputs, mask, scale, rows, crowd) -> None:
         """Per image: gt masks from the source, detections' masks pasted and thresholded;
         gt keypoints from the batch, with keypoints the gt areas (OKS scale) from the source."""
         gt_boxes = np.asarray(batch["gt_boxes"]) * scale
@@ -366,11 +375,11 @@ class DetectionEvaluator:
             h, w = (int(v) for v in np.asarray(batch["orig_hw"])[i])
             gt_masks = det_masks = gt_kps = areas = None
             objects = self.gt_source[index]["objects"]
-            n = int(np.sum(batch["gt_valid"][i]))
+            n = int(np.sum(rows[i]))  # the source's first n objects (crowds included)
             if self.with_masks:
                 gt = np.asarray(objects["mask"], np.uint8)
                 gt_masks = np.zeros((len(gt_boxes[i]), h, w), np.uint8)
-                gt_masks[:n] = gt.reshape(-1, h, w)[:n]
+                gt_masks[:n] = gt.reshape(gt.shape[:3])[:n, :h, :w]  # padding cut off
                 det_masks = np.asarray(_paste(jnp.asarray(outputs["masks"][i]),
                                               jnp.asarray(outputs["boxes"][i]), h, w))
             if self.with_keypoints:
@@ -380,7 +389,7 @@ class DetectionEvaluator:
                     areas = np.zeros(len(gt_boxes[i]), np.float64)
                     areas[:n] = np.asarray(objects["area"], np.float64).reshape(-1)[:n]
             self.coco.add_ground_truth(index, gt_boxes[i], batch["gt_labels"][i],
-                                       batch["gt_valid"][i], h, w, areas=areas,
+                                       rows[i], h, w, areas=areas, iscrowd=crowd[i],
                                        masks=gt_masks, keypoints=gt_kps)
             self.coco.add_detections(
                 index, outputs["boxes"][i], outputs["scores"][i], outputs["classes"][i],
@@ -389,17 +398,20 @@ class DetectionEvaluator:
 
     def add(self, batch: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         """One padded batch: ``batch`` fields (module docstring), ``outputs`` of :func:`predict`.
-        Ground truth is mapped to the original image size like the detections."""
+        Ground truth is mapped to the original image size like the detections; crowd rows
+        (``gt_iscrowd``, COCO) are passed as ``iscrowd=1`` ground truth."""
         mask = np.asarray(batch["mask"]) > 0
+        crowd = np.asarray(batch.get("gt_iscrowd", np.zeros_like(batch["gt_valid"])), bool)
+        rows = np.asarray(batch["gt_valid"], bool) | crowd
         scale = (np.asarray(batch["orig_hw"], np.float32)
                  / np.maximum(np.asarray(batch["image_hw"], np.float32), 1))[:, None, [1, 0, 1, 0]]
         if self.with_masks or self.with_keypoints:
-            self._add_with_masks(batch, outputs, mask, scale)
+            self._add_with_masks(batch, outputs, mask, scale, rows, crowd)
         else:
             self.coco.add_batch(
                 np.asarray(batch["index"]), example_mask=mask,
                 gt_boxes=np.asarray(batch["gt_boxes"]) * scale, gt_labels=batch["gt_labels"],
-                gt_valid=batch["gt_valid"], heights=np.asarray(batch["orig_hw"])[:, 0],
+                gt_valid=rows, gt_iscrowd=crowd, heights=np.asarray(batch["orig_hw"])[:, 0],
                 widths=np.asarray(batch["orig_hw"])[:, 1], det_boxes=outputs["boxes"],
                 det_scores=outputs["scores"], det_labels=outputs["classes"],
                 det_valid=outputs["valid"])
