@@ -17,6 +17,11 @@ time is the steadier measure of the work.
    and :func:`jaxdet.data.pipeline.train_dataset` (2 reader threads): batches/s over
    ``--batches`` batches after the first.
 
+3. per image, one thread, CPU time over ``--per_image`` images: decoding, fitting to the
+   square, the detection task's ``make_preprocess``, and inside it
+   :func:`jaxdet.detection.mask_head.crop_gt_masks` against the full products it replaced
+   (``Wy @ mask @ Wx.T`` over every row and column of the 1344 x 1344 masks; same values).
+
 Nothing here touches the network; the folder and TFDS data live under ``--workdir``.
 """
 
@@ -67,12 +72,55 @@ def write_folder(root: str, num_images: int, seed: int = 0) -> None:
         json.dump({"images": images, "annotations": anns, "categories": cats}, f)
 
 
+def full_product_crops(masks: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """``crop_gt_masks`` before it restricted the products to each box (the reference)."""
+    from jaxdet.detection import mask_head
+
+    out = np.zeros((len(boxes), size, size), np.uint8)
+    h, w = masks.shape[1:3]
+    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64)):
+        wy = mask_head._align_weights(y1, y2 - y1, h, size, 2)
+        wx = mask_head._align_weights(x1, x2 - x1, w, size, 2)
+        out[k] = np.clip(np.rint(wy @ masks[k].astype(np.float64) @ wx.T * 255), 0, 255)
+    return out
+
+
+def cpu_ms(fn, items) -> float:
+    """Mean process CPU milliseconds of ``fn(item)``."""
+    start = time.process_time()
+    for item in items:
+        fn(item)
+    return 1000 * (time.process_time() - start) / max(len(items), 1)
+
+
+def per_image(source, raw, preprocess, size: int, n: int) -> None:
+    from jaxdet.data import local_tfds
+    from jaxdet.detection import mask_head
+
+    idx = list(range(min(n, len(raw))))
+    decode = cpu_ms(lambda i: raw[i], idx)
+    fit = cpu_ms(lambda i: local_tfds.fit_to_square(raw[i], size), idx) - decode
+    examples = [source[i] for i in idx]
+    pre = cpu_ms(preprocess, examples)
+    crops = [(np.asarray(e["objects"]["mask"])[..., 0], np.asarray(e["objects"]["bbox"]))
+             for e in examples]
+    new = cpu_ms(lambda mb: mask_head.crop_gt_masks(*mb, 56), crops)
+    old = cpu_ms(lambda mb: full_product_crops(*mb, 56), crops)
+    same = all(np.array_equal(mask_head.crop_gt_masks(m, b, 56), full_product_crops(m, b, 56))
+               for m, b in crops)
+    print(f"per image ({len(idx)} images, one thread, CPU ms): decode {decode:.1f}, fit to "
+          f"{size}x{size} {fit:.1f}, make_preprocess {pre:.1f} of which crop_gt_masks "
+          f"{new:.1f} (full products {old:.1f}: {old / max(new, 1e-9):.0f}x; same uint8 "
+          f"crops: {same})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--num_images", type=int, default=48)
     parser.add_argument("--image_size", type=int, default=1344)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--batches", type=int, default=6)
+    parser.add_argument("--per_image", type=int, default=6)
     parser.add_argument("--workdir", default="/tmp/jaxdet_input_bench")
     args = parser.parse_args()
 
@@ -109,6 +157,9 @@ def main() -> None:
           f"{batch['gt_masks'].shape}) in {pipe_s:.2f} s wall = {args.batches / pipe_s:.2f} "
           f"batches/s ({pipe_cpu:.2f} s CPU = {args.batches / pipe_cpu:.2f} batches per "
           "CPU-second)")
+    raw = coco.build(folder, os.path.join(args.workdir, "tfds"),
+                     splits={"train": "train2017"}).as_data_source()["train"]
+    per_image(source, raw, detection.make_preprocess(config), args.image_size, args.per_image)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()}")
 
