@@ -2,6 +2,7 @@
 
   python experiments/benchmarks/input_pipeline.py [--num_images=48] [--image_size=1344]
       [--batch=2] [--batches=6] [--workdir=/tmp/jaxdet_input_bench]
+      [--resize_short=800 --resize_max=1333] [--scale_jitter=0.5,2.0] [--photometric=0.2]
 
 Writes a synthetic COCO-format folder (``--num_images`` 640 x 480 JPEG images, quality 90,
 textured, each with 7 polygon instances of 3 categories, COCO's mean per image), then times
@@ -12,11 +13,12 @@ time is the steadier measure of the work.
 1. the one-time conversion (:func:`jaxdet.data.coco.build`: JPEG read + check, polygons
    decoded with pycocotools, masks zlib-compressed, ArrayRecord written): images/s;
 2. the input pipeline of Mask R-CNN at the COCO input size: ``config.data.source="coco"``
-   sources (crowds dropped, images fitted into ``--image_size`` squares) through the
+   sources (images fitted into ``--image_size`` squares) through the
    detection task's ``make_preprocess`` (mask head on: ``[G, 56, 56]`` box-cropped gt masks)
    and :func:`jaxdet.data.pipeline.train_dataset` (2 reader threads): batches/s over
-   ``--batches`` batches after the first.
-
+   ``--batches`` batches after the first; with ``--resize_short`` / ``--scale_jitter`` /
+   ``--photometric`` through the seeded augmentation chain instead of the fitting
+   (:class:`jaxdet.data.augment.GeometryTransform`, padded to ``--image_size``);
 3. per image, one thread, CPU time over ``--per_image`` images: decoding, fitting to the
    square, the detection task's ``make_preprocess``, and inside it
    :func:`jaxdet.detection.mask_head.crop_gt_masks` against the full products it replaced
@@ -121,6 +123,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--per_image", type=int, default=6)
+    parser.add_argument("--resize_short", type=int, default=0)
+    parser.add_argument("--resize_max", type=int, default=0)
+    parser.add_argument("--scale_jitter", default="", help="min,max")
+    parser.add_argument("--photometric", type=float, default=0.0)
     parser.add_argument("--workdir", default="/tmp/jaxdet_input_bench")
     args = parser.parse_args()
 
@@ -141,7 +147,10 @@ def main() -> None:
 
     config = ml_collections.ConfigDict({
         "data": {"source": "coco", "path": folder, "data_dir": os.path.join(args.workdir, "tfds"),
-                 "image_size": args.image_size, "max_instances": 100, "mask_crop_size": 56},
+                 "image_size": args.image_size, "max_instances": 100, "mask_crop_size": 56,
+                 "resize_short": args.resize_short, "resize_max": args.resize_max,
+                 "scale_jitter": tuple(float(v) for v in args.scale_jitter.split(",") if v),
+                 "photometric": args.photometric},
         "model": {"mask_head": True, "detector": "faster_rcnn"}})
     source = detection.datasets(config)["train"]
     ds = pipeline.train_dataset(source, detection.make_preprocess(config), args.batch, seed=0,

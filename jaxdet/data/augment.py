@@ -249,7 +249,8 @@ def pad_to(example: Mapping[str, Any], hw: tuple[int, int], ignore_index: int = 
 
 def _grey(image: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma ``[H, W, 1]`` (torchvision's ``rgb_to_grayscale``)."""
-    return (0.299 * image[..., :1] + 0.587 * image[..., 1:2] + 0.114 * image[..., 2:3])
+    return (np.float32(0.299) * image[..., :1] + np.float32(0.587) * image[..., 1:2]
+            + np.float32(0.114) * image[..., 2:3])
 
 
 def adjust_colour(image: np.ndarray, brightness: float = 1.0, contrast: float = 1.0,
@@ -257,13 +258,14 @@ def adjust_colour(image: np.ndarray, brightness: float = 1.0, contrast: float = 
     """uint8 ``[H, W, 3]`` with torchvision's ``ColorJitter`` adjustments in this order, each
     clipped to [0, 255] (float): brightness ``x b``; contrast ``(x - m) c + m`` with ``m`` the
     mean luma of the image; saturation ``(x - g) s + g`` with ``g`` each pixel's luma. Rounded
-    to the nearest integer at the end."""
-    x = np.asarray(image, np.float64)
-    x = np.clip(x * brightness, 0, 255)
-    mean = _grey(x).mean()
-    x = np.clip((x - mean) * contrast + mean, 0, 255)
+    to the nearest integer at the end (float32 arithmetic)."""
+    x = np.asarray(image, np.float32)
+    b, c, s = (np.float32(v) for v in (brightness, contrast, saturation))
+    x = np.clip(x * b, 0, 255)
+    mean = _grey(x).mean(dtype=np.float64).astype(np.float32)
+    x = np.clip((x - mean) * c + mean, 0, 255)
     g = _grey(x)
-    x = np.clip((x - g) * saturation + g, 0, 255)
+    x = np.clip((x - g) * s + g, 0, 255)
     return np.rint(x).astype(np.uint8)
 
 
