@@ -372,6 +372,10 @@ class GeometryTransform:
     4. :func:`pad_to` the size (``image_hw`` the validity);
     5. ``limit`` (an :class:`InstanceLimit`) when given.
 
+    Evaluation examples also carry the original image size ``orig_hw`` int32 ``[2]`` and the
+    original annotations ``orig_objects`` (full-size masks, COCO areas), so that the detection
+    task evaluates at the original size, as COCO does.
+
     The random numbers of a training draw come from ``np.random.default_rng((seed,
     position))``, in the order: jitter factor, row offset, column offset, photometric factors.
     """
@@ -411,5 +415,8 @@ class GeometryTransform:
             scale = min(scale, fit)
             out = resize_crop(example, (min(ph, max(1, round(h * scale))),
                                         min(pw, max(1, round(w * scale)))))
+            out["orig_hw"] = np.asarray([h, w], np.int32)
+            if "objects" in example:
+                out["orig_objects"] = example["objects"]
         out = pad_to(out, (ph, pw), self.ignore_index)
         return self.limit(out) if self.limit is not None else out

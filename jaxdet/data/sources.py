@@ -36,8 +36,10 @@ in the examples: the detection task leaves them out of the training targets
 (``gt_valid`` False) and passes them to pycocotools as ``iscrowd=1`` ground truth
 (``gt_iscrowd``: detections on crowd regions are ignored, COCO's rule). VOC ``difficult``
 objects are left out (:class:`jaxdet.data.local_tfds.DropObjects`) unless
-``keep_difficult``. Evaluation runs at the fitted size (boxes scaled with the image), not at
-the original image size.
+``keep_difficult``. With the augmentation chain on, evaluation runs at the original image
+size (the evaluation examples carry ``orig_hw`` and ``orig_objects``: boxes mapped back,
+full-size gt masks, COCO areas), as COCO's; images fitted by ``image_size`` alone are
+evaluated at the fitted size (boxes scaled with the image).
 """
 
 from __future__ import annotations

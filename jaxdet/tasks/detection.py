@@ -17,8 +17,11 @@ Batches (all static shapes; ``G = config.data.max_instances``):
 * ``image_hw`` int32 ``[B, 2]``: the image's ``(height, width)`` inside the padded input
   (the example's ``image_hw`` when it has one, :func:`jaxdet.data.augment.pad_to`; proposals
   and detections are clipped to it); ``orig_hw`` int32 ``[B, 2]``: the original
-  image size, to which detections are mapped back for evaluation (the synthetic scenes and
-  the real data are evaluated at the input size, so both are equal);
+  image size, to which detections are mapped back for evaluation (the example's ``orig_hw``
+  when it has one: real data through the resize chain of :mod:`jaxdet.data.sources` is
+  evaluated at its original size, with the gt masks and areas of the example's
+  ``orig_objects``; the synthetic scenes and images fitted by ``image_size`` alone at the
+  input size, both equal);
 * the pipeline's ``index`` and ``mask``;
 * with ``config.model.mask_head`` (Mask R-CNN) also ``gt_masks`` uint8 ``[B, G, M, M]``,
   ``M = config.data.mask_crop_size`` (default 56): each instance's visible mask RoIAligned
@@ -216,7 +219,8 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
         gt_boxes[:n], gt_labels[:n] = boxes, labels
         hw = np.asarray(example.get("image_hw", (h, w)), np.int32)  # the image inside padding
         out = {"image": image, "gt_boxes": gt_boxes, "gt_labels": gt_labels,
-               "gt_valid": np.arange(max_instances) < n, "image_hw": hw, "orig_hw": hw}
+               "gt_valid": np.arange(max_instances) < n, "image_hw": hw,
+               "orig_hw": np.asarray(example.get("orig_hw", hw), np.int32)}
         if "is_crowd" in example["objects"]:  # COCO: not a target, iscrowd=1 in evaluation
             out["gt_iscrowd"] = np.zeros(max_instances, bool)
             out["gt_iscrowd"][:n] = np.asarray(example["objects"]["is_crowd"], bool).reshape(-1)
@@ -374,7 +378,8 @@ class DetectionEvaluator:
             index = int(batch["index"][i])
             h, w = (int(v) for v in np.asarray(batch["orig_hw"])[i])
             gt_masks = det_masks = gt_kps = areas = None
-            objects = self.gt_source[index]["objects"]
+            example = self.gt_source[index]  # original-size annotations where it has them
+            objects = example.get("orig_objects", example["objects"])
             n = int(np.sum(rows[i]))  # the source's first n objects (crowds included)
             if self.with_masks:
                 gt = np.asarray(objects["mask"], np.uint8)

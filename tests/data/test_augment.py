@@ -194,6 +194,8 @@ def test_geometry_transform_eval_resizes_then_fits_and_pads():
     # shorter side 4 -> 8 gives 8 x 12, larger than 6 x 8: lowered to fit, x1.333 -> 5 x 8
     out = _transform(train=False, short=8)(_two_objects())
     np.testing.assert_array_equal(out["image_hw"], [5, 8])
+    np.testing.assert_array_equal(out["orig_hw"], [4, 6])  # evaluated at the original size
+    assert out["orig_objects"]["mask"].shape == (2, 4, 6, 1)
     assert out["image"].shape == (6, 8, 3)
     np.testing.assert_allclose(out["objects"]["bbox"][1], [4, 0, 8, 5], rtol=1e-6)
     # the declared set: one size per global batch of 2 draws in training, the last in eval

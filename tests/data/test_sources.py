@@ -127,13 +127,15 @@ CROWD_VAL = {  # one 32 x 32 image: a car and a crowd of cars (bottom-right quar
 }
 
 
-@pytest.mark.parametrize("with_masks", [False, True])
-def test_a_detection_on_a_crowd_region_is_no_false_positive(tmp_path, with_masks):
+@pytest.mark.parametrize("with_masks,resize", [(False, False), (True, False), (True, True)])
+def test_a_detection_on_a_crowd_region_is_no_false_positive(tmp_path, with_masks, resize):
     """COCO semantics end to end: a COCO folder -> detection task -> pycocotools. The crowd
     is not a training target; a detection inside it (IoU 1/16 with the crowd box, but
     intersection over the detection's area 1) is ignored, so the car found exactly gives
     AP 1 by hand; with the crowd row dropped that detection is a false positive ranked first:
-    precision 1/2 at every recall, AP 0.5."""
+    precision 1/2 at every recall, AP 0.5. With ``resize`` the image goes through the resize
+    chain at half size (16 x 16 padded into 32 x 32) and is evaluated at its original size
+    (the detections below are in original pixels, as ``predict`` gives them): same APs."""
     from tests.data.test_coco import write_coco
 
     train = {**CROWD_VAL, "annotations": CROWD_VAL["annotations"][:1]}
@@ -145,8 +147,13 @@ def test_a_detection_on_a_crowd_region_is_no_false_positive(tmp_path, with_masks
     config.data.image_size = 32
     config.data.max_instances = 3
     config.data.mask_crop_size = 8
+    config.data.resize_short = 16 if resize else 0
     batch = next(pipeline.eval_batches(detection.datasets(config)["validation"],
                                        detection.make_preprocess(config), 1, 0, 1))
+    np.testing.assert_array_equal(batch["image_hw"], [[16, 16] if resize else [32, 32]])
+    np.testing.assert_array_equal(batch["orig_hw"], [[32, 32]])
+    np.testing.assert_array_equal(batch["gt_boxes"][0, 0], [1, 1, 6, 6] if resize else
+                                  [2, 2, 12, 12])
     np.testing.assert_array_equal(batch["gt_valid"], [[True, False, False]])
     np.testing.assert_array_equal(batch["gt_iscrowd"], [[False, True, False]])
     outputs = {"boxes": np.array([[[20, 20, 24, 24], [2, 2, 12, 12]]], np.float32),
