@@ -20,7 +20,7 @@ so ``maskrcnn_resnet50_fpn`` detection weights do not load into this head; backb
 do), polygon/RLE masks decoded at conversion and cropped to 56 x 56 per box in the input
 pipeline, crowd objects kept out of the training targets and passed to pycocotools as
 ``iscrowd=1`` ground truth, images resized as torchvision's (shorter side 800, longer <= 1333)
-and padded into 1344 x 1344 with their validity ``image_hw`` (evaluation at that size),
+and padded into 1344 x 1344 with their validity ``image_hw`` (evaluated at the original size),
 training images doubled with their horizontal flips; at most 100 objects per image, the
 excess counted and logged. Off by default, as torchvision's recipe: ``scale_jitter`` (e.g.
 ``'(0.5, 2.0)'``, large-scale jitter with crop), ``photometric`` (e.g. 0.2), several
