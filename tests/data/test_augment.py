@@ -234,3 +234,21 @@ def test_augmented_training_stream_resumes_exactly():
         for idx, image in zip(batch["index"], batch["image"], strict=True):
             images.setdefault(int(idx), []).append(image)
     assert any(len(v) > 1 and not np.array_equal(v[0], v[1]) for v in images.values())
+
+
+def test_augmented_draws_do_not_depend_on_the_process_count():
+    from jaxdet.data import pipeline
+
+    source = augment.Augmented([_two_objects() for _ in range(3)],
+                               _transform(train=True, scale_range=(0.5, 2.0), photometric=0.3))
+
+    def prep(ex):
+        return {"image": ex["image"]}
+
+    one = next(iter(pipeline.train_dataset(source, prep, 4, seed=2, process_index=0,
+                                           process_count=1, num_threads=1)))
+    parts = [next(iter(pipeline.train_dataset(source, prep, 2, seed=2, process_index=p,
+                                              process_count=2, num_threads=1)))
+             for p in range(2)]
+    for key in ("image", "index"):
+        np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), one[key])
