@@ -12,7 +12,9 @@ Splits: ``splits`` maps a split name to a file suffix (``{"train": "train2017",
 "validation": "val2017"}``); by default every suffix found, ``train*`` named ``train``,
 ``val*`` named ``validation``, others by their suffix. With both files of a suffix the
 instances are read from ``instances_*`` and each person's keypoints attached from
-``person_keypoints_*`` by annotation id (``keypoints=False`` ignores them).
+``person_keypoints_*`` by annotation id (``keypoints=False`` ignores them);
+``instances=False`` reads the ``person_keypoints_*`` files alone (one class, person: Keypoint
+R-CNN's data, ``configs/keypoint_rcnn_coco.py``).
 
 Conversion (:func:`build`):
 
@@ -79,10 +81,16 @@ from jaxdet.data.local_tfds import BadRecord
 BORDER_TOLERANCE = 1.0
 
 
-def find_splits(path: str, annotation_dir: str = "annotations") -> dict[str, str]:
-    """``{split name: file suffix}`` of the annotation files under ``path/annotation_dir``."""
+def _patterns(instances: bool = True) -> tuple[str, ...]:
+    return ("instances_*.json",) * bool(instances) + ("person_keypoints_*.json",)
+
+
+def find_splits(path: str, annotation_dir: str = "annotations",
+                instances: bool = True) -> dict[str, str]:
+    """``{split name: file suffix}`` of the annotation files under ``path/annotation_dir``
+    (``instances=False``: of the ``person_keypoints_*`` files only)."""
     out = {}
-    for pattern in ("instances_*.json", "person_keypoints_*.json"):
+    for pattern in _patterns(instances):
         for file in sorted(glob.glob(os.path.join(path, annotation_dir, pattern))):
             suffix = os.path.basename(file)[len(pattern) - 6:-5]
             name = ("train" if suffix.startswith("train") else
@@ -143,13 +151,14 @@ class CocoConfig(tfds.core.BuilderConfig):
     masks: bool = True
     keypoints: bool = True
     skip_bad_records: bool = False
+    instances: bool = True  # False: person_keypoints_*.json only
 
     def files(self, suffix: str) -> tuple[str | None, str | None]:
         """(instances file, person_keypoints file) of a suffix, None where absent/unused."""
         ann = os.path.join(self.path, self.annotation_dir)
         inst = os.path.join(ann, f"instances_{suffix}.json")
         kps = os.path.join(ann, f"person_keypoints_{suffix}.json")
-        return (inst if os.path.isfile(inst) else None,
+        return (inst if self.instances and os.path.isfile(inst) else None,
                 kps if self.keypoints and os.path.isfile(kps) else None)
 
     def image_dir(self, suffix: str) -> str:
@@ -388,16 +397,16 @@ def _keypoints(values: Any, num_kp: int, file: str, where: str) -> np.ndarray:
 
 def build(path: str, data_dir: str, *, splits: Mapping[str, str] | None = None,
           annotation_dir: str = "annotations", masks: bool = True, keypoints: bool = True,
-          skip_bad_records: bool = False) -> JaxdetCoco:
+          skip_bad_records: bool = False, instances: bool = True) -> JaxdetCoco:
     """Converts the COCO-format directory ``path`` under ``data_dir`` unless done.
 
     Read with ``builder.as_data_source()[split]``; ``builder.info.metadata`` holds
     ``class_names``, ``category_ids``, ``keypoint_names``, ``skeleton``, ``skipped`` and
     ``dropped``. Raises ``FileNotFoundError`` naming the folder when no annotation file is
-    found.
+    found. ``instances=False``: the ``person_keypoints_*`` files alone (module docstring).
     """
     path = os.path.abspath(os.path.expanduser(path))
-    splits = dict(splits) if splits else find_splits(path, annotation_dir)
+    splits = dict(splits) if splits else find_splits(path, annotation_dir, instances)
     if not splits:
         raise FileNotFoundError(
             f"no COCO annotation files {os.path.join(path, annotation_dir)}/instances_*.json "
@@ -406,8 +415,10 @@ def build(path: str, data_dir: str, *, splits: Mapping[str, str] | None = None,
         path, annotation_dir, f"person_keypoints_{suffix}.json")) for suffix in splits.values())
     options = dict(annotation_dir=annotation_dir, splits=sorted(splits.items()),
                    masks=bool(masks), keypoints=bool(keypoints) and has_keypoints,
-                   skip_bad_records=bool(skip_bad_records))
-    ann_files = [f for pattern in ("instances_*.json", "person_keypoints_*.json")
+                   skip_bad_records=bool(skip_bad_records),
+                   # only when off: the folders converted before this option keep their names
+                   **({} if instances else {"instances": False}))
+    ann_files = [f for pattern in _patterns(instances)
                  for f in glob.glob(os.path.join(path, annotation_dir, pattern))]
     digest = local_tfds.fingerprint({"path": path, **options}, ann_files)
     config = CocoConfig(name=local_tfds.config_name(path, digest), path=path,

@@ -12,7 +12,8 @@ through the same pipeline as the synthetic data.
 image_size`` and padded (:class:`jaxdet.data.local_tfds.FitToSquare`; the batches stack one
 static size), ``skip_bad_records`` [False], ``class_names`` [(): from the data],
 ``val_fraction`` [0.1] and ``split_seed`` [0] (when there are no split files),
-``keep_difficult`` [False] (VOC), ``masks`` [True] and ``keypoints`` [False] (COCO),
+``keep_difficult`` [False] (VOC), ``masks`` [True], ``keypoints`` [False] and ``instances``
+[True] (COCO; False: the ``person_keypoints_*`` files alone),
 ``image_dir`` / ``annotation_dir`` / ``label_dir`` / ``split_dir`` / ``classes_file``
 (the converters' defaults), ``ignore_index`` [255] (segmentation), ``random_flip`` [False]:
 the training split doubled with each image's horizontal flip
@@ -93,7 +94,8 @@ def _detection_builder(config: ml_collections.ConfigDict):
 
         return _cached(coco.build, _path(config), data.data_dir,
                        masks=bool(data.get("masks", True)),
-                       keypoints=bool(data.get("keypoints", False)), **common,
+                       keypoints=bool(data.get("keypoints", False)),
+                       instances=bool(data.get("instances", True)), **common,
                        **_options(config, ("annotation_dir",)))
     if source == "voc":
         from jaxdet.data import voc
