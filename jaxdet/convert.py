@@ -24,10 +24,17 @@ else in jaxdet imports it. Recognised layouts (:data:`ARCHITECTURES`, detected f
   jaxdet object classes, torchvision label ``l`` = jaxdet class ``l - 1``).
 * ``mask_rcnn``: ``maskrcnn_resnet50_fpn``, the above plus ``roi_heads.mask_head`` and
   ``roi_heads.mask_predictor`` (needs ``config.model.mask_head=True``).
+* ``keypoint_rcnn``: ``keypointrcnn_resnet50_fpn``, Faster R-CNN (2 classes: background and
+  person, i.e. 1 jaxdet class) plus ``roi_heads.keypoint_head`` and
+  ``roi_heads.keypoint_predictor`` (``configs/keypoint_rcnn_coco.py``:
+  ``config.model.keypoint_head=True``); ``keypoint_mask_rcnn``: a model with both branches.
 
-Adding a model (e.g. the Mask / Keypoint R-CNN heads) is a table edit: append
-``(torchvision module regex, jaxdet module path template, layer kind)`` rows to a tuple in
-:data:`ARCHITECTURES` and, if needed, a detection key to :func:`detect_architecture`.
+  python -m jaxdet.convert --input=keypointrcnn_resnet50_fpn_coco-fc266e95.pth \
+      --config=configs/keypoint_rcnn_coco.py --output=weights/kprcnn_r50_fpn_coco
+
+Adding a model is a table edit: append ``(torchvision module regex, jaxdet module path
+template, layer kind)`` rows to a tuple in :data:`ARCHITECTURES` and, if needed, a detection
+key to :func:`detect_architecture`.
 
 Layouts (:data:`LAYER_KINDS`): ``conv`` weight ``[out, in, kh, kw]`` (OIHW) -> ``kernel``
 ``[kh, kw, in, out]`` (HWIO); ``conv_transpose`` (``nn.ConvTranspose2d``) weight ``[in, out,
@@ -122,15 +129,28 @@ MASK_RCNN_RULES: tuple[Rule, ...] = (
     (r"roi_heads\.mask_predictor\.mask_fcn_logits", "mask_predictor/mask_fcn_logits", "conv"),
 )
 
-#: Architecture name -> its key-mapping table. Still to add (their jaxdet heads do not exist
-#: yet): ``keypoint_rcnn`` = FASTER_RCNN_RULES + ``roi_heads.keypoint_head.{0,2,...,14}``
-#: (conv) + ``roi_heads.keypoint_predictor.kps_score_lowres`` (``conv_transpose``; torchvision
-#: pads it by ``p = 1``, which for the flipped kernel is Flax ``padding=((2, 2), (2, 2))``,
-#: ``k - 1 - p`` per side: checked in tests/test_convert.py).
+#: torchvision's ``keypointrcnn_resnet50_fpn``: Faster R-CNN (2 classes: background, person)
+#: plus the keypoint branch at the detector's root (:mod:`jaxdet.detection.keypoint_head`,
+#: ``model.keypoint_head=True``): the ``KeypointRCNNHeads`` Sequential's conv indices
+#: ``0, 2, ..., 14`` (ReLUs between them) and ``kps_score_lowres``, a ``ConvTranspose2d(k=4,
+#: s=2, p=1)`` whose flipped kernel runs as a Flax ``ConvTranspose`` with ``padding=((2, 2),
+#: (2, 2))``, ``k - 1 - p`` per side (tests/test_convert.py checks it numerically).
+KEYPOINT_RCNN_RULES: tuple[Rule, ...] = (
+    *FASTER_RCNN_RULES,
+    (r"roi_heads\.keypoint_head\.(\d+)", r"keypoint_head/\1", "conv"),
+    (r"roi_heads\.keypoint_predictor\.kps_score_lowres",
+     "keypoint_predictor/kps_score_lowres", "conv_transpose"),
+)
+
+#: Architecture name -> its key-mapping table. ``keypoint_mask_rcnn``: torchvision's
+#: ``RoIHeads`` runs a mask and a keypoint branch together when a model is given both (no
+#: released weights; the parity test builds one to check both branches in one compilation).
 ARCHITECTURES: dict[str, tuple[Rule, ...]] = {
     "resnet": RESNET_RULES,
     "faster_rcnn": FASTER_RCNN_RULES,
     "mask_rcnn": MASK_RCNN_RULES,
+    "keypoint_rcnn": KEYPOINT_RCNN_RULES,
+    "keypoint_mask_rcnn": MASK_RCNN_RULES + KEYPOINT_RCNN_RULES[len(FASTER_RCNN_RULES):],
 }
 
 _NORM_NAMES = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
@@ -188,14 +208,16 @@ def detect_architecture(keys: Mapping[str, Any] | list[str]) -> str:
     """The :data:`ARCHITECTURES` entry whose layout ``keys`` (state_dict names) follow."""
     keys = set(keys)
     if "backbone.body.conv1.weight" in keys and "roi_heads.box_head.fc6.weight" in keys:
-        if any(k.startswith("roi_heads.mask_predictor.") for k in keys):
-            return "mask_rcnn"
-        return "faster_rcnn"
+        mask = any(k.startswith("roi_heads.mask_predictor.") for k in keys)
+        keypoint = any(k.startswith("roi_heads.keypoint_predictor.") for k in keys)
+        return {(False, False): "faster_rcnn", (True, False): "mask_rcnn",
+                (False, True): "keypoint_rcnn", (True, True): "keypoint_mask_rcnn"}[
+            (mask, keypoint)]
     if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
         return "resnet"
     raise ValueError(
         "unrecognised state_dict layout (expected a torchvision resnet18/34/50 or "
-        f"fasterrcnn_resnet50_fpn); first keys: {sorted(keys)[:8]}")
+        f"{{faster,mask,keypoint}}rcnn_resnet50_fpn); first keys: {sorted(keys)[:8]}")
 
 
 @dataclasses.dataclass

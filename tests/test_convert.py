@@ -4,7 +4,11 @@ The layout, report and ``init_from`` tests need no torch. The parity tests need 
 extra (torch, torchvision) and are skipped, with that reason, where torch is not importable:
 ResNet-18 features, the full Faster R-CNN R50-FPN (features, RPN, proposals, detections), the
 Mask R-CNN mask branch alone (small widths) and the mapping of a whole ``maskrcnn_resnet50_fpn``
-state_dict (shapes only), ``ConvTranspose2d`` layouts, and the COCO config's numbers.
+state_dict (shapes only), ``ConvTranspose2d`` layouts, the COCO config's numbers, and the full
+Keypoint R-CNN R50-FPN given a Mask R-CNN branch (``krcnn_parity_outputs``: detections,
+heatmap logits, keypoints, keypoint scores, 28x28 and pasted masks; the
+``keypointrcnn_resnet50_fpn`` state_dict through ``convert_file`` and
+``configs/keypoint_rcnn_coco.py``).
 
 Parity set-up (``_torchvision_frcnn``): torchvision's ``fasterrcnn_resnet50_fpn`` with random
 weights (``torch.manual_seed(0)``, ``weights=None, weights_backbone=None``, eval mode), converted
@@ -31,6 +35,7 @@ Proposals: 200 per level before NMS and 100 after in both (torchvision's 1000 / 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -131,6 +136,19 @@ def test_detect_architecture():
     assert convert.detect_architecture(["conv1.weight", "layer1.0.conv1.weight"]) == "resnet"
     assert convert.detect_architecture(
         ["backbone.body.conv1.weight", "roi_heads.box_head.fc6.weight"]) == "faster_rcnn"
+    detector = ["backbone.body.conv1.weight", "roi_heads.box_head.fc6.weight"]
+    mask = ["roi_heads.mask_predictor.conv5_mask.weight"]
+    keypoint = ["roi_heads.keypoint_predictor.kps_score_lowres.weight"]
+    assert convert.detect_architecture(detector + mask) == "mask_rcnn"
+    assert convert.detect_architecture(detector + keypoint) == "keypoint_rcnn"
+    assert convert.detect_architecture(detector + mask + keypoint) == "keypoint_mask_rcnn"
+    # the keypoint table: torchvision's Sequential conv indices and the transpose conv
+    rules = [(re.compile(rx), t, k) for rx, t, k in convert.KEYPOINT_RCNN_RULES]
+    for module, path, kind in [("roi_heads.keypoint_head.14", "keypoint_head/14", "conv"),
+                               ("roi_heads.keypoint_predictor.kps_score_lowres",
+                                "keypoint_predictor/kps_score_lowres", "conv_transpose")]:
+        rx, template, k = next(r for r in rules if r[0].fullmatch(module))
+        assert (rx.fullmatch(module).expand(template), k) == (path, kind)
     with pytest.raises(ValueError, match="unrecognised"):
         convert.detect_architecture(["encoder.weight"])
 
@@ -501,3 +519,157 @@ def test_maskrcnn_state_dict_maps_onto_the_mask_rcnn_detector():
 def test_importing_jaxdet_convert_does_not_import_torch():
     code = "import sys, jaxdet.convert; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keypoint R-CNN (with a mask branch): detections, keypoints, heatmaps, masks
+# ---------------------------------------------------------------------------------------------
+
+KP_DETECTIONS = 6  # detections per image in both (torchvision's 100: 17x the keypoint head)
+KP_NMS = 0.7  # box NMS in both (torchvision's 0.5 leaves 4-7 of the random model's big boxes)
+
+
+def krcnn_parity_outputs(detections: int = KP_DETECTIONS, decode_window: int = 0) -> dict:
+    """torchvision's ``keypointrcnn_resnet50_fpn`` given a Mask R-CNN branch too, and jaxdet's
+    ``configs/keypoint_rcnn_coco.py`` with ``mask_head=True``: both branches in ONE compiled
+    R50-FPN (a second and third one would each cost as much as the Faster R-CNN test).
+
+    torchvision's ``RoIHeads`` runs a mask and a keypoint branch together when it has both,
+    so the mask branch (``MaskRCNNHeads(256, [256] * 4)``, ``MaskRCNNPredictor(256, 256, 2)``,
+    RoIAlign 14x14, the modules of ``maskrcnn_resnet50_fpn`` with 2 classes) is attached to the
+    keypoint model. Weights made informative as in :func:`frcnn_parity_outputs`, plus
+    ``kps_score_lowres`` x8 (heatmap logits of std ~1). Converted with the
+    ``keypoint_mask_rcnn`` table into ``configs/keypoint_rcnn_coco.py``'s detector with
+    ``mask_head=True``; the plain ``keypointrcnn_resnet50_fpn`` keys (all but the mask
+    branch's) also alone with the ``keypoint_rcnn`` table (``"plain_report"``: only the mask
+    leaves left without a source). ``detections`` per image in both
+    (``box_detections_per_img``; box NMS at ``KP_NMS``); keypoints decoded for all of them
+    (``keypoint_detections_per_img=0``, as torchvision) with a search window ``decode_window``
+    (0: 256, the largest RoI side here, so the decoding is exact whatever the heatmaps; the
+    config's 32 is exact for RoIs up to 32 px and for peaked heatmaps).
+    """
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    from jaxdet import ops
+
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.keypointrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, box_detections_per_img=detections,
+        box_nms_thresh=KP_NMS, rpn_pre_nms_top_n_test=PRE_NMS, rpn_post_nms_top_n_test=POST_NMS)
+    _randomise_norms(tv, torch.Generator().manual_seed(1))
+    heads = tv.roi_heads
+    heads.mask_roi_pool = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+    heads.mask_head = MaskRCNNHeads(256, [256] * 4, 1)
+    heads.mask_predictor = MaskRCNNPredictor(256, 256, 2)
+    tv.eval()
+    scales = {"backbone.fpn.layer_blocks": 0.01, "rpn.head.cls_logits": 30.0,
+              "rpn.head.bbox_pred": 3.0, "roi_heads.box_predictor.cls_score": 20.0,
+              "roi_heads.mask_predictor.mask_fcn_logits": 5.0,
+              "roi_heads.keypoint_predictor.kps_score_lowres": 8.0}
+    with torch.no_grad():
+        for name, p in tv.named_parameters():
+            for prefix, factor in scales.items():
+                if name.startswith(prefix):
+                    p.mul_(factor)
+    sd = _state_dict(tv)
+    plain = {k: v for k, v in sd.items()
+             if not k.startswith(("roi_heads.mask_head.", "roi_heads.mask_predictor."))}
+
+    config = load_config("keypoint_rcnn_coco")
+    config.model.update(rpn_pre_nms_top_n_test=PRE_NMS, rpn_post_nms_top_n_test=POST_NMS,
+                        input_norm="none", detections_per_img=detections, nms_thresh=KP_NMS,
+                        keypoint_detections_per_img=0, mask_head=True,
+                        keypoint_decode_window=decode_window or max(max(SIZES)))
+    model = faster_rcnn.create_model(config, num_classes=1)
+    target = convert.abstract_variables(model)
+    variables, report = convert.convert_state_dict(
+        sd, target, convert.ARCHITECTURES[convert.detect_architecture(sd)])
+    _, plain_report = convert.convert_state_dict(
+        plain, target, convert.ARCHITECTURES[convert.detect_architecture(plain)])
+
+    g = torch.Generator().manual_seed(2)
+    height, width = SIZES[0]
+    x = torch.zeros(2, 3, height, width)
+    mean = torch.tensor(resnet.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(resnet.IMAGENET_STD)[:, None, None]
+    for i, (h, w) in enumerate(SIZES):
+        x[i, :, :h, :w] = (torch.rand(3, h, w, generator=g) - mean) / std
+    heatmaps = []
+    hook = heads.keypoint_predictor.register_forward_hook(lambda m, i, o: heatmaps.append(o))
+    with torch.no_grad():
+        feats = tv.backbone(x)
+        proposals, _ = tv.rpn(ImageList(x, list(SIZES)), feats)
+        detections_tv, _ = heads(feats, proposals, list(SIZES))
+    hook.remove()
+    heatmaps_tv = np.split(heatmaps[0].numpy().transpose(0, 2, 3, 1),  # [D_i, 56, 56, 17]
+                           np.cumsum([len(d["boxes"]) for d in detections_tv])[:-1])
+
+    def forward(v, images, image_hw):
+        out, state = model.apply(
+            v, images, image_hw, train=False, mutable=["intermediates"],
+            capture_intermediates=lambda m, method: m.name == "keypoint_predictor"
+            and method == "__call__")
+        return out, state["intermediates"]["keypoint_predictor"]["__call__"][0]
+
+    out, logits = jax.jit(forward)(variables, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)),
+                                   jnp.asarray(SIZES, jnp.float32))
+    logits = np.asarray(logits).reshape((2, detections) + logits.shape[1:])
+    result = {"report": report, "plain_report": plain_report,
+              "architectures": (convert.detect_architecture(sd),
+                                convert.detect_architecture(plain)),
+              "detections": [], "keypoints": [], "heatmaps": [], "masks": []}
+    for i, (h, w) in enumerate(SIZES):
+        valid = np.asarray(out["valid"][i])
+        ref = {k: v.numpy() for k, v in detections_tv[i].items()}
+        result["detections"].append(
+            ({k: np.asarray(out[k][i])[valid] for k in ("boxes", "scores", "classes")}, ref))
+        result["keypoints"].append((np.asarray(out["keypoints"][i])[valid],
+                                    ref["keypoints"], ref["keypoints_scores"]))
+        # every detection is a person: the keypoint rows are the detections, in order
+        result["heatmaps"].append((logits[i][valid], heatmaps_tv[i]))
+        probs, boxes = out["masks"][i][valid], out["boxes"][i][valid]
+        pasted_ref = paste_masks_in_image(detections_tv[i]["masks"], detections_tv[i]["boxes"],
+                                          (h, w), padding=1)
+        result["masks"].append((np.asarray(probs), ref["masks"][:, 0],
+                                np.asarray(ops.paste_masks(probs, boxes, h, w)),
+                                pasted_ref[:, 0].numpy() > 0.5))
+    return result
+
+
+@needs_torch
+def test_krcnn_with_a_mask_branch_matches_torchvision():
+    # One test (not one per check on a module fixture): under xdist a module fixture is built
+    # again on every worker that runs one of its tests, and this one is the test file's cost.
+    krcnn = krcnn_parity_outputs()
+    assert krcnn["architectures"] == ("keypoint_mask_rcnn", "keypoint_rcnn")
+    report = krcnn["report"]  # 8 keypoint convs + kps_score_lowres, 4 mask convs + 2
+    assert len(report.converted) == 295 + 18 + 12 and len(report.ignored) == 53
+    assert not report.unused and not report.missing and not report.mismatched
+    # keypointrcnn_resnet50_fpn's own keys: every one used; left: the mask branch's leaves
+    report = krcnn["plain_report"]
+    assert len(report.converted) == 295 + 18 and not report.unused and not report.mismatched
+    assert len(report.missing) == 12
+    assert all(p.split("/")[1] in ("mask_head", "mask_predictor") for p in report.missing)
+
+    for (got, ref), (kps, kps_ref, kp_scores_ref), (hm, hm_ref), (probs, probs_ref, pasted,
+            pasted_ref) in zip(krcnn["detections"], krcnn["keypoints"], krcnn["heatmaps"],
+                               krcnn["masks"], strict=True):
+        assert len(ref["boxes"]) == KP_DETECTIONS  # the scaled classifier: enough detections
+        assert len(got["boxes"]) == len(ref["boxes"])
+        idx = _match(got["boxes"], ref["boxes"])
+        assert sorted(idx) == list(range(len(ref["boxes"])))
+        assert np.abs(got["boxes"] - ref["boxes"][idx]).max() < 1e-2
+        assert np.abs(got["scores"] - ref["scores"][idx]).max() < 1e-4
+        np.testing.assert_array_equal(got["classes"] + 1, ref["labels"][idx])  # 1 = person
+        # heatmap logits [D, 56, 56, 17] of the same boxes, then the decoded keypoints
+        assert hm.shape == hm_ref.shape == (len(idx), 56, 56, 17)
+        assert _rel(hm, hm_ref[idx]) < 1e-4
+        assert kps.shape == kps_ref.shape == (len(idx), 17, 3)
+        assert np.abs(kps[..., :2] - kps_ref[idx, :, :2]).max() < 0.5  # pixels
+        assert _rel(kps[..., 2], kp_scores_ref[idx]) < 1e-4  # the interpolated logit
+        # masks: 28x28 probabilities (logits x5: sharp), and pasted + thresholded in the image
+        assert np.abs(probs - probs_ref[idx]).max() < 1e-3
+        inter = (pasted & pasted_ref[idx]).sum((1, 2))
+        union = (pasted | pasted_ref[idx]).sum((1, 2))
+        assert union.min() > 0 and (inter / union).min() >= 0.99

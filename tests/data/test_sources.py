@@ -114,6 +114,32 @@ def test_mask_rcnn_reads_a_coco_folder_with_crowds_kept_out_of_the_targets(tmp_p
     assert out["gt_masks"][0].min() >= 128 and out["gt_masks"][3:].max() == 0
 
 
+def test_keypoint_rcnn_coco_reads_the_person_keypoints_files_alone(tmp_path):
+    from tests.data.test_coco import write_coco
+
+    write_coco(tmp_path / "coco")  # instances_* (3 classes) and person_keypoints_train2017
+    config = load_config("keypoint_rcnn_coco", "runlocal")  # data.instances=False
+    config.data.path = str(tmp_path / "coco")
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.data.image_size = 32
+    config.data.resize_short = config.data.resize_max = 0  # fitted into 32 x 32: as they are
+    config.data.max_instances = 4
+    config.model.num_keypoints = 2  # the tiny folder's person has 2 named keypoints
+    assert detection.class_names(config) == ["person"]
+    splits = detection.datasets(config)
+    assert list(splits) == ["train"] and len(splits["train"]) == 6  # no val keypoint file; flips
+    b = splits["train"][0]  # b.png (COCO id 3, 24 x 32): its person only, no masks
+    assert "mask" not in b["objects"]
+    out = detection.make_preprocess(config)(b)
+    np.testing.assert_array_equal(out["gt_boxes"][:1], [[1, 1, 6, 7]])
+    np.testing.assert_array_equal(out["gt_labels"][:1], [0])
+    np.testing.assert_array_equal(out["gt_valid"], [True, False, False, False])
+    np.testing.assert_array_equal(out["gt_keypoints"][0], [[3.5, 4.5, 2], [0, 0, 0]])
+    flipped = detection.make_preprocess(config)(splits["train"][3])  # b mirrored at width 32
+    np.testing.assert_array_equal(flipped["gt_boxes"][:1], [[26, 1, 31, 7]])
+    np.testing.assert_array_equal(flipped["gt_keypoints"][0], [[28.5, 4.5, 2], [0, 0, 0]])
+
+
 CROWD_VAL = {  # one 32 x 32 image: a car and a crowd of cars (bottom-right quarter)
     "images": [{"id": 1, "file_name": "v.png", "height": 32, "width": 32}],
     "annotations": [
