@@ -37,7 +37,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-ACCURACY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+ACCURACY_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 
 
 def _median_seconds(fn, calls: int) -> float:
@@ -110,14 +110,14 @@ def _table(rows: dict[str, dict], reference: str | None) -> list[str]:
     ref = rows.get(reference or "", {}).get("infer_images_per_s")
 
     def f(value, fmt="{:.3f}"):
-        return "—" if value is None else fmt.format(value)
+        return "—" if value is None or value < 0 else fmt.format(value)  # -1: no such objects
 
     for name, r in rows.items():
         speed = r["infer_images_per_s"]
         lines.append(
             f"| {name} ({r['weights']} weights) | {r.get('step', '—')} | {f(r.get('AP'))} | "
-            f"{f(r.get('AP50'))} | {f(r.get('AP75'))} | {f(r.get('APs'))} | "
-            f"{f(r.get('APm'))} | {f(r.get('APl'))} | {speed:.1f} | "
+            f"{f(r.get('AP50'))} | {f(r.get('AP75'))} | {f(r.get('AP_small'))} | "
+            f"{f(r.get('AP_medium'))} | {f(r.get('AP_large'))} | {speed:.1f} | "
             f"{f(speed / ref if ref else None, '{:.2f}×')} | "
             f"{r['train_steps_per_s']:.2f} ({r['batch_size']}) | {r['train_images_per_s']:.1f} |")
     return lines
