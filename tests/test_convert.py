@@ -440,10 +440,11 @@ def test_coco_config_has_torchvision_fasterrcnn_numbers():
     assert (m.depth, m.width, m.norm, m.input_norm) == (50, 64, "frozen", "imagenet")
     assert list(resnet.IMAGENET_MEAN) == transform.image_mean
     assert list(resnet.IMAGENET_STD) == transform.image_std
-    assert (config.data.min_size, config.data.max_size) == (transform.min_size[0],
-                                                            transform.max_size)
-    # COCO data is issue 9's: until then the task refuses the placeholder with a clear error.
-    with pytest.raises(NotImplementedError, match="data.name='coco'"):
+    assert (config.data.resize_short, config.data.resize_max) == (transform.min_size[0],
+                                                                  transform.max_size)
+    # torchvision's 91 logits = background + COCO ids 1..90: the data keep COCO's id space
+    assert config.data.category_labels == "ids"
+    with pytest.raises(ValueError, match="needs --config.data.path"):
         tasks.get_task("detection").datasets(config)
 
 

@@ -23,7 +23,11 @@ Conversion (:func:`build`):
   further out or with ``w < 0`` / ``h < 0`` is a bad record; a box of zero width or height
   after clipping is dropped (counted in the metadata's ``dropped``, logged);
 * categories: the union of the files' categories sorted by COCO id -> contiguous 0-based
-  labels; metadata ``class_names`` and ``category_ids`` (label -> COCO id);
+  labels; metadata ``class_names`` and ``category_ids`` (label -> COCO id). With
+  ``category_labels="ids"`` the label is instead ``category_id - 1`` over ``1 .. max id``
+  (ids absent from the files named ``unused_<id>``): COCO's 90-id space, which torchvision's
+  released detectors predict in (its 91 logits = background + ids 1..90), so their converted
+  weights are evaluated through this pipeline without remapping;
 * masks (``masks=True`` and instances with ``segmentation``): polygons, uncompressed RLE
   (crowds) and compressed RLE decoded with pycocotools to full-image 0/1 masks, stored
   zlib-compressed; the detection task crops them to ``M x M`` over each box
@@ -152,6 +156,7 @@ class CocoConfig(tfds.core.BuilderConfig):
     keypoints: bool = True
     skip_bad_records: bool = False
     instances: bool = True  # False: person_keypoints_*.json only
+    category_labels: str = "contiguous"  # or "ids": label = COCO category_id - 1
 
     def files(self, suffix: str) -> tuple[str | None, str | None]:
         """(instances file, person_keypoints file) of a suffix, None where absent/unused."""
@@ -253,6 +258,10 @@ class JaxdetCoco(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         splits = {name: _Split(config, suffix) for name, suffix in config.splits}
         categories = _categories(splits)
+        if config.category_labels == "ids" and categories:
+            names = {c["id"]: c["name"] for c in categories}
+            categories = [{"id": i, "name": names.get(i, f"unused_{i}")}
+                          for i in range(1, max(names) + 1)]
         keypointed = [s for s in splits.values() if s.num_keypoints]
         meta = self.info.metadata
         meta["class_names"] = [c["name"] for c in categories]
@@ -397,14 +406,18 @@ def _keypoints(values: Any, num_kp: int, file: str, where: str) -> np.ndarray:
 
 def build(path: str, data_dir: str, *, splits: Mapping[str, str] | None = None,
           annotation_dir: str = "annotations", masks: bool = True, keypoints: bool = True,
-          skip_bad_records: bool = False, instances: bool = True) -> JaxdetCoco:
+          skip_bad_records: bool = False, instances: bool = True,
+          category_labels: str = "contiguous") -> JaxdetCoco:
     """Converts the COCO-format directory ``path`` under ``data_dir`` unless done.
 
     Read with ``builder.as_data_source()[split]``; ``builder.info.metadata`` holds
     ``class_names``, ``category_ids``, ``keypoint_names``, ``skeleton``, ``skipped`` and
     ``dropped``. Raises ``FileNotFoundError`` naming the folder when no annotation file is
-    found. ``instances=False``: the ``person_keypoints_*`` files alone (module docstring).
+    found. ``instances=False``: the ``person_keypoints_*`` files alone; ``category_labels``:
+    ``"contiguous"`` or ``"ids"`` (module docstring).
     """
+    if category_labels not in ("contiguous", "ids"):
+        raise ValueError(f"category_labels={category_labels!r}; expected 'contiguous' or 'ids'")
     path = os.path.abspath(os.path.expanduser(path))
     splits = dict(splits) if splits else find_splits(path, annotation_dir, instances)
     if not splits:
@@ -417,7 +430,9 @@ def build(path: str, data_dir: str, *, splits: Mapping[str, str] | None = None,
                    masks=bool(masks), keypoints=bool(keypoints) and has_keypoints,
                    skip_bad_records=bool(skip_bad_records),
                    # only when off: the folders converted before this option keep their names
-                   **({} if instances else {"instances": False}))
+                   **({} if instances else {"instances": False}),
+                   **({} if category_labels == "contiguous" else
+                      {"category_labels": category_labels}))
     ann_files = [f for pattern in _patterns(instances)
                  for f in glob.glob(os.path.join(path, annotation_dir, pattern))]
     digest = local_tfds.fingerprint({"path": path, **options}, ann_files)

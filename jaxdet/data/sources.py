@@ -13,7 +13,8 @@ image_size`` and padded (:class:`jaxdet.data.local_tfds.FitToSquare`; the batche
 static size), ``skip_bad_records`` [False], ``class_names`` [(): from the data],
 ``val_fraction`` [0.1] and ``split_seed`` [0] (when there are no split files),
 ``keep_difficult`` [False] (VOC), ``masks`` [True], ``keypoints`` [False] and ``instances``
-[True] (COCO; False: the ``person_keypoints_*`` files alone),
+[True] (COCO; False: the ``person_keypoints_*`` files alone), ``category_labels``
+[``"contiguous"``] (COCO; ``"ids"``: label = category id - 1, torchvision's released weights),
 ``image_dir`` / ``annotation_dir`` / ``label_dir`` / ``split_dir`` / ``classes_file``
 (the converters' defaults), ``ignore_index`` [255] (segmentation), ``random_flip`` [False]:
 the training split doubled with each image's horizontal flip
@@ -95,7 +96,8 @@ def _detection_builder(config: ml_collections.ConfigDict):
         return _cached(coco.build, _path(config), data.data_dir,
                        masks=bool(data.get("masks", True)),
                        keypoints=bool(data.get("keypoints", False)),
-                       instances=bool(data.get("instances", True)), **common,
+                       instances=bool(data.get("instances", True)),
+                       category_labels=str(data.get("category_labels", "contiguous")), **common,
                        **_options(config, ("annotation_dir",)))
     if source == "voc":
         from jaxdet.data import voc

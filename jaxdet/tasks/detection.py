@@ -133,7 +133,7 @@ def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
     if data.get("name", "scenes") != "scenes":  # e.g. configs/faster_rcnn_coco.py
         raise NotImplementedError(
             f"config.data.name={data.name!r}: the detection task loads only the synthetic "
-            "scenes so far (the COCO loader is issue 9)")
+            "scenes or config.data.source='coco' / 'voc' / 'tfds_coco' folders")
     builder = scenes_tfds.build_scenes(
         os.path.expanduser(data.data_dir), image_size=data.image_size,
         min_objects=data.min_objects, max_objects=data.max_objects, num_train=data.num_train,

@@ -88,6 +88,26 @@ def test_categories_map_to_contiguous_ids_by_sorted_coco_id(converted):
     assert meta["dropped"] == {"train": {"empty_box": 1}} and meta["skipped"] == {}
 
 
+def test_category_labels_ids_keep_cocos_id_space(tmp_path):
+    """``category_labels="ids"``: label = category id - 1 over 1..max id (torchvision's
+    released detectors predict in that space), gaps named ``unused_<id>``; a separate
+    dataset from the contiguous conversion of the same folder."""
+    write_coco(tmp_path / "coco", keypoints=None)
+    builder = coco.build(str(tmp_path / "coco"), str(tmp_path / "tfds"), masks=False,
+                         category_labels="ids")
+    meta = builder.info.metadata
+    assert meta["category_ids"] == list(range(1, 19))
+    assert meta["class_names"][0] == "person" and meta["class_names"][2] == "car"
+    assert meta["class_names"][17] == "dog" and meta["class_names"][1] == "unused_2"
+    a = builder.as_data_source()["train"][1]  # a.png: dog (18), crowd person (1), car (3)
+    np.testing.assert_array_equal(a["objects"]["label"], [17, 0, 2])
+    contiguous = coco.build(str(tmp_path / "coco"), str(tmp_path / "tfds"), masks=False)
+    assert contiguous.info.metadata["category_ids"] == [1, 3, 18]
+    assert contiguous.builder_config.name != builder.builder_config.name
+    with pytest.raises(ValueError, match="category_labels='coco'"):
+        coco.build(str(tmp_path / "coco"), str(tmp_path / "tfds"), category_labels="coco")
+
+
 def test_examples_read_back_exactly(converted):
     train = converted.as_data_source()["train"]
     assert len(train) == 3
