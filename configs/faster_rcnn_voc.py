@@ -32,18 +32,17 @@ it learns slowly: start from ImageNet weights with ``python -m jaxdet.convert`` 
 ``--config.init_from=...``. ``arg``: ``runlocal`` (a seconds-long smoke run).
 """
 
-import importlib.util
 import os
 
 import ml_collections
 
+from jaxdet import config_files
+
 
 def _shapes_config(arg: str) -> ml_collections.ConfigDict:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faster_rcnn_shapes.py")
-    spec = importlib.util.spec_from_file_location("_faster_rcnn_shapes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    """``configs/faster_rcnn_shapes.py``'s ``get_config(arg)``, the base this file adds to."""
+    return config_files.load(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                          "faster_rcnn_shapes.py") + f":{arg}")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

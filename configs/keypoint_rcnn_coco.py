@@ -57,18 +57,17 @@ torchvision's own recipe trains 46 epochs (LR steps at epochs 36 and 43).
 keypoint branch, 128 px images, 2 steps: a smoke run on a tiny COCO-format folder).
 """
 
-import importlib.util
 import os
 
 import ml_collections
 
+from jaxdet import config_files
+
 
 def _faster_rcnn_coco(arg: str) -> ml_collections.ConfigDict:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faster_rcnn_coco.py")
-    spec = importlib.util.spec_from_file_location("_faster_rcnn_coco", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    """``configs/faster_rcnn_coco.py``'s ``get_config(arg)``, the base this file adds to."""
+    return config_files.load(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                          "faster_rcnn_coco.py") + f":{arg}")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
