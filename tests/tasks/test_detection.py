@@ -1,5 +1,6 @@
 """The detection task: preprocessing, host evaluation by hand, the Faster R-CNN losses on
-devices, and overfitting two images to AP50 = 1 without recompiling."""
+devices (overfitting two images to box and mask AP50 = 1 without recompiling:
+tests/tasks/test_detection_mask_rcnn.py)."""
 
 import pathlib
 
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 from jaxdet.tasks import detection as det_task
-from jaxdet.train import loop
 from jaxdet.train import state as state_lib
 from jaxdet.train import step as step_lib
 from tests.conftest import load_config
@@ -165,49 +165,6 @@ def test_eight_devices_equal_one_device_with_padded_examples():
         np.testing.assert_allclose(m8[f"loss/{term}"], m1[f"loss/{term}"], rtol=1e-4,
                                    err_msg=term)
     chex.assert_trees_all_close(p8, p1, atol=2e-5)
-
-
-def test_overfits_two_images_without_recompiling(tmp_path, data_dir, monkeypatch):
-    """2 scenes (2-3 shapes each): AP50 = 1.0 on them after 150 steps; the loss and predict
-    functions are traced once each over the whole run (two evaluations)."""
-    traces = {"loss": 0, "predict": 0}
-    make_loss_fn, make_predict_fn = det_task.make_loss_fn, det_task.make_predict_fn
-
-    def counting(kind, make):
-        def factory(model, config):
-            fn = make(model, config)
-
-            def traced(*args, **kwargs):
-                traces[kind] += 1
-                return fn(*args, **kwargs)
-            return traced
-        return factory
-
-    monkeypatch.setattr(det_task, "make_loss_fn", counting("loss", make_loss_fn))
-    monkeypatch.setattr(det_task, "make_predict_fn", counting("predict", make_predict_fn))
-    config = _config()
-    config.data.data_dir = data_dir
-    config.data.num_train, config.data.num_val = 2, 1
-    config.data.min_objects, config.data.max_objects = 2, 3
-    config.eval_split = "train"
-    config.model.width = 8
-    config.model.fpn_channels = 16
-    config.model.representation_size = 64
-    config.optimizer.learning_rate = 3e-3
-    config.optimizer.schedule = "constant"
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 150
-    config.log_every_steps = 50
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 150
-    config.progress_bar = False
-    results = loop.train_and_evaluate(config, str(tmp_path))
-    assert results["AP50"] == 1.0, results
-    assert results["AR100@0.5"] == 1.0, results
-    assert results["AP"] >= 0.5, results
-    assert traces == {"loss": 1, "predict": 1}, traces
-    assert (tmp_path / det_task.RESULTS_FILE).exists()
 
 
 def test_detector_choice_and_proposal_carrying_source():
