@@ -268,6 +268,20 @@ def frcnn():
     return frcnn_parity_outputs()
 
 
+def _normalised_batch():
+    """``[2, 3, H, W]`` torch tensor: random images of ``SIZES`` normalised with ImageNet's
+    mean/std and zero-padded to the first (largest) size, as torchvision's transform pads the
+    normalised batch; both models are fed this same tensor."""
+    g = torch.Generator().manual_seed(2)
+    height, width = SIZES[0]
+    x = torch.zeros(2, 3, height, width)
+    mean = torch.tensor(resnet.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(resnet.IMAGENET_STD)[:, None, None]
+    for i, (h, w) in enumerate(SIZES):
+        x[i, :, :h, :w] = (torch.rand(3, h, w, generator=g) - mean) / std
+    return x
+
+
 def frcnn_parity_outputs(mask: bool = False) -> dict:
     """torchvision's and jaxdet's outputs for the same weights and inputs (module docstring);
     also printed by experiments/torchvision_parity.py.
@@ -305,13 +319,7 @@ def frcnn_parity_outputs(mask: bool = False) -> dict:
         _state_dict(tv), convert.abstract_variables(model),
         convert.MASK_RCNN_RULES if mask else convert.FASTER_RCNN_RULES)
 
-    g = torch.Generator().manual_seed(2)
-    height, width = SIZES[0]
-    x = torch.zeros(2, 3, height, width)
-    mean = torch.tensor(resnet.IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(resnet.IMAGENET_STD)[:, None, None]
-    for i, (h, w) in enumerate(SIZES):
-        x[i, :, :h, :w] = (torch.rand(3, h, w, generator=g) - mean) / std
+    x = _normalised_batch()
     with torch.no_grad():
         body = tv.backbone.body(x)
         feats = tv.backbone.fpn(body)  # = tv.backbone(x)
@@ -589,13 +597,7 @@ def krcnn_parity_outputs(detections: int = KP_DETECTIONS, decode_window: int = 0
     _, plain_report = convert.convert_state_dict(
         plain, target, convert.ARCHITECTURES[convert.detect_architecture(plain)])
 
-    g = torch.Generator().manual_seed(2)
-    height, width = SIZES[0]
-    x = torch.zeros(2, 3, height, width)
-    mean = torch.tensor(resnet.IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(resnet.IMAGENET_STD)[:, None, None]
-    for i, (h, w) in enumerate(SIZES):
-        x[i, :, :h, :w] = (torch.rand(3, h, w, generator=g) - mean) / std
+    x = _normalised_batch()
     heatmaps = []
     hook = heads.keypoint_predictor.register_forward_hook(lambda m, i, o: heatmaps.append(o))
     with torch.no_grad():
