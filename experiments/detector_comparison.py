@@ -30,27 +30,15 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from experiments.benchmarks.timing import first_and_median  # noqa: E402
+
 ACCURACY_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
-
-
-def _median_seconds(fn, calls: int) -> float:
-    """Median wall seconds of ``fn()`` (blocking on its outputs) after one warm-up call."""
-    import jax
-
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _measure(config_spec: str, workdir: str, batch: int, calls: int) -> dict[str, float]:
@@ -82,7 +70,7 @@ def _measure(config_spec: str, workdir: str, batch: int, calls: int) -> dict[str
     eval_batch = next(pipeline.eval_batches(eval_source, preprocess, batch, limit=batch))
     predict_step = loop.make_eval_step(task, config, mesh)
     global_eval = pipeline.to_global_batch(eval_batch, mesh)
-    seconds = _median_seconds(lambda: predict_step(state, global_eval), calls)
+    _, seconds = first_and_median(lambda: predict_step(state, global_eval), calls=calls)
     out["infer_images_per_s"] = batch / seconds
 
     train_batch = next(iter(pipeline.train_dataset(
@@ -96,7 +84,7 @@ def _measure(config_spec: str, workdir: str, batch: int, calls: int) -> dict[str
         holder[0], metrics = train_step(holder[0], global_train)
         return metrics
 
-    seconds = _median_seconds(one_step, calls)
+    _, seconds = first_and_median(one_step, calls=calls)
     out["train_steps_per_s"] = 1.0 / seconds
     out["train_images_per_s"] = int(config.batch_size) / seconds
     out["batch_size"] = int(config.batch_size)

@@ -51,13 +51,14 @@ import importlib
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
+
+from experiments.benchmarks.timing import first_and_median  # noqa: E402
 
 # (row name, module, needs proposals)
 DETECTORS = (
@@ -68,21 +69,6 @@ DETECTORS = (
 )
 TITLES = {"sliding_window": "sliding window", "rcnn": "R-CNN", "fast_rcnn": "Fast R-CNN",
           "faster_rcnn": "Faster R-CNN"}
-
-
-def _time(fn, *args, calls: int) -> tuple[float, float]:
-    """(compile + first call seconds, median seconds per call)."""
-    import jax
-
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return first, statistics.median(times)
 
 
 def _tuples(value: Any) -> Any:
@@ -251,7 +237,7 @@ def main() -> None:
                 variables = jax.jit(lambda k, m=model, e=extra: m.init(
                     k, images, image_hw, train=False, **e))(jax.random.key(0))
             fn = jax.jit(lambda v, x, hw, m=model, e=extra: m.apply(v, x, hw, train=False, **e))
-            first, per_call = _time(fn, variables, images, image_hw, calls=args.calls)
+            first, per_call = first_and_median(fn, variables, images, image_hw, calls=args.calls)
         except Exception as e:  # noqa: BLE001 - a module, checkpoint or results file missing
             notes.append(f"{TITLES[name]}: skipped ({type(e).__name__}: {e})")
             print(notes[-1], file=sys.stderr)

@@ -29,27 +29,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-
-def _time(fn, *args, steps: int) -> tuple[float, float]:
-    """(compile + first call seconds, median seconds per call)."""
-    import jax
-
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return first, statistics.median(times)
+from experiments.benchmarks.timing import first_and_median  # noqa: E402
 
 
 def main() -> None:
@@ -156,9 +141,9 @@ def main() -> None:
                              (params, stats)),
                             ("full train step (+ RoI heads, optimizer)", None, None)):
         if fn is None:
-            compile_s, per_call = _time(full_step, steps=args.steps)
+            compile_s, per_call = first_and_median(full_step, calls=args.steps)
         else:
-            compile_s, per_call = _time(fn, *fargs, steps=args.steps)
+            compile_s, per_call = first_and_median(fn, *fargs, calls=args.steps)
         rows.append((name, compile_s, per_call))
     full = rows[-1][2]
     parts = [rows[0][2], rows[1][2] - rows[0][2], rows[2][2] - rows[1][2]]
