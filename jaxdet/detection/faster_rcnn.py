@@ -51,10 +51,16 @@ adds the loss term ``roi_keypoint``: up to ``keypoint_rois_per_image`` positive 
 and each labelled keypoint inside its RoI gets the softmax cross-entropy over the ``4P x 4P``
 heatmap positions. Inference adds ``keypoints`` ``[B, K, num_keypoints, 3]`` float32
 ``(x, y, score)`` in input pixels, computed for the first ``keypoint_detections_per_img``
-detections of the keypoint class (zeros for the other rows). ``keypoint_roi_scale`` (default
+detections of the keypoint class (zeros for the other rows), and ``keypoint_scores`` ``[B, K]``,
+each person detection's score as a keypoint detection: its box score (torchvision), or with
+``keypoint_rescore`` the box score times :func:`keypoint_head.keypoint_confidence` (the mean
+peak softmax probability of its heatmaps; 0 for other classes). ``keypoint_roi_scale`` (default
 1.0, torchvision's rule) enlarges the boxes the keypoint branch reads, about their centres, in
 training and inference alike, so that joints just outside a too-tight detected box (wrists,
 ankles at the box edges) still fall on the heatmap (top-down pose estimators use 1.25).
+``keypoint_target="bilinear"`` with ``keypoint_decode="local_mean"`` (defaults ``"cell"`` /
+``"bicubic"``, torchvision's) trains and decodes sub-cell heatmap positions
+(:mod:`jaxdet.ops.keypoints`).
 """
 
 from __future__ import annotations
@@ -144,6 +150,9 @@ class DetectorSpec:
     keypoint_detections_per_img: int = 0  # detections decoded at inference; 0: all
     keypoint_decode_window: int = 32  # heatmaps_to_keypoints' exact search block (px)
     keypoint_roi_scale: float = 1.0  # keypoint RoIs scaled about their centres (1: torchvision)
+    keypoint_target: str = "cell"  # "cell" (torchvision) or "bilinear" (sub-cell targets)
+    keypoint_decode: str = "bicubic"  # "bicubic" (torchvision) or "local_mean" (of bilinear)
+    keypoint_rescore: bool = False  # keypoint_scores = box score x mean keypoint confidence
 
     def __post_init__(self) -> None:
         if self.levels not in ("fpn", "c4"):
@@ -153,6 +162,12 @@ class DetectorSpec:
             raise ValueError(
                 f"model.anchor_sizes needs {want} entries (one per level) for levels="
                 f"{self.levels!r}, got {self.anchor_sizes}")
+        if self.keypoint_target not in keypoint_head_lib.KEYPOINT_TARGETS:
+            raise ValueError(f"model.keypoint_target={self.keypoint_target!r}; expected one "
+                             f"of {keypoint_head_lib.KEYPOINT_TARGETS}")
+        if self.keypoint_decode not in keypoint_head_lib.KEYPOINT_DECODES:
+            raise ValueError(f"model.keypoint_decode={self.keypoint_decode!r}; expected one "
+                             f"of {keypoint_head_lib.KEYPOINT_DECODES}")
         if self.mask_rois_per_image < 0 or self.mask_rois_per_image > \
                 self.roi_batch_size_per_image:
             raise ValueError(f"model.mask_rois_per_image={self.mask_rois_per_image}; expected "
@@ -325,14 +340,16 @@ class FasterRCNN(nn.Module):
             roi_t.rois, roi_t.labels, roi_t.matched_gt, roi_t.valid)
         rois = _scale_boxes(rois, s.keypoint_roi_scale)
         size = 4 * s.keypoint_roi_output_size
-        kp_t, kp_valid = jax.vmap(lambda r, m, g: keypoint_head_lib.keypoint_targets(
-            r, m, g, size))(rois, matched, targets["gt_keypoints"])
+        cells, weights, kp_valid = jax.vmap(lambda r, m, g: keypoint_head_lib.keypoint_targets(
+            r, m, g, size, s.keypoint_target))(rois, matched, targets["gt_keypoints"])
         logits = self._keypoint_logits(features, rois)
-        return keypoint_head_lib.keypoint_loss(logits, kp_t, kp_valid)
+        return keypoint_head_lib.keypoint_loss(logits, cells, weights, kp_valid)
 
-    def _keypoints(self, features, dets) -> jax.Array:
-        """``[B, K, num_keypoints, 3]`` ``(x, y, score)`` of the first
-        ``num_keypoint_detections`` detections of the keypoint class (zeros elsewhere)."""
+    def _keypoints(self, features, dets) -> tuple[jax.Array, jax.Array]:
+        """``([B, D, num_keypoints, 3] (x, y, score), [B, D] keypoint_scores)`` of the first
+        ``num_keypoint_detections`` detections of the keypoint class (zeros elsewhere); the
+        scores are the box scores, times the mean keypoint confidence with
+        ``keypoint_rescore``."""
         s = self.spec
         n = s.num_keypoint_detections
         person = dets.valid & (dets.classes == s.keypoint_class)
@@ -341,11 +358,16 @@ class FasterRCNN(nn.Module):
                             s.keypoint_roi_scale)
         logits = self._keypoint_logits(features, rois)
         decode = lambda lg, r: keypoint_head_lib.decode_keypoints(  # noqa: E731
-            lg, r, window=s.keypoint_decode_window)
-        kps = jax.vmap(decode)(logits, rois)  # [B, n, K, 3]
-        kps = jnp.where(jnp.take_along_axis(person, order, axis=1)[..., None, None], kps, 0.0)
-        out = jnp.zeros(dets.boxes.shape[:2] + kps.shape[2:], jnp.float32)
-        return jax.vmap(lambda o, i, k: o.at[i].set(k))(out, order, kps)
+            lg, r, window=s.keypoint_decode_window, method=s.keypoint_decode)
+        kept = jnp.take_along_axis(person, order, axis=1)  # [B, n]
+        kps = jnp.where(kept[..., None, None], jax.vmap(decode)(logits, rois), 0.0)
+        conf = jnp.where(kept, keypoint_head_lib.keypoint_confidence(logits), 0.0)  # [B, n]
+        scatter = jax.vmap(lambda o, i, v: o.at[i].set(v))
+        out = scatter(jnp.zeros(dets.boxes.shape[:2] + kps.shape[2:], jnp.float32), order, kps)
+        scores = dets.scores.astype(jnp.float32)
+        if s.keypoint_rescore:
+            scores = scores * scatter(jnp.zeros_like(scores), order, conf)
+        return out, jnp.where(person, scores, 0.0)
 
     def _proposals(self, objectness, deltas, anchors, image_hw, train: bool):
         s = self.spec
@@ -395,7 +417,7 @@ class FasterRCNN(nn.Module):
                 out["masks"] = jax.nn.sigmoid(
                     mask_head_lib.select_class(logits, dets.classes + 1))
             if s.keypoint_head:
-                out["keypoints"] = self._keypoints(features, dets)
+                out["keypoints"], out["keypoint_scores"] = self._keypoints(features, dets)
             out["proposals"], out["proposal_valid"] = proposals, proposal_valid
             return out
         if targets is None or rng is None:

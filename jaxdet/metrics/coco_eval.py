@@ -64,6 +64,7 @@ class _Detections:
     labels: np.ndarray  # [D] int64, 0-based
     rles: list[dict[str, Any]] | None = None  # [D] COCO RLE (counts as str), valid rows only
     keypoints: np.ndarray | None = None  # [D, K, 3] float64 (x, y, score), valid rows only
+    keypoint_scores: np.ndarray | None = None  # [D] float64 scores of the keypoint results
 
 
 def _rles(masks: npt.ArrayLike, keep: np.ndarray, height: int, width: int, what: str
@@ -238,6 +239,7 @@ class CocoEvaluator:
         valid: npt.ArrayLike,
         masks: npt.ArrayLike | None = None,
         keypoints: npt.ArrayLike | None = None,
+        keypoint_scores: npt.ArrayLike | None = None,
     ) -> None:
         """Adds one image's detections.
 
@@ -252,6 +254,8 @@ class CocoEvaluator:
             thresholded), required with ``with_masks``, else not allowed.
           keypoints: ``[D, K, 3]`` ``(x, y, score)`` original-image pixels, required with
             ``with_keypoints`` (read for the detections of ``keypoint_class`` only).
+          keypoint_scores: optional ``[D]`` score of each detection as a keypoint result
+            (e.g. rescored by keypoint confidence); default ``scores``.
         """
         image_id = int(image_id)
         if image_id in self._dets:
@@ -270,7 +274,18 @@ class CocoEvaluator:
         rles = self._masks_arg(masks, keep, *(shape[1:3] if len(shape) == 3 else (-1, -1)),
                                what)
         kps = self._keypoints_arg(keypoints, keep, what)
-        self._dets[image_id] = _Detections(boxes, scores, labels, rles, kps)
+        kp_scores = None
+        if keypoint_scores is not None:
+            if not self.with_keypoints:
+                raise ValueError(f"{what}: keypoint_scores given but with_keypoints=False")
+            kp_scores = np.asarray(keypoint_scores, np.float64).reshape(-1)
+            if kp_scores.shape != keep.shape:
+                raise ValueError(f"{what}: keypoint_scores has {kp_scores.shape[0]} rows, "
+                                 f"expected {keep.shape[0]} (one per detection)")
+            kp_scores = kp_scores[keep]
+            if not np.isfinite(kp_scores).all():
+                raise ValueError(f"{what}: non-finite valid keypoint score")
+        self._dets[image_id] = _Detections(boxes, scores, labels, rles, kps, kp_scores)
 
     def add_batch(
         self,
@@ -346,14 +361,15 @@ class CocoEvaluator:
         "score": float}`` with plain Python numbers (JSON-serialisable); for ``"segm"``
         ``"segmentation": {"size": [h, w], "counts": str}`` (COCO RLE) instead of ``bbox``; for
         ``"keypoints"`` only the ``keypoint_class`` detections, with ``"keypoints": [x1, y1, 1,
-        x2, y2, 1, ...]`` instead of ``bbox``.
+        x2, y2, 1, ...]`` instead of ``bbox`` and their ``keypoint_scores`` where given.
         """
         self._check_iou_type(iou_type)
         results = []
         for image_id in sorted(self._dets):
             det = self._dets[image_id]
             if iou_type == "keypoints":
-                for kp, score, label in zip(det.keypoints, det.scores.tolist(),
+                kp_scores = det.scores if det.keypoint_scores is None else det.keypoint_scores
+                for kp, score, label in zip(det.keypoints, kp_scores.tolist(),
                                             det.labels.tolist(), strict=True):
                     if label != self.keypoint_class:
                         continue

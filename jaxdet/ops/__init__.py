@@ -29,6 +29,10 @@ from jaxdet.ops.sampler import sample_balanced as sample_balanced
 # --- RoIAlign, RoIPool, masks, keypoint heatmaps ---
 # isort: split
 from jaxdet.ops.keypoints import heatmaps_to_keypoints as heatmaps_to_keypoints
+from jaxdet.ops.keypoints import (
+    heatmaps_to_keypoints_local_mean as heatmaps_to_keypoints_local_mean,
+)
+from jaxdet.ops.keypoints import keypoints_to_bilinear_heatmap as keypoints_to_bilinear_heatmap
 from jaxdet.ops.keypoints import keypoints_to_heatmap as keypoints_to_heatmap
 from jaxdet.ops.masks import crop_and_resize_masks as crop_and_resize_masks
 from jaxdet.ops.masks import paste_mask_probs as paste_mask_probs

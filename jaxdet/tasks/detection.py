@@ -333,6 +333,7 @@ def predict(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array
                  / jnp.maximum(batch["image_hw"].astype(jnp.float32), 1.0))[:, None, None, ::-1]
         kp = out["keypoints"]
         result["keypoints"] = jnp.concatenate([kp[..., :2] * scale, kp[..., 2:]], axis=-1)
+        result["keypoint_scores"] = out["keypoint_scores"]
     return result
 
 
@@ -354,9 +355,11 @@ class DetectionEvaluator:
     ``> 0.5``) and compared with the full-resolution gt masks of the ``config.eval_split``
     source, read by example ``index``; with ``config.model.keypoint_head`` also COCO keypoint
     AP (``kp_AP``, ...) of the person detections against the batch's ``gt_keypoints`` (OKS
-    with COCO's 17 sigmas; scale ``s² =`` the gt ``area`` as in COCO, i.e. the segment area:
-    the source's ``objects/area``, for the scenes the visible mask's pixel count, read by
-    ``index``; that area also sets the small / medium / large ranges, as in COCO)."""
+    with COCO's 17 sigmas; scale ``s² =`` the gt ``area`` as in COCO). With masks or keypoints
+    the gt ``area`` is COCO's, the segment area (the source's ``objects/area``, for the scenes
+    the visible mask's pixel count, read by ``index``): it sets the OKS scale and the small /
+    medium / large ranges of every AP, as in COCO; the box-only path reads no source and uses
+    the boxes' areas for those ranges (the headline APs do not depend on areas)."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.with_masks = bool(config.model.get("mask_head", False))
@@ -372,7 +375,8 @@ class DetectionEvaluator:
 
     def _add_with_masks(self, batch, outputs, mask, scale, rows, crowd) -> None:
         """Per image: gt masks from the source, detections' masks pasted and thresholded;
-        gt keypoints from the batch, with keypoints the gt areas (OKS scale) from the source."""
+        gt keypoints from the batch; the gt areas (OKS scale, small / medium / large ranges)
+        from the source's ``objects/area`` where it has one (box areas otherwise)."""
         gt_boxes = np.asarray(batch["gt_boxes"]) * scale
         for i in np.flatnonzero(mask):
             index = int(batch["index"][i])
@@ -390,16 +394,18 @@ class DetectionEvaluator:
             if self.with_keypoints:
                 gt_kps = np.asarray(batch["gt_keypoints"][i], np.float32).copy()
                 gt_kps[..., :2] *= scale[i, 0, :2]
-                if "area" in objects:  # COCO's OKS scale: the segment area, not the box's
-                    areas = np.zeros(len(gt_boxes[i]), np.float64)
-                    areas[:n] = np.asarray(objects["area"], np.float64).reshape(-1)[:n]
+            if "area" in objects:  # COCO's gt area: the segment area (OKS scale, size ranges)
+                areas = np.zeros(len(gt_boxes[i]), np.float64)
+                areas[:n] = np.asarray(objects["area"], np.float64).reshape(-1)[:n]
             self.coco.add_ground_truth(index, gt_boxes[i], batch["gt_labels"][i],
                                        rows[i], h, w, areas=areas, iscrowd=crowd[i],
                                        masks=gt_masks, keypoints=gt_kps)
             self.coco.add_detections(
                 index, outputs["boxes"][i], outputs["scores"][i], outputs["classes"][i],
                 outputs["valid"][i], masks=det_masks,
-                keypoints=outputs["keypoints"][i] if self.with_keypoints else None)
+                keypoints=outputs["keypoints"][i] if self.with_keypoints else None,
+                keypoint_scores=(outputs["keypoint_scores"][i] if self.with_keypoints
+                                 and "keypoint_scores" in outputs else None))
 
     def add(self, batch: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         """One padded batch: ``batch`` fields (module docstring), ``outputs`` of :func:`predict`.

@@ -61,6 +61,25 @@ def test_predictor_upsampling_is_pytorch_bilinear():
     np.testing.assert_allclose(out, interp @ lowres @ interp.T, rtol=1e-5, atol=1e-5)
 
 
+def test_sub_pixel_conv_transpose_equals_flax_conv_transpose_with_gradients():
+    """Same parameters, same outputs and gradients as the input-dilated transpose conv it
+    replaces (non-square map, bias, a non-linear loss so every tap's gradient differs)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 6, 7)), jnp.float32)
+    ref = flax.linen.ConvTranspose(4, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))
+    sub = kh.SubPixelConvTranspose(4)
+    v = sub.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, ref.init(jax.random.key(0), x))
+    v = {"params": {**v["params"], "bias": jnp.arange(4.0) - 1.5}}
+    np.testing.assert_allclose(np.asarray(sub.apply(v, x)), np.asarray(ref.apply(v, x)),
+                               atol=1e-5)
+    grads = [jax.grad(lambda v, x, m=m: jnp.sum(jnp.sin(m.apply(v, x))), (0, 1))(v, x)
+             for m in (sub, ref)]
+    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+    half = kh.SubPixelConvTranspose(4, dtype=jnp.bfloat16).apply(v, x)
+    assert half.dtype == jnp.bfloat16 and half.shape == (3, 10, 12, 4)
+
+
 def test_select_person_rois_keeps_person_positives_first():
     rois = jnp.arange(6 * 4, dtype=jnp.float32).reshape(6, 4)
     labels = jnp.array([2, 5, 5, 0, 5, 5])  # class 4 (person) = label 5
@@ -81,7 +100,10 @@ def test_keypoint_targets_match_numpy_on_hand_built_rois():
     gt[1] = [[30, 30, 0], [31, 33, 2], [40, 44, 2], [36.5, 37.5, 1]]  # first: not labelled
     rois = np.array([[10, 10, 20, 20], [30, 30, 40, 46], [10, 10, 20, 20]], np.float32)
     matched = np.array([0, 1, -1])
-    t, valid = jax.jit(kh.keypoint_targets, static_argnums=3)(rois, matched, gt, s)
+    cells, weights, valid = jax.jit(kh.keypoint_targets, static_argnums=3)(rois, matched, gt, s)
+    t = cells[..., 0]
+    np.testing.assert_array_equal(np.asarray(weights[..., 0]), np.asarray(valid, np.float32))
+    assert not np.asarray(weights[..., 1:]).any()
     for r in range(2):
         want_t, want_v = _np_cells(gt[matched[r]], rois[r], s)
         np.testing.assert_array_equal(np.asarray(valid[r]), want_v)
@@ -118,8 +140,8 @@ def test_loss_is_softmax_ce_over_visible_keypoints_of_person_positives_only():
         sel_rois, sel_m, _ = kh.select_person_rois(
             jnp.asarray(rois), jnp.asarray(labels), jnp.asarray(matched), jnp.ones(4, bool),
             4, 3)
-        t, valid = kh.keypoint_targets(sel_rois, sel_m, jnp.asarray(gt), s)
-        return kh.keypoint_loss(logits, t, valid), valid
+        cells, weights, valid = kh.keypoint_targets(sel_rois, sel_m, jnp.asarray(gt), s)
+        return kh.keypoint_loss(logits, cells, weights, valid), valid
 
     logits = rng.normal(size=(3, s, s, k)).astype(np.float32)
     (total, count), valid = pipeline(jnp.asarray(logits))
@@ -140,6 +162,54 @@ def test_loss_is_softmax_ce_over_visible_keypoints_of_person_positives_only():
     assert not g[0, :, :, 2].any() and not g[1, :, :, 1].any()
 
 
+def test_bilinear_loss_is_soft_cross_entropy_minimised_by_the_target():
+    rng = np.random.default_rng(2)
+    s, k = 6, 2
+    rois = jnp.array([[0.0, 0, 12, 12]])
+    gt = jnp.array([[[3.3, 7.1, 2], [8.8, 2.4, 2]]], jnp.float32)
+    cells, weights, valid = kh.keypoint_targets(rois, jnp.array([0]), gt, s, "bilinear")
+    assert np.asarray(valid).all()
+    np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-6)
+    logits = rng.normal(size=(1, s, s, k)).astype(np.float32)
+    total, count = kh.keypoint_loss(jnp.asarray(logits), cells, weights, valid)
+    x = logits.reshape(1, s * s, k).transpose(0, 2, 1).astype(np.float64)
+    logp = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    want = -sum(float(w) * logp[0, j, c] for j in range(k)
+                for c, w in zip(np.asarray(cells[0, j]), np.asarray(weights[0, j]), strict=True))
+    assert float(count) == 2.0
+    np.testing.assert_allclose(float(total), want, rtol=1e-5)
+    # At logits = log(target) the loss is the targets' entropy, and every gradient is 0.
+    probs = np.zeros((k, s * s))
+    for j in range(k):
+        np.add.at(probs[j], np.asarray(cells[0, j]), np.asarray(weights[0, j]))
+    best = np.log(np.maximum(probs, 1e-30)).T.reshape(1, s, s, k).astype(np.float32)
+    loss = lambda lg: kh.keypoint_loss(lg, cells, weights, valid)[0]  # noqa: E731
+    entropy = -sum(float(p * np.log(p)) for p in probs.ravel() if p > 0)
+    np.testing.assert_allclose(float(loss(jnp.asarray(best))), entropy, rtol=1e-5)
+    assert np.abs(np.asarray(jax.grad(loss)(jnp.asarray(best)))).max() < 1e-5
+    assert float(loss(jnp.asarray(best))) < float(total)
+    with pytest.raises(ValueError, match="'gaussian'"):
+        kh.keypoint_targets(rois, jnp.array([0]), gt, s, "gaussian")
+    with pytest.raises(ValueError, match="'argmax'"):
+        kh.decode_keypoints(jnp.asarray(logits), rois, method="argmax")
+
+
+def test_keypoint_confidence_is_the_mean_peak_softmax_probability():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(2, 3, 6, 6, 4)).astype(np.float32) * 3
+    got = np.asarray(jax.jit(kh.keypoint_confidence)(jnp.asarray(logits)))
+    x = logits.reshape(2, 3, 36, 4).astype(np.float64)
+    p = np.exp(x - x.max(2, keepdims=True))
+    want = (p.max(2) / p.sum(2)).mean(-1)
+    assert got.shape == (2, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(kh.keypoint_confidence(jnp.asarray(logits) + 7.0)),
+                               want, rtol=1e-5)  # shift-invariant
+    peaked = np.full((1, 6, 6, 2), -50.0, np.float32)
+    peaked[0, 2, 3] = 0.0
+    assert float(kh.keypoint_confidence(jnp.asarray(peaked))[0]) == pytest.approx(1.0)
+
+
 def test_decode_round_trip_recovers_keypoints_within_a_cell():
     """Encode gt keypoints as peaked heatmaps at their target cells, decode: each keypoint
     comes back inside its cell (RoIs <= 32 px: the decode is torchvision's, exact)."""
@@ -153,8 +223,8 @@ def test_decode_round_trip_recovers_keypoints_within_a_cell():
         kp[r, :, 2] = 2
     @jax.jit
     def round_trip(rois, kp):
-        t, valid = kh.keypoint_targets(rois, jnp.arange(2), kp, s)
-        onehot = jax.nn.one_hot(t, s * s) * 20.0  # [R, K, S*S]
+        cells, _, valid = kh.keypoint_targets(rois, jnp.arange(2), kp, s)
+        onehot = jax.nn.one_hot(cells[..., 0], s * s) * 20.0  # [R, K, S*S]
         logits = jnp.moveaxis(onehot.reshape(2, k, s, s), 1, -1)  # [R, S, S, K]
         return kh.decode_keypoints(logits, rois), valid
 
@@ -170,21 +240,24 @@ def test_decode_round_trip_recovers_keypoints_within_a_cell():
     assert (out[..., 2] > 5).all(), out[..., 2].min()  # the peak's interpolated logit
 
 
-def _tiny_detector(keypoints: bool) -> faster_rcnn.FasterRCNN:
+def _tiny_detector(keypoints: bool, **options) -> faster_rcnn.FasterRCNN:
     spec = faster_rcnn.DetectorSpec(
         num_classes=3, fpn_channels=8, anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
         rpn_batch_size_per_image=16, rpn_pre_nms_top_n_train=20, rpn_post_nms_top_n_train=20,
         rpn_pre_nms_top_n_test=20, rpn_post_nms_top_n_test=10, roi_batch_size_per_image=8,
         representation_size=16, detections_per_img=5, keypoint_head=keypoints,
         keypoint_head_width=8, keypoint_head_convs=2, keypoint_roi_output_size=7,
-        keypoint_class=2, keypoint_rois_per_image=3, keypoint_detections_per_img=4)
+        keypoint_class=2, keypoint_rois_per_image=3, keypoint_detections_per_img=4, **options)
     backbone = {"depth": 0, "width": 4, "stage_sizes": (1, 1, 1, 1), "block": "basic",
                 "stem": "imagenet", "norm": "batch"}
     return faster_rcnn.FasterRCNN(spec=spec, backbone=backbone)
 
 
-def test_faster_rcnn_keypoint_branch_wiring():
-    model = _tiny_detector(keypoints=True)
+@pytest.mark.parametrize("options", [{}, {"keypoint_target": "bilinear",
+                                           "keypoint_decode": "local_mean",
+                                           "keypoint_rescore": True}])
+def test_faster_rcnn_keypoint_branch_wiring(options):
+    model = _tiny_detector(keypoints=True, **options)
     images = jnp.zeros((2, 64, 64, 3))
     targets = {"gt_boxes": jnp.array([[[4, 4, 30, 30], [0, 0, 0, 0]]] * 2, jnp.float32),
                "gt_labels": jnp.array([[2, 0]] * 2, jnp.int32),
@@ -203,10 +276,23 @@ def test_faster_rcnn_keypoint_branch_wiring():
     assert "keypoint_head/2/kernel" in params and "keypoint_head/4/kernel" not in params
     assert params["keypoint_predictor/kps_score_lowres/kernel"].shape == (4, 4, 8, 17)
     assert test["keypoints"].shape == (2, 5, 17, 3)
+    assert test["keypoint_scores"].shape == (2, 5)
     assert set(train["terms"]) == set(faster_rcnn.LOSS_TERMS) | {"roi_keypoint"}
     assert faster_rcnn.loss_terms_for({"keypoint_head": True}, 3)[-1] == "roi_keypoint"
     assert faster_rcnn.loss_terms_for({}, 3) == faster_rcnn.LOSS_TERMS
     assert not _tiny_detector(keypoints=False).spec.keypoint_head
+
+
+def test_keypoint_target_and_decode_options_are_checked():
+    spec = faster_rcnn.DetectorSpec(num_classes=3, keypoint_target="bilinear",
+                                    keypoint_decode="local_mean")
+    assert (spec.keypoint_target, spec.keypoint_decode) == ("bilinear", "local_mean")
+    defaults = faster_rcnn.DetectorSpec(num_classes=3)
+    assert (defaults.keypoint_target, defaults.keypoint_decode) == ("cell", "bicubic")
+    with pytest.raises(ValueError, match="model.keypoint_target='soft'"):
+        faster_rcnn.DetectorSpec(num_classes=3, keypoint_target="soft")
+    with pytest.raises(ValueError, match="model.keypoint_decode='mean'"):
+        faster_rcnn.DetectorSpec(num_classes=3, keypoint_decode="mean")
 
 
 @pytest.mark.parametrize("budget, want", [(0, 2), (3, 3), (100, 8)])

@@ -277,6 +277,40 @@ def test_keypoints_perfect_prediction_gives_one_and_shift_the_oks_thresholds_pas
     assert out["AP"] == pytest.approx(1.0, abs=1e-12)  # boxes are exact
 
 
+def test_keypoint_scores_rank_the_keypoint_results_only():
+    """Two person detections of one person, the higher box score with keypoints 30 px off:
+    keypoint AP 0.5 ranked by box scores (a false positive first), 1.0 ranked by the given
+    keypoint scores; box AP 1.0 either way (the box scores are untouched)."""
+    rng = np.random.default_rng(1)
+    gt_kp = np.zeros((1, 17, 3), F32)
+    gt_kp[0, :, 0] = rng.uniform(10, 50, 17)
+    gt_kp[0, :, 1] = rng.uniform(10, 90, 17)
+    gt_kp[0, :, 2] = 2
+    det_kp = np.concatenate([gt_kp, gt_kp])
+    det_kp[0, :, 0] += 30.0
+    box = [10, 10, 50, 90]
+    results = {}
+    for name, kp_scores in (("box", None), ("rescored", [0.1, 0.7])):
+        ev = coco_eval.CocoEvaluator(["person"], with_keypoints=True, keypoint_class=0)
+        ev.add_ground_truth(1, np.array([box], F32), [0], [True], 100, 100, keypoints=gt_kp)
+        ev.add_detections(1, np.array([box, box], F32), [0.9, 0.6], [0, 0], [True, True],
+                          keypoints=det_kp, keypoint_scores=kp_scores)
+        results[name] = ev.summarize()
+        if kp_scores is not None:
+            assert [r["score"] for r in ev.results_json("keypoints")] == [0.1, 0.7]
+            assert [r["score"] for r in ev.results_json("bbox")] == [0.9, 0.6]
+    assert results["box"]["kp_AP"] == pytest.approx(0.5, abs=1e-12)
+    assert results["rescored"]["kp_AP"] == pytest.approx(1.0, abs=1e-12)
+    assert results["box"]["AP"] == results["rescored"]["AP"] == pytest.approx(1.0, abs=1e-12)
+    ev = coco_eval.CocoEvaluator(["person"], with_keypoints=True, keypoint_class=0)
+    with pytest.raises(ValueError, match="keypoint_scores has 1 rows, expected 2"):
+        ev.add_detections(2, np.array([box, box], F32), [0.9, 0.6], [0, 0], [True, True],
+                          keypoints=det_kp, keypoint_scores=[0.5])
+    with pytest.raises(ValueError, match="keypoint_scores given but with_keypoints=False"):
+        coco_eval.CocoEvaluator(["person"]).add_detections(
+            2, np.array([box], F32), [0.9], [0], [True], keypoint_scores=[0.5])
+
+
 def test_keypoint_results_are_person_only_and_keypoints_are_checked():
     ev = _keypoint_evaluator((1.0, 0.0))
     (result,) = ev.results_json("keypoints")  # the shape's detection is left out

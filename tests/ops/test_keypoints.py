@@ -148,5 +148,106 @@ class DecodeTest(chex.TestCase):
         self.assertEqual(f._cache_size(), 1)
 
 
+def np_bilinear_targets(kp, roi, s):
+    """NumPy reference of the bilinear split of one keypoint ``(x, y)`` in one RoI:
+    ``{flat cell: weight}`` over the 4 cells whose centres surround it (float64)."""
+    x1, y1, x2, y2 = (float(v) for v in roi)
+    u = min(max((kp[0] - x1) * s / (x2 - x1) - 0.5, 0.0), s - 1.0)
+    v = min(max((kp[1] - y1) * s / (y2 - y1) - 0.5, 0.0), s - 1.0)
+    bu, bv = min(math.floor(u), s - 2), min(math.floor(v), s - 2)
+    fu, fv = u - bu, v - bv
+    out = {}
+    for dv, wv in ((0, 1 - fv), (1, fv)):
+        for du, wu in ((0, 1 - fu), (1, fu)):
+            cell = (bv + dv) * s + bu + du
+            out[cell] = out.get(cell, 0.0) + wv * wu
+    return out
+
+
+class SubCellTest(chex.TestCase):
+    """Bilinear targets and their local-mean decode (jaxdet's sub-cell option)."""
+
+    def test_bilinear_targets_match_numpy_and_share_the_cell_rule_validity(self):
+        rng = np.random.default_rng(3)
+        s, r, k = 8, 5, 6
+        xy = rng.uniform(0, 40, (r, 2))
+        rois = np.concatenate([xy, xy + rng.uniform(5, 30, (r, 2))], -1).astype(F32)
+        kp = np.zeros((r, k, 3), F32)
+        kp[..., 0] = rng.uniform(rois[:, :1] - 3, rois[:, 2:3] + 3, (r, k))
+        kp[..., 1] = rng.uniform(rois[:, 1:2] - 3, rois[:, 3:4] + 3, (r, k))
+        kp[..., 2] = rng.integers(0, 3, (r, k))
+        cells, weights, valid = jax.jit(ops.keypoints_to_bilinear_heatmap,
+                                        static_argnums=2)(kp, rois, s)
+        chex.assert_shape([cells, weights], (r, k, 4))
+        chex.assert_type([cells, weights], [jnp.int32, jnp.float32])
+        _, cell_valid = ops.keypoints_to_heatmap(kp, rois, s)
+        np.testing.assert_array_equal(np.asarray(valid), np.asarray(cell_valid))
+        self.assertTrue(0.2 < np.asarray(valid).mean() < 0.8)
+        for i in range(r):
+            for j in range(k):
+                got = {}
+                for c, w in zip(np.asarray(cells[i, j]), np.asarray(weights[i, j]),
+                                strict=True):
+                    got[int(c)] = got.get(int(c), 0.0) + float(w)
+                if not valid[i, j]:
+                    self.assertEqual(sum(got.values()), 0.0)
+                    continue
+                want = np_bilinear_targets(kp[i, j], rois[i], s)
+                for c in set(got) | set(want):
+                    self.assertAlmostEqual(got.get(c, 0.0), want.get(c, 0.0), places=5)
+
+    def test_bilinear_targets_hand_computed(self):
+        # RoI 8 px, S = 8: cell centres at 0.5, 1.5, ... -> (3.0, 5.5) is half way between the
+        # centres of columns 2 and 3, on the centre of row 5.
+        cells, weights, valid = ops.keypoints_to_bilinear_heatmap(
+            jnp.array([[[3.0, 5.5, 2.0], [0.2, 7.9, 1.0]]]), jnp.array([[0.0, 0, 8, 8]]), 8)
+        self.assertTrue(bool(valid.all()))
+        np.testing.assert_array_equal(np.asarray(cells[0, 0]), [42, 43, 50, 51])
+        np.testing.assert_allclose(np.asarray(weights[0, 0]), [0.5, 0.5, 0, 0], atol=1e-6)
+        # Outside the outer cell centres: clipped to them (all mass on the corner cell 56).
+        np.testing.assert_allclose(np.asarray(weights[0, 1]), [0, 0, 1, 0], atol=1e-6)
+        self.assertEqual(int(cells[0, 1, 2]), 56)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_local_mean_inverts_bilinear_targets(self):
+        # Logits = log of the target weights: every keypoint between the outer cell centres
+        # decodes back to itself (sub-pixel; the cell rule is off by up to a cell).
+        rng = np.random.default_rng(4)
+        s, r, k = 14, 3, 17
+        rois = np.array([[3, 5, 27, 33], [40, 10, 100, 52], [0, 0, 9, 120]], F32)
+        margin = (rois[:, 2:] - rois[:, :2]) / s * 0.5  # half a cell
+        kp = np.zeros((r, k, 3), F32)
+        kp[..., 0] = rng.uniform(rois[:, :1] + margin[:, :1], rois[:, 2:3] - margin[:, :1], (r, k))
+        kp[..., 1] = rng.uniform(rois[:, 1:2] + margin[:, 1:], rois[:, 3:4] - margin[:, 1:], (r, k))
+        kp[..., 2] = 2
+
+        def round_trip(kp, rois):
+            cells, weights, _ = ops.keypoints_to_bilinear_heatmap(kp, rois, s)
+            probs = jnp.zeros((r, k, s * s)).at[
+                jnp.arange(r)[:, None, None], jnp.arange(k)[None, :, None], cells].add(weights)
+            maps = jnp.log(jnp.maximum(probs, 1e-12)).reshape(r, k, s, s)
+            return ops.heatmaps_to_keypoints_local_mean(maps, rois)
+
+        out = np.asarray(self.variant(round_trip)(kp, rois))
+        chex.assert_shape(out, (r, k, 3))
+        np.testing.assert_allclose(out[..., :2], kp[..., :2], atol=2e-3)
+        cell_t, _ = ops.keypoints_to_heatmap(kp, rois, s)  # one-hot decode error, for scale
+        cell = rois[:, None, 2:] - rois[:, None, :2]
+        centre = np.stack([np.asarray(cell_t) % s, np.asarray(cell_t) // s], -1) + 0.5
+        onehot_err = np.abs(rois[:, None, :2] + centre * cell / s - kp[..., :2])
+        self.assertGreater(onehot_err.mean(), 0.5)
+
+    def test_local_mean_on_borders_and_under_vmap(self):
+        # A peak in a corner cell: neighbours outside the map are left out, not clamped in.
+        s = 6
+        maps = np.full((1, 2, s, s), -30.0, F32)
+        maps[0, 0, 0, 0] = maps[0, 0, 0, 1] = 0.0  # mass split between (0, 0) and (0, 1)
+        maps[0, 1, 5, 5] = 0.0
+        out = np.asarray(jax.jit(jax.vmap(ops.heatmaps_to_keypoints_local_mean))(
+            maps[None], np.array([[[0.0, 0, 12, 12]]], F32)))[0]
+        np.testing.assert_allclose(out[0, 0], [2.0, 1.0, 0.0], atol=1e-5)  # u 0.5, v 0
+        np.testing.assert_allclose(out[0, 1], [11.0, 11.0, 0.0], atol=1e-5)
+
+
 if __name__ == "__main__":
     absltest.main()
