@@ -87,6 +87,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.keypoint_rois_per_image = 0  # all foreground slots (torchvision)
     config.model.keypoint_detections_per_img = 20  # 0: all detections_per_img (torchvision)
     config.model.keypoint_decode_window = 32
+    # torchvision's rules; the options configs/keypoint_rcnn_shapes.py documents and measures
+    config.model.keypoint_roi_scale = 1.0
+    config.model.keypoint_target = "cell"  # or "bilinear" (sub-cell targets)
+    config.model.keypoint_decode = "bicubic"  # or "local_mean" (with bilinear targets)
+    config.model.keypoint_rescore = False  # or True: box score x mean keypoint confidence
     config.loss.roi_keypoint_weight = 1.0
 
     config.data = ml_collections.ConfigDict()
