@@ -92,6 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.keypoint_target = "cell"  # or "bilinear" (sub-cell targets)
     config.model.keypoint_decode = "bicubic"  # or "local_mean" (with bilinear targets)
     config.model.keypoint_rescore = False  # or True: box score x mean keypoint confidence
+    config.model.keypoint_flip_test = False  # True: heatmaps averaged with the mirrored image's
     config.loss.roi_keypoint_weight = 1.0
 
     config.data = ml_collections.ConfigDict()

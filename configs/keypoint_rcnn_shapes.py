@@ -130,6 +130,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.keypoint_decode = "bicubic"  # "bicubic" (torchvision) or "local_mean"
     # False (torchvision): keypoint results scored by the box score alone
     config.model.keypoint_rescore = True
+    config.model.keypoint_flip_test = True  # False: no test-time flip (0.493 vs 0.516)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.rpn_objectness_weight = 1.0

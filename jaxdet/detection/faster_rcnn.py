@@ -54,10 +54,13 @@ heatmap positions. Inference adds ``keypoints`` ``[B, K, num_keypoints, 3]`` flo
 detections of the keypoint class (zeros for the other rows), and ``keypoint_scores`` ``[B, K]``,
 each person detection's score as a keypoint detection: its box score (torchvision), or with
 ``keypoint_rescore`` the box score times :func:`keypoint_head.keypoint_confidence` (the mean
-peak softmax probability of its heatmaps; 0 for other classes). ``keypoint_roi_scale`` (default
-1.0, torchvision's rule) enlarges the boxes the keypoint branch reads, about their centres, in
-training and inference alike, so that joints just outside a too-tight detected box (wrists,
-ankles at the box edges) still fall on the heatmap (top-down pose estimators use 1.25).
+peak softmax probability of its heatmaps; 0 for other classes). ``keypoint_flip_test`` also
+runs the backbone on the mirrored images and averages each person's heatmaps with those of
+its mirrored RoI there, flipped back with ``keypoint_flip_pairs`` swapped (inference only).
+``keypoint_roi_scale`` (default 1.0, torchvision's rule) enlarges the boxes the keypoint branch
+reads, about their centres, in training and inference alike, so that joints just outside a
+too-tight detected box (wrists, ankles at the box edges) still fall on the heatmap (top-down
+pose estimators use 1.25).
 ``keypoint_target="bilinear"`` with ``keypoint_decode="local_mean"`` (defaults ``"cell"`` /
 ``"bicubic"``, torchvision's) trains and decodes sub-cell heatmap positions
 (:mod:`jaxdet.ops.keypoints`).
@@ -153,6 +156,8 @@ class DetectorSpec:
     keypoint_target: str = "cell"  # "cell" (torchvision) or "bilinear" (sub-cell targets)
     keypoint_decode: str = "bicubic"  # "bicubic" (torchvision) or "local_mean" (of bilinear)
     keypoint_rescore: bool = False  # keypoint_scores = box score x mean keypoint confidence
+    keypoint_flip_test: bool = False  # average the heatmaps of the image and its mirror
+    keypoint_flip_pairs: tuple[tuple[int, int], ...] = keypoint_head_lib.COCO_FLIP_PAIRS
 
     def __post_init__(self) -> None:
         if self.levels not in ("fpn", "c4"):
@@ -168,6 +173,10 @@ class DetectorSpec:
         if self.keypoint_decode not in keypoint_head_lib.KEYPOINT_DECODES:
             raise ValueError(f"model.keypoint_decode={self.keypoint_decode!r}; expected one "
                              f"of {keypoint_head_lib.KEYPOINT_DECODES}")
+        if any(not 0 <= k < self.num_keypoints for pair in self.keypoint_flip_pairs
+               for k in pair):
+            raise ValueError(f"model.keypoint_flip_pairs={self.keypoint_flip_pairs}; "
+                             f"expected pairs of keypoint indices < {self.num_keypoints}")
         if self.mask_rois_per_image < 0 or self.mask_rois_per_image > \
                 self.roi_batch_size_per_image:
             raise ValueError(f"model.mask_rois_per_image={self.mask_rois_per_image}; expected "
@@ -345,18 +354,34 @@ class FasterRCNN(nn.Module):
         logits = self._keypoint_logits(features, rois)
         return keypoint_head_lib.keypoint_loss(logits, cells, weights, kp_valid)
 
-    def _keypoints(self, features, dets) -> tuple[jax.Array, jax.Array]:
+    def _keypoint_heatmaps(self, features, flipped_features, rois, image_width: int
+                           ) -> jax.Array:
+        """``[B, R, 4P, 4P, K]`` heatmap logits of ``[B, R, 4]`` RoIs; with the features of
+        the horizontally flipped (padded, ``image_width`` px wide) images, the mean of these
+        and of the mirrored RoIs' heatmaps there mapped back (``unflip_heatmaps``)."""
+        logits = self._keypoint_logits(features, rois)
+        if flipped_features is None:
+            return logits
+        w = jnp.float32(image_width)
+        mirrored = jnp.stack([w - rois[..., 2], rois[..., 1], w - rois[..., 0], rois[..., 3]],
+                             axis=-1)
+        flipped = keypoint_head_lib.unflip_heatmaps(
+            self._keypoint_logits(flipped_features, mirrored), self.spec.keypoint_flip_pairs)
+        return (logits + flipped) / 2
+
+    def _keypoints(self, features, dets, flipped_features=None, image_width: int = 0
+                   ) -> tuple[jax.Array, jax.Array]:
         """``([B, D, num_keypoints, 3] (x, y, score), [B, D] keypoint_scores)`` of the first
         ``num_keypoint_detections`` detections of the keypoint class (zeros elsewhere); the
         scores are the box scores, times the mean keypoint confidence with
-        ``keypoint_rescore``."""
+        ``keypoint_rescore``; heatmaps flip-averaged when ``flipped_features`` are given."""
         s = self.spec
         n = s.num_keypoint_detections
         person = dets.valid & (dets.classes == s.keypoint_class)
         order = jnp.argsort(~person, axis=1, stable=True)[:, :n]  # [B, n]
         rois = _scale_boxes(jnp.take_along_axis(dets.boxes, order[..., None], axis=1),
                             s.keypoint_roi_scale)
-        logits = self._keypoint_logits(features, rois)
+        logits = self._keypoint_heatmaps(features, flipped_features, rois, image_width)
         decode = lambda lg, r: keypoint_head_lib.decode_keypoints(  # noqa: E731
             lg, r, window=s.keypoint_decode_window, method=s.keypoint_decode)
         kept = jnp.take_along_axis(person, order, axis=1)  # [B, n]
@@ -417,7 +442,10 @@ class FasterRCNN(nn.Module):
                 out["masks"] = jax.nn.sigmoid(
                     mask_head_lib.select_class(logits, dets.classes + 1))
             if s.keypoint_head:
-                out["keypoints"], out["keypoint_scores"] = self._keypoints(features, dets)
+                flipped = (self._features(jnp.flip(images, axis=2).astype(
+                    self.dtype or jnp.float32), train) if s.keypoint_flip_test else None)
+                out["keypoints"], out["keypoint_scores"] = self._keypoints(
+                    features, dets, flipped, image_size[1])
             out["proposals"], out["proposal_valid"] = proposals, proposal_valid
             return out
         if targets is None or rng is None:

@@ -46,6 +46,7 @@ from jaxdet.ops.keypoints import (
 )
 
 __all__ = [
+    "COCO_FLIP_PAIRS",
     "KEYPOINT_DECODES",
     "KEYPOINT_TARGETS",
     "KeypointRCNNHeads",
@@ -56,6 +57,7 @@ __all__ = [
     "keypoint_loss",
     "keypoint_targets",
     "select_person_rois",
+    "unflip_heatmaps",
 ]
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -224,6 +226,30 @@ def keypoint_loss(
     picked = jnp.take_along_axis(logp, cells.astype(jnp.int32), axis=-1)  # [..., R, K, C]
     nll = -jnp.sum(weights.astype(jnp.float32) * picked, axis=-1)
     return (jnp.sum(jnp.where(valid, nll, 0.0)), jnp.sum(valid, dtype=jnp.float32))
+
+
+#: COCO's 17 person keypoints: (left, right) index pairs swapped by a horizontal flip
+#: (eyes, ears, shoulders, elbows, wrists, hips, knees, ankles; the nose stays).
+COCO_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
+    (1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+
+
+def unflip_heatmaps(logits: jax.Array, flip_pairs: tuple[tuple[int, int], ...]) -> jax.Array:
+    """Heatmaps of mirrored RoIs of a mirrored image -> the original image's frame.
+
+    Args:
+      logits: ``[..., S, S, K]`` heatmaps (NHWC) read from the horizontally flipped image in
+        the mirrored RoIs ``(W - x2, y1, W - x1, y2)``.
+      flip_pairs: static ``(left, right)`` keypoint index pairs.
+
+    Returns:
+      ``[..., S, S, K]``: columns reversed (cell ``j`` of a mirrored RoI covers what cell
+      ``S - 1 - j`` of the RoI covers) and each pair's channels swapped. Its own inverse.
+    """
+    perm = list(range(logits.shape[-1]))
+    for left, right in flip_pairs:
+        perm[left], perm[right] = right, left
+    return jnp.flip(logits, axis=-2)[..., jnp.asarray(perm)]
 
 
 def keypoint_confidence(logits: jax.Array) -> jax.Array:

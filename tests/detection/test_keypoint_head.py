@@ -255,7 +255,8 @@ def _tiny_detector(keypoints: bool, **options) -> faster_rcnn.FasterRCNN:
 
 @pytest.mark.parametrize("options", [{}, {"keypoint_target": "bilinear",
                                            "keypoint_decode": "local_mean",
-                                           "keypoint_rescore": True}])
+                                           "keypoint_rescore": True,
+                                           "keypoint_flip_test": True}])
 def test_faster_rcnn_keypoint_branch_wiring(options):
     model = _tiny_detector(keypoints=True, **options)
     images = jnp.zeros((2, 64, 64, 3))
@@ -293,6 +294,46 @@ def test_keypoint_target_and_decode_options_are_checked():
         faster_rcnn.DetectorSpec(num_classes=3, keypoint_target="soft")
     with pytest.raises(ValueError, match="model.keypoint_decode='mean'"):
         faster_rcnn.DetectorSpec(num_classes=3, keypoint_decode="mean")
+
+
+def test_unflip_heatmaps_reverses_columns_and_swaps_pairs():
+    s, k = 4, 5
+    x = np.arange(s)[None, :, None] * 10.0 + np.arange(k)[None, None, :]  # col * 10 + channel
+    x = np.broadcast_to(x, (s, s, k))[None].astype(np.float32)
+    out = np.asarray(kh.unflip_heatmaps(jnp.asarray(x), ((1, 2), (3, 4))))
+    np.testing.assert_array_equal(out[0, 0, :, 0], [30, 20, 10, 0])  # nose: columns reversed
+    np.testing.assert_array_equal(out[0, 2, :, 1], [32, 22, 12, 2])  # left <- right
+    np.testing.assert_array_equal(out[0, 1, :, 4], [33, 23, 13, 3])
+    np.testing.assert_array_equal(
+        np.asarray(kh.unflip_heatmaps(jnp.asarray(out), ((1, 2), (3, 4)))), x)
+    with pytest.raises(ValueError, match="keypoint_flip_pairs"):
+        faster_rcnn.DetectorSpec(num_classes=3, keypoint_flip_pairs=((1, 17),))
+
+
+def test_flip_test_heatmaps_are_mirror_equivariant():
+    """With the flip test, the heatmaps of mirrored RoIs on the mirrored image are exactly the
+    original's mapped back (``unflip_heatmaps``); without it they are not."""
+    images = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)), jnp.float32)
+    rois = jnp.array([[[4.0, 6.0, 30.0, 50.0], [21.5, 10.0, 60.0, 41.0]]])
+    mirrored = jnp.stack([64.0 - rois[..., 2], rois[..., 1], 64.0 - rois[..., 0],
+                          rois[..., 3]], axis=-1)
+
+    def heatmaps(m, images, rois, flip):
+        flipped = m._features(jnp.flip(images, axis=2), False) if flip else None
+        return m._keypoint_heatmaps(m._features(images, False), flipped, rois, 64)
+
+    model = _tiny_detector(keypoints=True, keypoint_flip_test=True)
+    v = jax.jit(lambda k: model.init(k, images, train=False))(jax.random.key(0))
+    run = jax.jit(lambda v, im, r, flip: model.apply(v, im, r, flip, method=heatmaps),
+                  static_argnums=3)
+    out = {}
+    for flip in (True, False):
+        a, b = run(v, images, rois, flip), run(v, jnp.flip(images, axis=2), mirrored, flip)
+        assert a.shape == (1, 2, 28, 28, 17)
+        out[flip] = float(jnp.max(jnp.abs(b - kh.unflip_heatmaps(a, kh.COCO_FLIP_PAIRS))))
+        scale = float(jnp.max(jnp.abs(a)))
+    assert out[True] < 1e-5 * max(scale, 1.0), out
+    assert out[False] > 1e-3 * scale, out
 
 
 @pytest.mark.parametrize("budget, want", [(0, 2), (3, 3), (100, 8)])
