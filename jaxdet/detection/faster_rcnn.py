@@ -386,11 +386,11 @@ class FasterRCNN(nn.Module):
             lg, r, window=s.keypoint_decode_window, method=s.keypoint_decode)
         kept = jnp.take_along_axis(person, order, axis=1)  # [B, n]
         kps = jnp.where(kept[..., None, None], jax.vmap(decode)(logits, rois), 0.0)
-        conf = jnp.where(kept, keypoint_head_lib.keypoint_confidence(logits), 0.0)  # [B, n]
         scatter = jax.vmap(lambda o, i, v: o.at[i].set(v))
         out = scatter(jnp.zeros(dets.boxes.shape[:2] + kps.shape[2:], jnp.float32), order, kps)
         scores = dets.scores.astype(jnp.float32)
         if s.keypoint_rescore:
+            conf = jnp.where(kept, keypoint_head_lib.keypoint_confidence(logits), 0.0)  # [B, n]
             scores = scores * scatter(jnp.zeros_like(scores), order, conf)
         return out, jnp.where(person, scores, 0.0)
 
@@ -424,7 +424,8 @@ class FasterRCNN(nn.Module):
     ) -> dict[str, Any]:
         s = self.spec
         image_size = images.shape[1:3]
-        features = self._features(images.astype(self.dtype or jnp.float32), train)
+        images = images.astype(self.dtype or jnp.float32)
+        features = self._features(images, train)
         objectness, deltas = self.rpn(features)
         anchors = self._anchors(features, image_size)
         image_hw = roi_heads.default_image_hw(images, image_hw)
@@ -442,8 +443,8 @@ class FasterRCNN(nn.Module):
                 out["masks"] = jax.nn.sigmoid(
                     mask_head_lib.select_class(logits, dets.classes + 1))
             if s.keypoint_head:
-                flipped = (self._features(jnp.flip(images, axis=2).astype(
-                    self.dtype or jnp.float32), train) if s.keypoint_flip_test else None)
+                flipped = (self._features(jnp.flip(images, axis=2), train)
+                           if s.keypoint_flip_test else None)
                 out["keypoints"], out["keypoint_scores"] = self._keypoints(
                     features, dets, flipped, image_size[1])
             out["proposals"], out["proposal_valid"] = proposals, proposal_valid

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxdet.data import augment, stick_figures
 from jaxdet.detection import faster_rcnn
 from jaxdet.detection import keypoint_head as kh
 
@@ -308,6 +309,11 @@ def test_unflip_heatmaps_reverses_columns_and_swaps_pairs():
         np.asarray(kh.unflip_heatmaps(jnp.asarray(out), ((1, 2), (3, 4)))), x)
     with pytest.raises(ValueError, match="keypoint_flip_pairs"):
         faster_rcnn.DetectorSpec(num_classes=3, keypoint_flip_pairs=((1, 17),))
+    # The model's COCO pairs are the data side's (kept apart so detection does not import
+    # the synthetic data): the stick figures' table and the pairs read from the 17 names.
+    assert kh.COCO_FLIP_PAIRS == stick_figures.FLIP_PAIRS
+    assert kh.COCO_FLIP_PAIRS == tuple(augment.flip_pairs_from_names(
+        stick_figures.KEYPOINT_NAMES))
 
 
 def test_flip_test_heatmaps_are_mirror_equivariant():
