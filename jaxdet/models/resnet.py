@@ -50,6 +50,7 @@ identities.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -257,6 +258,10 @@ class ResNet(NormSettings):
         conv, no pool: for tiny images).
       norm: "batch", "frozen" or "group"; bn_momentum, gn_groups, bn_axis_name as described.
       zero_init_residual: initialise each block's last norm scale to 0.
+      frozen_stages: 0 (all trained), 1 (the stem frozen) or 1 + k (the stem and the first
+        k stages frozen; torchvision's ``trainable_layers=3`` is 2): their outputs pass through
+        ``stop_gradient``, so they get zero gradients and no backward pass; pair it with
+        :func:`is_frozen` in the optimizer so that weight decay leaves them alone too.
       dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
       input_norm: "imagenet", "symmetric" or "none" (:func:`normalize_input`).
     """
@@ -268,6 +273,7 @@ class ResNet(NormSettings):
     stem: str = "imagenet"
     zero_init_residual: bool = False
     input_norm: str = "imagenet"
+    frozen_stages: int = 0
 
     def stages(self) -> tuple[tuple[int, ...], str]:
         """(blocks per stage, block type) after resolving ``depth``/``stage_sizes``/``block``."""
@@ -315,6 +321,11 @@ class ResNet(NormSettings):
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:
             x = self.conv_norm_relu(x, self.width, 3, 1, "1", train=train)
+        if not 0 <= self.frozen_stages <= len(sizes) + 1:
+            raise ValueError(f"backbone.frozen_stages={self.frozen_stages}; expected 0 .. "
+                             f"{len(sizes) + 1} (the stem, then one per stage)")
+        if self.frozen_stages >= 1:
+            x = jax.lax.stop_gradient(x)
         block_cls = _BLOCKS[block]
         features = {}
         for i, num_blocks in enumerate(sizes):
@@ -330,8 +341,29 @@ class ResNet(NormSettings):
                     dtype=self.dtype,
                     name=f"layer{i + 1}_{j}",
                 )(x, train=train)
+            if i + 2 <= self.frozen_stages:
+                x = jax.lax.stop_gradient(x)
             features[f"C{i + 2}"] = x
         return features
+
+
+_STAGE_NAME = re.compile(r"layer(\d+)_\d+")
+_PARAM_LEAVES = ("kernel", "bias", "scale", "mean", "var")
+
+
+def is_frozen(path: tuple[str, ...], frozen_stages: int) -> bool:
+    """Whether the parameter at ``path`` (names from the root of a variables tree, e.g.
+    ``("body", "layer1_0", "conv1", "kernel")``) lies in a ResNet part that ``frozen_stages``
+    freezes: the stem (``conv1`` / ``bn1`` directly under the ResNet) when ``>= 1``, stage
+    ``layer{k}_*`` when ``k + 1 <= frozen_stages``."""
+    for i, name in enumerate(path):
+        stage = _STAGE_NAME.fullmatch(name)
+        if stage:
+            return int(stage.group(1)) + 1 <= frozen_stages
+        if (name in ("conv1", "bn1") and frozen_stages >= 1 and i + 2 == len(path)
+                and path[-1] in _PARAM_LEAVES):
+            return True
+    return False
 
 
 def compute_dtype(value: Any) -> Any:
@@ -345,6 +377,7 @@ def create_resnet(model_config: Mapping[str, Any], bn_axis_name: str | None = No
     Fields (default): ``depth`` (18; any value, e.g. 0, when ``stage_sizes`` is given),
     ``stage_sizes`` (()), ``block`` (""), ``width`` (64), ``stem`` ("imagenet"), ``norm``
     ("batch"), ``bn_momentum`` (0.9), ``gn_groups`` (32), ``zero_init_residual`` (False),
+    ``frozen_stages`` (0),
     ``input_norm`` ("imagenet": the model expects images in [0, 1]), ``dtype`` (None or a
     name such as "bfloat16").
     """
@@ -360,6 +393,7 @@ def create_resnet(model_config: Mapping[str, Any], bn_axis_name: str | None = No
         gn_groups=int(get("gn_groups", 32)),
         zero_init_residual=bool(get("zero_init_residual", False)),
         input_norm=get("input_norm", "imagenet"),
+        frozen_stages=int(get("frozen_stages", 0)),
         dtype=compute_dtype(get("dtype", None)),
         bn_axis_name=bn_axis_name,
     )

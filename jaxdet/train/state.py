@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxdet.models import resnet
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -64,25 +66,49 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Optimizer from ``config.optimizer.name`` in {"sgd", "momentum", "adam", "adamw"}."""
+    """Optimizer from ``config.optimizer``.
+
+    ``name`` in {"sgd", "momentum", "adam", "adamw"}; ``momentum`` (0.9) and ``nesterov``
+    (True) for "momentum"; ``weight_decay`` (default 0; "adamw": 1e-4): for "sgd",
+    "momentum" and "adam" an L2 term ``weight_decay * param`` added to every gradient before
+    the update (torch.optim's coupled ``weight_decay``), for "adamw" the decoupled decay;
+    ``grad_clip_norm`` (0 = off) clips the global norm of the loss gradients first. With
+    ``config.model.frozen_stages`` (:class:`jaxdet.models.resnet.ResNet`), the frozen ResNet
+    parameters get no update at all (no weight decay either), as torchvision leaves
+    ``requires_grad=False`` parameters out of its optimizer.
+    """
     opt = config.optimizer
     schedule = learning_rate_schedule(config)
     name = opt.name
+    decay = float(opt.get("weight_decay", 1e-4 if name == "adamw" else 0.0))
+    if decay < 0:
+        raise ValueError(f"config.optimizer.weight_decay={decay}; expected >= 0")
     if name == "sgd":
         tx = optax.sgd(schedule)
     elif name == "momentum":
-        tx = optax.sgd(schedule, momentum=float(opt.get("momentum", 0.9)), nesterov=True)
+        tx = optax.sgd(schedule, momentum=float(opt.get("momentum", 0.9)),
+                       nesterov=bool(opt.get("nesterov", True)))
     elif name == "adam":
         tx = optax.adam(schedule)
     elif name == "adamw":
-        tx = optax.adamw(schedule, weight_decay=float(opt.get("weight_decay", 1e-4)))
+        tx = optax.adamw(schedule, weight_decay=decay)
     else:
         raise ValueError(
             f"config.optimizer.name={name!r}; expected one of 'sgd', 'momentum', 'adam', 'adamw'"
         )
+    if decay > 0 and name != "adamw":
+        tx = optax.chain(optax.add_decayed_weights(decay), tx)
     clip = float(opt.get("grad_clip_norm", 0.0))
     if clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+    frozen = int(config.get("model", {}).get("frozen_stages", 0))
+    if frozen:
+        def labels(params):
+            return jax.tree_util.tree_map_with_path(
+                lambda path, _: "frozen" if resnet.is_frozen(
+                    tuple(str(getattr(k, "key", k)) for k in path), frozen) else "trained",
+                params)
+        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
     return tx
 
 

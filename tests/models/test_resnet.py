@@ -222,3 +222,41 @@ def test_create_resnet_from_flat_config():
     assert out["C5"].shape == (1, 2, 2, 32) and out["C5"].dtype == jnp.bfloat16
     default = resnet.create_resnet({})
     assert (default.stages(), default.width, default.dtype) == (((2, 2, 2, 2), "basic"), 64, None)
+
+
+@pytest.mark.parametrize("path, frozen_stages, expected", [
+    (("body", "conv1", "kernel"), 1, True),
+    (("body", "bn1", "scale"), 1, True),
+    (("body", "conv1", "kernel"), 0, False),
+    (("body", "layer1_0", "conv1", "kernel"), 1, False),  # a block's conv1 is no stem
+    (("body", "layer1_1", "bn2", "bias"), 2, True),
+    (("body", "layer2_0", "downsample_conv", "kernel"), 2, False),
+    (("body", "layer2_0", "downsample_conv", "kernel"), 3, True),
+    (("fpn", "inner_0", "kernel"), 5, False),
+    (("conv1", "kernel"), 1, True),  # a ResNet at the root
+])
+def test_is_frozen_names_the_stem_and_the_first_stages(path, frozen_stages, expected):
+    assert resnet.is_frozen(path, frozen_stages) is expected
+
+
+def test_frozen_stages_get_zero_gradients_and_the_rest_do_not():
+    model = resnet.ResNet(stage_sizes=(1, 1), block="basic", width=4, norm="frozen",
+                          frozen_stages=2)
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x, train=False)
+
+    def loss(params):
+        out = model.apply({**variables, "params": params}, x, train=True)
+        return sum(jnp.sum(v ** 2) for v in out.values())
+
+    grads = traverse_util.flatten_dict(jax.grad(loss)(variables["params"]))
+    for path, g in grads.items():
+        if resnet.is_frozen(path, 2):
+            np.testing.assert_array_equal(g, 0.0, err_msg=str(path))
+        else:
+            assert np.abs(g).max() > 0, path
+    assert any(resnet.is_frozen(p, 2) for p in grads) and any(
+        not resnet.is_frozen(p, 2) for p in grads)
+    with pytest.raises(ValueError, match="frozen_stages=4"):
+        resnet.ResNet(stage_sizes=(1, 1), block="basic", width=4, frozen_stages=4).init(
+            jax.random.key(1), x, train=False)
