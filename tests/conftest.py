@@ -57,6 +57,7 @@ LONGEST_MODULES_FIRST = (
     "tests/models/test_segmentation.py",
     "tests/experiments/test_sweep_script.py",
     "tests/test_convert.py",
+    "tests/tasks/test_detection_voc_learning.py",
 )
 
 
