@@ -23,7 +23,8 @@ reruns):
 
 Both sides' detections on the validation split are scored by the same call
 (:class:`jaxdet.metrics.coco_eval.CocoEvaluator`, pycocotools) against ground truth read from
-the XML files (image id = position in the sorted ``val.txt`` stems, classes sorted by name).
+the XML files (image id = position in the validation split as jaxdet's VOC conversion orders
+it, classes sorted by name).
 Train images/s: the median over logging intervals (jaxdet: the loop's ``steps_per_sec``;
 torchvision: per-step times after the first 5 steps) times the batch; wall: the whole side,
 dataset conversion, compilation, training and evaluation included. Writes a Markdown table.
@@ -46,31 +47,36 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 sys.modules.setdefault("triton", None)  # torchvision.ops after TensorFlow: see README notes
 
-from jaxdet.data import voc  # noqa: E402
+from jaxdet.data import local_tfds, voc  # noqa: E402
 from jaxdet.metrics.coco_eval import CocoEvaluator  # noqa: E402
 
 METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AR100")
 
 
-def read_split(folder: str, split: str) -> tuple[list[str], list[voc.VocRecord]]:
-    """(sorted stems, their parsed XMLs) of ``ImageSets/Main/<split>.txt``."""
-    with open(os.path.join(folder, "ImageSets", "Main", f"{split}.txt")) as f:
-        stems = sorted(line.strip() for line in f if line.strip())
-    return stems, [voc.parse_xml(os.path.join(folder, "Annotations", f"{s}.xml"))
-                   for s in stems]
+def read_split(folder: str, split: str) -> list[tuple[str, voc.VocRecord]]:
+    """``[(image path, parsed XML)]`` of ``split`` ("train" / "validation") in the order
+    jaxdet's VOC conversion reads it (:meth:`jaxdet.data.voc.VocConfig.splits`), so that the
+    position is jaxdet's ``image_id``."""
+    config = voc.VocConfig(name="peer_training", path=folder)
+    out = []
+    for stem in config.splits()[split]:
+        record = voc.parse_xml(os.path.join(config.dir(config.annotation_dir), f"{stem}.xml"))
+        out.append((local_tfds.find_image(config.dir(config.image_dir), record.filename),
+                    record))
+    return out
 
 
 def class_names(folder: str) -> list[str]:
     names = set()
-    for split in ("train", "val"):
-        for record in read_split(folder, split)[1]:
+    for split in ("train", "validation"):
+        for _, record in read_split(folder, split):
             names.update(o.name for o in record.objects)
     return sorted(names)
 
 
 def evaluator_with_gt(folder: str, names: list[str]) -> CocoEvaluator:
     ev = CocoEvaluator(names)
-    for image_id, record in enumerate(read_split(folder, "val")[1]):
+    for image_id, (_, record) in enumerate(read_split(folder, "validation")):
         boxes = np.array([o.box for o in record.objects], np.float32).reshape(-1, 4)
         labels = np.array([names.index(o.name) for o in record.objects], np.int32)
         h, w = record.size
@@ -100,11 +106,11 @@ def score(folder: str, names: list[str], records: list[dict]) -> dict[str, float
 # --------------------------------------------------------------------------------------------
 
 
-def _load_image(folder: str, stem: str):
+def _load_image(path: str):
     import torch
     from PIL import Image
 
-    img = np.asarray(Image.open(os.path.join(folder, "JPEGImages", f"{stem}.jpg")).convert("RGB"))
+    img = np.asarray(Image.open(path).convert("RGB"))
     return torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255
 
 
@@ -113,13 +119,13 @@ def torchvision_examples(folder: str, split: str, names: list[str], limit: int =
     ``[3, H, W]`` in [0, 1]; ``{"boxes": [N, 4] (x1, y1, x2, y2) px, "labels": [N] 1-based}``."""
     import torch
 
-    stems, records = read_split(folder, split)
-    stems, records = (stems[:limit], records[:limit]) if limit else (stems, records)
-    images = [_load_image(folder, s) for s in stems]
+    rows = read_split(folder, split)
+    rows = rows[:limit] if limit else rows
+    images = [_load_image(path) for path, _ in rows]
     targets = [{"boxes": torch.tensor([o.box for o in r.objects], dtype=torch.float32
                                       ).reshape(-1, 4),
                 "labels": torch.tensor([names.index(o.name) + 1 for o in r.objects],
-                                       dtype=torch.int64)} for r in records]
+                                       dtype=torch.int64)} for _, r in rows]
     return images, targets
 
 
@@ -187,10 +193,10 @@ def train_torchvision(folder: str, names: list[str], steps: int, batch: int, ima
     train_wall = time.monotonic() - start
     model.eval()
     records_out = []
-    val_stems, _ = read_split(folder, "val")
+    val_paths = [path for path, _ in read_split(folder, "validation")]
     with torch.no_grad():
-        for k in range(0, len(val_stems), 8):
-            ims = [_load_image(folder, s) for s in val_stems[k:k + 8]]
+        for k in range(0, len(val_paths), 8):
+            ims = [_load_image(path) for path in val_paths[k:k + 8]]
             for j, out in enumerate(model(ims)):
                 for box, sc, lab in zip(out["boxes"].tolist(), out["scores"].tolist(),
                                         out["labels"].tolist(), strict=True):

@@ -20,7 +20,7 @@ def _compare_module():
 
 def _records(compare, folder, names, dx=0.0, relabel=False):
     out = []
-    for image_id, record in enumerate(compare.read_split(folder, "val")[1]):
+    for image_id, (_, record) in enumerate(compare.read_split(folder, "validation")):
         for obj in record.objects:
             x1, y1, x2, y2 = obj.box
             label = names.index(obj.name) + 1
@@ -44,3 +44,14 @@ def test_scores_detections_against_the_xml_ground_truth(tmp_path):
     shifted = compare.score(folder, names, _records(compare, folder, names, dx=6.0))
     assert 0.0 < shifted["AP"] < perfect["AP"]
     assert compare.score(folder, names, [])["AP"] == 0.0
+
+
+def test_image_ids_follow_the_split_file_order_as_jaxdet_reads_it(tmp_path):
+    compare = _compare_module()
+    folder = tmp_path / "voc"
+    synthetic_voc.write_voc_folder(str(folder), "shapes", num_train=2, num_val=3)
+    val = folder / "ImageSets" / "Main" / "val.txt"
+    val.write_text("000004\n000002\n000003\n")  # not sorted
+    rows = compare.read_split(str(folder), "validation")
+    assert [path.rsplit("/", 1)[-1] for path, _ in rows] == [
+        "000004.jpg", "000002.jpg", "000003.jpg"]
