@@ -33,7 +33,8 @@ import numpy as np
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from tests import conftest  # noqa: E402,F401 - sets up JAX (cache, devices) as the tests do
+from tests import conftest  # noqa: E402,F401,I001 - sets up JAX (cache, devices) as the tests do
+from tests import helpers  # noqa: E402
 from tests import test_convert as tc  # noqa: E402
 
 
@@ -91,7 +92,7 @@ def keypoint_rows(detections: int) -> list[dict]:
     from jaxdet.detection import keypoint_head
 
     out = tc.krcnn_parity_outputs(detections=detections)
-    window = conftest.load_config("keypoint_rcnn_coco").model.keypoint_decode_window
+    window = helpers.load_config("keypoint_rcnn_coco").model.keypoint_decode_window
     rows = []
     for i, ((g, r), (kps, kps_ref, kp_scores_ref), (hm, hm_ref), masks) in enumerate(zip(
             out["detections"], out["keypoints"], out["heatmaps"], out["masks"], strict=True)):
@@ -129,6 +130,7 @@ def conversion_seconds(keypoint: bool = False) -> dict:
     import torchvision
 
     from jaxdet import convert
+    from jaxdet.models import weights
     torch.manual_seed(0)
     build = (torchvision.models.detection.keypointrcnn_resnet50_fpn if keypoint
              else torchvision.models.detection.fasterrcnn_resnet50_fpn)
@@ -136,11 +138,11 @@ def conversion_seconds(keypoint: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.pth")
         torch.save(model.state_dict(), path)
-        config = conftest.load_config("keypoint_rcnn_coco" if keypoint else "faster_rcnn_coco")
+        config = helpers.load_config("keypoint_rcnn_coco" if keypoint else "faster_rcnn_coco")
         t0 = time.perf_counter()
         variables, report, info = convert.convert_file(path, config)
         t1 = time.perf_counter()
-        convert.save_variables(os.path.join(tmp, "out"), variables, info)
+        weights.save_variables(os.path.join(tmp, "out"), variables, info)
         t2 = time.perf_counter()
         size = os.path.getsize(path)
     return {**info["seconds"], "convert_file": round(t1 - t0, 3), "write": round(t2 - t1, 3),

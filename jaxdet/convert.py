@@ -6,8 +6,9 @@ r"""Import torchvision weights: a local ``state_dict`` file (``.pth``) -> jaxdet
       --config=configs/faster_rcnn_coco.py --output=weights/r50_imagenet   # backbone only
 
 then train or evaluate from them with ``--config.init_from=weights/frcnn_r50_fpn_coco``
-(:func:`init_from`, called by :func:`jaxdet.train.loop.initial_state`; a checkpoint already
-in the workdir still takes precedence, so a resumed run continues where it stopped).
+(:func:`jaxdet.models.weights.init_from`, called by :func:`jaxdet.train.loop.initial_state`;
+a checkpoint already in the workdir still takes precedence, so a resumed run continues where it
+stopped).
 
 What is read. The ``.pth`` file holds a torchvision ``state_dict`` (or a dict with a
 ``"model"`` / ``"state_dict"`` entry holding one), loaded with ``torch.load(...,
@@ -63,7 +64,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import logging
 import os
 import re
@@ -72,18 +72,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from jaxdet.models import weights
+
 log = logging.getLogger(__name__)
 
-VARIABLES_FILE = "variables.msgpack"
-REPORT_FILE = "conversion.json"
-COLLECTIONS = ("params", "batch_stats")
+COLLECTIONS = weights.COLLECTIONS
 
 #: ``(torchvision module regex, jaxdet module path template, layer kind)``; the regex must
 #: match the whole module name (the key without its last ``.weight``-like component) and the
@@ -350,63 +349,6 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
 
 
-def save_variables(directory: str, variables: Mapping[str, Any], info: Mapping[str, Any]) -> str:
-    """Writes ``directory/variables.msgpack`` and ``directory/conversion.json``; returns the
-    directory."""
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, VARIABLES_FILE), "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(dict(variables)))
-    with open(os.path.join(directory, REPORT_FILE), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1, default=str)
-    return directory
-
-
-def load_variables(path: str) -> dict[str, Any]:
-    """A converted file (the ``--output`` directory or its ``variables.msgpack``) ->
-    ``{"params": ..., "batch_stats": ...}`` nested dicts of NumPy arrays."""
-    path = os.path.expanduser(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, VARIABLES_FILE)
-    with open(path, "rb") as f:
-        return flax.serialization.msgpack_restore(f.read())
-
-
-def merge_variables(
-    variables: Mapping[str, Any], loaded: Mapping[str, Any]
-) -> tuple[dict[str, Any], int, list[str]]:
-    """``variables`` with every leaf of ``loaded`` put in its place.
-
-    Every loaded leaf must exist in ``variables`` (same collection and path) with the same
-    shape, else ``ValueError`` naming all offenders (e.g. a 90-class box predictor loaded into a
-    4-class detector: convert with ``--exclude`` to leave it at its initialisation).
-
-    Returns:
-      ``(merged, number of leaves loaded, "collection/path" of the leaves kept as
-      initialised)``; loaded arrays take the dtype of the leaf they replace.
-    """
-    flat = traverse_util.flatten_dict(dict(variables))
-    new = traverse_util.flatten_dict(dict(loaded))
-    bad = []
-    for path, value in new.items():
-        if path not in flat:
-            bad.append(f"{'/'.join(path)}: not in the model")
-        elif tuple(np.shape(value)) != tuple(flat[path].shape):
-            bad.append(f"{'/'.join(path)}: {np.shape(value)} vs the model's {flat[path].shape}")
-    if bad:
-        raise ValueError(f"{len(bad)} loaded arrays do not fit the model: " + "; ".join(bad))
-    kept = ["/".join(p) for p in flat if p not in new]
-    merged = {p: (jnp.asarray(new[p], flat[p].dtype) if p in new else v) for p, v in flat.items()}
-    return traverse_util.unflatten_dict(merged), len(new), kept
-
-
-def init_from(variables: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """``config.init_from``: :func:`merge_variables` of the converted file at ``path``."""
-    merged, n, kept = merge_variables(variables, load_variables(path))
-    log.info("init_from %s: %d arrays loaded, %d kept as initialised%s", path, n, len(kept),
-             f" (e.g. {kept[:3]})" if kept else "")
-    return merged
-
-
 # ---------------------------------------------------------------------------------------------
 # The model a config describes
 # ---------------------------------------------------------------------------------------------
@@ -501,7 +443,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(1)
     info["config"] = config.to_dict()
     info["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-    save_variables(f.output, variables, info)
+    weights.save_variables(f.output, variables, info)
     print(f"wrote {f.output} ({info['architecture']}, scope {info['scope'] or '/'}) in "
           f"{info['seconds']['total']:.1f} s; use --config.init_from={f.output}")
 

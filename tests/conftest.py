@@ -18,17 +18,7 @@ jax.config.update("jax_compilation_cache_dir", os.environ["JAXDET_COMPILATION_CA
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-import importlib.util  # noqa: E402
-
 import pytest  # noqa: E402
-
-
-def load_config(name: str, arg: str | None = None):
-    """``configs/<name>.py``'s ``get_config(arg)``, as the launcher loads it."""
-    spec = importlib.util.spec_from_file_location(f"_cfg_{name}", _REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 @pytest.fixture(scope="session")

@@ -46,10 +46,10 @@ import pytest
 
 from jaxdet import convert, predict, tasks
 from jaxdet.detection import faster_rcnn
-from jaxdet.models import resnet
+from jaxdet.models import resnet, weights
 from jaxdet.train import loop
 from jaxdet.train import step as step_lib
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 # torchvision.ops imports torch._dynamo, which imports triton (torch's GPU kernel compiler) if
 # it is installed, and triton's LLVM segfaults when loaded after TensorFlow's (which jaxdet's
@@ -165,8 +165,8 @@ def test_init_from_replaces_exactly_the_loaded_arrays(tmp_path):
     mean = fresh.batch_stats["backbone"]["bn1"]["mean"]
     loaded = {"params": {"backbone": {"conv1": {"kernel": np.asarray(conv1) + 1.0}}},
               "batch_stats": {"backbone": {"bn1": {"mean": np.asarray(mean) + 0.5}}}}
-    convert.save_variables(str(tmp_path / "w"), loaded, {"note": "test"})
-    assert json.loads((tmp_path / "w" / convert.REPORT_FILE).read_text()) == {"note": "test"}
+    weights.save_variables(str(tmp_path / "w"), loaded, {"note": "test"})
+    assert json.loads((tmp_path / "w" / weights.REPORT_FILE).read_text()) == {"note": "test"}
     config.init_from = str(tmp_path / "w")
     # Evaluation of imported weights: a workdir without checkpoints gives the init_from state
     # (predict.restore_state -> loop.initial_state, which merges the converted arrays).
@@ -183,7 +183,7 @@ def test_init_from_replaces_exactly_the_loaded_arrays(tmp_path):
     bad = {"params": {"backbone": {"conv1": {"kernel": np.zeros((1, 1, 3, 4))}},
                       "head": {"nope": np.zeros(2)}}}
     with pytest.raises(ValueError, match=r"2 loaded arrays.*conv1/kernel.*head/nope: not in"):
-        convert.merge_variables({"params": fresh.params}, bad)
+        weights.merge_variables({"params": fresh.params}, bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,14 +250,14 @@ def test_convert_file_resnet_into_a_detector_body(tmp_path):
     variables, report, info = convert.convert_file(path, config)
     assert info["architecture"] == "resnet" and info["scope"] == "body"
     assert not report.missing and not report.mismatched and len(report.unused) == 2
-    convert.save_variables(str(tmp_path / "out"), variables, info)
-    loaded = convert.load_variables(str(tmp_path / "out"))
+    weights.save_variables(str(tmp_path / "out"), variables, info)
+    loaded = weights.load_variables(str(tmp_path / "out"))
     np.testing.assert_array_equal(loaded["batch_stats"]["body"]["bn1"]["var"],
                                   tv.bn1.running_var.numpy())
     np.testing.assert_array_equal(loaded["params"]["body"]["layer4_1"]["conv2"]["kernel"],
                                   tv.layer4[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0))
     detector = convert.create_model(config)
-    merged, n, kept = convert.merge_variables(convert.abstract_variables(detector), loaded)
+    merged, n, kept = weights.merge_variables(convert.abstract_variables(detector), loaded)
     assert n == len(report.converted) == 100
     assert kept and all(p.split("/")[1] in ("fpn", "rpn", "roi_heads") for p in kept)
     assert merged["params"]["body"]["conv1"]["kernel"].shape == (7, 7, 3, 64)

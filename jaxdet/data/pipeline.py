@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxdet.train.step import AXIS_NAME
+from jaxdet.core import AXIS_NAME
 
 Example = dict[str, np.ndarray]
 Preprocess = Callable[[Mapping[str, Any]], Example]

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxdet.data import stick_figures
-from jaxdet.data.scenes_tfds import _png, example_rng, prepare
+from jaxdet.data.scenes_tfds import example_rng, png_bytes, prepare
 
 _SPLITS = ("train", "validation")
 
@@ -132,8 +132,8 @@ class JaxdetPose(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         for index in range(config.split_size(split)):
             example = generate_example(config, split, index)
-            example["image"] = _png(example["image"])
-            example["mask"] = _png(example["mask"])
+            example["image"] = png_bytes(example["image"])
+            example["mask"] = png_bytes(example["mask"])
             yield index, example
 
 

@@ -28,7 +28,7 @@ Difficulty (the defaults of `SceneSpec`; tests pin every line of it):
   Every pixel, object or background, gets uniform noise of standard deviation 4 (±7). No
   anti-aliasing: the labels are exactly what was painted.
 
-Adding a shape means adding a builder to `_SHAPES` and naming it in `SceneSpec.class_names`;
+Adding a shape means adding a builder to `raster.SHAPES` and naming it in `SceneSpec.class_names`;
 the single-object variant is `SceneSpec(min_objects=1, max_objects=1)`.
 
 Persons (optional, off by default: `SceneSpec.person_fraction > 0`). Each object is then a
@@ -46,9 +46,10 @@ changes: the default scenes (and every number measured on them) stay as they wer
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import numpy as np
+
+from jaxdet.data import raster, stick_figures
 
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 """Shape classes of the default scenes, without background; label k is `CLASS_NAMES[k]`."""
@@ -56,7 +57,7 @@ CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 NUM_SEGMENTATION_CLASSES: int = len(CLASS_NAMES) + 1
 """Classes in the label map of the default scenes: background (0) plus one per shape."""
 
-_DEFAULT_IMAGE_SIZE = 128
+_DEFAULT_IMAGE_SIZE = raster.REFERENCE_IMAGE_SIZE
 _DEFAULT_SIZE_RANGE = (10, 70)
 
 
@@ -72,7 +73,7 @@ class SceneSpec:
       max_rotation_deg: squares, triangles and crosses are rotated uniformly in ±this.
       min_visible_fraction, min_visible_pixels: an earlier object must keep at least
         max(fraction × its full area, pixels) visible pixels when a later one is placed.
-      class_names: shape classes to draw from (uniformly); names must be in `_SHAPES`.
+      class_names: shape classes to draw from (uniformly); names must be in `raster.SHAPES`.
       noise_std: standard deviation of the per-pixel uniform noise (0–255 scale).
       min_contrast: RGB distance an object's colour keeps from what it covers (see above).
       placement_tries: positions tried per object before that object is given up.
@@ -103,9 +104,9 @@ class SceneSpec:
             raise ValueError(f"need 2 <= min_size <= max_size <= image_size, got {self}")
         if not 0.0 <= self.person_fraction <= 1.0:
             raise ValueError(f"need 0 <= person_fraction <= 1, got {self}")
-        unknown = [n for n in self.class_names if n not in _SHAPES]
+        unknown = [n for n in self.class_names if n not in raster.SHAPES]
         if unknown or not self.class_names:
-            raise ValueError(f"unknown shape classes {unknown}; known: {sorted(_SHAPES)}")
+            raise ValueError(f"unknown shape classes {unknown}; known: {sorted(raster.SHAPES)}")
 
     @classmethod
     def for_image_size(cls, image_size: int, **overrides: object) -> SceneSpec:
@@ -129,144 +130,6 @@ def scene_class_names(spec: SceneSpec) -> tuple[str, ...]:
     """Class names of the scenes drawn with `spec`: its shapes, plus "person" last when
     `spec.person_fraction > 0`."""
     return tuple(spec.class_names) + ((PERSON,) if spec.person_fraction > 0 else ())
-
-
-# --------------------------------------------------------------------------------------------
-# Shapes: a shape is a union of convex polygons and discs in continuous pixel coordinates
-# (pixel (row i, col j) covers [j, j+1) × [i, i+1); it is inside when its centre is).
-
-
-@dataclasses.dataclass(frozen=True)
-class _Shape:
-    """A shape at the origin: convex polygons (each [V, 2] x,y counter-clockwise in image
-    coordinates, y down) and discs ((cx, cy, r) rows)."""
-
-    polygons: tuple[np.ndarray, ...] = ()
-    discs: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3)))
-
-    def bounds(self) -> np.ndarray:
-        """[4] float (xmin, ymin, xmax, ymax) of the continuous shape."""
-        pts = list(self.polygons)
-        if len(self.discs):
-            c, r = self.discs[:, :2], self.discs[:, 2:]
-            pts += [c - r, c + r]
-        allp = np.concatenate(pts, axis=0)
-        return np.concatenate([allp.min(0), allp.max(0)])
-
-    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Boolean array, broadcast of x and y: is the point (x, y) inside the shape."""
-        inside = np.zeros(np.broadcast_shapes(x.shape, y.shape), bool)
-        for poly in self.polygons:
-            nxt = np.roll(poly, -1, axis=0)
-            ok = np.ones_like(inside)
-            for (x0, y0), (x1, y1) in zip(poly, nxt, strict=True):
-                # Counter-clockwise in y-down coordinates: interior has cross <= 0.
-                ok &= (x1 - x0) * (y - y0) - (y1 - y0) * (x - x0) <= 1e-9
-            inside |= ok
-        for cx, cy, r in self.discs:
-            inside |= (x - cx) ** 2 + (y - cy) ** 2 <= r * r
-        return inside
-
-
-def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return points @ np.array([[c, s], [-s, c]])
-
-
-def _polygon_shape(unit_polys: tuple[np.ndarray, ...], size: float, angle: float) -> _Shape:
-    """Rotate unit polygons by `angle`, then scale so the longer box side equals `size`."""
-    rotated = [_rotate(p, angle) for p in unit_polys]
-    allp = np.concatenate(rotated)
-    extent = (allp.max(0) - allp.min(0)).max()
-    return _Shape(polygons=tuple(p * (size / extent) for p in rotated))
-
-
-def _box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-    # Counter-clockwise as seen on screen (y down): the orientation `_Shape.contains` expects.
-    return np.array([[x0, y0], [x0, y1], [x1, y1], [x1, y0]], float)
-
-
-_SQUARE = (_box(-0.5, -0.5, 0.5, 0.5),)
-_TRIANGLE = (np.array([[0.0, -0.5], [-0.5, 0.5], [0.5, 0.5]]),)  # apex up, isosceles
-_CROSS_HALF_WIDTH = 0.17  # bar thickness = 34 % of the cross's size
-_CROSS = (
-    _box(-0.5, -_CROSS_HALF_WIDTH, 0.5, _CROSS_HALF_WIDTH),
-    _box(-_CROSS_HALF_WIDTH, -0.5, _CROSS_HALF_WIDTH, 0.5),
-)
-
-ShapeBuilder = Callable[[float, float], _Shape]
-"""(size in px, rotation in radians) -> shape centred near the origin."""
-
-_SHAPES: dict[str, ShapeBuilder] = {
-    "circle": lambda size, angle: _Shape(discs=np.array([[0.0, 0.0, size / 2]])),
-    "square": lambda size, angle: _polygon_shape(_SQUARE, size, angle),
-    "triangle": lambda size, angle: _polygon_shape(_TRIANGLE, size, angle),
-    "cross": lambda size, angle: _polygon_shape(_CROSS, size, angle),
-}
-
-
-def _rasterise(shape: _Shape, offset: np.ndarray, hw: int) -> tuple[tuple[slice, slice],
-                                                                    np.ndarray]:
-    """`shape` translated by offset (x, y) on an hw×hw grid, as (window, bool mask of the
-    window): only the shape's box is evaluated."""
-    x0, y0, x1, y1 = shape.bounds() + np.tile(offset, 2)
-    c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
-    c1, r1 = min(int(np.ceil(x1)) + 1, hw), min(int(np.ceil(y1)) + 1, hw)
-    xs = np.arange(c0, c1, dtype=float)[None, :] + 0.5 - offset[0]
-    ys = np.arange(r0, r1, dtype=float)[:, None] + 0.5 - offset[1]
-    return (slice(r0, r1), slice(c0, c1)), shape.contains(xs, ys)
-
-
-# --------------------------------------------------------------------------------------------
-# Background
-
-
-def _smooth_noise(rng: np.random.Generator, hw: int, grid: int) -> np.ndarray:
-    """[hw, hw] float in [0, 1]: bilinear upsampling of a (grid+1)² uniform random lattice."""
-    lattice = rng.random((grid + 1, grid + 1), dtype=np.float32)
-    pos = (np.arange(hw, dtype=np.float32) + 0.5) * np.float32(grid / hw)
-    lo = np.minimum(pos.astype(int), grid - 1)
-    frac = pos - lo
-    interp = np.zeros((hw, grid + 1), np.float32)
-    interp[np.arange(hw), lo] = 1 - frac
-    interp[np.arange(hw), lo + 1] = frac
-    field = interp @ lattice @ interp.T
-    low, high = field.min(), field.max()
-    return (field - low) * np.float32(1 / max(high - low, 1e-6))
-
-
-_STRIPE_CONTRAST = 100.0  # RGB distance of the stripe colour from both base colours
-
-
-def _background(rng: np.random.Generator, hw: int) -> np.ndarray:
-    """[3, hw, hw] float32 in 0–255 (channels first: NumPy broadcasts that layout fastest):
-    two colours mixed by smooth noise, plus stripes."""
-    base_colours = rng.uniform(0, 255, (2, 3))
-    stripe_colour = _pick_colour(rng, base_colours, _STRIPE_CONTRAST)  # stripes never vanish
-    colours = np.concatenate([base_colours, stripe_colour[None]]).astype(np.float32)
-    colours = colours[..., None, None]  # [3 colours, 3 channels, 1, 1]
-    blend = _smooth_noise(rng, hw, grid=int(rng.integers(2, 6)))
-    angle = rng.uniform(0, np.pi)
-    period = rng.uniform(5, 16) * hw / _DEFAULT_IMAGE_SIZE
-    strength = rng.uniform(0.25, 0.6)
-    coord = (np.arange(hw, dtype=np.float32) + 0.5) * np.float32(2 * np.pi / period)
-    phase = coord[None, :] * np.float32(np.cos(angle)) + coord[:, None] * np.float32(np.sin(angle))
-    phase += np.float32(rng.uniform(0, 2 * np.pi))
-    stripes = np.clip(np.float32(2.5) * np.sin(phase), 0, 1) * np.float32(strength)
-    base = colours[0] + blend * (colours[1] - colours[0])
-    return base + stripes * (colours[2] - base)
-
-
-def _pick_colour(rng: np.random.Generator, covered: np.ndarray, min_contrast: float,
-                 candidates: int = 16) -> np.ndarray:
-    """[3] colour, uniform in the RGB cube, redrawn while >10 % of `covered` ([M, 3]) is
-    within `min_contrast` of it; the best of `candidates` draws if none qualifies."""
-    options = rng.uniform(0, 255, (candidates, 3))
-    sample = covered[:: max(1, len(covered) // 128)]
-    sq_dist = ((options[:, None, :] - sample[None, :, :]) ** 2).sum(axis=-1)
-    close = (sq_dist < min_contrast**2).mean(axis=1)
-    good = np.flatnonzero(close <= 0.1)
-    return options[good[0] if len(good) else int(close.argmin())]
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +158,7 @@ def generate_scene(
         v = 2 visible, 1 covered by a later object (persons), all zeros for shapes.
     """
     hw = spec.image_size
-    image = _background(rng, hw)  # [3, H, W]
+    image = raster.background(rng, hw)  # [3, H, W]
     owner = np.full((hw, hw), -1, np.int32)  # index of the object seen at each pixel
     full_areas: list[int] = []
     keypoints: list[np.ndarray | None] = []  # per placed object: [17, 2] (persons) or None
@@ -316,7 +179,7 @@ def generate_scene(
             label = int(rng.integers(len(spec.class_names)))
             size = rng.uniform(spec.min_size, spec.max_size)
             angle = rng.uniform(-max_angle, max_angle)
-            shape = _SHAPES[spec.class_names[label]](size, angle)
+            shape = raster.SHAPES[spec.class_names[label]](size, angle)
         bounds = shape.bounds()
         span = bounds[2:] - bounds[:2]
         need = np.maximum(spec.min_visible_fraction * np.asarray(full_areas, float),
@@ -324,7 +187,7 @@ def generate_scene(
         placed = None
         for _ in range(spec.placement_tries):
             offset = rng.uniform(0, np.maximum(hw - span, 0)) - bounds[:2]
-            window, mask = _rasterise(shape, offset, hw)
+            window, mask = raster.rasterise(shape, offset, hw)
             under = owner[window][mask]
             hidden = np.bincount(under[under >= 0], minlength=len(full_areas))
             if np.all(visible_areas - hidden >= need):
@@ -335,7 +198,7 @@ def generate_scene(
         window, mask, hidden, offset = placed
         keypoints.append(None if points is None else points + offset)
         image_window, owner_window = image[:, window[0], window[1]], owner[window]  # views
-        colour = _pick_colour(rng, image_window[:, mask].T, spec.min_contrast)
+        colour = raster.pick_colour(rng, image_window[:, mask].T, spec.min_contrast)
         image_window[:, mask] = colour[:, None]
         owner_window[mask] = len(labels)
         full_areas.append(int(mask.sum()))
@@ -351,10 +214,9 @@ def generate_scene(
 
 
 def _person(rng: np.random.Generator, size: float, angle: float, hw: int
-            ) -> tuple[_Shape, np.ndarray]:
+            ) -> tuple[raster.Shape, np.ndarray]:
     """A stick figure of height `size` px rotated by `angle`: (shape, [17, 2] float64 keypoints
     in the shape's frame), shrunk about the hips (as `stick_figures`) when wider than hw."""
-    from jaxdet.data import stick_figures  # noqa: PLC0415 (it imports this module)
 
     pose = stick_figures.PoseSpec()
     points = stick_figures.person_keypoints(rng, size, angle).astype(np.float64)

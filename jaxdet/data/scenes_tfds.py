@@ -152,7 +152,7 @@ def _features(hw: int, keypoints: bool = False) -> tfds.features.FeaturesDict:
     })
 
 
-def _png(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
     """PNG bytes of a uint8 [H, W, C] array (PIL: building needs no TensorFlow)."""
     buffer = io.BytesIO()
     image = array[..., 0] if array.shape[-1] == 1 else array
@@ -193,8 +193,8 @@ class JaxdetScenes(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         for index in range(config.split_size(split)):
             example = generate_example(config, split, index)
-            example["image"] = _png(example["image"])
-            example["segmentation"] = _png(example["segmentation"])
+            example["image"] = png_bytes(example["image"])
+            example["segmentation"] = png_bytes(example["segmentation"])
             yield index, example
 
 

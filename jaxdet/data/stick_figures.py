@@ -50,7 +50,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxdet.data import scenes
+from jaxdet.data import raster
 
 KEYPOINT_NAMES: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -206,7 +206,7 @@ def person_keypoints(rng: np.random.Generator, height: float, angle: float) -> n
     radius = _HEAD_RADIUS * h
     points[:5] = centre + radius * (_FACE[:, :1] * towards_left + _FACE[:, 1:] * up)
     points[:, 1] *= -1  # body frame (y up) -> image coordinates (y down)
-    return scenes._rotate(points, angle).astype(np.float32)
+    return raster.rotate(points, angle).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def person_keypoints(rng: np.random.Generator, height: float, angle: float) -> n
 
 
 def _convex(points: np.ndarray) -> np.ndarray:
-    """The polygon [V, 2] ordered the way `scenes._Shape.contains` expects (as `scenes._box`:
+    """The polygon [V, 2] ordered the way `raster.Shape.contains` expects (as `raster.box_polygon`:
     negative shoelace sum in y-down coordinates)."""
     x, y = points[:, 0], points[:, 1]
     signed = (x * np.roll(y, -1) - np.roll(x, -1) * y).sum()
@@ -240,7 +240,7 @@ def _head(keypoints: np.ndarray) -> tuple[np.ndarray, float]:
     return centre, max(radius, reach)
 
 
-def person_shape(keypoints: np.ndarray, thickness: float) -> scenes._Shape:
+def person_shape(keypoints: np.ndarray, thickness: float) -> raster.Shape:
     """The figure of a 17-keypoint pose as a `scenes` shape (convex polygons and discs).
 
     Args:
@@ -266,7 +266,7 @@ def person_shape(keypoints: np.ndarray, thickness: float) -> scenes._Shape:
                         np.full((NUM_KEYPOINTS - 5 + 2, 1), r)], axis=1),
         [[*centre, head_radius]],
     ])
-    return scenes._Shape(polygons=tuple(polygons), discs=discs)
+    return raster.Shape(polygons=tuple(polygons), discs=discs)
 
 
 def rasterise_person(keypoints: np.ndarray, thickness: float, hw: int) -> np.ndarray:
@@ -275,7 +275,7 @@ def rasterise_person(keypoints: np.ndarray, thickness: float, hw: int) -> np.nda
     A pixel is inside when its centre is (no anti-aliasing); parts outside the image are
     clipped. Only the figure's box is evaluated, so it is cheap per figure.
     """
-    window, inside = scenes._rasterise(person_shape(keypoints, thickness), np.zeros(2), hw)
+    window, inside = raster.rasterise(person_shape(keypoints, thickness), np.zeros(2), hw)
     mask = np.zeros((hw, hw), bool)
     mask[window] = inside
     return mask
@@ -285,13 +285,13 @@ def rasterise_person(keypoints: np.ndarray, thickness: float, hw: int) -> np.nda
 # Examples
 
 
-def _occluder(rng: np.random.Generator, size: float) -> scenes._Shape:
+def _occluder(rng: np.random.Generator, size: float) -> raster.Shape:
     """A disc or a rectangle (aspect 1–3, any angle) of the given size, centred at 0."""
     if rng.random() < 0.5:
-        return scenes._SHAPES["circle"](size, 0.0)
+        return raster.SHAPES["circle"](size, 0.0)
     aspect = rng.uniform(1.0, 3.0)
-    rectangle = (scenes._box(-0.5, -0.5 / aspect, 0.5, 0.5 / aspect),)
-    return scenes._polygon_shape(rectangle, size, rng.uniform(0, np.pi))
+    rectangle = (raster.box_polygon(-0.5, -0.5 / aspect, 0.5, 0.5 / aspect),)
+    return raster.polygon_shape(rectangle, size, rng.uniform(0, np.pi))
 
 
 def generate_pose_example(
@@ -311,7 +311,7 @@ def generate_pose_example(
       mask: uint8 [H, W] 0/1 visible part of the figure (after occluders).
     """
     hw = spec.image_size
-    image = scenes._background(rng, hw)  # [3, H, W]
+    image = raster.background(rng, hw)  # [3, H, W]
     height = rng.uniform(spec.min_height, spec.max_height) * hw
     max_angle = np.deg2rad(spec.max_rotation_deg)
     points = person_keypoints(rng, height, rng.uniform(-max_angle, max_angle)).astype(np.float64)
@@ -329,7 +329,7 @@ def generate_pose_example(
     offset = rng.uniform(0, np.maximum(hw - (bounds[2:] - bounds[:2]), 0)) - bounds[:2]
     keypoints = (points + offset).astype(np.float32)
     figure = rasterise_person(keypoints, thickness, hw)
-    colour = scenes._pick_colour(rng, image[:, figure].T, spec.min_contrast)
+    colour = raster.pick_colour(rng, image[:, figure].T, spec.min_contrast)
     image[:, figure] = colour[:, None]
 
     visible = figure.copy()
@@ -340,10 +340,10 @@ def generate_pose_example(
                                                spec.max_occluder_size) * height)
             rows, cols = np.nonzero(visible)
             k = int(rng.integers(len(rows)))
-            window, inside = scenes._rasterise(shape, np.array([cols[k], rows[k]]) + 0.5, hw)
+            window, inside = raster.rasterise(shape, np.array([cols[k], rows[k]]) + 0.5, hw)
             if visible.sum() - (visible[window] & inside).sum() >= need:
                 image_window = image[:, window[0], window[1]]  # a view
-                colour = scenes._pick_colour(rng, image_window[:, inside].T, spec.min_contrast)
+                colour = raster.pick_colour(rng, image_window[:, inside].T, spec.min_contrast)
                 image_window[:, inside] = colour[:, None]
                 visible[window] &= ~inside
                 break

@@ -16,7 +16,7 @@ Contract (that of :class:`~jaxdet.detection.faster_rcnn.FasterRCNN` plus the pro
   some of the first ``recall_top_n`` given proposals covers at IoU >= 0.5 and the number of
   gt boxes, and the foreground RoIs over the number of real examples.
 * ``model.apply(v, images, image_hw, train=False, proposals=p, proposal_valid=pv)`` returns
-  the :class:`~jaxdet.detection.roi_heads.Detections` fields (``boxes [B, K, 4]``,
+  the :class:`~jaxdet.core.Detections` fields (``boxes [B, K, 4]``,
   ``scores [B, K]``, ``classes [B, K]`` int32, ``valid [B, K]``; sorted by score, padding
   last) plus ``proposals [B, P, 4]`` and ``proposal_valid [B, P]`` (the inputs, float32 /
   bool).
@@ -62,15 +62,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdet import config_files, ops
+from jaxdet import config_files, core, ops
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.models import resnet
 
 SumCount = tuple[jax.Array, jax.Array]
 LOSS_TERMS = ("roi_classifier", "roi_box")
-
-_DEPTH_PRESETS = {18: ((2, 2, 2, 2), "basic"), 34: ((3, 4, 6, 3), "basic"),
-                  50: ((3, 4, 6, 3), "bottleneck")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,21 +112,6 @@ class ClassicSpec:
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> ClassicSpec:
         """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
         return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
-
-
-def truncated_backbone(backbone: Mapping[str, Any], num_stages: int) -> dict[str, Any]:
-    """The backbone config with only its first ``num_stages`` stages (C2.. C{num_stages+1})."""
-    config = dict(backbone)
-    if not config.get("stage_sizes"):
-        sizes, block = _DEPTH_PRESETS[int(config.get("depth", 18))]
-        config["stage_sizes"], config["block"] = sizes, block
-    config["stage_sizes"] = tuple(config["stage_sizes"])[:num_stages]
-    return config
-
-
-def example_mask(targets: Mapping[str, jax.Array], batch: int) -> jax.Array:
-    """``[B]`` bool: the real (not padded) examples of ``targets["example_mask"]``."""
-    return jnp.asarray(targets.get("example_mask", jnp.ones((batch,))), jnp.float32) > 0
 
 
 def sample_rois(spec: ClassicSpec, proposals: jax.Array, proposal_valid: jax.Array,
@@ -211,7 +193,7 @@ class FastRCNN(nn.Module):
 
     def setup(self) -> None:
         stages = {"C3": 2, "C4": 3}[self.spec.roi_feature]
-        config = truncated_backbone(self.backbone, stages)
+        config = resnet.truncated_config(self.backbone, stages)
         self.body = resnet.create_resnet(config, bn_axis_name=self.bn_axis_name)
         self.stride = self.body.output_strides()[self.spec.roi_feature]
         self.roi_heads = roi_heads.BoxHead(
@@ -250,7 +232,7 @@ class FastRCNN(nn.Module):
             logits, deltas = self._head(features, proposals)
             return inference_outputs(self.spec, logits, deltas, proposals, proposal_valid, image_hw)
         assert targets is not None and rng is not None
-        real = example_mask(targets, batch)
+        real = core.example_mask(targets, batch)
         t = sample_rois(self.spec, proposals, proposal_valid, targets, rng, real)
         logits, deltas = self._head(features, t.rois)
         return train_outputs(self.spec, logits, deltas, t, proposals, proposal_valid, targets,

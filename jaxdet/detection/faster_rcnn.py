@@ -8,7 +8,7 @@ One Flax module, :class:`FasterRCNN`, runs the whole detector in one ``apply``:
   ``roi_classifier``, ``roi_box``) plus proposal-recall counts, for the train step's global
   means;
 * ``model.apply(v, images, image_hw, train=False)`` returns padded detections
-  (:class:`~jaxdet.detection.roi_heads.Detections` fields, ``[B, K]``) and the proposals.
+  (:class:`~jaxdet.core.Detections` fields, ``[B, K]``) and the proposals.
 
 Shapes and formats. ``images`` ``[B, H, W, 3]`` float32 in [0, 1] (padded to one static
 size); ``image_hw`` ``[B, 2]`` (optional, default the padded size) the unpadded
@@ -31,39 +31,21 @@ Parameter names (for the torchvision weight import): ``body`` (the ResNet,
 ``rpn`` (``rpn.head``), ``roi_heads`` with ``box_head/fc6``, ``box_head/fc7``,
 ``box_predictor/cls_score``, ``box_predictor/bbox_pred``.
 
-Optional branches, each keyed by one ``config.model`` flag: ``mask_head=True`` makes this Mask R-CNN
-(:mod:`jaxdet.detection.mask_head`, parameters ``mask_head/0..3`` and
-``mask_predictor/conv5_mask``, ``mask_predictor/mask_fcn_logits``, torchvision's
-``roi_heads.mask_head`` / ``roi_heads.mask_predictor``). Training then needs
-``targets["gt_masks"]`` ``[B, G, M, M]`` uint8 (gt masks cropped to their boxes,
-:func:`~jaxdet.detection.mask_head.crop_gt_masks`) and adds the loss term ``roi_mask``: the
-first ``mask_rois_per_image`` sampled RoI slots (the sampler puts foreground first) are pooled
-14x14 (sampling 2), run through the head, and the foreground ones get the per-pixel BCE of
-their gt class's 28x28 logits. Inference adds ``masks`` ``[B, K, 28, 28]`` float32: the
-sigmoid of each detection's class channel (paste with :func:`jaxdet.ops.paste_masks`).
+Optional branches, each keyed by one ``config.model`` flag (fields: :class:`DetectorSpec`):
 
-``keypoint_head=True`` makes this Keypoint R-CNN (:mod:`jaxdet.detection.keypoint_head`,
-parameters ``keypoint_head/0, 2, .., 14`` and ``keypoint_predictor/kps_score_lowres``,
-torchvision's ``roi_heads.keypoint_head`` / ``roi_heads.keypoint_predictor``). Training then
-needs ``targets["gt_keypoints"]`` ``[B, G, K, 3]`` float32 ``(x, y, v)`` absolute pixels and
-adds the loss term ``roi_keypoint``: up to ``keypoint_rois_per_image`` positive RoIs of class
-``keypoint_class`` (person) per image are pooled ``P x P`` (sampling 2), run through the head,
-and each labelled keypoint inside its RoI gets the softmax cross-entropy over the ``4P x 4P``
-heatmap positions. Inference adds ``keypoints`` ``[B, K, num_keypoints, 3]`` float32
-``(x, y, score)`` in input pixels, computed for the first ``keypoint_detections_per_img``
-detections of the keypoint class (zeros for the other rows), and ``keypoint_scores`` ``[B, K]``,
-each person detection's score as a keypoint detection: its box score (torchvision), or with
-``keypoint_rescore`` the box score times :func:`keypoint_head.keypoint_confidence` (the mean
-peak softmax probability of its heatmaps; 0 for other classes). ``keypoint_flip_test`` also
-runs the backbone on the mirrored images and averages each person's heatmaps with those of
-its mirrored RoI there, flipped back with ``keypoint_flip_pairs`` swapped (inference only).
-``keypoint_roi_scale`` (default 1.0, torchvision's rule) enlarges the boxes the keypoint branch
-reads, about their centres, in training and inference alike, so that joints just outside a
-too-tight detected box (wrists, ankles at the box edges) still fall on the heatmap (top-down
-pose estimators use 1.25).
-``keypoint_target="bilinear"`` with ``keypoint_decode="local_mean"`` (defaults ``"cell"`` /
-``"bicubic"``, torchvision's) trains and decodes sub-cell heatmap positions
-(:mod:`jaxdet.ops.keypoints`).
+* ``mask_head=True``: Mask R-CNN (:mod:`jaxdet.detection.mask_head`; parameters
+  ``mask_head/0..3``, ``mask_predictor/*`` as torchvision's). Training needs
+  ``targets["gt_masks"]`` ``[B, G, M, M]`` uint8 (gt masks cropped to their boxes) and adds the
+  loss ``roi_mask`` (per-pixel BCE of the gt class's 28x28 logits on the first
+  ``mask_rois_per_image`` sampled RoIs, foreground only); inference adds ``masks``
+  ``[B, K, 28, 28]`` float32 probabilities (paste with :func:`jaxdet.ops.paste_masks`).
+* ``keypoint_head=True``: Keypoint R-CNN (:mod:`jaxdet.detection.keypoint_head`; parameters
+  ``keypoint_head/*``, ``keypoint_predictor/kps_score_lowres``). Training needs
+  ``targets["gt_keypoints"]`` ``[B, G, K, 3]`` float32 ``(x, y, v)`` absolute pixels and adds
+  ``roi_keypoint`` (softmax cross-entropy over the heatmap positions of each labelled
+  keypoint, positive RoIs of ``keypoint_class`` only); inference adds ``keypoints``
+  ``[B, K, num_keypoints, 3]`` float32 ``(x, y, score)`` in input pixels (zeros for other
+  classes) and ``keypoint_scores`` ``[B, K]``.
 """
 
 from __future__ import annotations
@@ -77,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdet import config_files, ops
+from jaxdet import config_files, core, ops
 from jaxdet.detection import keypoint_head as keypoint_head_lib
 from jaxdet.detection import mask_head as mask_head_lib
 from jaxdet.detection import roi_heads, rpn
@@ -244,12 +226,7 @@ class FasterRCNN(nn.Module):
     def setup(self) -> None:
         backbone = dict(self.backbone)
         if self.spec.levels == "c4":  # ResNet up to layer3 (stride 16): C2..C4
-            depth_sizes = {18: (2, 2, 2), 34: (3, 4, 6), 50: (3, 4, 6)}
-            if not backbone.get("stage_sizes"):
-                backbone["stage_sizes"] = depth_sizes[int(backbone.get("depth", 18))]
-                backbone["block"] = "bottleneck" if int(backbone.get("depth", 18)) >= 50 else \
-                    "basic"
-            backbone["stage_sizes"] = tuple(backbone["stage_sizes"])[:3]
+            backbone = resnet.truncated_config(backbone, 3)
         self.body = resnet.create_resnet(backbone, bn_axis_name=self.bn_axis_name)
         if self.spec.levels == "fpn":
             self.fpn = fpn_lib.FPN(self.spec.fpn_channels, dtype=self.dtype)
@@ -466,7 +443,7 @@ class FasterRCNN(nn.Module):
             o, d, t, smooth_l1_beta=s.rpn_smooth_l1_beta))(
             jnp.concatenate(objectness, axis=1), jnp.concatenate(deltas, axis=1), rpn_t)
         # Padded examples (example_mask 0) add nothing to any sum or count.
-        real = jnp.asarray(targets.get("example_mask", jnp.ones((batch,))), jnp.float32) > 0
+        real = core.example_mask(targets, batch)
         rpn_l = {k: jnp.where(real, v, 0.0) for k, v in rpn_l.items()}
         roi_t = jax.vmap(lambda p, v, g, lab, gv, k: roi_heads.roi_targets(
             p, v, g, lab, gv, k, fg_iou=s.roi_fg_iou, bg_iou=s.roi_bg_iou,

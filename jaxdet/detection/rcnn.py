@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdet import ops
+from jaxdet import core, ops
 from jaxdet.detection import fast_rcnn, roi_heads
 from jaxdet.detection.fast_rcnn import ClassicSpec
 from jaxdet.models import resnet
@@ -134,7 +134,7 @@ class RCNN(nn.Module):
         batch = images.shape[0]
         rng = fast_rcnn.check_train_args(targets, rng, batch, "RCNN")
         assert targets is not None
-        real = fast_rcnn.example_mask(targets, batch)
+        real = core.example_mask(targets, batch)
         t = fast_rcnn.sample_rois(spec, proposals, proposal_valid, targets, rng, real)
         logits, deltas = self._head(images, t.rois, train=True)
         return fast_rcnn.train_outputs(spec, logits, deltas, t, proposals, proposal_valid,

@@ -38,16 +38,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet.core import Detections
+from jaxdet.detection.select import select_detections
+from jaxdet.losses.regression import smooth_l1
 from jaxdet.ops.box_coder import decode_boxes, encode_boxes
 from jaxdet.ops.boxes import box_iou, clip_boxes
 from jaxdet.ops.matcher import match, matches_to_labels
-from jaxdet.ops.nms import batched_nms
 from jaxdet.ops.sampler import sample_balanced
 
 __all__ = [
     "BOX_CODER_WEIGHTS",
     "BoxHead",
-    "Detections",
     "FastRCNNPredictor",
     "RoiTargets",
     "TwoMLPHead",
@@ -277,13 +278,6 @@ class BoxHead(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def _smooth_l1(x: jax.Array, beta: float) -> jax.Array:
-    ax = jnp.abs(x)
-    if beta <= 0:
-        return ax
-    return jnp.where(ax < beta, 0.5 * jnp.square(x) / beta, ax - 0.5 * beta)
-
-
 @functools.partial(jax.jit, static_argnames=("smooth_l1_beta",))
 def roi_losses(
     class_logits: jax.typing.ArrayLike,
@@ -336,7 +330,7 @@ def roi_losses(
     pred = jnp.take_along_axis(per_class, labels[..., None, None], axis=-2)[..., 0, :]
     pred = jnp.where(fg[..., None], pred, 0.0)
     tgt = jnp.where(fg[..., None], _f32(targets.regression_targets), 0.0)
-    box = jnp.sum(_smooth_l1(pred - tgt, smooth_l1_beta), axis=-1)
+    box = jnp.sum(smooth_l1(pred - tgt, smooth_l1_beta), axis=-1)
     box_sum = jnp.sum(jnp.where(fg, box, 0.0))
 
     n = jnp.sum(valid, dtype=jnp.float32)
@@ -346,26 +340,6 @@ def roi_losses(
 # ---------------------------------------------------------------------------------------------
 # Inference
 # ---------------------------------------------------------------------------------------------
-
-
-class Detections(NamedTuple):
-    """Final detections of one image (``vmap`` adds ``[B, ...]``), ``K = detections_per_img``.
-
-    Rows are sorted by descending score; padding rows come last with zeros and ``valid``
-    False.
-
-    Attributes:
-      boxes: ``[K, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels of the network input
-        (clipped to ``image_size``; map back with :func:`rescale_boxes`).
-      scores: ``[K]`` float32 softmax probability of the class.
-      classes: ``[K]`` int32 0-based object class in ``[0, C)``.
-      valid: ``[K]`` bool.
-    """
-
-    boxes: jax.Array
-    scores: jax.Array
-    classes: jax.Array
-    valid: jax.Array
 
 
 @functools.partial(
@@ -428,30 +402,11 @@ def postprocess_detections(
     boxes = decode_boxes(deltas[:, 1:], proposals[:, None, :], weights)  # [R, C, 4]
     boxes = clip_boxes(boxes, height, width)
 
-    boxes = boxes.reshape(r * c, 4)
-    scores = scores.reshape(r * c)
-    classes = jnp.tile(jnp.arange(c, dtype=jnp.int32), r)
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    keep = (
-        jnp.repeat(jnp.asarray(proposal_valid, bool), c)
-        & (scores > score_thresh)
-        & (w >= min_size)
-        & (h >= min_size)
-    )
-    # Invalid rows may hold garbage (NaN from padded inputs): neutralise before NMS.
-    boxes = jnp.where(keep[:, None], boxes, 0.0)
-    scores = jnp.where(keep, scores, 0.0)
-
-    idx = batched_nms(boxes, scores, classes, nms_thresh, detections_per_img, valid=keep)
-    valid = idx >= 0
-    safe = jnp.maximum(idx, 0)
-    return Detections(
-        boxes=jnp.where(valid[:, None], boxes[safe], 0.0),
-        scores=jnp.where(valid, scores[safe], 0.0),
-        classes=jnp.where(valid, classes[safe], 0).astype(jnp.int32),
-        valid=valid,
-    )
+    return select_detections(
+        boxes.reshape(r * c, 4), scores.reshape(r * c),
+        jnp.tile(jnp.arange(c, dtype=jnp.int32), r),
+        jnp.repeat(jnp.asarray(proposal_valid, bool), c), score_thresh=score_thresh,
+        nms_thresh=nms_thresh, detections_per_img=detections_per_img, min_size=min_size)
 
 
 def default_image_hw(images: jax.Array, image_hw: jax.Array | None) -> jax.Array:

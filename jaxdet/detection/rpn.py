@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdet import ops
+from jaxdet.losses.regression import smooth_l1
 
 __all__ = [
     "RPNHead",
@@ -207,14 +208,6 @@ def rpn_targets(
     }
 
 
-def _smooth_l1(x: jax.Array, beta: float) -> jax.Array:
-    """Elementwise smooth L1 of torchvision (``0.5 x^2 / beta`` below ``beta``)."""
-    ax = jnp.abs(x)
-    if beta <= 0:
-        return ax
-    return jnp.where(ax < beta, 0.5 * ax * ax / beta, ax - 0.5 * beta)
-
-
 def rpn_losses(
     objectness: jax.typing.ArrayLike,
     deltas: jax.typing.ArrayLike,
@@ -257,7 +250,7 @@ def rpn_losses(
     bce = jnp.maximum(x, 0.0) - x * z + jnp.log1p(jnp.exp(-jnp.abs(x)))
     obj_sum = jnp.sum(jnp.where(valid, bce, 0.0))
     diff = pred[idx] - targets["regression_targets"]  # [S, 4]
-    box = jnp.sum(_smooth_l1(diff, smooth_l1_beta), axis=-1)
+    box = jnp.sum(smooth_l1(diff, smooth_l1_beta), axis=-1)
     box_sum = jnp.sum(jnp.where(targets["positive"], box, 0.0))
     count = jnp.sum(valid).astype(jnp.float32)
     denom = jnp.maximum(count, 1.0)

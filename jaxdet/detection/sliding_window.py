@@ -18,7 +18,7 @@ FasterRCNN`'s contract:
   "num_foreground_rois": (sum, count)}`` (plus ``"window_box"`` in ``terms`` with
   ``window_box_regression``; see :func:`loss_terms`);
 * ``model.apply(v, images, image_hw, train=False)`` returns padded detections
-  (:class:`~jaxdet.detection.roi_heads.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
+  (:class:`~jaxdet.core.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
   ``[B, K]``, ``classes`` ``[B, K]`` int32, ``valid`` ``[B, K]`` bool, sorted by descending
   score, padding last) plus ``"proposals"`` (the windows, ``[B, W, 4]``) and
   ``"proposal_valid"`` ``[B, W]`` (window inside the unpadded image).
@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdet import config_files, ops
+from jaxdet import config_files, core, ops
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.models import resnet
 
@@ -306,7 +306,7 @@ class SlidingWindowDetector(nn.Module):
             raise ValueError("SlidingWindowDetector(train=True) needs targets and rng")
         if rng.shape != (batch,):
             raise ValueError(f"rng must hold one key per image, shape ({batch},), got {rng.shape}")
-        real = jnp.asarray(targets.get("example_mask", jnp.ones((batch,))), jnp.float32) > 0
+        real = core.example_mask(targets, batch)
         gt_boxes = jnp.asarray(targets["gt_boxes"], jnp.float32)
         gt_valid = jnp.asarray(targets["gt_valid"], bool) & real[:, None]
         t = jax.vmap(lambda v, g, lab, gv, k: _window_targets(windows, v, g, lab, gv, k, s))(

@@ -16,7 +16,7 @@ contract (as documented in :mod:`jaxdet.detection.sliding_window`):
   counts gt boxes with IoU >= 0.5 to one of the top ``recall_top_n`` decoded candidates (see
   ``proposals`` below); ``num_foreground_rois`` is (positive default boxes, real images).
 * ``model.apply(v, images, image_hw, train=False)`` returns padded detections
-  (:class:`~jaxdet.detection.roi_heads.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
+  (:class:`~jaxdet.core.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
   ``[B, K]``, ``classes`` ``[B, K]`` int32 0-based, ``valid`` ``[B, K]`` bool, sorted by
   descending score, padding last, ``K = detections_per_img``) plus ``"proposals"``
   ``[B, P, 4]`` and ``"proposal_valid"`` ``[B, P]``: the ``P = recall_top_n`` default boxes
@@ -40,26 +40,8 @@ layers). Optionally (``ssd_head_channels > 0``) each map first goes through one 
 conv-norm-ReLU of that width; then two 3x3 convs predict ``n_k * (C + 1)`` logits and
 ``n_k * 4`` offsets per location.
 
-Default boxes (:func:`default_boxes`, NumPy, static). With ``m`` maps, map ``k = 1..m`` has
-scale ``s_k = s_min + (s_max - s_min) (k - 1) / (m - 1)`` (``ssd_min_scale``,
-``ssd_max_scale``; fractions of the image side; for ``m = 1``, ``s_1 = s_min``) and the rule
-is continued to ``s_{m+1}`` (``= s_max`` for ``m = 1``), as the original Caffe SSD's last
-``max_size`` is. Its boxes, in this order at every location:
-
-1. a square of scale ``s_k``;
-2. the paper's extra square of scale ``s'_k = sqrt(s_k s_{k+1})``;
-3. one box per aspect ratio ``r`` (height / width, the convention of
-   :mod:`jaxdet.ops.anchors`) of ``ssd_aspect_ratios[k]`` in config order (``r = 1`` is not
-   allowed there: the two squares are always present): width ``s_k / sqrt(r)``, height
-   ``s_k sqrt(r)``.
-
-Sizes are fractions of each axis (``w * W``, ``h * H`` pixels, the paper's normalised
-coordinates) and centres are ``((j + 0.5) W / f_w, (i + 0.5) H / f_h)`` for the map's cell
-``(i, j)`` of ``f_h x f_w``. Boxes are clipped to the padded image (``ssd_clip_boxes``, as
-torchvision's ``DefaultBoxGenerator``). Layout ``[A, 4]`` ``(x1, y1, x2, y2)`` absolute
-pixels: map, then row ``i``, column ``j``, then the box order above - the order in which the
-heads' outputs are flattened. A default box counts only when its centre lies inside
-``image_hw`` (else it is neither positive nor negative, and never a detection).
+Default boxes: :mod:`jaxdet.detection.ssd_default_boxes` (the paper's scales and aspect
+ratios, one set per map location; ``[A, 4]`` absolute pixels, map by map, row-major).
 
 Training (:func:`match_default_boxes`, :func:`hard_negative_mask`, :func:`ssd_image_losses`):
 
@@ -95,7 +77,6 @@ Parameter names: ``body`` (the ResNet), ``extra{i}`` (``conv1``/``bn1``/``conv2`
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -105,8 +86,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdet import config_files, ops
+from jaxdet import config_files, core, ops
 from jaxdet.detection import roi_heads, rpn
+from jaxdet.detection.select import select_detections
+from jaxdet.detection.ssd_default_boxes import default_boxes
+from jaxdet.losses.regression import smooth_l1
 from jaxdet.models import resnet
 
 SumCount = tuple[jax.Array, jax.Array]
@@ -178,73 +162,6 @@ class SSDSpec:
 
 
 # ---------------------------------------------------------------------------------------------
-# Default boxes
-# ---------------------------------------------------------------------------------------------
-
-
-def ssd_scales(num_maps: int, min_scale: float, max_scale: float) -> np.ndarray:
-    """``[m + 1]`` float64 scales ``s_1..s_{m+1}`` (module docstring: linear from ``min_scale``
-    to ``max_scale`` over the ``m`` maps, continued one step for the extra square)."""
-    if num_maps == 1:
-        return np.asarray([min_scale, max_scale], np.float64)
-    step = (max_scale - min_scale) / (num_maps - 1)
-    return min_scale + step * np.arange(num_maps + 1, dtype=np.float64)
-
-
-def default_box_shapes(
-    scale: float, next_scale: float, aspect_ratios: Sequence[float]
-) -> np.ndarray:
-    """``[n, 2]`` float64 ``(width, height)`` fractions of the image of one map's boxes, in the
-    module docstring's order (square ``s``, square ``sqrt(s s')``, one per ratio)."""
-    extra = math.sqrt(scale * next_scale)
-    shapes = [(scale, scale), (extra, extra)]
-    shapes += [(scale / math.sqrt(r), scale * math.sqrt(r)) for r in aspect_ratios]
-    return np.asarray(shapes, np.float64)
-
-
-def default_boxes(
-    feature_sizes: Sequence[tuple[int, int]],
-    image_size: tuple[int, int],
-    min_scale: float,
-    max_scale: float,
-    aspect_ratios: Sequence[Sequence[float]],
-    clip: bool = True,
-) -> np.ndarray:
-    """All default boxes of the padded image (module docstring for the rule and order).
-
-    Args:
-      feature_sizes: ``(f_h, f_w)`` of each map, finest first (static ints).
-      image_size: ``(H, W)`` of the padded network input.
-      min_scale, max_scale: ``s_min``, ``s_max`` (fractions of the image side).
-      aspect_ratios: one sequence of height / width ratios (``!= 1``) per map.
-      clip: clip the boxes to ``[0, W] x [0, H]``.
-
-    Returns:
-      NumPy float32 ``[A, 4]`` ``(x1, y1, x2, y2)`` absolute pixels, ``A = sum_k f_h f_w
-      (2 + len(aspect_ratios[k]))``, ordered by map, row, column, box shape.
-    """
-    height, width = float(image_size[0]), float(image_size[1])
-    scales = ssd_scales(len(feature_sizes), min_scale, max_scale)
-    out = []
-    for k, (fh, fw) in enumerate(feature_sizes):
-        shapes = default_box_shapes(scales[k], scales[k + 1], aspect_ratios[k])  # [n, 2]
-        cy = (np.arange(fh, dtype=np.float64) + 0.5) * height / fh
-        cx = (np.arange(fw, dtype=np.float64) + 0.5) * width / fw
-        cy, cx = np.meshgrid(cy, cx, indexing="ij")  # [fh, fw]
-        half_w = 0.5 * shapes[:, 0] * width
-        half_h = 0.5 * shapes[:, 1] * height
-        boxes = np.stack([
-            cx[..., None] - half_w, cy[..., None] - half_h,
-            cx[..., None] + half_w, cy[..., None] + half_h], axis=-1)  # [fh, fw, n, 4]
-        out.append(boxes.reshape(-1, 4))
-    boxes = np.concatenate(out)
-    if clip:
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0.0, width)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0.0, height)
-    return boxes.astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
 # Network
 # ---------------------------------------------------------------------------------------------
 
@@ -284,16 +201,6 @@ class SSDHead(resnet.NormSettings):
             logits.append(conv(n * k1, f"cls{k}")(x).astype(jnp.float32).reshape(b, -1, k1))
             offsets.append(conv(n * 4, f"box{k}")(x).astype(jnp.float32).reshape(b, -1, 4))
         return jnp.concatenate(logits, axis=1), jnp.concatenate(offsets, axis=1)
-
-
-def _body_config(backbone: Mapping[str, Any], deepest: int) -> dict[str, Any]:
-    """The backbone section with its stages cut after ``C{deepest}``."""
-    cfg = dict(backbone)
-    if not cfg.get("stage_sizes"):
-        sizes, block = resnet.RESNET_PRESETS[int(cfg.get("depth", 18))]
-        cfg["stage_sizes"], cfg["block"] = sizes, block
-    cfg["stage_sizes"] = tuple(cfg["stage_sizes"])[:deepest - 1]
-    return cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,13 +262,6 @@ def hard_negative_mask(
     return jnp.zeros((a,), bool).at[idx].max(take)
 
 
-def _smooth_l1(x: jax.Array, beta: float) -> jax.Array:
-    ax = jnp.abs(x)
-    if beta <= 0:
-        return ax
-    return jnp.where(ax < beta, 0.5 * jnp.square(x) / beta, ax - 0.5 * beta)
-
-
 def ssd_image_losses(
     logits: jax.Array,
     offsets: jax.Array,
@@ -405,7 +305,7 @@ def ssd_image_losses(
                               jnp.where(pos[:, None], boxes, unit), spec.box_weights)
     target = jax.lax.stop_gradient(jnp.where(pos[:, None], target, 0.0))
     pred = jnp.where(pos[:, None], jnp.asarray(offsets, jnp.float32), 0.0)
-    box_sum = jnp.sum(jnp.where(pos[:, None], _smooth_l1(pred - target,
+    box_sum = jnp.sum(jnp.where(pos[:, None], smooth_l1(pred - target,
                                                           spec.ssd_smooth_l1_beta), 0.0))
     return cls_sum, box_sum, num_pos.astype(jnp.float32)
 
@@ -432,7 +332,7 @@ def candidates(
 def postprocess(
     logits: jax.Array, offsets: jax.Array, boxes: jax.Array, box_valid: jax.Array,
     image_hw: jax.Array, spec: SSDSpec, min_size: float = 1e-2,
-) -> roi_heads.Detections:
+) -> core.Detections:
     """Detections of ONE image (module docstring): ``logits [A, C + 1]``, ``offsets [A, 4]``,
     default ``boxes [A, 4]``, ``box_valid [A]``, ``image_hw [2]`` -> ``K`` padded rows."""
     logits = jnp.asarray(logits, jnp.float32)
@@ -446,19 +346,10 @@ def postprocess(
     dec = ops.decode_boxes(jnp.asarray(offsets, jnp.float32)[box_idx], boxes[box_idx],
                            spec.box_weights)
     dec = ops.clip_boxes(dec, image_hw[0], image_hw[1])
-    w, h = dec[:, 2] - dec[:, 0], dec[:, 3] - dec[:, 1]
-    keep = (scores > spec.score_thresh) & (w >= min_size) & (h >= min_size)
-    dec = jnp.where(keep[:, None], dec, 0.0)
-    scores = jnp.where(keep, scores, 0.0)
-    kept = ops.batched_nms(dec, scores, classes, spec.nms_thresh, spec.detections_per_img,
-                           valid=keep)
-    valid = kept >= 0
-    safe = jnp.maximum(kept, 0)
-    return roi_heads.Detections(
-        boxes=jnp.where(valid[:, None], dec[safe], 0.0),
-        scores=jnp.where(valid, scores[safe], 0.0),
-        classes=jnp.where(valid, classes[safe], 0).astype(jnp.int32),
-        valid=valid)
+    return select_detections(
+        dec, scores, classes, jnp.ones(scores.shape, bool), score_thresh=spec.score_thresh,
+        nms_thresh=spec.nms_thresh, detections_per_img=spec.detections_per_img,
+        min_size=min_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,7 +376,7 @@ class SSD(nn.Module):
     def setup(self) -> None:
         s = self.spec
         deepest = max(int(n[1:]) for n in s.ssd_feature_maps)
-        self.body = resnet.create_resnet(_body_config(self.backbone, deepest),
+        self.body = resnet.create_resnet(resnet.truncated_config(self.backbone, deepest - 1),
                                          bn_axis_name=self.bn_axis_name)
         norm = dict(norm=self.backbone.get("norm", "batch"),
                     bn_momentum=float(self.backbone.get("bn_momentum", 0.9)),
@@ -543,7 +434,7 @@ class SSD(nn.Module):
             return out
         if targets is None:
             raise ValueError("SSD(train=True) needs targets")
-        real = jnp.asarray(targets.get("example_mask", jnp.ones((batch,))), jnp.float32) > 0
+        real = core.example_mask(targets, batch)
         gt_boxes = jnp.asarray(targets["gt_boxes"], jnp.float32)
         gt_valid = jnp.asarray(targets["gt_valid"], bool) & real[:, None]
         loss = lambda lg, of, v, g, lab, gv: ssd_image_losses(  # noqa: E731

@@ -13,7 +13,7 @@ contract:
   "num_foreground_rois": (sum, count)}`` (``rng``: one key per image, ``[B]``, used only by
   the head's dropout, ``yolo_dropout > 0``);
 * ``model.apply(v, images, image_hw, train=False)`` returns padded detections
-  (:class:`~jaxdet.detection.roi_heads.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
+  (:class:`~jaxdet.core.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
   ``[B, K]``, ``classes`` ``[B, K]`` int32, ``valid`` ``[B, K]`` bool, sorted by descending
   score, padding last; ``K = detections_per_img``) plus ``"proposals"`` ``[B, P, 4]`` and
   ``"proposal_valid"`` ``[B, P]``: the ``P = S * S * B`` decoded boxes before NMS sorted by
@@ -94,8 +94,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdet import config_files, ops
+from jaxdet import config_files, core, ops
 from jaxdet.detection import roi_heads
+from jaxdet.detection.select import select_detections
 from jaxdet.models import resnet
 
 SumCount = tuple[jax.Array, jax.Array]
@@ -321,7 +322,7 @@ def postprocess(
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
     min_size: float = 1e-2,
-) -> tuple[roi_heads.Detections, jax.Array, jax.Array]:
+) -> tuple[core.Detections, jax.Array, jax.Array]:
     """Detections and confidence-sorted candidate boxes of ONE image.
 
     Args:
@@ -344,20 +345,11 @@ def postprocess(
     h = boxes[:, 3] - boxes[:, 1]
     conf = pred.confidence.reshape(s2 * b)
     scores = (pred.confidence[:, :, None] * pred.class_probs[:, None, :]).reshape(s2 * b * c)
-    cand = jnp.repeat(boxes, c, axis=0)  # [S2 * B * C, 4], class fastest
-    classes = jnp.tile(jnp.arange(c, dtype=jnp.int32), s2 * b)
-    keep = jnp.repeat((w >= min_size) & (h >= min_size), c) & (scores > score_thresh)
-    cand = jnp.where(keep[:, None], cand, 0.0)
-    scores = jnp.where(keep, scores, 0.0)
-    idx = ops.batched_nms(cand, scores, classes, nms_thresh, detections_per_img, valid=keep)
-    valid = idx >= 0
-    safe = jnp.maximum(idx, 0)
-    dets = roi_heads.Detections(
-        boxes=jnp.where(valid[:, None], cand[safe], 0.0),
-        scores=jnp.where(valid, scores[safe], 0.0),
-        classes=jnp.where(valid, classes[safe], 0).astype(jnp.int32),
-        valid=valid,
-    )
+    dets = select_detections(
+        jnp.repeat(boxes, c, axis=0),  # [S2 * B * C, 4], class fastest
+        scores, jnp.tile(jnp.arange(c, dtype=jnp.int32), s2 * b), jnp.ones(scores.shape, bool),
+        score_thresh=score_thresh, nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img, min_size=min_size)
     _, order = jax.lax.top_k(conf, s2 * b)
     return dets, boxes[order], (w > 0)[order] & (h > 0)[order]
 
@@ -454,7 +446,7 @@ class Yolo(nn.Module):
             return out
         if targets is None:
             raise ValueError("Yolo(train=True) needs targets")
-        real = jnp.asarray(targets.get("example_mask", jnp.ones((batch,))), jnp.float32) > 0
+        real = core.example_mask(targets, batch)
         gt_valid = jnp.asarray(targets["gt_valid"], bool) & real[:, None]
         t = jax.vmap(lambda p, gb, gl, gv: yolo_targets(
             p, gb, gl, gv, s.yolo_grid_size, image_size))(

@@ -43,6 +43,12 @@ def elementwise_regression_loss(
     return jnp.where(ax < beta, 0.5 * jnp.square(x) / safe_beta, ax - 0.5 * beta)
 
 
+def smooth_l1(diff: jax.Array, beta: float | jax.Array) -> jax.Array:
+    """Elementwise smooth L1 of ``diff`` (float32): :func:`elementwise_regression_loss`'s
+    ``"smooth_l1"``; ``beta = 0`` is L1."""
+    return elementwise_regression_loss(diff, "smooth_l1", beta)
+
+
 def regression_loss(
     pred: jax.Array,
     target: jax.Array,

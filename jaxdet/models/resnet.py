@@ -371,6 +371,16 @@ def compute_dtype(value: Any) -> Any:
     return jnp.dtype(value) if value else None
 
 
+def truncated_config(model_config: Mapping[str, Any], num_stages: int) -> dict[str, Any]:
+    """``model_config`` with only its first ``num_stages`` stages (outputs C2..C{num_stages+1}),
+    the stage sizes and block taken from :data:`RESNET_PRESETS` when not given."""
+    config = dict(model_config)
+    if not config.get("stage_sizes"):
+        config["stage_sizes"], config["block"] = RESNET_PRESETS[int(config.get("depth", 18))]
+    config["stage_sizes"] = tuple(config["stage_sizes"])[:num_stages]
+    return config
+
+
 def create_resnet(model_config: Mapping[str, Any], bn_axis_name: str | None = None) -> ResNet:
     """:class:`ResNet` from a flat ``model`` config section (other keys are ignored).
 

@@ -1,4 +1,4 @@
-"""Semantic-segmentation models: the lecture's ladder, every variant selectable by config.
+"""Semantic-segmentation models, every variant selectable by config.
 
 All models are Flax linen modules with the same call signature::
 
@@ -29,11 +29,6 @@ encoder_decoder (:class:`EncoderDecoder`)
   ``num_levels`` (5): resolutions used (``num_levels - 1`` down/upsamplings); H and W must be
   multiples of ``2**(num_levels - 1)``.
   ``blocks_per_level`` (1): 3x3 conv+norm+relu blocks per level, in encoder and in decoder.
-  (Measured on the 128x128 scenes with max_unpool, a 1x1-reduce decoder and Adam 3e-3: a 5th
-  level (bottleneck at stride 16, receptive field for 70 px shapes) learned faster per CPU
-  second than a second block per level (val mIoU 0.47 vs 0.29 after 300 steps of 16
-  images); with 8 channels at full resolution it stayed near 0.26. About 28 GFLOP per train
-  step of 16 images.)
   ``downsample`` ("max_pool"): "max_pool" (2x2, switches remembered) or "strided_conv"
   (3x3 stride-2 conv+norm+relu, same channels).
   ``upsample`` ("max_unpool"): "nearest", "bed_of_nails", "max_unpool" (needs
@@ -41,10 +36,9 @@ encoder_decoder (:class:`EncoderDecoder`)
   ``skip`` ("concat"): "concat" (U-Net: concatenate the encoder map of the same level to the
   upsampled one), "add" (sum them, FCN style) or "none" (SegNet style).
   ``transpose_kernel_size`` (2): kernel of the stride-2 transpose convolution (2 does not
-  overlap; 3 overlaps unevenly, see experiments/checkerboard.py; 4 overlaps evenly).
+  overlap; 3 overlaps unevenly; 4 overlaps evenly).
   ``level_widths`` (()): channels of each level, e.g. ``(8, 16, 32, 64, 128, 256)``; when
-  given it replaces ``width``/``num_levels`` (narrow at full resolution, wide at the bottom is
-  what learns the synthetic scenes fastest per FLOP, see experiments/segmentation/).
+  given it replaces ``width``/``num_levels``.
   ``level_blocks`` (()): encoder blocks of each level (same length as the levels); when
   empty every level has ``blocks_per_level``.
   ``decoder_blocks`` (0): 3x3 blocks per decoder level; 0 means ``blocks_per_level``.
@@ -53,9 +47,7 @@ encoder_decoder (:class:`EncoderDecoder`)
   then sends channel ``c`` to where encoder channel ``c mod C`` had its maximum, ``C`` being
   the switches' channels, which must divide the deeper width) or "reduce_1x1" /
   "reduce_3x3" (a 1x1 / 3x3 block first maps the deeper map to the shallower level's
-  channels; 3x3 is SegNet's decoder). On the synthetic scenes "full" learned the shape
-  classes much faster (val mIoU 0.84-0.89 vs 0.50-0.80 over 4 seeds, 900 steps,
-  experiments/segmentation/results.md). A transpose convolution maps the channels itself.
+  channels; 3x3 is SegNet's decoder). A transpose convolution maps the channels itself.
   ``upsample_projection`` ("block"): the channel-mapping conv of the up path (the reducing
   conv above, or the transpose conv) is a conv+norm+relu "block" or "linear" (conv only, as
   U-Net's 2x2 up-convolution; the 3x3 block after the merge normalises and rectifies).
@@ -76,16 +68,25 @@ pixel_colour (:class:`PixelColourClassifier`)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxdet.models import upsampling
+from jaxdet.models.conv_blocks import (
+    NORM_MODES,
+    ConvNormMixin,
+    choose,
+    pixel_classifier,
+    scale_input,
+)
+from jaxdet.models.sliding_window_segmentation import (
+    PATCH_PADDING_MODES,
+    SlidingWindowClassifier,
+)
 
 MODEL_NAMES = ("sliding_window", "fcn_full_res", "encoder_decoder", "pixel_colour")
 DOWNSAMPLE_MODES = ("max_pool", "strided_conv")
@@ -93,8 +94,6 @@ UPSAMPLE_MODES = ("nearest", "bed_of_nails", "max_unpool", "transpose_conv", "bi
 SKIP_MODES = ("concat", "add", "none")
 UPSAMPLE_INPUT_MODES = ("reduce_1x1", "reduce_3x3", "full")
 UPSAMPLE_PROJECTION_MODES = ("block", "linear")
-NORM_MODES = ("batch", "group")
-PATCH_PADDING_MODES = ("reflect", "zero")
 
 DEFAULT_MODEL_FIELDS: dict[str, Any] = {
     "name": "encoder_decoder",
@@ -130,92 +129,7 @@ DEFAULT_MODEL_FIELDS: dict[str, Any] = {
     "pixel_depth": 3,
 }
 
-_he_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
-
-
-def _choose(field: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"model.{field}={value!r} is not one of {list(allowed)}")
-    return value
-
-
-def _scale_input(images: jax.Array) -> jax.Array:
-    """float32 [B, H, W, 3] in [0, 1] -> [-1, 1]."""
-    return images.astype(jnp.float32) * 2.0 - 1.0
-
-
-class ConvNormAct(nn.Module):
-    """conv (no bias) -> BatchNorm/GroupNorm -> ReLU, ``[B, H, W, Cin] -> [B, H', W', F]``.
-
-    ``linear=True`` returns the conv's output (no norm, no ReLU). ``transpose=True`` uses
-    :func:`jaxdet.models.upsampling.transpose_conv` (``H' = H * strides``; kernel param
-    ``[k, k, Cin, F]`` with scatter semantics); otherwise ``nn.Conv`` with SAME padding
-    (``H' = ceil(H / strides)``).
-    """
-
-    features: int
-    kernel_size: int = 3
-    strides: int = 1
-    transpose: bool = False
-    linear: bool = False
-    norm: str = "batch"
-    bn_momentum: float = 0.9
-    gn_groups: int = 8
-    bn_axis_name: str | None = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        k = self.kernel_size
-        if self.transpose:
-            kernel = self.param("kernel", _he_init, (k, k, x.shape[-1], self.features))
-            x = upsampling.transpose_conv(x, kernel, self.strides)
-        else:
-            x = nn.Conv(
-                self.features,
-                (k, k),
-                strides=(self.strides, self.strides),
-                padding="SAME",
-                use_bias=False,
-                kernel_init=_he_init,
-            )(x)
-        if self.linear:
-            return x
-        if _choose("norm", self.norm, NORM_MODES) == "batch":
-            x = nn.BatchNorm(
-                use_running_average=not train,
-                axis_name=self.bn_axis_name,
-                momentum=self.bn_momentum,
-            )(x)
-        else:
-            x = nn.GroupNorm(num_groups=math.gcd(self.gn_groups, self.features))(x)
-        return nn.relu(x)
-
-
-class _NormMixin(nn.Module):
-    """Norm settings shared by every model (a dataclass mixin, no __call__)."""
-
-    norm: str = "batch"
-    bn_momentum: float = 0.9
-    gn_groups: int = 8
-    bn_axis_name: str | None = None
-
-    def block(self, features: int, kernel_size: int = 3, **kw: Any) -> ConvNormAct:
-        return ConvNormAct(
-            features,
-            kernel_size,
-            norm=self.norm,
-            bn_momentum=self.bn_momentum,
-            gn_groups=self.gn_groups,
-            bn_axis_name=self.bn_axis_name,
-            **kw,
-        )
-
-
-def _classifier(num_classes: int) -> nn.Conv:
-    return nn.Conv(num_classes, (1, 1), dtype=jnp.float32, name="classifier")
-
-
-class PixelColourClassifier(_NormMixin):
+class PixelColourClassifier(ConvNormMixin):
     """Per-pixel colour classifier: 1x1 convolutions only (no spatial context).
 
     ``[B, H, W, 3] -> float32 [B, H, W, num_classes]``.
@@ -227,16 +141,16 @@ class PixelColourClassifier(_NormMixin):
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-        x = _scale_input(images)
+        x = scale_input(images)
         for _ in range(self.pixel_depth):
             x = self.block(self.pixel_width, 1)(x, train=train)
-        return _classifier(self.num_classes)(x).astype(jnp.float32)
+        return pixel_classifier(self.num_classes)(x).astype(jnp.float32)
 
 
-class FullResolutionFCN(_NormMixin):
+class FullResolutionFCN(ConvNormMixin):
     """``fcn_depth`` same-resolution 3x3 conv+norm+relu layers, then 1x1 scores.
 
-    The lecture's "expensive" fully convolutional net: every layer runs at full resolution
+    The costly fully convolutional net: every layer runs at full resolution
     (receptive field ``2 * fcn_depth + 1`` px). ``[B, H, W, 3] -> float32 [B, H, W, C]``.
     """
 
@@ -246,10 +160,10 @@ class FullResolutionFCN(_NormMixin):
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-        x = _scale_input(images)
+        x = scale_input(images)
         for _ in range(self.fcn_depth):
             x = self.block(self.fcn_width)(x, train=train)
-        return _classifier(self.num_classes)(x).astype(jnp.float32)
+        return pixel_classifier(self.num_classes)(x).astype(jnp.float32)
 
 
 def check_encoder_decoder_modes(
@@ -260,11 +174,11 @@ def check_encoder_decoder_modes(
     upsample_projection: str = "block",
 ) -> None:
     """Raise ValueError for an unknown mode or for max_unpool without matching switches."""
-    _choose("downsample", downsample, DOWNSAMPLE_MODES)
-    _choose("upsample", upsample, UPSAMPLE_MODES)
-    _choose("skip", skip, SKIP_MODES)
-    _choose("upsample_input", upsample_input, UPSAMPLE_INPUT_MODES)
-    _choose("upsample_projection", upsample_projection, UPSAMPLE_PROJECTION_MODES)
+    choose("downsample", downsample, DOWNSAMPLE_MODES)
+    choose("upsample", upsample, UPSAMPLE_MODES)
+    choose("skip", skip, SKIP_MODES)
+    choose("upsample_input", upsample_input, UPSAMPLE_INPUT_MODES)
+    choose("upsample_projection", upsample_projection, UPSAMPLE_PROJECTION_MODES)
     if skip == "add" and upsample_input == "full" and upsample != "transpose_conv":
         raise ValueError(
             "model.skip='add' sums the upsampled map with the encoder map of the same level, "
@@ -278,7 +192,7 @@ def check_encoder_decoder_modes(
         )
 
 
-class EncoderDecoder(_NormMixin):
+class EncoderDecoder(ConvNormMixin):
     """Downsample-then-upsample network (SegNet / U-Net family).
 
     Encoder level ``l`` (``0 <= l < num_levels``, channels ``width * 2**l``):
@@ -336,7 +250,7 @@ class EncoderDecoder(_NormMixin):
                 f"image size {images.shape[1:3]} must be a multiple of {factor} "
                 f"for {num_levels} levels"
             )
-        x = _scale_input(images)
+        x = scale_input(images)
         skips, switches = [], []
         for level, w in enumerate(widths):
             for _ in range(blocks[level]):
@@ -366,7 +280,7 @@ class EncoderDecoder(_NormMixin):
                 x = x + enc
             for _ in range(decoder_blocks):
                 x = self.block(w)(x, train=train)
-        return _classifier(self.num_classes)(x).astype(jnp.float32)
+        return pixel_classifier(self.num_classes)(x).astype(jnp.float32)
 
     def _fixed_upsample(
         self, x: jax.Array, switches: jax.Array | None, shape: tuple[int, ...]
@@ -390,128 +304,6 @@ class EncoderDecoder(_NormMixin):
         return upsampling.max_unpool(x, jnp.tile(switches, (1, 1, 1, reps)), shape[1:3])
 
 
-class PatchCNN(_NormMixin):
-    """The sliding window's crop classifier: ``[N, P, P, 3] -> float32 [N, num_classes]``.
-
-    ``patch_stages`` x (3x3 conv+norm+relu, 2x2 max-pool), channels ``patch_width * 2**s``,
-    then flatten -> dense(4 * patch_width) -> relu -> dense(num_classes). Inputs are already
-    scaled to [-1, 1].
-    """
-
-    num_classes: int = 5
-    patch_width: int = 16
-    patch_stages: int = 2
-
-    @nn.compact
-    def __call__(self, crops: jax.Array, *, train: bool) -> jax.Array:
-        x = crops
-        for stage in range(self.patch_stages):
-            x = self.block(self.patch_width * 2**stage)(x, train=train)
-            x, _ = upsampling.max_pool_with_argmax(x, 2, 2)
-        x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(4 * self.patch_width, kernel_init=_he_init)(x))
-        return nn.Dense(self.num_classes, dtype=jnp.float32)(x).astype(jnp.float32)
-
-
-def crop_centres(size: int, stride: int) -> np.ndarray:
-    """Pixel rows (or columns) classified at ``stride``: ``i * stride + stride // 2``."""
-    return np.arange(size // stride) * stride + stride // 2
-
-
-class _CropChunk(nn.Module):
-    """Scan body: gather one chunk of crops and classify them with the shared PatchCNN."""
-
-    cnn: PatchCNN
-    patch_size: int
-    train: bool
-
-    @nn.compact
-    def __call__(self, carry: None, padded: jax.Array, idx: jax.Array) -> tuple[None, jax.Array]:
-        # idx: int32 [K, 3] = (image, top row, left column) of each crop in `padded`.
-        offs = jnp.arange(self.patch_size)
-        rows = idx[:, 1, None, None] + offs[None, :, None]
-        cols = idx[:, 2, None, None] + offs[None, None, :]
-        crops = padded[idx[:, 0, None, None], rows, cols]  # [K, P, P, 3]
-        return carry, self.cnn(crops, train=self.train)
-
-
-class SlidingWindowClassifier(_NormMixin):
-    """Sliding-window baseline: classify the centre pixel of a crop, crop by crop.
-
-    CONTRACT: at stride ``s`` (``train_stride`` when ``train`` else ``eval_stride``) the output
-    is ``float32 [B, H // s, W // s, num_classes]`` and output ``(i, j)`` classifies pixel
-    ``(i * s + s // 2, j * s + s // 2)`` from the ``patch_size`` x ``patch_size`` crop centred
-    there (image padded by ``patch_size // 2``, reflect or zero). H and W must be multiples of
-    ``s``. Every crop really goes through :class:`PatchCNN` (no shared computation between
-    overlapping crops, which is the point of the baseline). In training all ``B*(H/s)*(W/s)``
-    crops go through the CNN in one call (BatchNorm statistics over all of them); in
-    evaluation, when there are more than ``crop_chunk`` crops, they go through a ``lax.scan``
-    over chunks of ``crop_chunk`` crops to bound memory (identical results, the variables
-    being read-only).
-    """
-
-    num_classes: int = 5
-    patch_size: int = 17
-    patch_width: int = 16
-    patch_stages: int = 2
-    patch_padding: str = "reflect"
-    train_stride: int = 8
-    eval_stride: int = 4
-    crop_chunk: int = 16384
-
-    @nn.compact
-    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-        p = self.patch_size
-        if p % 2 != 1:
-            raise ValueError(f"model.patch_size must be odd, got {p}")
-        mode = _choose("patch_padding", self.patch_padding, PATCH_PADDING_MODES)
-        s = self.train_stride if train else self.eval_stride
-        b, h, w, _ = images.shape
-        if h % s or w % s:
-            raise ValueError(f"image size {(h, w)} must be a multiple of the stride {s}")
-        x = _scale_input(images)
-        pad = ((0, 0), (p // 2, p // 2), (p // 2, p // 2), (0, 0))
-        padded = jnp.pad(x, pad, mode="reflect" if mode == "reflect" else "constant")
-        # Centre (y, x) in the image is crop top-left (y, x) in `padded`.
-        ys, xs = crop_centres(h, s), crop_centres(w, s)
-        grid = np.stack(np.meshgrid(np.arange(b), ys, xs, indexing="ij"), axis=-1)
-        idx = grid.reshape(-1, 3).astype(np.int32)
-        n = idx.shape[0]
-        cnn = PatchCNN(
-            num_classes=self.num_classes,
-            patch_width=self.patch_width,
-            patch_stages=self.patch_stages,
-            norm=self.norm,
-            bn_momentum=self.bn_momentum,
-            gn_groups=self.gn_groups,
-            bn_axis_name=self.bn_axis_name,
-            parent=None,
-        )
-        if train or n <= self.crop_chunk:
-            # All crops in one call (in training: BatchNorm statistics over the whole batch).
-            _, logits = _CropChunk(cnn=cnn, patch_size=p, train=train, name="crops")(
-                None, padded, jnp.asarray(idx)
-            )
-            return logits.reshape(b, h // s, w // s, self.num_classes)
-        # Evaluation of many crops: variables are read-only, so scan over chunks (same
-        # variable tree as the direct call: params and batch_stats are broadcast).
-        chunk = self.crop_chunk
-        num_chunks = -(-n // chunk)
-        idx = np.concatenate([idx, np.zeros((num_chunks * chunk - n, 3), np.int32)])
-        scan = nn.scan(
-            _CropChunk,
-            variable_broadcast=True,
-            split_rngs={"params": False},
-            in_axes=(nn.broadcast, 0),
-            out_axes=0,
-        )
-        _, logits = scan(cnn=cnn, patch_size=p, train=False, name="crops")(
-            None, padded, jnp.asarray(idx.reshape(num_chunks, chunk, 3))
-        )
-        logits = logits.reshape(num_chunks * chunk, self.num_classes)[:n]
-        return logits.reshape(b, h // s, w // s, self.num_classes)
-
-
 def create_model(
     model_config: Mapping[str, Any], num_classes: int, bn_axis_name: str | None = None
 ) -> nn.Module:
@@ -533,8 +325,8 @@ def create_model(
             f"unknown model config field(s) {unknown}; allowed: {sorted(DEFAULT_MODEL_FIELDS)}"
         )
     cfg = {k: model_config.get(k, v) for k, v in DEFAULT_MODEL_FIELDS.items()}
-    name = _choose("name", cfg["name"], MODEL_NAMES)
-    _choose("norm", cfg["norm"], NORM_MODES)
+    name = choose("name", cfg["name"], MODEL_NAMES)
+    choose("norm", cfg["norm"], NORM_MODES)
     common = dict(
         num_classes=num_classes,
         norm=cfg["norm"],
@@ -561,7 +353,7 @@ def create_model(
         return PixelColourClassifier(
             **common, pixel_width=cfg["pixel_width"], pixel_depth=cfg["pixel_depth"]
         )
-    _choose("patch_padding", cfg["patch_padding"], PATCH_PADDING_MODES)
+    choose("patch_padding", cfg["patch_padding"], PATCH_PADDING_MODES)
     if cfg["patch_size"] % 2 != 1:
         raise ValueError(f"model.patch_size must be odd, got {cfg['patch_size']}")
     fields = ("patch_size", "patch_width", "patch_stages", "patch_padding", "train_stride",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxdet.ops.boxes import _f32
+from jaxdet.ops.boxes import as_float32
 
 __all__ = ["DEFAULT_SCALE_CLIP", "encode_boxes", "decode_boxes"]
 
@@ -51,8 +51,8 @@ def encode_boxes(
       ``[..., 4]`` float32 deltas ``(dx, dy, dw, dh)``.
     """
     wx, wy, ww, wh = (float(w) for w in weights)
-    gcx, gcy, gw, gh = _centres(_f32(boxes))
-    acx, acy, aw, ah = _centres(_f32(anchors))
+    gcx, gcy, gw, gh = _centres(as_float32(boxes))
+    acx, acy, aw, ah = _centres(as_float32(anchors))
     return jnp.stack(
         [
             wx * (gcx - acx) / aw,
@@ -85,8 +85,8 @@ def decode_boxes(
       to the image (use :func:`jaxdet.ops.clip_boxes`).
     """
     wx, wy, ww, wh = (float(w) for w in weights)
-    d = _f32(deltas)
-    acx, acy, aw, ah = _centres(_f32(anchors))
+    d = as_float32(deltas)
+    acx, acy, aw, ah = _centres(as_float32(anchors))
     dx = d[..., 0] / wx
     dy = d[..., 1] / wy
     dw = jnp.minimum(d[..., 2] / ww, clip)

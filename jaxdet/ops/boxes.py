@@ -20,7 +20,8 @@ __all__ = [
 ]
 
 
-def _f32(x: jax.typing.ArrayLike) -> jax.Array:
+def as_float32(x: jax.typing.ArrayLike) -> jax.Array:
+    """``x`` as a float32 array (boxes, anchors and IoU stay float32 under bfloat16)."""
     x = jnp.asarray(x)
     return x if x.dtype == jnp.float32 else x.astype(jnp.float32)
 
@@ -35,7 +36,7 @@ def box_area(boxes: jax.typing.ArrayLike) -> jax.Array:
       ``[...]`` float32 ``(x2 - x1) * (y2 - y1)``. Like torchvision, degenerate boxes are not
       clamped here: a box with ``x2 < x1`` has negative width and a signed area.
     """
-    b = _f32(boxes)
+    b = as_float32(boxes)
     return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
 
 
@@ -52,8 +53,8 @@ def box_iou(boxes1: jax.typing.ArrayLike, boxes2: jax.typing.ArrayLike) -> jax.A
       give ``0 / 0 = nan``; callers that may see such pairs should mask them. Leading batch
       axes are handled with ``jax.vmap``.
     """
-    b1 = _f32(boxes1)
-    b2 = _f32(boxes2)
+    b1 = as_float32(boxes1)
+    b2 = as_float32(boxes2)
     area1 = box_area(b1)
     area2 = box_area(b2)
     lt = jnp.maximum(b1[:, None, :2], b2[None, :, :2])  # [N, M, 2]
@@ -77,7 +78,7 @@ def clip_boxes(boxes: jax.typing.ArrayLike, height: float, width: float) -> jax.
       torchvision ``clip_boxes_to_image`` convention: the far edge is ``width``, not
       ``width - 1``).
     """
-    b = _f32(boxes)
+    b = as_float32(boxes)
     h = jnp.asarray(height, jnp.float32)
     w = jnp.asarray(width, jnp.float32)
     x = jnp.clip(b[..., 0::2], 0.0, w)
@@ -87,21 +88,21 @@ def clip_boxes(boxes: jax.typing.ArrayLike, height: float, width: float) -> jax.
 
 def xyxy_to_cxcywh(boxes: jax.typing.ArrayLike) -> jax.Array:
     """``[..., 4]`` ``(x1, y1, x2, y2)`` -> ``[..., 4]`` ``(cx, cy, w, h)``, float32."""
-    b = _f32(boxes)
+    b = as_float32(boxes)
     x1, y1, x2, y2 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
     return jnp.stack([(x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1], axis=-1)
 
 
 def cxcywh_to_xyxy(boxes: jax.typing.ArrayLike) -> jax.Array:
     """``[..., 4]`` ``(cx, cy, w, h)`` -> ``[..., 4]`` ``(x1, y1, x2, y2)``, float32."""
-    b = _f32(boxes)
+    b = as_float32(boxes)
     cx, cy, w, h = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
     return jnp.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
 
 
 def xyxy_to_yxyx(boxes: jax.typing.ArrayLike) -> jax.Array:
     """``[..., 4]`` ``(x1, y1, x2, y2)`` -> ``[..., 4]`` ``(y1, x1, y2, x2)``, float32."""
-    b = _f32(boxes)
+    b = as_float32(boxes)
     return b[..., jnp.array([1, 0, 3, 2])]
 
 

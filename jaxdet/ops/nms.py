@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdet.ops.boxes import _f32
+from jaxdet.ops.boxes import as_float32
 
 __all__ = ["batched_nms", "nms"]
 
@@ -180,7 +180,8 @@ def _scalar_threshold_below(t: float) -> np.float32:
 def _nms_jit(boxes, scores, class_ids, iou_threshold, valid, max_output_size, tile_size):
     thr = jnp.asarray(iou_threshold, jnp.float32)
     cls = None if class_ids is None else jnp.asarray(class_ids).astype(jnp.int32)
-    return _nms_core(_f32(boxes), _f32(scores), cls, valid, thr, max_output_size, tile_size)
+    return _nms_core(as_float32(boxes), as_float32(scores), cls, valid, thr, max_output_size,
+                     tile_size)
 
 
 def nms(

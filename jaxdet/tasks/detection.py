@@ -60,14 +60,16 @@ import ml_collections
 import numpy as np
 
 from jaxdet import ops, visualize
+from jaxdet.core import LossOutput
 from jaxdet.data import scenes, scenes_tfds, stick_figures
 from jaxdet.detection import faster_rcnn, mask_head, roi_heads
 from jaxdet.detection import rpn as rpn_lib
 from jaxdet.metrics import coco_eval
 from jaxdet.tasks.model_apply import model_input
-from jaxdet.train.step import LossOutput
 
 PRIMARY_METRIC = "AP"
+PRIMARY_METRIC_HIGHER_IS_BETTER = True
+EVALUATES_ON_HOST = True
 LOSS_TERMS = faster_rcnn.LOSS_TERMS  # of the default detector; see loss_terms(config)
 RESULTS_FILE = "coco_results.json"
 SEGM_RESULTS_FILE = "coco_results_segm.json"

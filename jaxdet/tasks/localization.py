@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -30,15 +30,18 @@ import ml_collections
 import numpy as np
 
 from jaxdet import visualize
+from jaxdet.core import LossOutput
 from jaxdet.data import scenes, scenes_tfds
 from jaxdet.losses import regression
 from jaxdet.metrics import localization as loc_metrics
 from jaxdet.models import global_heads
 from jaxdet.ops import boxes as box_ops
 from jaxdet.tasks.model_apply import apply_model, model_input
-from jaxdet.train.step import LossOutput
+from jaxdet.tasks.model_apply import init_variables as init_variables  # Task.init_variables
 
 PRIMARY_METRIC = "correct_and_iou50"
+PRIMARY_METRIC_HIGHER_IS_BETTER = True
+EVALUATES_ON_HOST = False
 BOX_FORMATS = ("cxcywh", "xyxy")
 
 
@@ -81,6 +84,12 @@ def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
             f"{len(boxes)} boxes and {len(labels)} labels"
         )
     return {"image": image, "label": labels[0].astype(np.int32), "box": boxes[0]}
+
+
+def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str, Any]], dict]:
+    """:func:`preprocess` (its output shapes do not depend on ``config``)."""
+    del config
+    return preprocess
 
 
 def create_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> nn.Module:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -25,16 +25,19 @@ import ml_collections
 import numpy as np
 
 from jaxdet import visualize
+from jaxdet.core import LossOutput
 from jaxdet.data import pose_tfds, stick_figures
 from jaxdet.losses import regression
 from jaxdet.metrics import keypoints as kp_metrics
 from jaxdet.models import global_heads
 from jaxdet.tasks.model_apply import apply_model, model_input
-from jaxdet.train.step import LossOutput
+from jaxdet.tasks.model_apply import init_variables as init_variables  # Task.init_variables
 
 NUM_JOINTS = len(stick_figures.KEYPOINT_NAMES)
 PCK_THRESHOLD = 0.2
 PRIMARY_METRIC = "pck@0.2"
+PRIMARY_METRIC_HIGHER_IS_BETTER = True
+EVALUATES_ON_HOST = False
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
@@ -71,6 +74,12 @@ def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
         "visible": (keypoints[:, 2] == 2).astype(np.float32),
         "box": box,
     }
+
+
+def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str, Any]], dict]:
+    """:func:`preprocess` (its output shapes do not depend on ``config``)."""
+    del config
+    return preprocess
 
 
 def create_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> nn.Module:

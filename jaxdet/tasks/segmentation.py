@@ -8,7 +8,7 @@ Batches hold ``image`` uint8 ``[B, H, W, 3]`` and ``label`` int32 ``[B, H, W]`` 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -18,15 +18,18 @@ import ml_collections
 import numpy as np
 
 from jaxdet import visualize
+from jaxdet.core import LossOutput
 from jaxdet.data import scenes, scenes_tfds
 from jaxdet.losses import segmentation as seg_losses
 from jaxdet.metrics import confusion
 from jaxdet.models import segmentation as seg_models
 from jaxdet.tasks.model_apply import apply_model, model_input
-from jaxdet.train.step import LossOutput
+from jaxdet.tasks.model_apply import init_variables as init_variables  # Task.init_variables
 
 IGNORE_LABEL = 255
 PRIMARY_METRIC = "mean_iou"  # what a sweep's best member is chosen by (validation split)
+PRIMARY_METRIC_HIGHER_IS_BETTER = True
+EVALUATES_ON_HOST = False
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -75,6 +78,16 @@ def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
         )
     return {"image": image, "label": label.astype(np.int32)}
 
+
+def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str, Any]], dict]:
+    """:func:`preprocess` (its output shapes do not depend on ``config``)."""
+    del config
+    return preprocess
+
+
+
+def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
+    return {k: float(v) for k, v in config.loss.weights.items()}
 
 def create_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> nn.Module:
     return seg_models.create_model(config.model, num_classes(config), bn_axis_name=bn_axis_name)

@@ -3,8 +3,8 @@
 Static shapes are the design: one program serves every train step, one every eval batch. A
 shape or dtype that changes mid-run (a ragged batch, a Python scalar turned array) silently
 recompiles, which on a pod costs minutes per occurrence. :class:`CompilationGuard` counts the
-compilations of each jitted step (``jax.jit``'s cache size) and, when a step compiles again
-after it was warmed up, warns or raises by policy:
+compilations of each step (the times JAX traced it, :class:`CountedStep`) and, when a step
+compiles again after it was warmed up, warns or raises by policy:
 
 * ``"warn"`` (default): a warning naming the step, the step number and the count;
 * ``"fail"``: :class:`RecompilationError`;
@@ -16,7 +16,9 @@ their first call.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,45 @@ class RecompilationError(RuntimeError):
     """A compiled step compiled again after its warm-up (``recompile_policy="fail"``)."""
 
 
+class TraceCounter:
+    """``fn`` that counts its calls; given to ``jax.jit``, ``count`` is the number of times JAX
+    traced it, i.e. the programs compiled for it (one per input shape / dtype signature)."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.count = 0
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.count += 1
+        return self.fn(*args, **kwargs)
+
+
+class CountedStep:
+    """A compiled step (``jax.jit(wrap(TraceCounter(body)))``) that knows its compilations."""
+
+    def __init__(self, jitted: Callable, counter: TraceCounter):
+        self.jitted = jitted
+        self.counter = counter
+
+    def __call__(self, *args: Any) -> Any:
+        return self.jitted(*args)
+
+    @property
+    def compilations(self) -> int:
+        return self.counter.count
+
+
+def count_compilations(body: Callable, wrap: Callable[[Callable], Callable]) -> CountedStep:
+    """``CountedStep`` of ``wrap(body)`` with the traces of ``body`` counted; ``wrap`` must
+    return the jitted function (e.g. ``lambda f: jax.jit(jax.shard_map(f, ...))``)."""
+    counter = TraceCounter(body)
+    return CountedStep(wrap(counter), counter)
+
+
 def cache_size(fn: Any) -> int:
-    """Compilations held by a ``jax.jit``-wrapped function (0 for other callables)."""
-    size = getattr(fn, "_cache_size", None)
-    return int(size()) if callable(size) else 0
+    """Compilations of a :class:`CountedStep` (0 for other callables)."""
+    return int(getattr(fn, "compilations", 0))
 
 
 class CompilationGuard:

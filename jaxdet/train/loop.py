@@ -23,8 +23,9 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxdet import convert, tasks
+from jaxdet import core, tasks
 from jaxdet.data import pipeline
+from jaxdet.models import weights
 from jaxdet.train import checkpointing, compile_guard, metric_writing, preemption
 from jaxdet.train import state as state_lib
 from jaxdet.train import step as step_lib
@@ -52,7 +53,7 @@ def evaluate(
     list with one summary per member (each summarised with its own config).
     """
     num_members = len(members or ())
-    if hasattr(task, "make_predict_fn"):
+    if task.EVALUATES_ON_HOST:
         return _evaluate_on_host(
             task, config, state, source, mesh, eval_step, members, results_dir)
     if eval_step is None:
@@ -107,7 +108,7 @@ def _evaluate_on_host(
             batch, outputs = local_batch, jax.device_get(outputs)
         evaluator.add(batch, outputs)
     summary = evaluator.summarize()
-    if results_dir and jax.process_index() == 0 and hasattr(evaluator, "write"):
+    if results_dir and jax.process_index() == 0:
         evaluator.write(results_dir)
     return summary
 
@@ -129,19 +130,16 @@ def split_sources(task, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
     return sources["train"], sources[eval_split]
 
 
-def preprocess_fn(task, config: ml_collections.ConfigDict) -> Callable:
-    """The task's per-example preprocessing: ``task.make_preprocess(config)`` where a task's
-    output shapes depend on the config (e.g. padded instance counts), else ``task.preprocess``."""
-    if hasattr(task, "make_preprocess"):
-        return task.make_preprocess(config)
-    return task.preprocess
+def preprocess_fn(task: core.Task, config: ml_collections.ConfigDict) -> Callable:
+    """The task's per-example preprocessing (``task.make_preprocess(config)``)."""
+    return task.make_preprocess(config)
 
 
 def make_eval_step(task, config, mesh, num_members: int = 0) -> Callable:
     """The compiled eval step: additive statistics (one run or every sweep member), or for
     tasks evaluated on the host the per-example predictions of one state."""
     model = task.create_model(config, bn_axis_name=None)
-    if hasattr(task, "make_predict_fn"):
+    if task.EVALUATES_ON_HOST:
         return step_lib.predict_step(task.make_predict_fn(model, config), mesh)
     body = step_lib.make_eval_step_body(task.make_eval_fn(model, config))
     if num_members:
@@ -149,11 +147,9 @@ def make_eval_step(task, config, mesh, num_members: int = 0) -> Callable:
     return step_lib.shard_map_step(body, mesh, num_replicated=2, donate=False)
 
 
-def loss_weights(task, config: ml_collections.ConfigDict) -> dict[str, float]:
-    """The task's loss weights for ``config`` (default: ``config.loss.weights``)."""
-    if hasattr(task, "loss_weights"):
-        return dict(task.loss_weights(config))
-    return {k: float(v) for k, v in config.loss.weights.items()}
+def loss_weights(task: core.Task, config: ml_collections.ConfigDict) -> dict[str, float]:
+    """The task's loss weights for ``config``."""
+    return dict(task.loss_weights(config))
 
 
 def initial_state(
@@ -162,7 +158,8 @@ def initial_state(
     """Fresh train state from ``config.seed``, replicated over ``mesh``.
 
     With ``config.init_from`` (a directory written by ``python -m jaxdet.convert``) the
-    converted arrays replace their initialised counterparts (:func:`jaxdet.convert.init_from`:
+    converted arrays replace their initialised counterparts
+    (:func:`jaxdet.models.weights.init_from`:
     each must exist in the model with the same shape; the others keep their initialisation).
 
     With ``num_members`` > 0 (a sweep) the state is stacked: ``num_members`` identical copies
@@ -171,14 +168,9 @@ def initial_state(
     model = task.create_model(config, bn_axis_name=None)
     batch = {k: jnp.asarray(v[None]) for k, v in example.items()}
     rng = jax.random.key(config.seed)
-    if hasattr(task, "init_variables"):  # models that take more than the images
-        variables = jax.jit(lambda r, b: task.init_variables(model, r, b))(rng, batch)
-    else:
-        variables = jax.jit(model.init, static_argnames="train")(
-            rng, task.model_input(batch), train=False
-        )
+    variables = jax.jit(lambda r, b: task.init_variables(model, r, b))(rng, batch)
     if config.get("init_from"):  # converted weights (python -m jaxdet.convert)
-        variables = convert.init_from(variables, config.init_from)
+        variables = weights.init_from(variables, config.init_from)
     optimizer = state_lib.make_optimizer(config)
     state = state_lib.create_train_state(variables, optimizer)
     if num_members:
@@ -188,7 +180,7 @@ def initial_state(
 
 def make_train_step(task, config, mesh, optimizer, members: list[sweep_lib.Member]) -> Callable:
     """The compiled train step: one run, or every sweep member in one program."""
-    train_model = task.create_model(config, bn_axis_name=step_lib.AXIS_NAME)
+    train_model = task.create_model(config, bn_axis_name=core.AXIS_NAME)
     loss_fn = task.make_loss_fn(train_model, config)
     rng = jax.random.key(config.seed + 1)
     if not members:
@@ -389,7 +381,7 @@ def _finish_sweep(
     values, metrics and ``failed`` flag).
     """
     metric = task.PRIMARY_METRIC
-    higher = getattr(task, "PRIMARY_METRIC_HIGHER_IS_BETTER", True)
+    higher = task.PRIMARY_METRIC_HIGHER_IS_BETTER
     candidates = [r if not f else {} for r, f in zip(member_results, failed, strict=True)]
     ranked = [i for i, r in enumerate(candidates) if r]
     best = ranked[sweep_lib.best_member([candidates[i] for i in ranked], metric, higher)]

@@ -20,7 +20,7 @@ body's own ``psum`` would make the update N× too large (see NOTES.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,31 +29,9 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
+from jaxdet.core import AXIS_NAME, EvalFn, LossFn, SumCount
+from jaxdet.train import compile_guard
 from jaxdet.train.state import TrainState
-
-AXIS_NAME = "batch"
-
-SumCount = tuple[jax.Array, jax.Array]
-
-
-class LossOutput(NamedTuple):
-    """What a task's loss function returns for one device's shard of the batch.
-
-    Attributes:
-      terms: loss term name -> (sum over the shard, count over the shard). The objective is
-        ``sum_k weight_k * psum(sum_k) / psum(count_k)``; counts must not depend on params.
-      metrics: extra training metrics, name -> (sum, count); reported as global means, not
-        part of the objective.
-      batch_stats: updated BatchNorm statistics (``{}`` for models without BatchNorm).
-    """
-
-    terms: dict[str, SumCount]
-    metrics: dict[str, SumCount]
-    batch_stats: Any
-
-
-LossFn = Callable[[Any, Any, Mapping[str, jax.Array], jax.Array], LossOutput]
-EvalFn = Callable[[Any, Any, Mapping[str, jax.Array]], dict[str, jax.Array]]
 
 
 def _global_mean(pair: SumCount, axis_name: str) -> jax.Array:
@@ -176,20 +154,26 @@ def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), (AXIS_NAME,))
 
 
-def shard_map_step(body: Callable, mesh: Mesh, num_replicated: int = 1, donate: bool = True):
+def shard_map_step(body: Callable, mesh: Mesh, num_replicated: int = 1,
+                   donate: bool = True) -> compile_guard.CountedStep:
     """Wraps a body with ``jax.shard_map`` over ``mesh`` and ``jax.jit``.
 
     The first ``num_replicated`` arguments (state, accumulators) are replicated (``P()``); the
     last argument is the global batch, split along its leading axis. Outputs are replicated.
+    The returned step counts its compilations (:mod:`jaxdet.train.compile_guard`).
     """
     in_specs = (PartitionSpec(),) * num_replicated + (PartitionSpec(AXIS_NAME),)
-    mapped = jax.shard_map(
-        body, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(), check_vma=False
-    )
-    return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+
+    def wrap(fn: Callable) -> Callable:
+        mapped = jax.shard_map(
+            fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(), check_vma=False
+        )
+        return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+
+    return compile_guard.count_compilations(body, wrap)
 
 
-def predict_step(predict_fn: Callable, mesh: Mesh):
+def predict_step(predict_fn: Callable, mesh: Mesh) -> compile_guard.CountedStep:
     """``jit(shard_map(...))`` of ``predict_fn(params, batch_stats, batch) -> per-example
     outputs`` taking ``(state, global batch)``; outputs stay split over the mesh axis like the
     batch (no collective)."""
@@ -197,11 +181,10 @@ def predict_step(predict_fn: Callable, mesh: Mesh):
     def body(state: TrainState, batch):
         return predict_fn(state.params, state.batch_stats, batch)
 
-    mapped = jax.shard_map(
-        body, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS_NAME)),
+    return compile_guard.count_compilations(body, lambda fn: jax.jit(jax.shard_map(
+        fn, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS_NAME)),
         out_specs=PartitionSpec(AXIS_NAME), check_vma=False,
-    )
-    return jax.jit(mapped)
+    )))
 
 
 def pmap_step(body: Callable):

@@ -8,9 +8,9 @@ import pytest
 from jaxdet.data import pipeline, sources
 from jaxdet.tasks import detection, segmentation
 from jaxdet.train import loop
-from tests.conftest import load_config
 from tests.data.test_segmentation_folder import _label, write_folder
 from tests.data.test_voc import write_voc
+from tests.helpers import load_config
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from jaxdet import ops
-from jaxdet.detection import ssd
+from jaxdet.detection import ssd, ssd_default_boxes
 
 SIZE = 32
 
@@ -57,15 +57,16 @@ def setup():
 
 def test_scales_follow_the_paper_rule():
     # SSD300: s_min 0.2, s_max 0.9 over 6 maps, continued one step (Caffe's last max_size).
-    np.testing.assert_allclose(ssd.ssd_scales(6, 0.2, 0.9),
+    np.testing.assert_allclose(ssd_default_boxes.ssd_scales(6, 0.2, 0.9),
                                [0.2, 0.34, 0.48, 0.62, 0.76, 0.9, 1.04], atol=1e-12)
-    np.testing.assert_allclose(ssd.ssd_scales(1, 0.3, 0.5), [0.3, 0.5])
+    np.testing.assert_allclose(ssd_default_boxes.ssd_scales(1, 0.3, 0.5), [0.3, 0.5])
 
 
 def test_default_boxes_by_hand():
     # 100x100 image, maps 2x2 and 1x1, scales 0.2, 0.9 (and 1.6 continued); ratio 2 on the
     # first map only. Per location: square s_k, square sqrt(s_k s_k+1), then the ratios.
-    b = ssd.default_boxes([(2, 2), (1, 1)], (100, 100), 0.2, 0.9, [(2.0,), ()], clip=False)
+    b = ssd_default_boxes.default_boxes([(2, 2), (1, 1)], (100, 100), 0.2, 0.9, [(2.0,), ()],
+                                        clip=False)
     assert b.shape == (2 * 2 * 3 + 2, 4) and b.dtype == np.float32
     e = 0.5 * np.sqrt(0.2 * 0.9) * 100  # 21.2132
     rw, rh = 0.5 * 0.2 / np.sqrt(2) * 100, 0.5 * 0.2 * np.sqrt(2) * 100  # 7.0711, 14.1421
@@ -76,12 +77,12 @@ def test_default_boxes_by_hand():
     np.testing.assert_allclose(b[6], [15, 65, 35, 85], atol=1e-4)  # cell (1, 0): y = 75
     np.testing.assert_allclose(b[12], [5, 5, 95, 95], atol=1e-4)  # map 2, scale 0.9
     np.testing.assert_allclose(b[13], [-10, -10, 110, 110], atol=1e-4)  # sqrt(0.9 * 1.6)
-    clipped = ssd.default_boxes([(2, 2), (1, 1)], (100, 100), 0.2, 0.9, [(2.0,), ()])
+    clipped = ssd_default_boxes.default_boxes([(2, 2), (1, 1)], (100, 100), 0.2, 0.9, [(2.0,), ()])
     np.testing.assert_allclose(clipped[13], [0, 0, 100, 100])
     np.testing.assert_allclose(clipped[:13], b[:13])
     # Non-square image: sizes are fractions of each axis; ratio 2 is twice as tall as wide
     # in normalised units (200 x 100 image: 70.71 x 70.71 px).
-    r = ssd.default_boxes([(1, 1)], (100, 200), 0.5, 0.5, [(2.0,)], clip=False)
+    r = ssd_default_boxes.default_boxes([(1, 1)], (100, 200), 0.5, 0.5, [(2.0,)], clip=False)
     h = 0.5 * 0.5 * np.sqrt(2) * 100
     np.testing.assert_allclose(r, [[50, 25, 150, 75], [50, 25, 150, 75],
                                    [100 - h, 50 - h, 100 + h, 50 + h]], atol=1e-4)
@@ -185,7 +186,8 @@ def _losses_np(logits, offsets, boxes, gt_boxes, gt_labels, weights=(10, 10, 5, 
 
 def test_loss_values_match_numpy():
     spec = ssd.SSDSpec.from_config(_config().model, 2)
-    boxes = ssd.default_boxes([(4, 4), (2, 2)], (SIZE, SIZE), 0.3, 0.6, [(2.0, 0.5)] * 2)
+    boxes = ssd_default_boxes.default_boxes([(4, 4), (2, 2)], (SIZE, SIZE), 0.3, 0.6,
+                                            [(2.0, 0.5)] * 2)
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(len(boxes), 3)).astype(np.float32)
     offsets = rng.normal(scale=0.5, size=(len(boxes), 4)).astype(np.float32)
@@ -207,7 +209,8 @@ def test_outputs_shapes_and_terms(setup):
     model, variables, images, targets = setup
     assert sorted(variables["params"]) == ["body", "extra0", "head"]
     assert "layer4_0" not in variables["params"]["body"]  # cut after C4
-    fn = jax.jit(lambda v, t: model.apply(v, images, train=True, targets=t))
+    fn = jax.jit(chex.assert_max_traces(
+        lambda v, t: model.apply(v, images, train=True, targets=t), n=1))
     out = fn(variables, dict(targets, example_mask=jnp.ones(2)))
     assert set(out["terms"]) == set(ssd.LOSS_TERMS)
     chex.assert_shape(list(jax.tree.leaves(out)), ())
@@ -226,10 +229,10 @@ def test_outputs_shapes_and_terms(setup):
         np.testing.assert_allclose(x, y, rtol=1e-6)
     assert float(a["num_foreground_rois"][1]) == 1.0 and float(a["recall"][1]) == 2.0
     assert 0 < float(a["terms"]["ssd_box"][1]) < n
-    assert fn._cache_size() == 1
 
     hw = jnp.asarray([[SIZE, SIZE], [16, SIZE]], jnp.int32)
-    test = jax.jit(lambda v, x, h: model.apply(v, x, h, train=False))
+    test = jax.jit(chex.assert_max_traces(
+        lambda v, x, h: model.apply(v, x, h, train=False), n=1))
     det = test(variables, images, hw)
     chex.assert_shape([det["boxes"], det["proposals"]], (2, None, 4))
     chex.assert_shape([det["scores"], det["classes"], det["valid"]], (2, 6))
@@ -237,8 +240,7 @@ def test_outputs_shapes_and_terms(setup):
     chex.assert_type([det["classes"], det["valid"]], [jnp.int32, jnp.bool_])
     boxes = np.asarray(det["boxes"])[1][np.asarray(det["valid"])[1]]
     assert np.all(boxes[:, 3] <= 16 + 1e-4)  # clipped to the unpadded image
-    test(variables, images + 0.1, hw)
-    assert test._cache_size() == 1
+    test(variables, images + 0.1, hw)  # new values, same shapes: no second trace
 
 
 def test_adam_steps_lower_the_loss(setup):

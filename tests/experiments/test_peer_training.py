@@ -7,12 +7,12 @@ import importlib.util
 import pytest
 
 from jaxdet.data import synthetic_voc
-from tests.conftest import _REPO
+from tests.helpers import REPO
 
 
 def _compare_module():
     spec = importlib.util.spec_from_file_location(
-        "peer_compare", _REPO / "experiments" / "peer_training" / "compare.py")
+        "peer_compare", REPO / "experiments" / "peer_training" / "compare.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import _REPO
+from tests.helpers import REPO
 
 
 def test_two_value_sweep_writes_table_and_picks_best_by_metric(tmp_path, data_dir):
@@ -13,7 +13,7 @@ def test_two_value_sweep_writes_table_and_picks_best_by_metric(tmp_path, data_di
         f"--root={tmp_path}", "--param=loss.box_weight=0.5,2", "--",
         f"--config.data.data_dir={data_dir}", "--config.num_train_steps=3",
     ]
-    proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     summary = json.load(open(tmp_path / "results.json"))
     assert summary["metric"] == "correct_and_iou50"
@@ -27,12 +27,12 @@ def test_two_value_sweep_writes_table_and_picks_best_by_metric(tmp_path, data_di
     table = (tmp_path / "results.md").read_text()
     assert "| box_weight |" in table and "**best**" in table
     # A second call reuses the finished runs (no retraining) and gives the same table.
-    again = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and (tmp_path / "results.md").read_text() == table
 
 
 def test_bad_param_is_a_clear_error(tmp_path):
     cmd = [sys.executable, "experiments/sweeps/sweep.py", "--config=configs/localization.py",
            f"--root={tmp_path}", "--param=loss.box_weight"]
-    proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "expected FIELD=V1,V2" in proc.stderr

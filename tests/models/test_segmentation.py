@@ -13,6 +13,7 @@ import pytest
 from absl.testing import parameterized
 
 from jaxdet.models import segmentation as seg
+from jaxdet.models import sliding_window_segmentation as swseg
 
 NUM_CLASSES = 5
 TINY_ED = {"name": "encoder_decoder", "width": 4, "num_levels": 3, "blocks_per_level": 1}
@@ -125,12 +126,12 @@ class SlidingWindowContractTest(parameterized.TestCase):
     @parameterized.parameters((1, "reflect", "group"), (4, "zero", "batch"))
     def test_matches_explicit_per_crop_evaluation(self, stride, padding, norm):
         p = 7
-        model = seg.SlidingWindowClassifier(
+        model = swseg.SlidingWindowClassifier(
             num_classes=NUM_CLASSES, patch_size=p, patch_width=4, patch_padding=padding,
             train_stride=stride, eval_stride=stride, norm=norm)
         x = _images(b=2, hw=12, seed=1)
         variables, train_out, _, eval_out = _init_and_run(model, x)
-        cnn = seg.PatchCNN(num_classes=NUM_CLASSES, patch_width=4, norm=norm)
+        cnn = swseg.PatchCNN(num_classes=NUM_CLASSES, patch_width=4, norm=norm)
         cnn_vars = {col: tree["crops"]["cnn"] for col, tree in variables.items()}
         mode = "reflect" if padding == "reflect" else "constant"
         padded = np.pad(np.asarray(x) * 2 - 1, ((0, 0), (3, 3), (3, 3), (0, 0)), mode=mode)
@@ -154,8 +155,8 @@ class SlidingWindowContractTest(parameterized.TestCase):
 
         @jax.jit
         def both(x):
-            variables = _init(seg.SlidingWindowClassifier(**kw), x)
-            apply = lambda chunk: seg.SlidingWindowClassifier(**kw, crop_chunk=chunk).apply(
+            variables = _init(swseg.SlidingWindowClassifier(**kw), x)
+            apply = lambda chunk: swseg.SlidingWindowClassifier(**kw, crop_chunk=chunk).apply(
                 variables, x, train=False)
             return apply(1000), apply(7)
 

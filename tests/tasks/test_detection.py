@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxdet import core
 from jaxdet.tasks import detection as det_task
 from jaxdet.train import state as state_lib
 from jaxdet.train import step as step_lib
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 
 def _config(arg="runlocal"):
@@ -151,7 +152,7 @@ def test_eight_devices_equal_one_device_with_padded_examples():
     optimizer = state_lib.make_optimizer(config)
     results = []
     for n in (1, 8):
-        model = det_task.create_model(config, bn_axis_name=step_lib.AXIS_NAME)
+        model = det_task.create_model(config, bn_axis_name=core.AXIS_NAME)
         body = step_lib.make_train_step_body(
             det_task.make_loss_fn(model, config), optimizer, det_task.loss_weights(config),
             jax.random.key(1))

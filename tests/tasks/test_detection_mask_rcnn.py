@@ -11,7 +11,7 @@ import json
 
 from jaxdet.tasks import detection as det_task
 from jaxdet.train import loop
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 
 def test_overfits_two_images_to_box_and_mask_ap50_one(tmp_path, data_dir, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 
 from jaxdet.data import synthetic_voc
 from jaxdet.train import loop
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 SMALL = synthetic_voc.VocStyle(
     classes=("cross", "ellipse"), objects=(1, 2), size_range=(16, 30), max_size_fraction=0.5,

@@ -6,7 +6,7 @@ import pytest
 
 from jaxdet.tasks import localization as loc_task
 from jaxdet.train import loop
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 
 @pytest.mark.parametrize("box_format", ["cxcywh", "xyxy"])

@@ -6,7 +6,7 @@ import pytest
 
 from jaxdet.tasks import pose as pose_task
 from jaxdet.train import loop
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 K = pose_task.NUM_JOINTS
 

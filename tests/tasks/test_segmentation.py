@@ -5,7 +5,7 @@ import pytest
 
 from jaxdet.tasks import segmentation as seg_task
 from jaxdet.train import loop
-from tests.conftest import load_config
+from tests.helpers import load_config
 
 
 def test_preprocess_shapes_and_bad_input():

@@ -4,24 +4,36 @@ import logging
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxdet.train import compile_guard
 
 
 def _double():
-    return jax.jit(lambda x: 2 * x)
+    return compile_guard.count_compilations(lambda x: 2 * x, jax.jit)
 
 
-def test_cache_size_counts_shapes():
+def test_counted_step_counts_one_compilation_per_input_signature():
     f = _double()
     assert compile_guard.cache_size(f) == 0
-    f(jnp.ones(3))
+    np.testing.assert_array_equal(f(jnp.ones(3)), [2, 2, 2])
     f(jnp.zeros(3))
     assert compile_guard.cache_size(f) == 1
     f(jnp.ones(4))
     assert compile_guard.cache_size(f) == 2
+    f(jnp.ones(4, jnp.int32))  # a new dtype is a new program
+    assert compile_guard.cache_size(f) == 3
     assert compile_guard.cache_size(print) == 0
+
+
+def test_counted_step_keeps_donation_and_shard_map():
+    from jaxdet.train import step as step_lib
+
+    mesh = step_lib.make_mesh(jax.devices()[:1])
+    step = step_lib.shard_map_step(lambda s, b: s + jax.lax.psum(b.sum(), "batch"), mesh)
+    out = step(jnp.float32(1.0), jnp.ones((4,)))
+    assert float(out) == 5.0 and step.compilations == 1
 
 
 def test_compiles_during_warm_up_are_allowed_then_fail():

@@ -15,7 +15,7 @@ from jaxdet.data import pipeline
 from jaxdet.metrics import confusion
 from jaxdet.train import loop, metric_writing
 from jaxdet.train import step as step_lib
-from tests.conftest import _REPO, load_config
+from tests.helpers import REPO, load_config
 
 
 def _config(data_dir, **overrides):
@@ -45,7 +45,7 @@ def _main(workdir, data_dir, *overrides):
         f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
         "--config.optimizer.schedule=constant", "--config.progress_bar=False", *overrides,
     ]
-    return subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 def test_resume_after_process_exit_equals_straight_run(tmp_path, data_dir):

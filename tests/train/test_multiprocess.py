@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import _REPO, load_config
+from tests.helpers import REPO, load_config
 from tests.train.test_loop import _restored_params
 
 _TIMEOUT = 600
@@ -46,7 +46,7 @@ def _env(devices: int) -> dict[str, str]:
 def _start(config, workdir, data_dir, overrides, processes: int) -> list[subprocess.Popen]:
     """``processes`` copies of the command (2 devices each), or one process with 4 devices."""
     if processes == 1:
-        return [subprocess.Popen(_cmd(config, workdir, data_dir, overrides), cwd=_REPO,
+        return [subprocess.Popen(_cmd(config, workdir, data_dir, overrides), cwd=REPO,
                                  env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True)]
     address = f"127.0.0.1:{_free_port()}"
@@ -55,7 +55,7 @@ def _start(config, workdir, data_dir, overrides, processes: int) -> list[subproc
             _cmd(config, workdir, data_dir, overrides) + [
                 f"--coordinator_address={address}", f"--num_processes={processes}",
                 f"--process_id={i}"],
-            cwd=_REPO, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=REPO, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(processes)
     ]
 

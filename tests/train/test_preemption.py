@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jaxdet.train import checkpointing, loop, preemption
-from tests.conftest import _REPO
+from tests.helpers import REPO
 from tests.train.test_loop import _config, _restored_params
 
 _MANY_STEPS = "--config.num_train_steps=100000"
@@ -32,7 +32,7 @@ def _popen(workdir, data_dir, *overrides):
         "--config.optimizer.schedule=constant", "--config.progress_bar=False",
         "--config.log_every_steps=1", *overrides,
     ]
-    return subprocess.Popen(cmd, cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxdet import core
 from jaxdet.train import state as state_lib
 from jaxdet.train import step as step_lib
 
@@ -33,7 +34,7 @@ def _make_loss_fn(model):
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         valid = batch["mask"][:, None, None] * jnp.ones_like(ce)
         correct = (jnp.argmax(logits, -1) == labels) * valid
-        return step_lib.LossOutput(
+        return core.LossOutput(
             terms={"ce": (jnp.sum(ce * valid), jnp.sum(valid))},
             metrics={"accuracy": (jnp.sum(correct), jnp.sum(valid))},
             batch_stats=updates["batch_stats"],
@@ -43,7 +44,7 @@ def _make_loss_fn(model):
 
 
 def _setup(num_devices):
-    model = TinyNet(bn_axis_name=step_lib.AXIS_NAME)
+    model = TinyNet(bn_axis_name=core.AXIS_NAME)
     init_model = TinyNet()
     rng = np.random.default_rng(0)
     batch = {

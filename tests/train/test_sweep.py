@@ -16,7 +16,7 @@ from jaxdet.train import loop
 from jaxdet.train import state as state_lib
 from jaxdet.train import step as step_lib
 from jaxdet.train import sweep as sweep_lib
-from tests.conftest import _REPO, load_config
+from tests.helpers import REPO, load_config
 
 
 def _seg_config(data_dir=None, **sweep):
@@ -177,7 +177,7 @@ def test_bad_sweep_override_on_the_command_line(tmp_path, data_dir):
         f"--workdir={tmp_path}", f"--config.data.data_dir={data_dir}",
         "--config.sweep.box_weight=(a,)",
     ]
-    proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "sweep.box_weight" in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
