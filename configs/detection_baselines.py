@@ -1,4 +1,4 @@
-r"""The lecture's detection rungs before Faster R-CNN, on the same scenes and COCO evaluation.
+r"""The detectors before Faster R-CNN (sliding windows, R-CNN, Fast R-CNN) on the same scenes.
 
 Launch (``arg``: one of ``sliding_window``, ``rcnn``, ``fast_rcnn``; add ``,runlocal`` for a
 seconds-long smoke run):
@@ -24,35 +24,20 @@ are those of ``configs/faster_rcnn_shapes.py`` so that the AP and speed comparis
 
 import ml_collections
 
-_VARIANTS = ("sliding_window", "rcnn", "fast_rcnn")
+from jaxdet import config_files
 
+common = config_files.load_module(__file__, "common.py")
 
-def _parse(arg: str | None) -> tuple[str, bool]:
-    tokens = [t for t in (arg or "").split(",") if t]
-    runlocal = "runlocal" in tokens
-    variants = [t for t in tokens if t != "runlocal"]
-    if len(variants) != 1 or variants[0] not in _VARIANTS:
-        raise ValueError(f"configs/detection_baselines.py: arg {arg!r}; expected one of "
-                         f"{_VARIANTS}, optionally followed by ',runlocal'")
-    return variants[0], runlocal
+LOSS_TERMS = ("roi_classifier", "roi_box", "window_classifier", "window_box")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, runlocal = _parse(arg)
+    detector, runlocal = common.parse_arg(arg, __file__, ("sliding_window", "rcnn", "fast_rcnn"),
+                                          default=None)
     config = ml_collections.ConfigDict()
     config.task = "detection"
-    config.variant = variant
     config.seed = 0
-
-    config.data = ml_collections.ConfigDict()
-    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
-    config.data.image_size = 128
-    config.data.min_objects = 2
-    config.data.max_objects = 6
-    config.data.max_instances = 8
-    config.data.num_train = 2000
-    config.data.num_val = 200
-    config.data.seed = 0
+    config.data = common.scenes_detection_data()
 
     config.proposals = ml_collections.ConfigDict()  # Selective Search (rcnn, fast_rcnn)
     config.proposals.mode = "fast"  # "fast", "quality" or "single" (jaxdet.data.proposals)
@@ -60,13 +45,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.proposals.min_size = 2.0
 
     config.model = ml_collections.ConfigDict()
-    config.model.detector = variant
-    config.model.depth = 18
-    config.model.width = 16
-    config.model.stem = "imagenet"
-    config.model.norm = "batch"
-    config.model.input_norm = "imagenet"
-    config.model.dtype = ""
+    config.model.detector = detector
+    common.resnet_backbone(config.model, width=16)
+    if detector in ("rcnn", "sliding_window"):
+        config.model.stem = "small"  # 24-32 px crops: no stride-4 stem
     # RoI sampling and inference, as Faster R-CNN's (jaxdet.detection.fast_rcnn.ClassicSpec)
     config.model.roi_feature = "C3"  # Fast R-CNN pools from C3 (stride 8) at 128 px
     config.model.roi_output_size = 7
@@ -92,53 +74,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.nms_thresh = 0.5
     config.model.detections_per_img = 100
     config.model.recall_top_n = 100
-    if variant in ("rcnn", "sliding_window"):
-        config.model.stem = "small"  # 24-32 px crops: no stride-4 stem
 
-    config.loss = ml_collections.ConfigDict()
-    config.loss.roi_classifier_weight = 1.0
-    config.loss.roi_box_weight = 1.0
-    config.loss.window_classifier_weight = 1.0
-    config.loss.window_box_weight = 1.0
-
-    config.sweep = ml_collections.ConfigDict()
-    config.sweep.roi_box_weight = ()
-    config.sweep.learning_rate = ()
-    config.sweep_strategy = "unroll"
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 2e-3
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 100
-    config.optimizer.grad_clip_norm = 10.0
-
-    config.batch_size = 8
-    config.eval_batch_size = 50
-    config.eval_split = "validation"
-    config.eval_limit = 0
-    config.num_train_steps = 3000 if variant == "fast_rcnn" else 1500
-    config.log_every_steps = 50
-    config.eval_every_steps = 1000
-    config.checkpoint_every_steps = 500
-    config.keep_checkpoints = 2
-    config.max_nonfinite_steps = 5
-    config.recompile_policy = "warn"  # a step compiling again after warm-up: warn|fail|off
-    config.recompile_after_steps = 1
-    config.num_prediction_images = 6
+    common.loss_weights_and_sweeps(config, LOSS_TERMS)
+    config.optimizer = common.optimizer("adam", 2e-3, warmup_steps=100, grad_clip_norm=10.0)
+    common.training_loop(config, batch_size=8, eval_batch_size=50,
+                         num_train_steps=3000 if detector == "fast_rcnn" else 1500,
+                         log_every_steps=50, eval_every_steps=1000, checkpoint_every_steps=500)
     config.draw_score_threshold = 0.5
-    config.progress_bar = True
-    config.compilation_cache_dir = ""
 
     if runlocal:
-        config.data.image_size = 64
-        config.data.num_train = 8
-        config.data.num_val = 4
+        config.data.update(dict(image_size=64, num_train=8, num_val=4))
         config.proposals.max_proposals = 50
-        config.model.width = 4
-        config.model.depth = 0
+        common.tiny_resnet(config.model)
         config.model.stage_sizes = (1, 1, 1)
-        config.model.block = "basic"
         config.model.representation_size = 16
         config.model.roi_batch_size_per_image = 16
         config.model.rcnn_crop_size = 16
@@ -147,12 +95,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.window_batch_size_per_image = 16
         config.model.detections_per_img = 10
         config.model.recall_top_n = 20
-        config.batch_size = 4
-        config.eval_batch_size = 4
-        config.num_train_steps = 4
-        config.log_every_steps = 2
-        config.eval_every_steps = 0
-        config.checkpoint_every_steps = 2
-        config.optimizer.warmup_steps = 0
-        config.num_prediction_images = 2
+        common.runlocal_loop(config)
     return config

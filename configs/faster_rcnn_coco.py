@@ -46,12 +46,15 @@ smoke tests).
 
 import ml_collections
 
+from jaxdet import config_files
+
+common = config_files.load_module(__file__, "common.py")
+
+LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    tokens = [t for t in (arg or "").split(",") if t]
-    if any(t != "runlocal" for t in tokens):
-        raise ValueError(f"configs/faster_rcnn_coco.py: arg {arg!r}; expected '' or 'runlocal'")
-    runlocal = "runlocal" in tokens
+    _, runlocal = common.parse_arg(arg, __file__)
     config = ml_collections.ConfigDict()
     config.task = "detection"
     config.seed = 0
@@ -62,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     config.data.source = "coco"
     config.data.path = ""  # required: --config.data.path=<COCO folder>
-    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
+    config.data.data_dir = common.DATA_DIR
     config.data.annotation_dir = "annotations"
     config.data.category_labels = "ids"  # torchvision's label space (see the docstring)
     config.data.resize_short = 800  # torchvision's GeneralizedRCNNTransform
@@ -77,12 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.detector = "faster_rcnn"
     # backbone (jaxdet.models.resnet): torchvision's resnet50, frozen BN
+    common.resnet_backbone(config.model, width=64)
     config.model.depth = 50
-    config.model.width = 64
-    config.model.stem = "imagenet"
     config.model.norm = "frozen"
-    config.model.input_norm = "imagenet"
-    config.model.dtype = ""
     # detector (jaxdet.detection.faster_rcnn.DetectorSpec): torchvision's defaults
     config.model.levels = "fpn"
     config.model.fpn_channels = 256
@@ -120,45 +120,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.mask_head_width = 256
     config.model.mask_roi_output_size = 14
 
-    config.loss = ml_collections.ConfigDict()
-    config.loss.rpn_objectness_weight = 1.0
-    config.loss.rpn_box_weight = 1.0
-    config.loss.roi_classifier_weight = 1.0
-    config.loss.roi_box_weight = 1.0
-
+    common.loss_weights_and_sweeps(config, LOSS_TERMS)
     # torchvision's reference recipe, approximately: SGD 0.02 (batch 16), momentum 0.9, 26
-    # epochs (jaxdet's "momentum" is Nesterov and has no weight decay; torchvision's 1e-4).
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "momentum"
-    config.optimizer.learning_rate = 0.02
+    # epochs, step decay (here Nesterov momentum without weight decay; torchvision's is heavy
+    # ball with 1e-4: --config.optimizer.nesterov=False --config.optimizer.weight_decay=1e-4).
+    config.optimizer = common.optimizer("momentum", 0.02, warmup_steps=1000, grad_clip_norm=0.0,
+                                        schedule="step")
     config.optimizer.momentum = 0.9
-    config.optimizer.schedule = "step"
     config.optimizer.decay_steps = (160_000, 213_000)
     config.optimizer.decay_factor = 0.1
-    config.optimizer.warmup_steps = 1000
-    config.optimizer.grad_clip_norm = 0.0
-
-    config.batch_size = 16
-    config.eval_batch_size = 8
-    config.eval_split = "validation"
-    config.eval_limit = 0
-    config.num_train_steps = 234_000
-    config.log_every_steps = 100
-    config.eval_every_steps = 0
-    config.checkpoint_every_steps = 5000
-    config.keep_checkpoints = 2
-    config.max_nonfinite_steps = 5
-    config.num_prediction_images = 6
+    common.training_loop(config, batch_size=16, eval_batch_size=8, num_train_steps=234_000,
+                         log_every_steps=100, eval_every_steps=0, checkpoint_every_steps=5000)
     config.draw_score_threshold = 0.5
-    config.progress_bar = True
-    config.compilation_cache_dir = ""
 
     if runlocal:
         config.data.image_size = 128
-        config.model.depth = 0
-        config.model.stage_sizes = (1, 1, 1, 1)
+        common.tiny_resnet(config.model)
         config.model.block = "bottleneck"
-        config.model.width = 4
         config.model.fpn_channels = 8
         config.model.representation_size = 16
         config.model.rpn_pre_nms_top_n_test = 50

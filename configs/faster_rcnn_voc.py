@@ -36,32 +36,22 @@ weights: ``python -m jaxdet.convert`` then ``--config.init_from=...``.
 ``arg``: ``runlocal`` (a seconds-long smoke run).
 """
 
-import os
-
 import ml_collections
 
 from jaxdet import config_files
 
-
-def _shapes_config(arg: str) -> ml_collections.ConfigDict:
-    """``configs/faster_rcnn_shapes.py``'s ``get_config(arg)``, the base this file adds to."""
-    return config_files.load(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                          "faster_rcnn_shapes.py") + f":{arg}")
+common = config_files.load_module(__file__, "common.py")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    tokens = [t for t in (arg or "").split(",") if t]
-    if any(t != "runlocal" for t in tokens):
-        raise ValueError(f"configs/faster_rcnn_voc.py: arg {arg!r}; expected '' or 'runlocal'")
-    runlocal = "runlocal" in tokens
-    config = _shapes_config("runlocal" if runlocal else "")
-    config.variant = "voc"
+    _, runlocal = common.parse_arg(arg, __file__)
+    config = common.base_config(__file__, "faster_rcnn_shapes.py", "runlocal" if runlocal else "")
     config.init_from = ""
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "voc"
     config.data.path = ""  # required: --config.data.path=<VOC folder>
-    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
+    config.data.data_dir = common.DATA_DIR
     config.data.image_size = 512  # every image fitted into 512 x 512 and padded
     config.data.max_instances = 64  # G (VOC2012's most crowded image has 56 objects)
     config.data.class_names = ()  # () = the names in the XMLs, sorted

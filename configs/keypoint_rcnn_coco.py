@@ -57,25 +57,16 @@ torchvision's own recipe trains 46 epochs (LR steps at epochs 36 and 43).
 keypoint branch, 128 px images, 2 steps: a smoke run on a tiny COCO-format folder).
 """
 
-import os
-
 import ml_collections
 
 from jaxdet import config_files
 
-
-def _faster_rcnn_coco(arg: str) -> ml_collections.ConfigDict:
-    """``configs/faster_rcnn_coco.py``'s ``get_config(arg)``, the base this file adds to."""
-    return config_files.load(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                          "faster_rcnn_coco.py") + f":{arg}")
+common = config_files.load_module(__file__, "common.py")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    tokens = [t for t in (arg or "").split(",") if t]
-    if any(t != "runlocal" for t in tokens):
-        raise ValueError(f"configs/keypoint_rcnn_coco.py: arg {arg!r}; expected '' or 'runlocal'")
-    runlocal = "runlocal" in tokens
-    config = _faster_rcnn_coco("runlocal" if runlocal else "")
+    _, runlocal = common.parse_arg(arg, __file__)
+    config = common.base_config(__file__, "faster_rcnn_coco.py", "runlocal" if runlocal else "")
 
     # keypoint branch (jaxdet.detection.keypoint_head): torchvision's keypointrcnn_resnet50_fpn
     config.model.keypoint_head = True
@@ -94,11 +85,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.keypoint_rescore = False  # or True: box score x mean keypoint confidence
     config.model.keypoint_flip_test = False  # True: heatmaps averaged with the mirrored image's
     config.loss.roi_keypoint_weight = 1.0
+    config.sweep.roi_keypoint_weight = ()
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "coco"
     config.data.path = ""  # required: --config.data.path=<COCO folder>
-    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
+    config.data.data_dir = common.DATA_DIR
     config.data.annotation_dir = "annotations"
     config.data.instances = False  # person_keypoints_*.json only: one class, person
     config.data.image_size = 128 if runlocal else 1344  # padded square side
@@ -114,18 +106,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.random_flip = True
     config.data.skip_bad_records = False
 
-    # The classic 1x recipe (module docstring).
-    config.optimizer.name = "momentum"
-    config.optimizer.learning_rate = 0.02
-    config.optimizer.momentum = 0.9
-    config.optimizer.schedule = "step"
+    # The classic 1x recipe (module docstring): faster_rcnn_coco.py's optimizer, 90k steps.
     config.optimizer.decay_steps = (60_000, 80_000)
-    config.optimizer.decay_factor = 0.1
-    config.optimizer.warmup_steps = 1000
-    config.optimizer.grad_clip_norm = 0.0
-    config.batch_size = 16
-    config.num_train_steps = 90_000
-    config.checkpoint_every_steps = 5000
+    if not runlocal:
+        config.num_train_steps = 90_000
 
     if runlocal:
         config.data.max_instances = 20
@@ -135,6 +119,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.keypoint_rois_per_image = 4
         config.model.keypoint_detections_per_img = 4
         config.optimizer.warmup_steps = 0
-        config.batch_size = 2
-        config.num_train_steps = 2
     return config

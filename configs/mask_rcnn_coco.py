@@ -28,25 +28,16 @@ excess counted and logged. Off by default, as torchvision's recipe: ``scale_jitt
 skipped and counted with ``--config.data.skip_bad_records=True``. ``arg``: ``runlocal``.
 """
 
-import os
-
 import ml_collections
 
 from jaxdet import config_files
 
-
-def _faster_rcnn_coco(arg: str) -> ml_collections.ConfigDict:
-    """``configs/faster_rcnn_coco.py``'s ``get_config(arg)``, the base this file adds to."""
-    return config_files.load(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                          "faster_rcnn_coco.py") + f":{arg}")
+common = config_files.load_module(__file__, "common.py")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    tokens = [t for t in (arg or "").split(",") if t]
-    if any(t != "runlocal" for t in tokens):
-        raise ValueError(f"configs/mask_rcnn_coco.py: arg {arg!r}; expected '' or 'runlocal'")
-    runlocal = "runlocal" in tokens
-    config = _faster_rcnn_coco("runlocal" if runlocal else "")
+    _, runlocal = common.parse_arg(arg, __file__)
+    config = common.base_config(__file__, "faster_rcnn_coco.py", "runlocal" if runlocal else "")
     # the classic R50-FPN "1x" recipe (Detectron): batch 16, LR 0.02 with 1,000 warm-up steps,
     # 90k steps, x0.1 at 60k and 80k (faster_rcnn_coco.py keeps torchvision's 26 epochs)
     config.num_train_steps = 2 if runlocal else 90_000
@@ -54,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.mask_head = True
     config.model.mask_rois_per_image = 0  # all foreground slots (torchvision)
     config.loss.roi_mask_weight = 1.0
+    config.sweep.roi_mask_weight = ()
     if runlocal:
         config.model.mask_head_width = 8
         config.model.mask_rois_per_image = 4
@@ -61,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     config.data.source = "coco"
     config.data.path = ""  # required: --config.data.path=<COCO folder>
-    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
+    config.data.data_dir = common.DATA_DIR
     config.data.annotation_dir = "annotations"
     config.data.image_size = 128 if runlocal else 1344  # padded square side
     # jaxdet.data.sources / augment: resize, jitter, photometric, padding (0 / () = off)

@@ -24,53 +24,33 @@ run of seconds). Variants:
 
 import ml_collections
 
-_VARIANTS = (
-    "unpool", "transpose", "nearest", "bed_of_nails", "bilinear", "strided", "fcn",
-    "sliding_window", "colour",
-)
+from jaxdet import config_files
 
+common = config_files.load_module(__file__, "common.py")
 
-def _parse(arg: str | None) -> tuple[str, bool]:
-    tokens = [t for t in (arg or "").split(",") if t]
-    runlocal = "runlocal" in tokens
-    variants = [t for t in tokens if t != "runlocal"]
-    unknown = [t for t in variants if t not in _VARIANTS]
-    if unknown or len(variants) > 1:
-        raise ValueError(
-            f"configs/segmentation.py: arg {arg!r}; expected at most one of {_VARIANTS} "
-            "plus optionally 'runlocal'"
-        )
-    return (variants[0] if variants else "unpool"), runlocal
+VARIANTS = ("unpool", "transpose", "nearest", "bed_of_nails", "bilinear", "strided", "fcn",
+            "sliding_window", "colour")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, runlocal = _parse(arg)
+    variant, runlocal = common.parse_arg(arg, __file__, VARIANTS, default="unpool")
     config = ml_collections.ConfigDict()
     config.task = "segmentation"
-    config.variant = variant
     config.seed = 0
-
-    config.data = ml_collections.ConfigDict()
-    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
-    config.data.image_size = 128
-    config.data.min_objects = 2
-    config.data.max_objects = 6
-    config.data.num_train = 2000
-    config.data.num_val = 200
-    config.data.seed = 0
+    config.data = ml_collections.ConfigDict(dict(
+        data_dir=common.DATA_DIR, image_size=128, min_objects=2, max_objects=6, num_train=2000,
+        num_val=200, seed=0))
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "encoder_decoder"
     config.model.norm = "batch"
     config.model.bn_momentum = 0.9
-    # Narrow at full resolution, wide at the bottom (stride 32): the receptive field and
-    # capacity needed to tell shapes apart, at 18 GFLOP per train step of 16 images.
+    # Narrow at full resolution, wide at the bottom (stride 32).
     config.model.level_widths = (8, 16, 32, 64, 128, 256)
     config.model.level_blocks = (1, 1, 2, 2, 2, 2)
     config.model.decoder_blocks = 1
     # Upsample the deeper map with all its channels (max-unpool: channel c goes where encoder
-    # channel c mod C had its maximum). Reducing it first to the shallower width with a 1x1
-    # conv+BN+ReLU learned the shape classes far more slowly (experiments/segmentation/).
+    # channel c mod C had its maximum).
     config.model.upsample_input = "full"
     config.model.upsample_projection = "block"
     config.model.downsample = "max_pool"
@@ -103,54 +83,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.loss = ml_collections.ConfigDict()
     config.loss.weights = ml_collections.ConfigDict({"pixel_ce": 1.0})
-
     # One-program sweep of learning rates, e.g. --config.sweep.learning_rate='(3e-3, 1e-2)':
     # every member trained by one compiled step, the best by val mIoU saved in workdir/best.
     config.sweep = ml_collections.ConfigDict({"learning_rate": ()})
     config.sweep_strategy = "unroll"  # or "vmap", "map" (see jaxdet/train/sweep.py)
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"
-    # 1e-2: at 3e-3 and below runs sit on a plateau (background + circles, mIoU ~0.29) for
-    # hundreds of steps; see experiments/segmentation/results.md for the sweep.
-    config.optimizer.learning_rate = 1e-2
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 50
-    config.optimizer.grad_clip_norm = 0.0
-
-    config.batch_size = 16
-    config.eval_batch_size = 40
-    config.eval_split = "validation"  # or "train" (overfitting checks)
-    config.eval_limit = 0  # 0 = the whole split
-    # 850 steps: ~9.5 min on a quiet 2-core CPU (0.62 s/step) including start-up, compilation,
-    # evaluation and the prediction picture.
-    config.num_train_steps = 850
-    config.log_every_steps = 50
-    config.eval_every_steps = 425
-    config.checkpoint_every_steps = 425
-    config.keep_checkpoints = 2
-    config.max_nonfinite_steps = 0
-    config.recompile_policy = "warn"  # a step compiling again after warm-up: warn|fail|off
-    config.recompile_after_steps = 1
-    config.num_prediction_images = 6
-    config.progress_bar = True
-    config.compilation_cache_dir = ""  # "" = $JAXDET_COMPILATION_CACHE or ~/.cache/jaxdet/...
+    config.optimizer = common.optimizer("adam", 1e-2, warmup_steps=50, grad_clip_norm=0.0)
+    common.training_loop(config, batch_size=16, eval_batch_size=40, num_train_steps=850,
+                         log_every_steps=50, eval_every_steps=425, checkpoint_every_steps=425,
+                         max_nonfinite_steps=0)
 
     if runlocal:
-        config.data.image_size = 32
-        config.data.min_objects = 1
-        config.data.max_objects = 3
-        config.data.num_train = 16
-        config.data.num_val = 8
+        config.data.update(dict(image_size=32, min_objects=1, max_objects=3, num_train=16,
+                                num_val=8))
         if config.model.name == "encoder_decoder":
             config.model.level_widths = (4, 8, 16)
             config.model.level_blocks = (1, 1, 1)
+        common.runlocal_loop(config)
         config.batch_size = 8
         config.eval_batch_size = 8
         config.num_train_steps = 6
-        config.log_every_steps = 2
-        config.eval_every_steps = 0
         config.checkpoint_every_steps = 3
-        config.optimizer.warmup_steps = 0
-        config.num_prediction_images = 2
     return config

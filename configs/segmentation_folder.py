@@ -1,4 +1,4 @@
-r"""Semantic segmentation of a folder of images + label images (issue 9), mean IoU.
+r"""Semantic segmentation of a folder of images + label images, mean IoU.
 
 Launch (the folder is converted once into a TFDS dataset under ``config.data.data_dir``):
 
@@ -30,27 +30,21 @@ The model is configs/segmentation.py's encoder-decoder (``arg`` takes its varian
 ``runlocal``).
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
+from jaxdet import config_files
 
-def _base_config(arg: str | None) -> ml_collections.ConfigDict:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "segmentation.py")
-    spec = importlib.util.spec_from_file_location("_segmentation_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+common = config_files.load_module(__file__, "common.py")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = _base_config(arg)
-    runlocal = "runlocal" in (arg or "").split(",")
+    variants = config_files.load_module(__file__, "segmentation.py").VARIANTS
+    _, runlocal = common.parse_arg(arg, __file__, variants, default="unpool")
+    config = common.base_config(__file__, "segmentation.py", arg or "")
     config.data = ml_collections.ConfigDict()
     config.data.source = "folder"
     config.data.path = ""  # required: --config.data.path=<folder>
-    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
+    config.data.data_dir = common.DATA_DIR
     config.data.image_size = 32 if runlocal else 256  # fitted into a square, padded
     config.data.image_dir = "images"
     config.data.label_dir = "labels"

@@ -23,37 +23,23 @@ run).
 
 import ml_collections
 
+from jaxdet import config_files
+
+common = config_files.load_module(__file__, "common.py")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    tokens = [t for t in (arg or "").split(",") if t]
-    if any(t != "runlocal" for t in tokens):
-        raise ValueError(f"configs/ssd_shapes.py: arg {arg!r}; expected '' or 'runlocal'")
-    runlocal = "runlocal" in tokens
+    _, runlocal = common.parse_arg(arg, __file__)
     config = ml_collections.ConfigDict()
     config.task = "detection"
     config.seed = 0
-
-    # The same data as configs/faster_rcnn_shapes.py (fair comparison).
-    config.data = ml_collections.ConfigDict()
-    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
-    config.data.image_size = 128
-    config.data.min_objects = 2
-    config.data.max_objects = 6
-    config.data.max_instances = 8  # G: ground truth padded to this many rows
-    config.data.num_train = 2000
-    config.data.num_val = 200
-    config.data.seed = 0
+    config.data = common.scenes_detection_data()  # as configs/faster_rcnn_shapes.py
 
     config.model = ml_collections.ConfigDict()
     config.model.detector = "ssd"
     # backbone (jaxdet.models.resnet), cut after the deepest map used
-    config.model.depth = 18
-    config.model.width = 32
-    config.model.stem = "imagenet"
-    config.model.norm = "batch"
-    config.model.input_norm = "imagenet"
-    config.model.dtype = ""
-    # detector (jaxdet.detection.ssd.SSDSpec)
+    common.resnet_backbone(config.model, width=32)
+    # detector (jaxdet.detection.ssd.SSDSpec); the paper's values in the comments
     config.model.ssd_feature_maps = ("C3", "C4", "C5")
     config.model.ssd_extra_channels = (64,)  # one extra stride-2 map per entry
     config.model.ssd_head_channels = 64  # > 0: a 3x3 conv-norm-ReLU per map before predictors
@@ -72,57 +58,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.detections_per_img = 100
     config.model.recall_top_n = 100
 
-    config.loss = ml_collections.ConfigDict()
-    config.loss.ssd_classifier_weight = 1.0
-    config.loss.ssd_box_weight = 1.0
-
-    config.sweep = ml_collections.ConfigDict()
-    config.sweep.ssd_classifier_weight = ()
-    config.sweep.ssd_box_weight = ()
-    config.sweep.learning_rate = ()
-    config.sweep_strategy = "unroll"
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 2e-3
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 100
-    config.optimizer.grad_clip_norm = 10.0
-
-    config.batch_size = 8
-    config.eval_batch_size = 50
-    config.eval_split = "validation"
-    config.eval_limit = 0
-    config.num_train_steps = 4000
-    config.log_every_steps = 50
-    config.eval_every_steps = 1000
-    config.checkpoint_every_steps = 500
-    config.keep_checkpoints = 2
-    config.max_nonfinite_steps = 5
-    config.num_prediction_images = 6
+    common.loss_weights_and_sweeps(config, ("ssd_classifier", "ssd_box"))
+    config.optimizer = common.optimizer("adam", 2e-3, warmup_steps=100, grad_clip_norm=10.0)
+    common.training_loop(config, batch_size=8, eval_batch_size=50, num_train_steps=4000,
+                         log_every_steps=50, eval_every_steps=1000, checkpoint_every_steps=500)
     config.draw_score_threshold = 0.5
-    config.progress_bar = True
-    config.compilation_cache_dir = ""
 
     if runlocal:
-        config.data.image_size = 64
-        config.data.num_train = 8
-        config.data.num_val = 4
-        config.model.width = 4
-        config.model.depth = 0
-        config.model.stage_sizes = (1, 1, 1, 1)
-        config.model.block = "basic"
+        config.data.update(dict(image_size=64, num_train=8, num_val=4))
+        common.tiny_resnet(config.model)
         config.model.ssd_extra_channels = (8,)
         config.model.ssd_head_channels = 8
         config.model.ssd_pre_nms_top_n = 50
         config.model.detections_per_img = 10
         config.model.recall_top_n = 20
-        config.batch_size = 4
-        config.eval_batch_size = 4
-        config.num_train_steps = 4
-        config.log_every_steps = 2
-        config.eval_every_steps = 0
-        config.checkpoint_every_steps = 2
-        config.optimizer.warmup_steps = 0
-        config.num_prediction_images = 2
+        common.runlocal_loop(config)
     return config

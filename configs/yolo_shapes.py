@@ -26,37 +26,27 @@ IoU target measured 4 AP50 points lower half-way).
 
 import ml_collections
 
+from jaxdet import config_files
+
+common = config_files.load_module(__file__, "common.py")
+
+LOSS_WEIGHTS = {"yolo_coord": 5.0, "yolo_obj": 1.0, "yolo_noobj": 0.5, "yolo_class": 2.0}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    tokens = [t for t in (arg or "").split(",") if t]
-    if any(t != "runlocal" for t in tokens):
-        raise ValueError(f"configs/yolo_shapes.py: arg {arg!r}; expected '' or 'runlocal'")
-    runlocal = "runlocal" in tokens
+    _, runlocal = common.parse_arg(arg, __file__)
     config = ml_collections.ConfigDict()
     config.task = "detection"
     config.seed = 0
-
-    config.data = ml_collections.ConfigDict()  # as configs/faster_rcnn_shapes.py
-    config.data.data_dir = "~/.cache/jaxdet/tensorflow_datasets"
-    config.data.image_size = 128
-    config.data.min_objects = 2
-    config.data.max_objects = 6
-    config.data.max_instances = 8  # G: ground truth padded to this many rows
-    config.data.num_train = 2000
-    config.data.num_val = 200
-    config.data.seed = 0
+    config.data = common.scenes_detection_data()  # as configs/faster_rcnn_shapes.py
 
     config.model = ml_collections.ConfigDict()
     config.model.detector = "yolo"
     # backbone (jaxdet.models.resnet): ResNet-18's first two stages, width 16
+    common.resnet_backbone(config.model, width=16)
     config.model.depth = 0
     config.model.stage_sizes = (2, 2)
     config.model.block = "basic"
-    config.model.width = 16
-    config.model.stem = "imagenet"
-    config.model.norm = "batch"
-    config.model.input_norm = "imagenet"
-    config.model.dtype = ""
     # detector (jaxdet.detection.yolo.YoloSpec)
     config.model.yolo_grid_size = 16  # S (the paper: 7 at 448 px)
     config.model.yolo_boxes_per_cell = 2  # B (the paper: 2)
@@ -66,66 +56,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.yolo_head_channels = 128
     config.model.yolo_fc_size = 512
     config.model.yolo_dropout = 0.0  # the paper: 0.5 after its FC layer
-    # Confidence target 1, not the IoU (darknet's rescore=1): AP50 0.775 vs 0.737 at 1,250
-    # of 2,500 steps (experiments/results/yolo_shapes.md).
-    config.model.yolo_rescore = False
-    config.model.score_thresh = 0.001  # AP50 +0.004 over 0.01 on the same weights
+    config.model.yolo_rescore = False  # confidence target 1, not the IoU (darknet's rescore=1)
+    config.model.score_thresh = 0.001
     config.model.nms_thresh = 0.5
     config.model.detections_per_img = 100
     config.model.recall_top_n = 100
 
-    config.loss = ml_collections.ConfigDict()
-    config.loss.yolo_coord_weight = 5.0  # lambda_coord
-    config.loss.yolo_obj_weight = 1.0
-    config.loss.yolo_noobj_weight = 0.5  # lambda_noobj
-    config.loss.yolo_class_weight = 2.0  # the paper: 1; 2 in the measured runs
-
-    config.sweep = ml_collections.ConfigDict()
-    config.sweep.yolo_coord_weight = ()
-    config.sweep.yolo_obj_weight = ()
-    config.sweep.yolo_noobj_weight = ()
-    config.sweep.yolo_class_weight = ()
-    config.sweep.learning_rate = ()
-    config.sweep_strategy = "unroll"
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 2e-3
-    config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 100
-    config.optimizer.grad_clip_norm = 10.0
-
-    config.batch_size = 8
-    config.eval_batch_size = 50
-    config.eval_split = "validation"
-    config.eval_limit = 0
-    config.num_train_steps = 2500
-    config.log_every_steps = 50
-    config.eval_every_steps = 1250
-    config.checkpoint_every_steps = 500
-    config.keep_checkpoints = 2
-    config.max_nonfinite_steps = 5
-    config.num_prediction_images = 6
+    # lambda_coord 5, lambda_noobj 0.5 as the paper; class 2 (the paper: 1)
+    common.loss_weights_and_sweeps(config, tuple(LOSS_WEIGHTS), LOSS_WEIGHTS)
+    config.optimizer = common.optimizer("adam", 2e-3, warmup_steps=100, grad_clip_norm=10.0)
+    common.training_loop(config, batch_size=8, eval_batch_size=50, num_train_steps=2500,
+                         log_every_steps=50, eval_every_steps=1250, checkpoint_every_steps=500)
     config.draw_score_threshold = 0.5
-    config.progress_bar = True
-    config.compilation_cache_dir = ""
 
     if runlocal:
-        config.data.image_size = 64
-        config.data.num_train = 8
-        config.data.num_val = 4
+        config.data.update(dict(image_size=64, num_train=8, num_val=4))
         config.model.width = 4
         config.model.yolo_grid_size = 8  # C3 of a 64 px input
         config.model.yolo_head_convs = 1
         config.model.yolo_head_channels = 8
         config.model.detections_per_img = 10
         config.model.recall_top_n = 20
-        config.batch_size = 4
-        config.eval_batch_size = 4
-        config.num_train_steps = 4
-        config.log_every_steps = 2
-        config.eval_every_steps = 0
-        config.checkpoint_every_steps = 2
-        config.optimizer.warmup_steps = 0
-        config.num_prediction_images = 2
+        common.runlocal_loop(config)
     return config

@@ -12,12 +12,31 @@ import ast
 import dataclasses
 import importlib.util
 import os
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import ml_collections
 
 T = TypeVar("T")
+
+
+_MODULES: dict[str, types.ModuleType] = {}
+
+
+def load_module(config_file: str, name: str) -> types.ModuleType:
+    """The Python file ``name`` next to ``config_file`` as a module (loaded once per path):
+    how a config file imports ``configs/common.py`` without ``configs`` being a package."""
+    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
+    if path not in _MODULES:
+        module_spec = importlib.util.spec_from_file_location(
+            f"_jaxdet_config_{os.path.splitext(name)[0]}", path)
+        if not os.path.isfile(path) or module_spec is None or module_spec.loader is None:
+            raise ValueError(f"{config_file}: cannot load {path!r}")
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        _MODULES[path] = module
+    return _MODULES[path]
 
 
 def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:

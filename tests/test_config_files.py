@@ -32,3 +32,13 @@ def test_dataclass_from_section_takes_declared_fields_as_tuples():
     spec = config_files.dataclass_from_section(_Spec, section, num_classes=4)
     assert spec == _Spec(num_classes=4, sizes=((8, 16), (32,)))
     hash(spec)
+
+
+def test_load_module_loads_a_sibling_file_once(tmp_path):
+    (tmp_path / "shared.py").write_text("COUNT = [0]\nCOUNT[0] += 1\n")
+    config_file = str(tmp_path / "some_config.py")
+    first = config_files.load_module(config_file, "shared.py")
+    assert config_files.load_module(config_file, "shared.py") is first
+    assert first.COUNT == [1]
+    with pytest.raises(ValueError, match="cannot load"):
+        config_files.load_module(config_file, "missing.py")

@@ -1,6 +1,6 @@
 """Procedural scenes of coloured shapes on a textured background (pure NumPy).
 
-The embedded dataset of jaxdet: every rung (segmentation, localisation, detection,
+The embedded dataset of jaxdet: every task (segmentation, localisation, detection,
 instance segmentation) trains on it without anything on disk. `generate_scene` draws one
 example from a `np.random.Generator`; the same generator state gives the same example.
 

@@ -1,4 +1,4 @@
-"""The tasks' real-data sources, chosen by ``config.data.source`` (issue 9).
+"""The tasks' real-data sources, chosen by ``config.data.source``.
 
 ``config.data.source``: ``"scenes"`` (default; the synthetic data, handled by the tasks
 themselves), ``"coco"`` (a COCO-format folder, :mod:`jaxdet.data.coco`), ``"tfds_coco"``

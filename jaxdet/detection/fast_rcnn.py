@@ -1,6 +1,6 @@
 """Fast R-CNN on given (Selective Search) proposals, static shapes.
 
-Girshick's 2015 rung between R-CNN (:mod:`jaxdet.detection.rcnn`) and Faster R-CNN
+Girshick's 2015 detector between R-CNN (:mod:`jaxdet.detection.rcnn`) and Faster R-CNN
 (:mod:`jaxdet.detection.faster_rcnn`): ONE backbone pass per image, then every proposal is
 RoI-max-pooled (:func:`jaxdet.ops.roi_pool`, 7 x 7) from the shared feature map and
 classified / regressed by the box head of :mod:`jaxdet.detection.roi_heads`. The proposals

@@ -1,6 +1,6 @@
 """R-CNN on given (Selective Search) proposals, static shapes: one CNN pass per proposal.
 
-Girshick et al.'s 2014 rung before Fast R-CNN (:mod:`jaxdet.detection.fast_rcnn`): every
+Girshick et al.'s 2014 detector before Fast R-CNN (:mod:`jaxdet.detection.fast_rcnn`): every
 proposal's crop is cut from the IMAGE and warped to a fixed ``rcnn_crop_size`` square
 (:func:`jaxdet.ops.roi_align` on the image with ``spatial_scale=1``, 2 x 2 bilinear samples
 per output pixel, i.e. an anti-aliased bilinear warp that ignores the aspect ratio), then a

@@ -1,6 +1,6 @@
 """Sliding-window detector: a CNN window classifier with a background class, then NMS.
 
-The first rung of the detection ladder (before R-CNN, Fast R-CNN and Faster R-CNN): a fixed
+The simplest detector (before R-CNN, Fast R-CNN and Faster R-CNN): a fixed
 set of windows of several sizes and aspect ratios slides over the image; each window's crop
 is warped to a fixed size and classified into ``C + 1`` classes (0 = background); the
 windows' class probabilities are thresholded and class-aware NMS keeps the best ``K``. There

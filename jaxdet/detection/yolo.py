@@ -1,6 +1,6 @@
 """YOLO (v1): one pass over an S x S grid of cells, sum-squared loss, class-aware NMS.
 
-Redmon et al., "You Only Look Once" (2016), the lecture's detection without proposals. The
+Redmon et al., "You Only Look Once" (2016), detection without proposals. The
 network maps the image to an ``S x S x (B * 5 + C)`` tensor: per cell, ``B`` boxes of five
 numbers ``(x, y, sqrt(w), sqrt(h), confidence)`` then ``C`` class probabilities shared by the
 cell's boxes. ``S = yolo_grid_size`` and ``B = yolo_boxes_per_cell`` come from the config.

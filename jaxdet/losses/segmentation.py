@@ -41,7 +41,7 @@ def pixel_cross_entropy(
 ) -> tuple[jax.Array, jax.Array]:
     """Softmax cross-entropy summed over valid pixels, and the number of valid pixels.
 
-    ``sum / count`` is the lecture's loss: cross-entropy averaged over pixels and the batch.
+    ``sum / count`` is cross-entropy averaged over pixels and the batch.
     The training step turns the pair into a global mean over all devices.
 
     Args:

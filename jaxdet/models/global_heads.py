@@ -1,6 +1,6 @@
 """Image-level heads on a backbone: classification + localisation and joint regression.
 
-The lecture's "classification + localisation" network: a CNN backbone, its last feature map
+The "classification + localisation" network: a CNN backbone, its last feature map
 flattened (or averaged), one hidden fully connected layer, then one linear head per output
 (class scores, 4 box numbers, 2K joint coordinates).
 

@@ -14,7 +14,7 @@ Conventions
 * :func:`max_unpool` places each value at its switch position and zeros elsewhere. With
   overlapping windows (``stride < window``) two outputs may remember the same input position;
   their values are then *summed* there (the transpose of the pooling selection).
-* :func:`conv_matrix` is a NumPy test/teaching helper (the lecture's "matrix view"), not a
+* :func:`conv_matrix` is a NumPy test/teaching helper (the "matrix view" of a convolution), not a
   layer: a convolution is multiplication by that matrix, a transpose convolution by its
   transpose.
 """
@@ -187,7 +187,7 @@ def bilinear_upsample(x: jax.Array, factor: int = 2) -> jax.Array:
 def transpose_conv(x: jax.Array, kernel: jax.Array, stride: int = 2) -> jax.Array:
     """Transpose convolution, ``[B, H, W, Cin] -> [B, H*stride, W*stride, Cout]``.
 
-    ``kernel`` is ``[k, k, Cin, Cout]`` with the lecture's "scatter" semantics: each input
+    ``kernel`` is ``[k, k, Cin, Cout]`` with "scatter" semantics: each input
     value weights a copy of the filter placed ``stride`` pixels apart in the output, and
     overlapping copies sum. This is the exact transpose (gradient) of the correlation
     ``nn.Conv`` with the same kernel, i.e. ``jax.lax.conv_transpose(..., "SAME",

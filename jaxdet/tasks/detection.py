@@ -1,7 +1,7 @@
 """Object detection on the synthetic scenes, evaluated with COCO box AP.
 
-The detector is ``config.model.detector``: ``faster_rcnn`` (default), or the lecture's
-earlier rungs on the same data and evaluation — ``fast_rcnn`` and ``rcnn`` on Selective
+The detector is ``config.model.detector``: ``faster_rcnn`` (default), or the
+earlier detectors on the same data and evaluation — ``fast_rcnn`` and ``rcnn`` on Selective
 Search proposals (computed once per split and cached next to the dataset; the examples then
 also carry ``proposals`` float32 ``[B, P, 4]`` and ``proposal_valid`` ``[B, P]``), and
 ``sliding_window``.
@@ -127,7 +127,7 @@ def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
 def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """``{"train": source, "validation": source}`` of multi-object scenes, or of the real data
     of ``config.data.source`` (:mod:`jaxdet.data.sources`)."""
-    if config.data.get("source", "scenes") != "scenes":  # COCO / VOC folders (issue 9)
+    if config.data.get("source", "scenes") != "scenes":  # COCO / VOC folders
         from jaxdet.data import sources
 
         return sources.detection_datasets(config)

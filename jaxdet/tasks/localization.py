@@ -8,7 +8,7 @@ Box parameterisation (``config.model.box_format``): the 4 numbers are the box in
 normalised by the image size, either ``"cxcywh"`` (centre x, centre y, width, height) or
 ``"xyxy"`` (x1, y1, x2, y2); metrics decode them to absolute pixels (x1, y1, x2, y2).
 
-Loss (the lecture's multi-task loss): ``class_ce + config.loss.box_weight * box`` where
+Loss (multi-task): ``class_ce + config.loss.box_weight * box`` where
 ``class_ce`` is the softmax cross-entropy and ``box`` the regression loss
 ``config.loss.box_loss`` in {"l2", "l1", "smooth_l1"} (``config.loss.smooth_l1_beta``), summed
 over the 4 numbers and averaged over images. Both terms are logged on their own and, in

@@ -1,4 +1,4 @@
-"""Semantic segmentation on the synthetic scenes: the lecture's first rung.
+"""Semantic segmentation on the synthetic scenes: per-pixel classes.
 
 Batches hold ``image`` uint8 ``[B, H, W, 3]`` and ``label`` int32 ``[B, H, W]`` (0 = background,
 ``k`` = class ``k``), plus the pipeline's ``index`` and ``mask``. Models map float32 images in
@@ -33,7 +33,7 @@ EVALUATES_ON_HOST = False
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
-    if config.data.get("source", "scenes") != "scenes":  # a segmentation folder (issue 9)
+    if config.data.get("source", "scenes") != "scenes":  # a segmentation folder
         from jaxdet.data import sources
 
         return sources.segmentation_class_names(config)

@@ -2,8 +2,8 @@
 branch: two scenes overfitted to box AP50 = 1 and mask AP50 = 1, the mask loss falling, and
 the loss and predict functions traced once each (one compiled train step, one eval step).
 
-One run serves both detectors' overfitting requirements (issue 6: box AP50 = 1 on a 2-image
-set, no recompilation; issue 7: mask AP50 = 1): the box path is Faster R-CNN's, unchanged by
+One run serves both detectors' overfitting checks (box AP50 = 1 on a 2-image
+set, no recompilation; mask AP50 = 1): the box path is Faster R-CNN's, unchanged by
 the branch (tests/detection/test_mask_head.py checks the wiring), and one run costs half of
 two in the suite's time budget."""
 
