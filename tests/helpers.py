@@ -1,4 +1,5 @@
-"""Builders shared by the tests: configs as the launcher loads them, trace counting."""
+"""Builders shared by the tests: configs as the launcher loads them, trace counting, the
+jit / no-jit variants of a test."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 
 import jax
 import ml_collections
+import pytest
 
 from jaxdet import config_files
 
@@ -39,3 +41,15 @@ def count_traces(fun_name: str) -> Iterator[list[str]]:
         yield traces
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _without_jit(fn):
+    """The function itself (chex's ``without_jit`` variant)."""
+    return fn
+
+
+# chex.variants(with_jit=True, without_jit=True) for plain pytest functions: a test that takes
+# ``variant`` runs once with ``variant = jax.jit`` and once with the identity.
+with_and_without_jit = pytest.mark.parametrize(
+    "variant", [jax.jit, _without_jit], ids=["with_jit", "without_jit"]
+)

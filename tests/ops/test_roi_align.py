@@ -12,9 +12,10 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl.testing import absltest, parameterized
+import pytest
 
 from jaxdet import ops
+from tests import helpers
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 F32 = np.float32
@@ -86,184 +87,211 @@ def random_boxes(rng, n, lo, hi, max_wh):
     return np.concatenate([xy, xy + wh], 1).astype(np.float32)
 
 
-class GoldenTest(chex.TestCase, parameterized.TestCase):
-    """Against torchvision, written by experiments/golden/make_roi_fixtures.py."""
+# --- torchvision goldens (experiments/golden/make_roi_fixtures.py) ---------------------------
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.fx = dict(np.load(FIXTURES / "roi_align.npz"))
-        cls.ms = dict(np.load(FIXTURES / "multiscale_roi_align.npz"))
 
-    @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.parameters(("s1", 1.0, True, 2), ("s05", 0.5, False, 2))
-    def test_forward_and_gradient_variants(self, tag, scale, aligned, ratio):
-        self.check_golden(self.variant, tag, scale, aligned, ratio)
+@pytest.fixture(scope="module")
+def fx():
+    return dict(np.load(FIXTURES / "roi_align.npz"))
 
-    @parameterized.parameters(
+
+@pytest.fixture(scope="module")
+def ms():
+    return dict(np.load(FIXTURES / "multiscale_roi_align.npz"))
+
+
+def check_golden(fx, variant, tag, scale, aligned, ratio):
+    feats = fx["features"]
+    boxes = fx[f"boxes_{tag}"]
+    key = f"{tag}_a{int(aligned)}_r{ratio}"
+
+    def f(x):
+        return ops.roi_align(x, boxes, (5, 4), scale, ratio, aligned)
+
+    out, vjp = jax.vjp(variant(f), jnp.asarray(feats))
+    chex.assert_shape(out, (len(boxes), 5, 4, 2))
+    chex.assert_type(out, jnp.float32)
+    fmax = np.abs(feats).max()
+    assert_close(out, fx[f"out_{key}"], fmax)
+    (grad,) = vjp(jnp.asarray(fx[f"gout_{tag}"]))
+    assert_close(grad, fx[f"grad_{key}"], np.abs(fx[f"gout_{tag}"]).max())
+    # The fixtures are not trivially zero: fully-outside boxes are, the rest is not.
+    assert np.abs(fx[f"out_{key}"]).max() > 0.5
+
+
+@helpers.with_and_without_jit
+@pytest.mark.parametrize(
+    "tag, scale, aligned, ratio",
+    [("s1", 1.0, True, 2), ("s05", 0.5, False, 2)],
+    ids=["s1_a1_r2", "s05_a0_r2"],  # the fixture keys: tag, aligned, sampling ratio
+)
+def test_forward_and_gradient_match_torchvision_with_and_without_jit(
+    variant, fx, tag, scale, aligned, ratio
+):
+    check_golden(fx, variant, tag, scale, aligned, ratio)
+
+
+@pytest.mark.parametrize(
+    "tag, scale, aligned, ratio",
+    [
         ("s1", 1.0, True, 1),
         ("s1", 1.0, True, 3),
         ("s1", 1.0, False, 1),
         ("s1", 1.0, False, 2),
         ("s1", 1.0, False, 3),
         ("s05", 0.5, True, 2),
+    ],
+    ids=["s1_a1_r1", "s1_a1_r3", "s1_a0_r1", "s1_a0_r2", "s1_a0_r3", "s05_a1_r2"],
+)
+def test_forward_and_gradient_match_torchvision(fx, tag, scale, aligned, ratio):
+    check_golden(fx, lambda f: f, tag, scale, aligned, ratio)
+
+
+@helpers.with_and_without_jit
+def test_multiscale_forward_and_gradient_match_torchvision(variant, ms):
+    feats = [jnp.asarray(ms[f"features_{i}"]) for i in range(4)]
+    boxes = ms["boxes"]
+
+    def f(fs):
+        # torchvision's MultiScaleRoIAlign: aligned=False, canonical 224 / level 4.
+        return ops.multilevel_roi_align(fs, boxes, (7, 7), 2, aligned=False)
+
+    out, vjp = jax.vjp(variant(f), feats)
+    chex.assert_shape(out, (len(boxes), 7, 7, 2))
+    fmax = max(np.abs(np.asarray(x)).max() for x in feats)
+    assert_close(out, ms["out"], fmax)
+    (grads,) = vjp(jnp.asarray(ms["gout"]))
+    gmax = np.abs(ms["gout"]).max()
+    for i in range(4):
+        assert_close(grads[i], ms[f"grad_{i}"], gmax)
+        assert np.abs(ms[f"grad_{i}"]).max() > 0.0  # every level used
+    np.testing.assert_array_equal(np.bincount(np_levels(boxes) - 2, minlength=4) > 0, True)
+
+
+# --- NumPy loop reference --------------------------------------------------------------------
+
+
+@helpers.with_and_without_jit
+@pytest.mark.parametrize("scale", [1.0, 0.25], ids=lambda s: f"scale{s}")
+@pytest.mark.parametrize("ratio", [1, 2], ids=lambda r: f"ratio{r}")
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "unaligned"])
+def test_random_boxes_match_numpy(variant, aligned, ratio, scale):
+    rng = np.random.default_rng(7)
+    feats = rng.standard_normal((9, 13, 3)).astype(np.float32)
+    boxes = random_boxes(rng, 30, -8 / scale, 16 / scale, 14 / scale)
+    boxes[:6] = np.round(boxes[:6] * 2) / 2  # .5 boundaries
+    out = variant(lambda f, b: ops.roi_align(f, b, (3, 4), scale, ratio, aligned))(
+        feats, boxes
     )
-    def test_forward_and_gradient(self, tag, scale, aligned, ratio):
-        self.check_golden(lambda f: f, tag, scale, aligned, ratio)
-
-    def check_golden(self, variant, tag, scale, aligned, ratio):
-        feats = self.fx["features"]
-        boxes = self.fx[f"boxes_{tag}"]
-        key = f"{tag}_a{int(aligned)}_r{ratio}"
-
-        def f(x):
-            return ops.roi_align(x, boxes, (5, 4), scale, ratio, aligned)
-
-        out, vjp = jax.vjp(variant(f), jnp.asarray(feats))
-        chex.assert_shape(out, (len(boxes), 5, 4, 2))
-        chex.assert_type(out, jnp.float32)
-        fmax = np.abs(feats).max()
-        assert_close(out, self.fx[f"out_{key}"], fmax)
-        (grad,) = vjp(jnp.asarray(self.fx[f"gout_{tag}"]))
-        assert_close(grad, self.fx[f"grad_{key}"], np.abs(self.fx[f"gout_{tag}"]).max())
-        # The fixtures are not trivially zero: fully-outside boxes are, the rest is not.
-        self.assertGreater(np.abs(self.fx[f"out_{key}"]).max(), 0.5)
-
-    @chex.variants(with_jit=True, without_jit=True)
-    def test_multiscale_matches_torchvision(self):
-        feats = [jnp.asarray(self.ms[f"features_{i}"]) for i in range(4)]
-        boxes = self.ms["boxes"]
-
-        def f(fs):
-            # torchvision's MultiScaleRoIAlign: aligned=False, canonical 224 / level 4.
-            return ops.multilevel_roi_align(fs, boxes, (7, 7), 2, aligned=False)
-
-        out, vjp = jax.vjp(self.variant(f), feats)
-        chex.assert_shape(out, (len(boxes), 7, 7, 2))
-        fmax = max(np.abs(np.asarray(x)).max() for x in feats)
-        assert_close(out, self.ms["out"], fmax)
-        (grads,) = vjp(jnp.asarray(self.ms["gout"]))
-        gmax = np.abs(self.ms["gout"]).max()
-        for i in range(4):
-            assert_close(grads[i], self.ms[f"grad_{i}"], gmax)
-            self.assertGreater(np.abs(self.ms[f"grad_{i}"]).max(), 0.0)  # every level used
-        np.testing.assert_array_equal(np.bincount(np_levels(boxes) - 2, minlength=4) > 0, True)
+    ref = np_roi_align(feats, boxes, (3, 4), scale, ratio, aligned)
+    assert_close(out, ref, np.abs(feats).max())
 
 
-class NumpyReferenceTest(chex.TestCase, parameterized.TestCase):
-    @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.product(aligned=(True, False), ratio=(1, 2), scale=(1.0, 0.25))
-    def test_random_boxes(self, aligned, ratio, scale):
-        rng = np.random.default_rng(7)
-        feats = rng.standard_normal((9, 13, 3)).astype(np.float32)
-        boxes = random_boxes(rng, 30, -8 / scale, 16 / scale, 14 / scale)
-        boxes[:6] = np.round(boxes[:6] * 2) / 2  # .5 boundaries
-        out = self.variant(lambda f, b: ops.roi_align(f, b, (3, 4), scale, ratio, aligned))(
-            feats, boxes
-        )
-        ref = np_roi_align(feats, boxes, (3, 4), scale, ratio, aligned)
-        assert_close(out, ref, np.abs(feats).max())
-
-    def test_vmap_over_batch(self):
-        rng = np.random.default_rng(3)
-        feats = rng.standard_normal((3, 8, 10, 2)).astype(np.float32)
-        boxes = np.stack([random_boxes(rng, 6, -4, 10, 9) for _ in range(3)])
-        out = jax.jit(jax.vmap(lambda f, b: ops.roi_align(f, b, (2, 3), 0.5, 2, True)))(
-            feats, boxes
-        )
-        chex.assert_shape(out, (3, 6, 2, 3, 2))
-        for i in range(3):
-            ref = np_roi_align(feats[i], boxes[i], (2, 3), 0.5, 2, True)
-            assert_close(out[i], ref, np.abs(feats).max())
-
-    def test_multilevel_vmap_equals_per_level_reference(self):
-        rng = np.random.default_rng(5)
-        shapes = [(16, 20), (8, 10), (4, 5), (2, 3)]
-        feats = [rng.standard_normal((2, h, w, 3)).astype(np.float32) for h, w in shapes]
-        side = np.exp(rng.uniform(np.log(10), np.log(800), (2, 12)))
-        x1 = rng.uniform(-10, 60, (2, 12))
-        y1 = rng.uniform(-10, 50, (2, 12))
-        boxes = np.stack([x1, y1, x1 + side, y1 + side * 0.7], -1).astype(np.float32)
-        out = jax.jit(jax.vmap(lambda f, b: ops.multilevel_roi_align(f, b, (3, 3), 2)))(
-            feats, boxes
-        )
-        chex.assert_shape(out, (2, 12, 3, 3, 3))
-        for i in range(2):
-            lvls = np_levels(boxes[i])
-            for r in range(12):
-                f = feats[lvls[r] - 2][i]
-                ref = np_roi_align(f, boxes[i, r : r + 1], (3, 3), 2.0 ** -lvls[r], 2, True)
-                assert_close(out[i, r : r + 1], ref, np.abs(f).max())
-
-    def test_bfloat16_features_float32_coordinates(self):
-        rng = np.random.default_rng(11)
-        feats = rng.standard_normal((12, 12, 4)).astype(np.float32)
-        # Coordinates far from 0 would lose their fraction in bfloat16; they must not.
-        boxes = np.array([[0.3, 0.6, 10.3, 9.1], [2.2, 1.1, 5.7, 11.9]], np.float32)
-        out = ops.roi_align(jnp.asarray(feats, jnp.bfloat16), boxes, (4, 4), 1.0, 2, True)
-        chex.assert_type(out, jnp.bfloat16)
-        ref = np_roi_align(
-            np.asarray(jnp.asarray(feats, jnp.bfloat16).astype(jnp.float32)),
-            boxes,
-            (4, 4),
-            1.0,
-            2,
-            True,
-        )
-        np.testing.assert_allclose(np.asarray(out, np.float32), ref, rtol=1e-2, atol=1e-2)
+def test_vmap_over_batch_matches_numpy():
+    rng = np.random.default_rng(3)
+    feats = rng.standard_normal((3, 8, 10, 2)).astype(np.float32)
+    boxes = np.stack([random_boxes(rng, 6, -4, 10, 9) for _ in range(3)])
+    out = jax.jit(jax.vmap(lambda f, b: ops.roi_align(f, b, (2, 3), 0.5, 2, True)))(
+        feats, boxes
+    )
+    chex.assert_shape(out, (3, 6, 2, 3, 2))
+    for i in range(3):
+        ref = np_roi_align(feats[i], boxes[i], (2, 3), 0.5, 2, True)
+        assert_close(out[i], ref, np.abs(feats).max())
 
 
-class HandComputedTest(chex.TestCase):
-    def setUp(self):
-        super().setUp()
-        # f[y, x] = 10 y + x: bilinear sampling of a linear map is exact.
-        y, x = np.mgrid[0:6, 0:8].astype(np.float32)
-        self.feats = (10 * y + x)[..., None]
+def test_multilevel_vmap_equals_per_level_reference():
+    rng = np.random.default_rng(5)
+    shapes = [(16, 20), (8, 10), (4, 5), (2, 3)]
+    feats = [rng.standard_normal((2, h, w, 3)).astype(np.float32) for h, w in shapes]
+    side = np.exp(rng.uniform(np.log(10), np.log(800), (2, 12)))
+    x1 = rng.uniform(-10, 60, (2, 12))
+    y1 = rng.uniform(-10, 50, (2, 12))
+    boxes = np.stack([x1, y1, x1 + side, y1 + side * 0.7], -1).astype(np.float32)
+    out = jax.jit(jax.vmap(lambda f, b: ops.multilevel_roi_align(f, b, (3, 3), 2)))(
+        feats, boxes
+    )
+    chex.assert_shape(out, (2, 12, 3, 3, 3))
+    for i in range(2):
+        lvls = np_levels(boxes[i])
+        for r in range(12):
+            f = feats[lvls[r] - 2][i]
+            ref = np_roi_align(f, boxes[i, r : r + 1], (3, 3), 2.0 ** -lvls[r], 2, True)
+            assert_close(out[i, r : r + 1], ref, np.abs(f).max())
 
-    @chex.variants(with_jit=True, without_jit=True)
-    def test_aligned_linear_map(self):
-        # aligned: start 0.5, roi 4, bins of 2, samples at 1, 2 (bin 0) and 3, 4 (bin 1).
-        out = self.variant(lambda f, b: ops.roi_align(f, b, (2, 2), 1.0, 2, True))(
-            self.feats, np.array([[1, 1, 5, 5]], np.float32)
-        )
-        np.testing.assert_allclose(out[0, :, :, 0], [[16.5, 18.5], [36.5, 38.5]], rtol=1e-6)
 
-    def test_unaligned_forces_size_one(self):
-        # Zero-size box at (2, 3): unaligned forces roi 1x1; one sample at (3.5, 2.5).
-        b = np.array([[3, 2, 3, 2]], np.float32)
-        out = ops.roi_align(self.feats, b, (1, 1), 1.0, 1, False)
-        np.testing.assert_allclose(out[0, 0, 0, 0], 28.5, rtol=1e-6)
-        # aligned keeps it at size 0: the sample sits at (2.5, 1.5).
-        out = ops.roi_align(self.feats, b, (1, 1), 1.0, 1, True)
-        np.testing.assert_allclose(out[0, 0, 0, 0], 17.5, rtol=1e-6)
+def test_bfloat16_features_with_float32_coordinates_match_numpy():
+    rng = np.random.default_rng(11)
+    feats = rng.standard_normal((12, 12, 4)).astype(np.float32)
+    # Coordinates far from 0 would lose their fraction in bfloat16; they must not.
+    boxes = np.array([[0.3, 0.6, 10.3, 9.1], [2.2, 1.1, 5.7, 11.9]], np.float32)
+    out = ops.roi_align(jnp.asarray(feats, jnp.bfloat16), boxes, (4, 4), 1.0, 2, True)
+    chex.assert_type(out, jnp.bfloat16)
+    ref = np_roi_align(
+        np.asarray(jnp.asarray(feats, jnp.bfloat16).astype(jnp.float32)),
+        boxes,
+        (4, 4),
+        1.0,
+        2,
+        True,
+    )
+    np.testing.assert_allclose(np.asarray(out, np.float32), ref, rtol=1e-2, atol=1e-2)
 
-    def test_border_rules(self):
-        h, w = 6, 8
-        cases = [
-            # (box, expected) with aligned=False, one 1x1 bin, one sample at the box centre.
-            ([2.5, h - 0.5, 3.5, h + 0.5], 10 * (h - 1) + 3.0),  # y == H: valid, row H - 1
-            ([2.5, h - 0.25, 3.5, h + 0.75], 0.0),  # y = H + 0.25 > H: contributes 0
-            ([2.5, -1.5, 3.5, -0.5], 3.0),  # y == -1: valid, clamped to row 0
-            ([2.5, -1.75, 3.5, -0.75], 0.0),  # y < -1: 0
-            ([w - 0.5, 1.5, w + 0.5, 2.5], 10 * 2 + (w - 1.0)),  # x == W
-            ([-1.5, 1.5, -0.5, 2.5], 20.0),  # x == -1
-            ([2.5, h - 1.1, 3.5, h - 0.1], 10 * (h - 1) + 3.0),  # y in (H-1, H): row H-1
-            ([2.5, -0.9, 3.5, 0.1], 3.0),  # y in (-1, 0): clamped to 0
-        ]
-        boxes = np.array([c[0] for c in cases], np.float32)
-        out = ops.roi_align(self.feats, boxes, (1, 1), 1.0, 1, False)
-        np.testing.assert_allclose(out[:, 0, 0, 0], [c[1] for c in cases], rtol=1e-6, atol=1e-6)
 
-    def test_fully_outside_is_zero_and_mixed_bins_average(self):
-        b = np.array([[20, 20, 30, 30], [-30, -30, -20, -20]], np.float32)
-        out = ops.roi_align(self.feats, b, (2, 2), 1.0, 2, True)
-        np.testing.assert_array_equal(np.asarray(out), 0.0)
-        # Half the samples of the only bin out of range (x < -1): the mean counts them as 0.
-        # aligned=False box x in [-4, 4]: samples at -2 (out) and 2 (in); y in [1, 3]: 1.5, 2.5.
-        out = ops.roi_align(
-            self.feats, np.array([[-4, 1, 4, 3]], np.float32), (1, 1), 1.0, 2, False
-        )
-        np.testing.assert_allclose(out[0, 0, 0, 0], (2 * 2.0 + 15 + 25) / 4, rtol=1e-6)
+# --- hand-computed cases ---------------------------------------------------------------------
+
+# f[y, x] = 10 y + x: bilinear sampling of a linear map is exact.
+_Y, _X = np.mgrid[0:6, 0:8].astype(np.float32)
+LINEAR_FEATS = (10 * _Y + _X)[..., None]
+
+
+@helpers.with_and_without_jit
+def test_aligned_sampling_of_a_linear_map(variant):
+    # aligned: start 0.5, roi 4, bins of 2, samples at 1, 2 (bin 0) and 3, 4 (bin 1).
+    out = variant(lambda f, b: ops.roi_align(f, b, (2, 2), 1.0, 2, True))(
+        LINEAR_FEATS, np.array([[1, 1, 5, 5]], np.float32)
+    )
+    np.testing.assert_allclose(out[0, :, :, 0], [[16.5, 18.5], [36.5, 38.5]], rtol=1e-6)
+
+
+def test_unaligned_forces_roi_size_one():
+    # Zero-size box at (2, 3): unaligned forces roi 1x1; one sample at (3.5, 2.5).
+    b = np.array([[3, 2, 3, 2]], np.float32)
+    out = ops.roi_align(LINEAR_FEATS, b, (1, 1), 1.0, 1, False)
+    np.testing.assert_allclose(out[0, 0, 0, 0], 28.5, rtol=1e-6)
+    # aligned keeps it at size 0: the sample sits at (2.5, 1.5).
+    out = ops.roi_align(LINEAR_FEATS, b, (1, 1), 1.0, 1, True)
+    np.testing.assert_allclose(out[0, 0, 0, 0], 17.5, rtol=1e-6)
+
+
+def test_border_rules_of_the_reference_kernel():
+    h, w = 6, 8
+    cases = [
+        # (box, expected) with aligned=False, one 1x1 bin, one sample at the box centre.
+        ([2.5, h - 0.5, 3.5, h + 0.5], 10 * (h - 1) + 3.0),  # y == H: valid, row H - 1
+        ([2.5, h - 0.25, 3.5, h + 0.75], 0.0),  # y = H + 0.25 > H: contributes 0
+        ([2.5, -1.5, 3.5, -0.5], 3.0),  # y == -1: valid, clamped to row 0
+        ([2.5, -1.75, 3.5, -0.75], 0.0),  # y < -1: 0
+        ([w - 0.5, 1.5, w + 0.5, 2.5], 10 * 2 + (w - 1.0)),  # x == W
+        ([-1.5, 1.5, -0.5, 2.5], 20.0),  # x == -1
+        ([2.5, h - 1.1, 3.5, h - 0.1], 10 * (h - 1) + 3.0),  # y in (H-1, H): row H-1
+        ([2.5, -0.9, 3.5, 0.1], 3.0),  # y in (-1, 0): clamped to 0
+    ]
+    boxes = np.array([c[0] for c in cases], np.float32)
+    out = ops.roi_align(LINEAR_FEATS, boxes, (1, 1), 1.0, 1, False)
+    np.testing.assert_allclose(out[:, 0, 0, 0], [c[1] for c in cases], rtol=1e-6, atol=1e-6)
+
+
+def test_fully_outside_is_zero_and_mixed_bins_average():
+    b = np.array([[20, 20, 30, 30], [-30, -30, -20, -20]], np.float32)
+    out = ops.roi_align(LINEAR_FEATS, b, (2, 2), 1.0, 2, True)
+    np.testing.assert_array_equal(np.asarray(out), 0.0)
+    # Half the samples of the only bin out of range (x < -1): the mean counts them as 0.
+    # aligned=False box x in [-4, 4]: samples at -2 (out) and 2 (in); y in [1, 3]: 1.5, 2.5.
+    out = ops.roi_align(
+        LINEAR_FEATS, np.array([[-4, 1, 4, 3]], np.float32), (1, 1), 1.0, 2, False
+    )
+    np.testing.assert_allclose(out[0, 0, 0, 0], (2 * 2.0 + 15 + 25) / 4, rtol=1e-6)
 
 
 def assert_vjp_matches_finite_differences(f, x, rng, eps=1e-2):
@@ -284,70 +312,74 @@ def assert_vjp_matches_finite_differences(f, x, rng, eps=1e-2):
         assert abs(analytic) > 1e-2, "degenerate check"
 
 
-class GradientTest(chex.TestCase):
-    def test_finite_differences(self):
-        rng = np.random.default_rng(2)
-        feats = jnp.asarray(rng.standard_normal((7, 9, 2)).astype(np.float32))
-        boxes = random_boxes(rng, 8, -4, 8, 8)
-        # aligned=False here; the multi-level check below runs aligned=True.
-        assert_vjp_matches_finite_differences(
-            lambda x: ops.roi_align(x, boxes, (3, 2), 1.0, 2, False), feats, rng
-        )
-
-    def test_multilevel_finite_differences(self):
-        rng = np.random.default_rng(4)
-        feats = [
-            jnp.asarray(rng.standard_normal((h, w, 2)).astype(np.float32))
-            for h, w in [(8, 8), (4, 4), (2, 2), (1, 1)]
-        ]
-        boxes = np.array([[0, 0, 20, 20], [2, 3, 150, 90], [0, 0, 500, 400]], np.float32)
-        assert_vjp_matches_finite_differences(
-            lambda fs: ops.multilevel_roi_align(fs, boxes, (2, 2), 2), feats, rng
-        )
-
-    def test_no_gradient_to_boxes(self):
-        feats = jnp.ones((5, 5, 1))
-        g = jax.grad(lambda b: ops.roi_align(feats * 2, b, (2, 2)).sum())(
-            jnp.array([[0.5, 0.5, 3.0, 3.0]])
-        )
-        np.testing.assert_array_equal(np.asarray(g), 0.0)
+# --- gradients -------------------------------------------------------------------------------
 
 
-class LevelsAndShapesTest(chex.TestCase):
-    def test_fpn_levels(self):
-        boxes = np.array(
-            [
-                [0, 0, 112, 112],  # log2(0.5) = -1 -> 3
-                [0, 0, 224, 224],  # 4
-                [0, 0, 448, 448],  # 5
-                [0, 0, 4000, 4000],  # clamped to 5
-                [0, 0, 10, 10],  # clamped to 2
-                [5, 5, 5, 9],  # zero area -> 2
-                [9, 9, 5, 5],  # negative area (flipped): treated as 0 -> 2
-                [0, 0, 111.9, 111.9],  # just under 112 -> 2
-            ],
-            np.float32,
-        )
-        np.testing.assert_array_equal(ops.fpn_levels(boxes), [3, 4, 5, 5, 2, 2, 2, 2])
-
-    def test_compiles_once_per_shape(self):
-        rng = np.random.default_rng(0)
-        f = jax.jit(chex.assert_max_traces(
-            lambda x, b: ops.roi_align(x, b, (2, 2), 0.5, 2, True), n=1))
-        for _ in range(3):
-            f(rng.standard_normal((6, 7, 2)).astype(np.float32), random_boxes(rng, 5, 0, 9, 5))
-        g = jax.jit(chex.assert_max_traces(
-            lambda fs, b: ops.multilevel_roi_align(fs, b, (2, 2), 2), n=1))
-        for _ in range(3):
-            fs = [rng.standard_normal((s, s, 2)).astype(np.float32) for s in (8, 4, 2, 1)]
-            g(fs, random_boxes(rng, 5, 0, 30, 300))
-
-    def test_rejects_adaptive_sampling_and_wrong_level_count(self):
-        with self.assertRaises(ValueError):
-            ops.roi_align(jnp.ones((4, 4, 1)), jnp.zeros((1, 4)), (2, 2), 1.0, 0)
-        with self.assertRaises(ValueError):
-            ops.multilevel_roi_align([jnp.ones((4, 4, 1))] * 3, jnp.zeros((1, 4)), (2, 2), 2)
+def test_gradient_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    feats = jnp.asarray(rng.standard_normal((7, 9, 2)).astype(np.float32))
+    boxes = random_boxes(rng, 8, -4, 8, 8)
+    # aligned=False here; the multi-level check below runs aligned=True.
+    assert_vjp_matches_finite_differences(
+        lambda x: ops.roi_align(x, boxes, (3, 2), 1.0, 2, False), feats, rng
+    )
 
 
-if __name__ == "__main__":
-    absltest.main()
+def test_multilevel_gradient_matches_finite_differences():
+    rng = np.random.default_rng(4)
+    feats = [
+        jnp.asarray(rng.standard_normal((h, w, 2)).astype(np.float32))
+        for h, w in [(8, 8), (4, 4), (2, 2), (1, 1)]
+    ]
+    boxes = np.array([[0, 0, 20, 20], [2, 3, 150, 90], [0, 0, 500, 400]], np.float32)
+    assert_vjp_matches_finite_differences(
+        lambda fs: ops.multilevel_roi_align(fs, boxes, (2, 2), 2), feats, rng
+    )
+
+
+def test_no_gradient_flows_to_boxes():
+    feats = jnp.ones((5, 5, 1))
+    g = jax.grad(lambda b: ops.roi_align(feats * 2, b, (2, 2)).sum())(
+        jnp.array([[0.5, 0.5, 3.0, 3.0]])
+    )
+    np.testing.assert_array_equal(np.asarray(g), 0.0)
+
+
+# --- FPN levels, compilation, argument checks ------------------------------------------------
+
+
+def test_fpn_levels_of_boxes():
+    boxes = np.array(
+        [
+            [0, 0, 112, 112],  # log2(0.5) = -1 -> 3
+            [0, 0, 224, 224],  # 4
+            [0, 0, 448, 448],  # 5
+            [0, 0, 4000, 4000],  # clamped to 5
+            [0, 0, 10, 10],  # clamped to 2
+            [5, 5, 5, 9],  # zero area -> 2
+            [9, 9, 5, 5],  # negative area (flipped): treated as 0 -> 2
+            [0, 0, 111.9, 111.9],  # just under 112 -> 2
+        ],
+        np.float32,
+    )
+    np.testing.assert_array_equal(ops.fpn_levels(boxes), [3, 4, 5, 5, 2, 2, 2, 2])
+
+
+def test_roi_align_and_multilevel_compile_once_per_shape():
+    rng = np.random.default_rng(0)
+    f = jax.jit(chex.assert_max_traces(
+        lambda x, b: ops.roi_align(x, b, (2, 2), 0.5, 2, True), n=1))
+    for _ in range(3):
+        f(rng.standard_normal((6, 7, 2)).astype(np.float32), random_boxes(rng, 5, 0, 9, 5))
+    g = jax.jit(chex.assert_max_traces(
+        lambda fs, b: ops.multilevel_roi_align(fs, b, (2, 2), 2), n=1))
+    for _ in range(3):
+        fs = [rng.standard_normal((s, s, 2)).astype(np.float32) for s in (8, 4, 2, 1)]
+        g(fs, random_boxes(rng, 5, 0, 30, 300))
+
+
+def test_rejects_adaptive_sampling_and_wrong_level_count():
+    with pytest.raises(ValueError):
+        ops.roi_align(jnp.ones((4, 4, 1)), jnp.zeros((1, 4)), (2, 2), 1.0, 0)
+    with pytest.raises(ValueError):
+        ops.multilevel_roi_align([jnp.ones((4, 4, 1))] * 3, jnp.zeros((1, 4)), (2, 2), 2)

@@ -7,10 +7,10 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl.testing import absltest
 
 from jaxdet import ops
 from jaxdet.ops.fdiv import divide_by_int
+from tests import helpers
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 F32 = np.float32
@@ -66,17 +66,16 @@ def pool_and_grad(feats, boxes, scale, cotangent):
     return out, vjp(cotangent)[0]
 
 
-class GoldenTest(chex.TestCase):
-    def test_forward_and_gradient_exact(self):
-        fx = dict(np.load(FIXTURES / "roi_pool.npz"))
-        for tag, scale in (("s1", 1.0), ("s05", 0.5), ("s025", 0.25)):
-            boxes = fx[f"boxes_{tag}"]
-            out, grad = pool_and_grad(fx["features"], boxes, jnp.float32(scale), fx[f"gout_{tag}"])
-            chex.assert_shape(out, (len(boxes), 5, 4, 2))
-            # Max pooling copies values and the gradient adds cotangents: both bit-exact.
-            np.testing.assert_array_equal(np.asarray(out), fx[f"out_{tag}"])
-            np.testing.assert_allclose(np.asarray(grad), fx[f"grad_{tag}"], rtol=1e-6, atol=1e-6)
-            self.assertGreater(np.abs(fx[f"grad_{tag}"]).max(), 0.5)
+def test_forward_and_gradient_match_torchvision_exactly():
+    fx = dict(np.load(FIXTURES / "roi_pool.npz"))
+    for tag, scale in (("s1", 1.0), ("s05", 0.5), ("s025", 0.25)):
+        boxes = fx[f"boxes_{tag}"]
+        out, grad = pool_and_grad(fx["features"], boxes, jnp.float32(scale), fx[f"gout_{tag}"])
+        chex.assert_shape(out, (len(boxes), 5, 4, 2))
+        # Max pooling copies values and the gradient adds cotangents: both bit-exact.
+        np.testing.assert_array_equal(np.asarray(out), fx[f"out_{tag}"])
+        np.testing.assert_allclose(np.asarray(grad), fx[f"grad_{tag}"], rtol=1e-6, atol=1e-6)
+        assert np.abs(fx[f"grad_{tag}"]).max() > 0.5
 
 
 def expected_grad(arg, g, shape):
@@ -88,89 +87,88 @@ def expected_grad(arg, g, shape):
     return expect
 
 
-class NumpyReferenceTest(chex.TestCase):
-    def test_random_boxes_with_ties(self):
-        rng = np.random.default_rng(1)
-        for scale in (1.0, 0.5, 1 / 16):
-            feats = np.round(rng.standard_normal((10, 12, 2)) * 2).astype(np.float32)  # ties
-            boxes = random_boxes(rng, 40, -6 / scale, 16 / scale, 18 / scale)
-            boxes[:8] = (np.round(boxes[:8] * scale * 2) / 2) / scale  # k + 0.5 after scaling
-            ref, arg = np_roi_pool(feats, boxes, (5, 4), scale)
-            g = rng.standard_normal(ref.shape).astype(np.float32)
-            out, grad = pool_and_grad(feats, boxes, jnp.float32(scale), g)
-            np.testing.assert_array_equal(np.asarray(out), ref)
-            # Gradient: every output's cotangent lands on its arg-max (first maximum).
-            np.testing.assert_allclose(
-                np.asarray(grad), expected_grad(arg, g, feats.shape), rtol=1e-5, atol=1e-5
-            )
-
-    def test_large_and_far_boxes_exact(self):
-        # Bins of any size (here up to the whole map) use the same four table look-ups.
-        rng = np.random.default_rng(3)
-        feats = rng.standard_normal((10, 12, 2)).astype(np.float32)
-        boxes = random_boxes(rng, 40, -5, 15, 10)
-        boxes[:4] = [[-500, -500, 500, 500], [-3e8, 2, 4, 3e8], [0, 0, 11, 9], [-40, -2, 60, 9]]
-        ref, arg = np_roi_pool(feats, boxes, (5, 4), 1.0)
+def test_random_boxes_with_ties_match_numpy_forward_and_gradient():
+    rng = np.random.default_rng(1)
+    for scale in (1.0, 0.5, 1 / 16):
+        feats = np.round(rng.standard_normal((10, 12, 2)) * 2).astype(np.float32)  # ties
+        boxes = random_boxes(rng, 40, -6 / scale, 16 / scale, 18 / scale)
+        boxes[:8] = (np.round(boxes[:8] * scale * 2) / 2) / scale  # k + 0.5 after scaling
+        ref, arg = np_roi_pool(feats, boxes, (5, 4), scale)
         g = rng.standard_normal(ref.shape).astype(np.float32)
-        out, grad = pool_and_grad(feats, boxes, jnp.float32(1.0), g)
+        out, grad = pool_and_grad(feats, boxes, jnp.float32(scale), g)
         np.testing.assert_array_equal(np.asarray(out), ref)
+        # Gradient: every output's cotangent lands on its arg-max (first maximum).
         np.testing.assert_allclose(
             np.asarray(grad), expected_grad(arg, g, feats.shape), rtol=1e-5, atol=1e-5
         )
 
-    def test_vmap_over_batch(self):
-        rng = np.random.default_rng(2)
-        feats = rng.standard_normal((2, 4, 6, 2)).astype(np.float32)
-        boxes = np.stack([random_boxes(rng, 7, -3, 6, 6) for _ in range(2)])
-        out = jax.jit(jax.vmap(lambda f, b: ops.roi_pool(f, b, (2, 2), 1.0)))(feats, boxes)
-        chex.assert_shape(out, (2, 7, 2, 2, 2))
-        for i in range(2):
-            np.testing.assert_array_equal(
-                np.asarray(out[i]), np_roi_pool(feats[i], boxes[i], (2, 2), 1.0)[0]
-            )
+
+def test_large_and_far_boxes_match_numpy_exactly():
+    # Bins of any size (here up to the whole map) use the same four table look-ups.
+    rng = np.random.default_rng(3)
+    feats = rng.standard_normal((10, 12, 2)).astype(np.float32)
+    boxes = random_boxes(rng, 40, -5, 15, 10)
+    boxes[:4] = [[-500, -500, 500, 500], [-3e8, 2, 4, 3e8], [0, 0, 11, 9], [-40, -2, 60, 9]]
+    ref, arg = np_roi_pool(feats, boxes, (5, 4), 1.0)
+    g = rng.standard_normal(ref.shape).astype(np.float32)
+    out, grad = pool_and_grad(feats, boxes, jnp.float32(1.0), g)
+    np.testing.assert_array_equal(np.asarray(out), ref)
+    np.testing.assert_allclose(
+        np.asarray(grad), expected_grad(arg, g, feats.shape), rtol=1e-5, atol=1e-5
+    )
 
 
-class HandComputedTest(chex.TestCase):
-    @chex.variants(with_jit=True, without_jit=True)
-    def test_rounding_half_away_from_zero(self):
-        feats = jnp.arange(10, dtype=jnp.float32).reshape(1, 10, 1)  # f[0, x] = x
-        # x1 = 2.5 -> 3 (jnp.round would give 2), x2 = 4.5 -> 5: max over columns 3..5 = 5;
-        # a single bin. x1 = -0.5 -> -1, x2 = 0.5 -> 1: columns -1..1 clipped -> max 1.
-        boxes = jnp.array([[2.5, 0, 4.5, 0], [-0.5, 0, 0.5, 0], [2.5, 0, 2.5, 0]])
-        out = self.variant(lambda f, b: ops.roi_pool(f, b, (1, 1), 1.0))(feats, boxes)
-        np.testing.assert_array_equal(np.asarray(out[:, 0, 0, 0]), [5.0, 1.0, 3.0])
-        # Two bins over columns 3..5 (width 3, bin 1.5): [3, 5) -> 4 and [4, 6) -> 5.
-        out = ops.roi_pool(feats, boxes[:1], (1, 2), 1.0)
-        np.testing.assert_array_equal(np.asarray(out[0, 0, :, 0]), [4.0, 5.0])
-
-    def test_empty_bins_are_zero_and_get_no_gradient(self):
-        feats = np.full((10, 12, 2), -3.0, np.float32)
-        boxes = random_boxes(np.random.default_rng(5), 40, 0, 8, 6)
-        boxes[0] = [30, 30, 40, 40]  # fully outside: every bin clipped to nothing
-        boxes[1] = [8, 6, 15, 13]  # partly outside: bins inside keep the (negative) max
-        out, grad = pool_and_grad(feats, boxes, jnp.float32(1.0), np.ones((40, 5, 4, 2), F32))
-        np.testing.assert_array_equal(np.asarray(out[0]), 0.0)
-        # Box 1: rows 6..13 -> bins of 8/5 rows, columns 8..15 -> bins of 2 columns.
-        expect = np.zeros((5, 4))
-        expect[:3, :2] = -3.0  # rows [6, 10) and columns [8, 12) are inside the map
-        np.testing.assert_array_equal(np.asarray(out[1, :, :, 0]), expect)
-        # Each non-empty bin sends its cotangent (1) to one element; empty bins send nothing.
-        self.assertEqual(float(np.asarray(grad).sum()), float((np.asarray(out) != 0).sum()))
-
-    def test_exact_bin_edges_despite_xla_division(self):
-        # roi 21 px, 7 bins: bin size must be exactly 3 (21 / 7 in XLA:CPU is 3.0000002,
-        # which would make every bin 4 px wide and overlap its neighbour).
-        self.assertEqual(float(jax.jit(lambda a: divide_by_int(a, 7))(jnp.float32(21))), 3.0)
-        feats = jnp.arange(21, dtype=jnp.float32)[::-1].reshape(1, 21, 1)  # decreasing
-        out = ops.roi_pool(feats, jnp.array([[0.0, 0, 20, 0]]), (1, 7), 1.0)
-        np.testing.assert_array_equal(np.asarray(out[0, 0, :, 0]), [20, 17, 14, 11, 8, 5, 2])
-
-    def test_compiles_once_per_shape(self):
-        rng = np.random.default_rng(0)
-        f = jax.jit(chex.assert_max_traces(lambda x, b: ops.roi_pool(x, b, (2, 2), 0.5), n=1))
-        for _ in range(3):
-            f(rng.standard_normal((6, 7, 2)).astype(np.float32), random_boxes(rng, 5, 0, 9, 5))
+def test_vmap_over_batch_matches_numpy():
+    rng = np.random.default_rng(2)
+    feats = rng.standard_normal((2, 4, 6, 2)).astype(np.float32)
+    boxes = np.stack([random_boxes(rng, 7, -3, 6, 6) for _ in range(2)])
+    out = jax.jit(jax.vmap(lambda f, b: ops.roi_pool(f, b, (2, 2), 1.0)))(feats, boxes)
+    chex.assert_shape(out, (2, 7, 2, 2, 2))
+    for i in range(2):
+        np.testing.assert_array_equal(
+            np.asarray(out[i]), np_roi_pool(feats[i], boxes[i], (2, 2), 1.0)[0]
+        )
 
 
-if __name__ == "__main__":
-    absltest.main()
+@helpers.with_and_without_jit
+def test_box_coordinates_round_half_away_from_zero(variant):
+    feats = jnp.arange(10, dtype=jnp.float32).reshape(1, 10, 1)  # f[0, x] = x
+    # x1 = 2.5 -> 3 (jnp.round would give 2), x2 = 4.5 -> 5: max over columns 3..5 = 5;
+    # a single bin. x1 = -0.5 -> -1, x2 = 0.5 -> 1: columns -1..1 clipped -> max 1.
+    boxes = jnp.array([[2.5, 0, 4.5, 0], [-0.5, 0, 0.5, 0], [2.5, 0, 2.5, 0]])
+    out = variant(lambda f, b: ops.roi_pool(f, b, (1, 1), 1.0))(feats, boxes)
+    np.testing.assert_array_equal(np.asarray(out[:, 0, 0, 0]), [5.0, 1.0, 3.0])
+    # Two bins over columns 3..5 (width 3, bin 1.5): [3, 5) -> 4 and [4, 6) -> 5.
+    out = ops.roi_pool(feats, boxes[:1], (1, 2), 1.0)
+    np.testing.assert_array_equal(np.asarray(out[0, 0, :, 0]), [4.0, 5.0])
+
+
+def test_empty_bins_are_zero_and_get_no_gradient():
+    feats = np.full((10, 12, 2), -3.0, np.float32)
+    boxes = random_boxes(np.random.default_rng(5), 40, 0, 8, 6)
+    boxes[0] = [30, 30, 40, 40]  # fully outside: every bin clipped to nothing
+    boxes[1] = [8, 6, 15, 13]  # partly outside: bins inside keep the (negative) max
+    out, grad = pool_and_grad(feats, boxes, jnp.float32(1.0), np.ones((40, 5, 4, 2), F32))
+    np.testing.assert_array_equal(np.asarray(out[0]), 0.0)
+    # Box 1: rows 6..13 -> bins of 8/5 rows, columns 8..15 -> bins of 2 columns.
+    expect = np.zeros((5, 4))
+    expect[:3, :2] = -3.0  # rows [6, 10) and columns [8, 12) are inside the map
+    np.testing.assert_array_equal(np.asarray(out[1, :, :, 0]), expect)
+    # Each non-empty bin sends its cotangent (1) to one element; empty bins send nothing.
+    assert float(np.asarray(grad).sum()) == float((np.asarray(out) != 0).sum())
+
+
+def test_exact_bin_edges_despite_xla_division():
+    # roi 21 px, 7 bins: bin size must be exactly 3 (21 / 7 in XLA:CPU is 3.0000002,
+    # which would make every bin 4 px wide and overlap its neighbour).
+    assert float(jax.jit(lambda a: divide_by_int(a, 7))(jnp.float32(21))) == 3.0
+    feats = jnp.arange(21, dtype=jnp.float32)[::-1].reshape(1, 21, 1)  # decreasing
+    out = ops.roi_pool(feats, jnp.array([[0.0, 0, 20, 0]]), (1, 7), 1.0)
+    np.testing.assert_array_equal(np.asarray(out[0, 0, :, 0]), [20, 17, 14, 11, 8, 5, 2])
+
+
+def test_roi_pool_compiles_once_per_shape():
+    rng = np.random.default_rng(0)
+    f = jax.jit(chex.assert_max_traces(lambda x, b: ops.roi_pool(x, b, (2, 2), 0.5), n=1))
+    for _ in range(3):
+        f(rng.standard_normal((6, 7, 2)).astype(np.float32), random_boxes(rng, 5, 0, 9, 5))
