@@ -10,6 +10,7 @@ two in the suite's time budget."""
 import json
 
 from jaxdet.tasks import detection as det_task
+from jaxdet.tasks import detection_eval
 from jaxdet.train import loop
 from tests.helpers import load_config
 
@@ -63,7 +64,7 @@ def test_overfits_two_images_to_box_and_mask_ap50_one(tmp_path, data_dir, monkey
     assert traces == {"loss": 1, "predict": 1}, traces  # two evaluations, one trace
     assert results["train_step_compilations"] == 1, results
     assert results["eval_step_compilations"] == 1, results
-    assert (tmp_path / det_task.RESULTS_FILE).exists()
+    assert (tmp_path / detection_eval.RESULTS_FILE).exists()
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     mask_losses = [m["train/loss/roi_mask"] for m in logged if "train/loss/roi_mask" in m]
     assert len(mask_losses) >= 5, logged[:2]
