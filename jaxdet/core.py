@@ -127,8 +127,8 @@ class Task(Protocol):
         """Loss term name -> weight in the objective."""
 
     def draw_predictions(self, model: Any, params: Any, batch_stats: Any, batch: Batch,
-                         config: Config) -> np.ndarray:
-        """uint8 pictures ``[N, H, W', 3]`` of the model's predictions on ``batch``."""
+                         config: Config) -> list[Any]:
+        """One ``PIL.Image`` per example of ``batch``: the model's predictions drawn on it."""
 
 
 @runtime_checkable
