@@ -1,10 +1,8 @@
 """Per-row regression losses (boxes, joints) and a weighted classification cross-entropy.
 
-Like :mod:`jaxdet.losses.segmentation`, every loss returns a ``(sum, count)`` pair of float32
-scalars; the training step turns the pairs into global means over all devices. Rows whose
-weight is 0 contribute nothing and get exactly zero gradient, even when their predictions or
-targets hold garbage (NaN, inf) as padding may: their inputs are replaced by zeros before the
-loss is computed.
+Every loss returns a ``(sum, count)`` pair of float32 scalars (the training step turns the
+pairs into global means). Rows of weight 0 contribute nothing and get exactly zero gradient,
+even when padding holds NaN or inf: their inputs are zeroed before the loss.
 """
 
 from __future__ import annotations
@@ -19,12 +17,11 @@ REGRESSION_KINDS = ("l2", "l1", "smooth_l1")
 def elementwise_regression_loss(
     diff: jax.Array, kind: str, beta: float | jax.Array = 1.0
 ) -> jax.Array:
-    """Elementwise loss of ``diff = pred - target`` (any shape, computed in float32).
+    """Elementwise loss of ``diff = pred - target`` (any shape, float32).
 
-    ``"l2"``: ``x**2`` (``mse_loss``); ``"l1"``: ``|x|``; ``"smooth_l1"`` (torchvision /
-    Fast R-CNN, PyTorch's ``smooth_l1_loss``): ``0.5 * x**2 / beta`` where ``|x| < beta``, else
-    ``|x| - 0.5 * beta``; ``beta = 0`` is exactly L1. Continuous with a continuous gradient at
-    ``|x| = beta`` (value ``0.5 * beta``, slope ``sign(x)``). ``beta`` may be traced.
+    ``"l2"``: ``x**2``; ``"l1"``: ``|x|``; ``"smooth_l1"`` (PyTorch's ``smooth_l1_loss``):
+    ``0.5 * x**2 / beta`` where ``|x| < beta``, else ``|x| - 0.5 * beta`` (``beta = 0`` is L1;
+    ``beta`` may be traced). ValueError for another ``kind``.
     """
     if kind not in REGRESSION_KINDS:
         raise ValueError(
@@ -58,25 +55,12 @@ def regression_loss(
 ) -> tuple[jax.Array, jax.Array]:
     """Weighted sum of per-row losses, and the sum of the weights.
 
-    The per-row loss is the elementwise loss (:func:`elementwise_regression_loss`) summed over
-    the last axis, so ``sum / count`` is the mean per row (e.g. per box or per joint), not per
-    coordinate. With 0/1 weights the pair equals PyTorch's ``<loss>(pred[w], target[w],
-    reduction="sum")`` and the number of selected rows.
-
-    Args:
-      pred: ``[..., D]`` float predictions, e.g. ``[B, 4]`` box coordinates or ``[B, K, 2]``
-        joint positions (any float dtype; computed in float32).
-      target: same shape as ``pred``.
-      weights: ``pred.shape[:-1]`` float or bool, e.g. example validity x joint visibility;
-        0 drops a row (no value, zero gradient).
-      kind: ``"l2"`` (squared error), ``"l1"`` or ``"smooth_l1"``.
-      beta: smooth-L1 transition point (ignored by the other kinds); 0 gives L1.
-
-    Returns:
-      ``(loss_sum, weight_sum)``: float32 scalars ``sum(w * row_loss)`` and ``sum(w)``.
-
-    Raises:
-      ValueError: unknown ``kind``, or shapes that do not match.
+    ``pred``, ``target``: ``[..., D]`` (e.g. ``[B, 4]`` boxes, ``[B, K, 2]`` joints; any float
+    dtype); ``weights``: ``pred.shape[:-1]`` float or bool, 0 drops a row; ``kind``: ``"l2"``,
+    ``"l1"`` or ``"smooth_l1"`` (transition ``beta``; 0 gives L1). Returns float32 scalars
+    ``(sum(w * row_loss), sum(w))``, ``row_loss`` being :func:`elementwise_regression_loss` summed
+    over the last axis (0/1 weights: PyTorch's ``<loss>(pred[w], target[w], reduction="sum")``
+    and the row count). ValueError for an unknown ``kind`` or mismatched shapes.
     """
     if kind not in REGRESSION_KINDS:
         raise ValueError(
@@ -99,15 +83,10 @@ def softmax_cross_entropy(
 ) -> tuple[jax.Array, jax.Array]:
     """Weighted softmax cross-entropy with integer labels, and the sum of the weights.
 
-    Args:
-      logits: ``[B, C]`` (or ``[..., C]``) float scores, computed in float32.
-      labels: ``[B]`` (or ``[...]``) int class ids in ``[0, C)``; any value where the weight
-        is 0 (e.g. -1 for padding).
-      weights: ``[B]`` (or ``[...]``) float or bool; 0 drops an example (no value, zero
-        gradient, even for non-finite logits).
-
-    Returns:
-      ``(loss_sum, weight_sum)``: float32 scalars ``sum(w * ce)`` and ``sum(w)``.
+    ``logits``: ``[..., C]`` (computed in float32); ``labels``: ``[...]`` int in ``[0, C)``, any
+    value where the weight is 0 (e.g. -1); ``weights``: ``[...]`` float or bool, 0 drops an
+    example (zero gradient, even for non-finite logits). Returns float32 scalars
+    ``(sum(w * ce), sum(w))``; ValueError for mismatched shapes.
     """
     if labels.shape != logits.shape[:-1] or weights.shape != labels.shape:
         raise ValueError(

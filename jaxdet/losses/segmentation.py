@@ -8,17 +8,10 @@ import optax
 
 
 def labels_at_logit_resolution(labels: jax.Array, logits_hw: tuple[int, int]) -> jax.Array:
-    """Picks the label of the pixel each logit classifies.
+    """``[B, H, W]`` labels -> ``[B, h, w]``: the pixel each logit classifies.
 
-    Models may predict on a stride-``s`` grid (the sliding-window baseline does): logit
+    For logits on a stride-``s`` grid (``s = H / h = W / w``, an integer, else ValueError) logit
     ``(i, j)`` classifies pixel ``(i*s + s//2, j*s + s//2)``.
-
-    Args:
-      labels: ``[B, H, W]`` int class ids.
-      logits_hw: ``(h, w)`` of the logits; ``H/h == W/w == s`` must be an integer.
-
-    Returns:
-      ``[B, h, w]`` labels.
     """
     height, width = labels.shape[1:3]
     h, w = logits_hw
@@ -41,18 +34,10 @@ def pixel_cross_entropy(
 ) -> tuple[jax.Array, jax.Array]:
     """Softmax cross-entropy summed over valid pixels, and the number of valid pixels.
 
-    ``sum / count`` is cross-entropy averaged over pixels and the batch.
-    The training step turns the pair into a global mean over all devices.
-
-    Args:
-      logits: ``[B, h, w, C]`` float scores (any float dtype; computed in float32).
-      labels: ``[B, H, W]`` int class ids in ``[0, C)`` or ``ignore_label``; subsampled to the
-        logits' grid by :func:`labels_at_logit_resolution`.
-      example_mask: ``[B]`` 1 for real examples, 0 for padding.
-      ignore_label: label value that contributes nothing.
-
-    Returns:
-      ``(loss_sum, pixel_count)``, float32 scalars.
+    ``logits``: ``[B, h, w, C]`` (computed in float32); ``labels``: ``[B, H, W]`` int in
+    ``[0, C)`` or ``ignore_label`` (subsampled by :func:`labels_at_logit_resolution`);
+    ``example_mask``: ``[B]``, 0 for padding examples. Returns float32 scalars
+    ``(loss_sum, pixel_count)``: their ratio is the mean over pixels and batch.
     """
     labels = labels_at_logit_resolution(labels, logits.shape[1:3])
     valid = (labels != ignore_label) & (example_mask[:, None, None] > 0)

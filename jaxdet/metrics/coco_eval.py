@@ -1,22 +1,11 @@
-"""COCO-style box and mask AP through pycocotools, for padded detections from a static-shape model.
+"""COCO box, mask and keypoint AP through pycocotools, for padded static-shape detections.
 
-A detection model under ``jit`` emits fixed-size arrays: ``[B, D]`` detections per batch with a
-``valid`` mask, ``[B, G]`` padded ground truth, and a ``[B]`` example mask for the padding
-examples of the last batch. :class:`CocoEvaluator` collects those on the host (NumPy), one image
-at a time, builds a COCO ground-truth dataset in memory and runs pycocotools' ``COCOeval`` with
-``iouType="bbox"`` — the reference numbers, not a re-implementation. Built with
-``with_masks=True`` it also takes one binary ``[H, W]`` mask per gt and per detection (image
-pixels of the original image), stores them as COCO RLE (``pycocotools.mask.encode``) and adds
-``iouType="segm"`` results under ``mask_``-prefixed keys. Built with ``with_keypoints=True``
-it also takes ``[K, 3]`` ``(x, y, v)`` keypoints per gt (``v > 0`` labelled; the gt of other
-classes have none) and ``[K, 3]`` ``(x, y, score)`` per detection (only the detections of
-``keypoint_class`` are written), and adds ``iouType="keypoints"`` results (OKS with the 17
-COCO sigmas by default, scale = the gt ``areas``; the ``keypoint_class`` category only; the
-detection's score ranks it) under ``kp_``-prefixed keys.
-
-Boxes everywhere are ``(x1, y1, x2, y2)`` in absolute pixels of the ORIGINAL image (undo any
-resize before adding them); labels are 0-based class indices, written as COCO
-``category_id = label + 1``. pycocotools' prints are swallowed; its numbers are kept.
+:class:`CocoEvaluator` collects padded detections / ground truth on the host and runs
+pycocotools' ``COCOeval`` (the reference numbers; its prints are swallowed): ``"bbox"``, plus
+``"segm"`` with ``with_masks`` (binary masks stored as COCO RLE) and ``"keypoints"`` with
+``with_keypoints`` (OKS with the 17 COCO sigmas by default, scale the gt ``areas``). Boxes are
+``(x1, y1, x2, y2)`` in absolute pixels of the ORIGINAL image (undo any resize); labels are
+0-based, written as COCO ``category_id = label + 1``.
 """
 
 from __future__ import annotations
@@ -114,22 +103,22 @@ def _quiet(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 class CocoEvaluator:
-    """Collects ground truth and detections image by image; evaluates COCO box AP at the end.
+    """Collects ground truth and detections image by image; evaluates COCO AP at the end.
 
-    Every image is added exactly once with :meth:`add_ground_truth` (which registers it, also
-    when it has no ground truth boxes) and at most once with :meth:`add_detections` (an image
-    whose detections are never added counts as having none); :meth:`add_batch` does both for
-    a padded batch. Adding either twice for one ``image_id`` raises ``ValueError``. With
-    ``with_masks`` every call must also pass the masks (``segm`` is evaluated too).
+    Each image is added once with :meth:`add_ground_truth` (registering it, even without boxes)
+    and at most once with :meth:`add_detections` (never: no detections); :meth:`add_batch` does
+    both for a padded batch. Adding either twice raises ValueError. With ``with_masks`` /
+    ``with_keypoints`` every call must pass the masks / keypoints.
     """
 
     def __init__(self, class_names: Sequence[str], with_masks: bool = False,
                  with_keypoints: bool = False, keypoint_class: int = 0,
                  keypoint_sigmas: npt.ArrayLike | None = None) -> None:
-        """``class_names[k]`` names label ``k`` (COCO ``category_id`` ``k + 1``); unique.
-        ``with_masks``: also collect instance masks and evaluate mask AP (``segm``).
-        ``with_keypoints``: also collect keypoints and evaluate keypoint AP (``keypoints``) of
-        class ``keypoint_class`` with OKS ``keypoint_sigmas`` (default the 17 COCO ones)."""
+        """``class_names[k]`` (unique) names label ``k``, COCO ``category_id`` ``k + 1``.
+
+        ``with_masks``: also evaluate mask AP (``segm``); ``with_keypoints``: also keypoint AP of
+        class ``keypoint_class`` with OKS ``keypoint_sigmas`` (default the 17 COCO ones).
+        """
         names = [str(name) for name in class_names]
         if not names:
             raise ValueError("CocoEvaluator needs at least one class name")
@@ -168,22 +157,15 @@ class CocoEvaluator:
         masks: npt.ArrayLike | None = None,
         keypoints: npt.ArrayLike | None = None,
     ) -> None:
-        """Registers one image and its ground truth.
+        """Registers one image and its ground truth (``image_id`` unique across the split).
 
-        Args:
-          image_id: the image's id, unique across the split.
-          boxes: ``[G, 4]`` ``(x1, y1, x2, y2)``, absolute pixels of the original image
-            (``x2 >= x1``, ``y2 >= y1``).
-          labels: ``[G]`` int, 0-based class.
-          valid: ``[G]`` bool, False for padding rows (whose values are ignored, even NaN).
-          height, width: original image size in pixels.
-          areas: optional ``[G]`` area used for COCO's small / medium / large split (COCO uses
-            the segment area); default the box area ``(x2 - x1) * (y2 - y1)``.
-          iscrowd: optional ``[G]`` bool; crowd boxes are neither hits nor misses in COCOeval.
-          masks: ``[G, height, width]`` binary instance masks (nonzero = object), required
-            with ``with_masks`` (padding rows ignored), else not allowed.
-          keypoints: ``[G, K, 3]`` ``(x, y, v)`` original-image pixels, ``v > 0`` labelled
-            (rows of other classes: ``v = 0``), required with ``with_keypoints``.
+        ``boxes``: ``[G, 4]`` ``(x1, y1, x2, y2)``, original-image pixels, ``x2 >= x1``,
+        ``y2 >= y1``; ``labels``: ``[G]`` int, 0-based; ``valid``: ``[G]`` bool, False on padding
+        (values ignored); ``height``, ``width``: original image size; ``areas``: optional ``[G]``
+        for COCO's area ranges (default: box area); ``iscrowd``: optional ``[G]`` bool (crowd boxes
+        are neither hits nor misses); ``masks``: ``[G, height, width]`` binary; ``keypoints``:
+        ``[G, K, 3]`` ``(x, y, v)``, ``v > 0`` labelled (other classes ``v = 0``). Masks and
+        keypoints are given exactly when the evaluator was built with them.
         """
         image_id = int(image_id)
         if image_id in self._gt:
@@ -241,21 +223,14 @@ class CocoEvaluator:
         keypoints: npt.ArrayLike | None = None,
         keypoint_scores: npt.ArrayLike | None = None,
     ) -> None:
-        """Adds one image's detections.
+        """Adds one image's detections (its ground truth may come before or after).
 
-        Args:
-          image_id: the image's id (its ground truth may be added before or after).
-          boxes: ``[D, 4]`` ``(x1, y1, x2, y2)``, absolute pixels of the original image. A
-            degenerate box (``x2 < x1``) is clipped to zero width (height alike): it hits nothing.
-          scores: ``[D]`` confidence; COCOeval keeps the 100 best per image and class.
-          labels: ``[D]`` int, 0-based class.
-          valid: ``[D]`` bool, False for padding rows (whose values are ignored, even NaN).
-          masks: ``[D, H, W]`` binary masks in original-image pixels (e.g. pasted and
-            thresholded), required with ``with_masks``, else not allowed.
-          keypoints: ``[D, K, 3]`` ``(x, y, score)`` original-image pixels, required with
-            ``with_keypoints`` (read for the detections of ``keypoint_class`` only).
-          keypoint_scores: optional ``[D]`` score of each detection as a keypoint result
-            (e.g. rescored by keypoint confidence); default ``scores``.
+        ``boxes``: ``[D, 4]`` ``(x1, y1, x2, y2)``, original-image pixels (``x2 < x1``, ``y`` alike,
+        clipped to zero width: hits nothing); ``scores``: ``[D]`` (COCOeval keeps the 100 best per
+        image and class); ``labels``, ``valid``: as ground truth; ``masks``: ``[D, H, W]`` binary;
+        ``keypoints``: ``[D, K, 3]`` ``(x, y, score)``, read for ``keypoint_class`` only (masks and
+        keypoints exactly when built with them); ``keypoint_scores``: optional ``[D]`` (default
+        ``scores``).
         """
         image_id = int(image_id)
         if image_id in self._dets:
@@ -310,20 +285,9 @@ class CocoEvaluator:
     ) -> None:
         """Adds a padded batch: :meth:`add_ground_truth` + :meth:`add_detections` per example.
 
-        Args:
-          image_ids: ``[B]`` int.
-          example_mask: ``[B]`` bool / 0-1, False for the padding examples of the last batch,
-            which are skipped entirely (their ids and values are never read).
-          gt_boxes: ``[B, G, 4]`` ``(x1, y1, x2, y2)``, absolute original-image pixels.
-          gt_labels: ``[B, G]`` int, 0-based. gt_valid: ``[B, G]`` bool.
-          heights, widths: ``[B]`` original image sizes.
-          det_boxes: ``[B, D, 4]`` ``(x1, y1, x2, y2)``, absolute original-image pixels.
-          det_scores: ``[B, D]``. det_labels: ``[B, D]`` int, 0-based. det_valid: ``[B, D]`` bool.
-          gt_areas: optional ``[B, G]``. gt_iscrowd: optional ``[B, G]`` bool.
-          gt_masks: ``[B, G, H, W]``, det_masks: ``[B, D, H, W]`` binary (with ``with_masks``;
-            one image size per batch).
-          gt_keypoints: ``[B, G, K, 3]``, det_keypoints: ``[B, D, K, 3]`` (with
-            ``with_keypoints``).
+        ``image_ids``, ``heights``, ``widths``: ``[B]``; ``example_mask``: ``[B]``, False examples
+        are skipped entirely; ``gt_*`` ``[B, G, ...]`` and ``det_*`` ``[B, D, ...]`` as in those
+        methods (masks ``[B, G|D, H, W]``, one image size per batch; keypoints ``[B, G|D, K, 3]``).
         """
         ids = np.asarray(image_ids).reshape(-1)
         mask = _rows(example_mask, len(ids), "add_batch example_mask")
@@ -357,11 +321,10 @@ class CocoEvaluator:
     def results_json(self, iou_type: str = "bbox") -> list[dict[str, Any]]:
         """Detections in COCO results format, by image id then input order.
 
-        Each entry: ``{"image_id": int, "category_id": label + 1, "bbox": [x, y, w, h],
-        "score": float}`` with plain Python numbers (JSON-serialisable); for ``"segm"``
-        ``"segmentation": {"size": [h, w], "counts": str}`` (COCO RLE) instead of ``bbox``; for
-        ``"keypoints"`` only the ``keypoint_class`` detections, with ``"keypoints": [x1, y1, 1,
-        x2, y2, 1, ...]`` instead of ``bbox`` and their ``keypoint_scores`` where given.
+        ``{"image_id", "category_id": label + 1, "bbox": [x, y, w, h], "score"}``, plain Python
+        numbers. ``"segm"``: ``"segmentation": {"size": [h, w], "counts": str}`` instead of
+        ``bbox``; ``"keypoints"``: ``keypoint_class`` detections only, with ``"keypoints": [x1, y1,
+        1, ...]`` instead of ``bbox`` and their ``keypoint_scores`` where given.
         """
         self._check_iou_type(iou_type)
         results = []
@@ -395,11 +358,11 @@ class CocoEvaluator:
             json.dump(self.results_json(iou_type), f)
 
     def ground_truth_dataset(self) -> dict[str, Any]:
-        """The COCO ground-truth dataset dict (``images``, ``annotations``, ``categories``).
+        """The COCO ground-truth dict (``images``, ``annotations``, ``categories``).
 
-        Annotation ids start at 1 (COCOeval treats a matched id 0 as unmatched); ``bbox`` is
-        ``[x, y, w, h]``; with masks each annotation also has its RLE ``segmentation``; with
-        keypoints its flat ``keypoints`` ``[x1, y1, v1, ...]`` and ``num_keypoints``.
+        Annotation ids start at 1 (COCOeval treats id 0 as unmatched); ``bbox`` ``[x, y, w, h]``;
+        with masks an RLE ``segmentation``; with keypoints ``keypoints`` ``[x1, y1, v1, ...]`` and
+        ``num_keypoints``.
         """
         images, annotations = [], []
         for image_id in sorted(self._gt):
@@ -423,13 +386,11 @@ class CocoEvaluator:
         return {"images": images, "annotations": annotations, "categories": categories}
 
     def evaluate(self, iou_type: str = "bbox") -> COCOeval:
-        """Runs ``COCOeval(gt, dt, iou_type)`` evaluate / accumulate / summarize, silently
-        (``"bbox"``, or ``"segm"`` with masks).
+        """Runs ``COCOeval`` evaluate / accumulate / summarize silently for ``iou_type``.
 
-        With no detections at all the results object is built directly (``COCO.loadRes``
-        fails on an empty list); COCOeval then gives precision 0 wherever there is ground
-        truth. Raises ``ValueError`` with no images, or with detections for an image whose
-        ground truth was never added.
+        Without detections the results object is built directly (COCOeval then gives precision 0
+        where there is ground truth). ValueError with no images, or with detections of an image
+        without ground truth.
         """
         self._check_iou_type(iou_type)
         if not self._gt:
@@ -459,22 +420,14 @@ class CocoEvaluator:
         return coco_eval
 
     def summarize(self) -> dict[str, float]:
-        """COCO box metrics (and, with masks, mask metrics) over every image added.
+        """COCO metrics over every image added, fractions in [0, 1], never NaN.
 
-        Returns:
-          ``AP`` (IoU .50:.05:.95), ``AP50``, ``AP75``, ``AP_small`` / ``AP_medium`` /
-          ``AP_large`` (gt area < 32², < 96², else), ``AR1`` / ``AR10`` / ``AR100`` (recall
-          with at most 1 / 10 / 100 detections per image and class) — ``COCOeval.stats[:9]`` —
-          and ``AP/<class name>`` for every class: that class's AP at IoU .50:.05:.95, all
-          areas, 100 detections. All are fractions in [0, 1], never NaN: as in COCOeval a
-          metric with no ground truth to measure (a class without gt, an empty area range) is
-          -1.0, and classes without gt are left out of ``AP``'s class mean. With masks the same
-          keys of the ``segm`` evaluation follow, prefixed ``mask_`` (``mask_AP``,
-          ``mask_AP50``, ..., ``mask_AP/<class name>``; the area ranges use the gt ``areas``).
-        With keypoints the ``keypoints`` evaluation's ``COCOeval.stats`` follow as ``kp_AP``,
-        ``kp_AP50``, ``kp_AP75``, ``kp_AP_medium``, ``kp_AP_large``, ``kp_AR``, ``kp_AR50``,
-        ``kp_AR75``, ``kp_AR_medium``, ``kp_AR_large`` (OKS .50:.05:.95, 20 detections per
-        image, the ``keypoint_class`` category only).
+        ``AP`` (IoU .50:.05:.95), ``AP50``, ``AP75``, ``AP_small`` / ``AP_medium`` /
+        ``AP_large`` (gt area < 32², < 96², else), ``AR1`` / ``AR10`` / ``AR100`` (1 / 10 / 100
+        detections per image and class) = ``COCOeval.stats[:9]``, and ``AP/<class name>`` (all
+        areas, 100 detections); -1.0 where there is no ground truth to measure (such classes are
+        left out of ``AP``). With masks the same keys prefixed ``mask_``; with keypoints ``kp_`` +
+        :data:`KEYPOINT_STAT_KEYS` (OKS .50:.05:.95, 20 detections per image, ``keypoint_class``).
         """
         out = {}
         if self.with_keypoints:

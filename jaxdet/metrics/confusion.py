@@ -1,7 +1,7 @@
 """Confusion-matrix segmentation metrics: mean IoU, pixel accuracy, class-average accuracy.
 
-The confusion matrix is accumulated on device over a whole split (additive, so it is
-``psum``-ed across devices and summed across batches), then summarised once on the host.
+The matrix is additive (summed over batches, ``psum``-ed over devices) and summarised once on
+the host.
 """
 
 from __future__ import annotations
@@ -18,17 +18,10 @@ def confusion_matrix(
     example_mask: jax.Array | None = None,
     ignore_label: int = 255,
 ) -> jax.Array:
-    """Counts of (true class, predicted class) over valid pixels.
+    """Float32 ``[C, C]`` counts of (true class row, predicted class column) over valid pixels.
 
-    Args:
-      predictions: ``[B, H, W]`` int predicted class ids.
-      labels: ``[B, H, W]`` int true class ids, or ``ignore_label``.
-      num_classes: C.
-      example_mask: optional ``[B]`` 1 for real examples, 0 for padding.
-      ignore_label: label value that is not counted.
-
-    Returns:
-      ``[C, C]`` float32, rows = true class, columns = predicted class.
+    ``predictions``, ``labels``: ``[B, H, W]`` int; pixels labelled ``ignore_label`` and examples
+    with ``example_mask`` (optional ``[B]``) 0 are not counted.
     """
     valid = labels != ignore_label
     if example_mask is not None:
@@ -40,10 +33,9 @@ def confusion_matrix(
 
 
 def summarize(confusion: np.ndarray, class_names: list[str] | None = None) -> dict[str, float]:
-    """Mean IoU, pixel accuracy and class-average accuracy from a ``[C, C]`` confusion matrix.
+    """Mean IoU, pixel accuracy, class-average accuracy and ``iou/<name>`` per class.
 
-    Classes that never occur in the labels nor the predictions are left out of the means.
-    Per-class IoU is reported as ``iou/<name>``.
+    Classes absent from both labels and predictions are left out of the means.
     """
     confusion = np.asarray(confusion, np.float64)
     true_positive = np.diag(confusion)

@@ -1,12 +1,8 @@
-"""Single-person keypoint (joint) regression metrics: PCK and mean joint error.
+"""Single-person keypoint metrics: PCK and mean joint error, as additive float32 counts
+(:func:`keypoint_stats`, summed over batches and devices) turned into rates on the host.
 
-:func:`keypoint_stats` returns additive float32 counts over the visible joints of the valid
-examples (summed over batches, ``psum``-ed over devices); :func:`summarize` turns the totals
-into rates once, on the host.
-
-A joint is a hit (Percentage of Correct Keypoints) when its Euclidean distance to the truth is
-at most ``pck_threshold * box_size``, where ``box_size`` is the longer side of the person's
-ground-truth box, ``max(x2 - x1, y2 - y1)`` (:func:`person_box_size`), in pixels.
+A joint is a PCK hit when its distance to the truth is ``<= pck_threshold * box_size``, the
+longer side of the person's ground-truth box in pixels (:func:`person_box_size`).
 """
 
 from __future__ import annotations
@@ -36,17 +32,10 @@ def keypoint_stats(
 ) -> dict[str, jax.Array]:
     """Additive joint counts for one batch.
 
-    Args:
-      pred: ``[B, K, 2]`` predicted ``(x, y)`` per joint, absolute pixels (float32 math).
-      gt: ``[B, K, 2]`` true ``(x, y)``, absolute pixels.
-      visible: ``[B, K]`` > 0 for joints that are labelled/visible; others are ignored.
-      box_size: ``[B]`` longer side of each person's box in pixels (:func:`person_box_size`).
-      mask: ``[B]`` 1 for real examples, 0 for padding (whose values are ignored, even NaN).
-      pck_threshold: a hit is ``distance <= pck_threshold * box_size``.
-
-    Returns:
-      float32 scalars: ``visible_count`` (counted joints), ``pck_hits`` (hits among them),
-      ``error_sum`` (sum of their Euclidean errors in pixels).
+    ``pred``, ``gt``: ``[B, K, 2]`` ``(x, y)`` absolute pixels; ``visible``: ``[B, K]``, > 0
+    counted; ``box_size``: ``[B]`` pixels; ``mask``: ``[B]``, 0 for padding (values ignored, even
+    NaN). Returns float32 scalars ``visible_count``, ``pck_hits`` and ``error_sum`` (Euclidean,
+    pixels).
     """
     valid = (visible > 0) & (mask[:, None] > 0)
     diff = jnp.where(valid[..., None], pred.astype(jnp.float32) - gt.astype(jnp.float32), 0.0)
@@ -63,16 +52,10 @@ def keypoint_stats(
 def summarize(
     stats: Mapping[str, jax.typing.ArrayLike], pck_threshold: float = 0.2
 ) -> dict[str, float]:
-    """Rates from summed :func:`keypoint_stats`.
+    """Rates from summed :func:`keypoint_stats` (``pck_threshold`` only names the key).
 
-    Args:
-      stats: the summed counts.
-      pck_threshold: the threshold the counts were made with (only names the key).
-
-    Returns:
-      ``pck@<threshold>`` (e.g. ``pck@0.2``: fraction of counted joints that are hits),
-      ``mean_joint_error_px`` (mean Euclidean error in pixels), both 0.0 without counted
-      joints, and ``num_visible_joints``.
+    ``pck@<threshold>`` (e.g. ``pck@0.2``, fraction of hits) and ``mean_joint_error_px``, both 0.0
+    without counted joints, and ``num_visible_joints``.
     """
     n = float(np.asarray(stats["visible_count"], np.float64))
 

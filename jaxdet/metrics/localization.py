@@ -1,8 +1,5 @@
-"""Single-object classification + localisation metrics.
-
-:func:`localization_stats` returns additive float32 counts over the valid examples of a batch
-(summed over batches and ``psum``-ed over devices like the confusion matrix); :func:`summarize`
-turns the totals into rates once, on the host.
+"""Single-object classification + localisation metrics: additive float32 counts per batch
+(summed, ``psum``-ed), turned into rates once on the host by :func:`summarize`.
 """
 
 from __future__ import annotations
@@ -20,11 +17,10 @@ STAT_KEYS = ("count", "class_correct", "iou_sum", "iou50", "correct_and_iou50")
 
 
 def paired_iou(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
-    """IoU of corresponding boxes: ``[B, 4]``, ``[B, 4]`` ``(x1, y1, x2, y2)`` -> float32 ``[B]``.
+    """IoU of corresponding ``[B, 4]`` ``(x1, y1, x2, y2)`` boxes -> float32 ``[B]``.
 
-    :func:`jaxdet.ops.boxes.box_iou` of each pair. Its ``0 / 0 = nan`` (two zero-area boxes) is
-    returned as 0 here; a degenerate box (``x2 < x1`` or ``y2 < y1``) has no intersection and
-    gets IoU 0 (or -0.0 with a negative union).
+    :func:`jaxdet.ops.boxes.box_iou` per pair, with its ``nan`` (two zero-area boxes) as 0; a
+    degenerate box has no intersection: IoU 0 (or -0.0 with a negative union).
     """
     iou = jax.vmap(lambda a, b: box_ops.box_iou(a[None], b[None])[0, 0])(boxes1, boxes2)
     return jnp.where(jnp.isnan(iou), 0.0, iou)
@@ -39,17 +35,10 @@ def localization_stats(
 ) -> dict[str, jax.Array]:
     """Additive counts for one batch of single-object images.
 
-    Args:
-      pred_labels: ``[B]`` int predicted class.
-      pred_boxes: ``[B, 4]`` predicted ``(x1, y1, x2, y2)``, absolute pixels (any float dtype;
-        IoU computed in float32).
-      gt_labels: ``[B]`` int true class.
-      gt_boxes: ``[B, 4]`` true ``(x1, y1, x2, y2)``, absolute pixels.
-      mask: ``[B]`` 1 for real examples, 0 for padding (whose values are ignored, even NaN).
-
-    Returns:
-      float32 scalars: ``count`` (valid examples), ``class_correct`` (right class),
-      ``iou_sum`` (sum of IoUs), ``iou50`` (IoU >= 0.5), ``correct_and_iou50`` (both).
+    ``pred_labels``, ``gt_labels``: ``[B]`` int; ``pred_boxes``, ``gt_boxes``: ``[B, 4]``
+    ``(x1, y1, x2, y2)`` absolute pixels (IoU in float32); ``mask``: ``[B]``, 0 for padding
+    (values ignored, even NaN). Returns float32 scalars ``count``, ``class_correct``, ``iou_sum``,
+    ``iou50`` (IoU >= 0.5) and ``correct_and_iou50``.
     """
     valid = mask > 0
     iou = jnp.where(valid, paired_iou(pred_boxes, gt_boxes), 0.0)
@@ -69,13 +58,10 @@ def localization_stats(
 
 
 def summarize(stats: Mapping[str, jax.typing.ArrayLike]) -> dict[str, float]:
-    """Rates from summed :func:`localization_stats`.
+    """Rates from summed :func:`localization_stats`, fractions of the valid examples (0.0 if none).
 
-    Returns:
-      ``accuracy`` (right class), ``mean_iou``, ``iou50_rate`` (IoU >= 0.5),
-      ``correct_and_iou50`` (right class AND IoU >= 0.5: the classification-plus-localisation
-      success rate), each a fraction of the valid examples (0.0 when there are none), and
-      ``num_examples``.
+    ``accuracy``, ``mean_iou``, ``iou50_rate``, ``correct_and_iou50`` (right class and IoU >= 0.5,
+    the classification + localisation success rate), and ``num_examples``.
     """
     n = float(np.asarray(stats["count"], np.float64))
 

@@ -1,8 +1,6 @@
 """Convolution blocks shared by the segmentation models (Flax linen, NHWC).
 
-:class:`ConvNormAct` is conv -> BatchNorm / GroupNorm -> ReLU; :class:`ConvNormMixin` gives a
-model its norm settings and a ``block(...)`` factory; :func:`pixel_classifier` is the final
-1x1 conv (float32 scores); :func:`scale_input` maps images from [0, 1] to [-1, 1].
+:func:`pixel_classifier` is the final 1x1 conv (float32 scores, parameters ``classifier``).
 """
 
 from __future__ import annotations
@@ -36,10 +34,9 @@ def scale_input(images: jax.Array) -> jax.Array:
 class ConvNormAct(nn.Module):
     """conv (no bias) -> BatchNorm/GroupNorm -> ReLU, ``[B, H, W, Cin] -> [B, H', W', F]``.
 
-    ``linear=True`` returns the conv's output (no norm, no ReLU). ``transpose=True`` uses
-    :func:`jaxdet.models.upsampling.transpose_conv` (``H' = H * strides``; kernel param
-    ``[k, k, Cin, F]`` with scatter semantics); otherwise ``nn.Conv`` with SAME padding
-    (``H' = ceil(H / strides)``).
+    ``linear=True``: the conv only. ``transpose=True``:
+    :func:`jaxdet.models.upsampling.transpose_conv` (``H' = H * strides``, kernel ``[k, k, Cin,
+    F]``); else ``nn.Conv`` SAME (``H' = ceil(H / strides)``).
     """
 
     features: int

@@ -1,22 +1,12 @@
 """Feature Pyramid Network over a backbone's C2..C5 maps (torchvision's FPN, NHWC).
 
-``FPN(out_channels)({"C2": ..., "C5": ...})`` returns ``{"P2": ..., "P5": ..., "P6": ...}``:
-for each input level a 1x1 lateral conv (``inner_blocks_{i}``) to ``out_channels``, added to
-the 2x nearest-neighbour upsampled coarser result (top-down, coarsest first), then a 3x3 conv
-(``layer_blocks_{i}``); ``P6`` is ``P5`` max-pooled with kernel 1, stride 2 (torchvision's
-``LastLevelMaxPool``) when ``extra_max_pool`` is set. ``P{k}`` has the stride of ``C{k}``
-(``P6``: twice ``P5``'s). Input ``C{k}`` keys may be any contiguous subset (e.g. only ``C4``
-for a one-level pyramid).
-
-Upsampling: torchvision interpolates to the lateral map's exact size (``nearest``), which for
-sizes that are not multiples of the strides is not an exact 2x; here the coarser map is
-repeated 2x and cropped to the lateral size, which equals torchvision's for every even size
-and for odd sizes produced by the ResNet's ``floor((n - 1) / 2) + 1`` halving.
-
-Parameter names follow torchvision's ``backbone.fpn.inner_blocks.{i}.0`` /
-``backbone.fpn.layer_blocks.{i}.0`` (``i`` = 0 for the finest input level), so a state_dict
-maps 1:1 (conv weight ``[out, in, kh, kw]`` -> kernel ``[kh, kw, in, out]``). Initialisation
-as torchvision: ``kaiming_uniform_(a=1)`` (uniform, bound ``sqrt(3 / fan_in)``), bias 0.
+``FPN(out_channels)({"C2": ..., "C5": ...})`` -> ``{"P2": ..., "P5": ..., "P6": ...}``, any
+contiguous ``C{k}`` subset in, ``P{k}`` at ``C{k}``'s stride: a 1x1 lateral conv
+(``inner_blocks_{i}``, ``i = 0`` finest) plus the coarser result upsampled 2x (repeat, then
+crop: torchvision's size-matched ``nearest`` for even sizes and the ResNet's odd ones), then a
+3x3 conv (``layer_blocks_{i}``); ``P6 = P5[:, ::2, ::2]`` (``LastLevelMaxPool``) with
+``extra_max_pool``. Parameters map 1:1 to torchvision's ``backbone.fpn.inner_blocks.{i}.0`` /
+``layer_blocks.{i}.0``; init ``kaiming_uniform_(a=1)``, bias 0.
 """
 
 from __future__ import annotations
@@ -47,12 +37,10 @@ def upsample_to(x: jax.Array, height: int, width: int) -> jax.Array:
 
 
 class FPN(nn.Module):
-    """Top-down pyramid; see the module docstring.
+    """Top-down pyramid (see the module).
 
-    Attributes:
-      out_channels: channels of every ``P`` level (256 in torchvision's detectors).
-      extra_max_pool: add ``P6`` = stride-2 subsampling of the coarsest level.
-      dtype: compute dtype (None: float32).
+    ``out_channels``: of every ``P`` level (torchvision: 256); ``extra_max_pool``: add the
+    stride-2 subsampled ``P`` level above the coarsest; ``dtype``: compute dtype (None: float32).
     """
 
     out_channels: int = 256

@@ -1,15 +1,9 @@
 """Image-level heads on a backbone: classification + localisation and joint regression.
 
-The "classification + localisation" network: a CNN backbone, its last feature map
-flattened (or averaged), one hidden fully connected layer, then one linear head per output
-(class scores, 4 box numbers, 2K joint coordinates).
-
-    outputs = model.apply(variables, images, train=train, mutable=...)
-    # images: float32 [B, H, W, 3] in [0, 1] -> {head name: float32 [B, dim]}
-
-``pool="flatten"`` keeps where things are (what box regression needs); ``"avg"`` (global
-average pooling) throws position away and suits classification only; ``"flatten_avg"``
-concatenates both.
+``outputs = model.apply(variables, images, train=train, mutable=...)``: images float32
+``[B, H, W, 3]`` in [0, 1] -> ``{head name: float32 [B, dim]}``. A backbone map is pooled
+(``"flatten"`` keeps position, needed for regression; ``"avg"`` drops it; ``"flatten_avg"``
+concatenates both), then one hidden dense layer, then a linear head per output.
 """
 
 from __future__ import annotations
@@ -30,16 +24,11 @@ _he_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
 
 class GlobalHeadsNet(nn.Module):
-    """backbone -> feature map ``feature`` -> pool -> [dense(hidden) + relu] -> linear heads.
+    """backbone -> map ``feature`` -> ``pool`` -> [dense(``hidden``) + relu] -> linear ``heads``.
 
-    Attributes:
-      backbone: a module mapping ``[B, H, W, 3]`` images in ``[0, 1]`` to a dict of feature
-        maps (``{"C2": ..., "C5": ...}``), called with ``train=``; it normalises its input
-        (``model.input_norm``, see :mod:`jaxdet.models.resnet`).
-      heads: ``((name, dim), ...)``: one linear output of ``dim`` numbers per name.
-      hidden: width of the hidden fully connected layer (0: none).
-      pool: "flatten" or "avg" (see the module docstring).
-      feature: which backbone map feeds the heads.
+    ``backbone``: maps ``[B, H, W, 3]`` images in [0, 1] to ``{"C2": ..., "C5": ...}`` (called
+    with ``train=``, normalising its own input); ``heads``: ``((name, dim), ...)``; ``hidden``: 0
+    for none. ValueError for an unknown ``pool`` or ``feature``.
     """
 
     backbone: nn.Module
@@ -71,12 +60,10 @@ class GlobalHeadsNet(nn.Module):
 
 
 def create_backbone(model_config: Mapping[str, Any], bn_axis_name: str | None) -> nn.Module:
-    """The backbone named by ``model_config.backbone`` ("resnet" or "vgg").
+    """The backbone named by ``model_config.backbone``: "resnet" or "vgg" (else ValueError).
 
-    resnet fields: ``depth`` (18/34/50, or 0 with ``stage_sizes`` and ``block``), ``width``,
-    ``stem`` ("imagenet"/"small"), ``norm``, ``input_norm``. vgg fields: ``vgg_widths`` (stage
-    ``s`` gives ``"C{s}"`` at stride ``2**s``), ``vgg_convs``, ``norm``, ``input_norm``. See
-    :func:`jaxdet.models.resnet.create_resnet` and :func:`jaxdet.models.vgg.create_vgg`.
+    Fields: :func:`jaxdet.models.resnet.create_resnet` (``depth``, ``width``, ``stem``, ``norm``,
+    ``input_norm``, ...) or :func:`jaxdet.models.vgg.create_vgg` (``vgg_widths``, ``vgg_convs``).
     """
     name = model_config.get("backbone", "resnet")
     if name == "resnet":

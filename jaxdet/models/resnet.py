@@ -1,50 +1,25 @@
 """ResNet backbones (torchvision layout) returning the C2..C5 feature maps.
 
-Usage::
+``backbone.apply(variables, images, train=train, mutable=...)``: images float ``[B, H, W, 3]``
+in [0, 1] -> ``{"C2": [B, H/4, W/4, c2], ..., "C5": [B, H/32, W/32, c5]}`` in the compute
+``dtype`` (float32 when None); ``"C{i+2}"`` is stage ``layer{i+1}``'s output, a side ``n``
+becoming ``floor((n - 1) / s) + 1`` per stride-``s`` layer (symmetric ``k // 2`` padding). See
+:meth:`ResNet.output_strides` and :meth:`ResNet.output_channels`.
 
-    features = backbone.apply(variables, images, train=train, mutable=...)
-    # images: float [B, H, W, 3] in [0, 1]
-    # features: {"C2": [B, H/4, W/4, c2], "C3": .../8, "C4": .../16, "C5": .../32}
+Parameters mirror torchvision's ``resnet18/34/50`` 1:1: ``conv1``, ``bn1``, blocks
+``layer{s}_{j}`` (``layer{s}.{j}``) with ``conv1``, ``bn1``, ``conv2``, ``bn2`` (+ ``conv3``,
+``bn3``) and ``downsample_conv`` / ``downsample_bn`` (``downsample.0`` / ``.1``); no ``fc``.
+Bottlenecks are "v1.5" (stride on the 3x3 ``conv2``). Conv ``weight [out, in, kh, kw]`` ->
+``kernel [kh, kw, in, out]``; norm ``weight``, ``bias``, ``running_mean``, ``running_var`` ->
+``scale``, ``bias``, ``mean``, ``var``; norm layers keep the ``bn*`` names for every ``norm``.
 
-Spatial sizes follow torchvision's explicit symmetric padding (``k // 2``), so a side ``n``
-becomes ``floor((n - 1) / s) + 1`` at each stride-``s`` layer (exactly ``n / s`` for multiples
-of 32). ``"C{i+2}"`` is the output of stage ``layer{i+1}``; a backbone with fewer than four
-stages (explicit ``stage_sizes``) returns fewer keys. Strides with ``stem="imagenet"``: C2 4,
-C3 8, C4 16, C5 32; with ``stem="small"`` (no stride-2 conv, no max-pool): C2 1, C3 2, C4 4,
-C5 8 (see :meth:`ResNet.output_strides`). Channels: ``width * 2**i`` for basic blocks,
-``4 * width * 2**i`` for bottlenecks (:meth:`ResNet.output_channels`; 64..512 and 256..2048 for
-torchvision's ``width=64``). Features are in the compute ``dtype`` (float32 when None).
-
-Parameter tree (mirrors torchvision's ``resnet18/34/50`` so a state_dict maps 1:1)
-------------------------------------------------------------------------------------
-``conv1``, ``bn1``, then blocks ``layer{s}_{j}`` (torchvision ``layer{s}.{j}``) with ``conv1``,
-``bn1``, ``conv2``, ``bn2`` (+ ``conv3``, ``bn3`` in a bottleneck) and, where the block changes
-shape, ``downsample_conv`` / ``downsample_bn`` (torchvision ``downsample.0`` / ``downsample.1``).
-Bottlenecks are torchvision's "v1.5": the 3x3 ``conv2`` carries the stride, not the 1x1
-``conv1``. No fully connected layer (torchvision's ``fc``). Mapping: conv ``weight``
-``[out, in, kh, kw]`` -> ``kernel`` ``[kh, kw, in, out]``; norm ``weight`` -> ``scale``,
-``bias`` -> ``bias``, ``running_mean`` -> ``mean``, ``running_var`` -> ``var``
-(``num_batches_tracked`` has no counterpart). Norm layers keep the ``bn*`` names whatever
-``norm`` is.
-
-Where the norm variables live
-  ``norm="batch"``: ``scale``/``bias`` in ``params``, ``mean``/``var`` in ``batch_stats``
-  (pass ``mutable=["batch_stats"]`` when ``train=True``; ``bn_axis_name`` names the mapped
-  axis for cross-device statistics, as in :mod:`jaxdet.models.segmentation`).
-  ``norm="frozen"``: torchvision's ``FrozenBatchNorm2d``: ``y = (x - mean) * scale /
-  sqrt(var + eps) + bias`` with all four in ``batch_stats`` (buffers, not parameters:
-  never trained nor weight-decayed, never updated), identical for ``train`` True and False.
-  ``norm="group"``: GroupNorm (``gcd(gn_groups, channels)`` groups), ``scale``/``bias`` in
-  ``params``, no ``batch_stats``.
-  ``eps`` is 1e-5 everywhere (torchvision's). ``bn_momentum=0.9`` is torchvision's
-  ``momentum=0.1``. (Flax updates the running variance with the biased batch variance,
-  PyTorch with the unbiased one: a factor ``n / (n - 1)`` per update, negligible for
-  large batches.)
-
-Initialisation follows torchvision: convs ``kaiming_normal_(mode="fan_out")`` (normal, std
-``sqrt(2 / (k * k * out))``), norm scale 1 and bias 0; ``zero_init_residual`` sets the scale
-of each block's last norm (``bn2`` basic, ``bn3`` bottleneck) to 0 so that blocks start as
-identities.
+Norms (``eps`` 1e-5): ``"batch"``: ``scale``/``bias`` in ``params``, ``mean``/``var`` in
+``batch_stats`` (``mutable=["batch_stats"]`` when training; ``bn_axis_name`` for cross-device
+statistics; ``bn_momentum=0.9`` is torchvision's 0.1; Flax's running variance uses the biased
+batch variance). ``"frozen"``: :class:`FrozenBatchNorm`. ``"group"``: GroupNorm,
+``gcd(gn_groups, channels)`` groups. Init as torchvision: convs
+``kaiming_normal_(mode="fan_out")``, norm scale 1, bias 0 (0 scale on each block's last norm
+with ``zero_init_residual``).
 """
 
 from __future__ import annotations
@@ -85,11 +60,10 @@ def _choose(field: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 def normalize_input(images: jax.Array, mode: str) -> jax.Array:
-    """float ``[B, H, W, 3]`` in [0, 1] -> float32 model input.
+    """Float ``[B, H, W, 3]`` in [0, 1] -> float32 model input.
 
-    ``"imagenet"``: ``(x - mean) / std`` with torchvision's ImageNet statistics (what its
-    pretrained weights expect); ``"symmetric"``: ``2x - 1`` (the segmentation models'
-    convention); ``"none"``: unchanged (the caller normalised already).
+    ``"imagenet"``: ``(x - mean) / std``, torchvision's ImageNet statistics; ``"symmetric"``:
+    ``2x - 1``; ``"none"``: unchanged.
     """
     x = images.astype(jnp.float32)
     mode = _choose("input_norm", mode, INPUT_NORM_MODES)
@@ -103,12 +77,11 @@ def normalize_input(images: jax.Array, mode: str) -> jax.Array:
 
 
 class FrozenBatchNorm(nn.Module):
-    """torchvision's ``FrozenBatchNorm2d``: BatchNorm with fixed statistics and affine.
+    """torchvision's ``FrozenBatchNorm2d``, ``[..., C] -> [..., C]``.
 
-    ``[..., C] -> [..., C]``: ``y = x * s + (bias - mean * s)``, ``s = scale / sqrt(var + eps)``
-    (torchvision's arithmetic, in float32, then applied in ``dtype``). ``scale``, ``bias``,
-    ``mean`` and ``var`` (float32 ``[C]``, initialised 1, 0, 0, 1, or scale 0 with
-    ``zero_scale``) live in the ``batch_stats`` collection and are never updated.
+    ``y = x * s + (bias - mean * s)``, ``s = scale / sqrt(var + eps)`` computed in float32, applied
+    in ``dtype``. Float32 ``[C]`` ``scale``, ``bias``, ``mean``, ``var`` (init 1, 0, 0, 1; scale 0
+    with ``zero_scale``) live in ``batch_stats`` and are never updated.
     """
 
     epsilon: float = BN_EPSILON
@@ -189,8 +162,9 @@ class NormSettings(nn.Module):
         return nn.relu(self.normalize(x, f"bn{index}", train=train))
 
     def shortcut(self, x: jax.Array, out: int, strides: int, *, train: bool) -> jax.Array:
-        """Identity, or ``downsample_conv`` (1x1, stride) + ``downsample_bn`` (torchvision's
-        rule: when ``strides != 1`` or the channels change)."""
+        """Identity, or ``downsample_conv`` (1x1, stride) + ``downsample_bn`` when
+        ``strides != 1`` or the channels change (torchvision's rule).
+        """
         if strides == 1 and x.shape[-1] == out:
             return x
         x = self.conv(x, out, 1, strides, "downsample_conv")
@@ -198,11 +172,8 @@ class NormSettings(nn.Module):
 
 
 class BasicBlock(NormSettings):
-    """ResNet-18/34 block: 3x3 (stride) -> 3x3, plus the (projected) input, then ReLU.
-
-    ``[B, H, W, Cin] -> [B, H', W', features]`` with ``H' = floor((H - 1) / strides) + 1``.
-    The shortcut is ``downsample_conv`` (1x1, stride) + ``downsample_bn`` when ``strides != 1``
-    or ``Cin != features``, else the identity.
+    """ResNet-18/34 block, ``[B, H, W, Cin] -> [B, H', W', features]``: 3x3 (stride) -> 3x3,
+    plus :meth:`NormSettings.shortcut`, then ReLU; ``H' = floor((H - 1) / strides) + 1``.
     """
 
     expansion = 1
@@ -219,10 +190,8 @@ class BasicBlock(NormSettings):
 
 
 class Bottleneck(NormSettings):
-    """ResNet-50 block (torchvision v1.5): 1x1 -> 3x3 (stride) -> 1x1 (x4 channels).
-
-    ``[B, H, W, Cin] -> [B, H', W', 4 * features]`` with ``H' = floor((H - 1) / strides) + 1``;
-    shortcut as in :class:`BasicBlock`.
+    """ResNet-50 block (v1.5), ``-> [B, H', W', 4 * features]``: 1x1 -> 3x3 (stride) -> 1x1,
+    shortcut and ``H'`` as :class:`BasicBlock`.
     """
 
     expansion = 4
@@ -247,23 +216,16 @@ _BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {
 
 
 class ResNet(NormSettings):
-    """ResNet backbone: ``images [B, H, W, 3] -> {"C2": ..., "C5": ...}`` (module docstring).
+    """ResNet backbone, ``images [B, H, W, 3] -> {"C2": ..., "C5": ...}`` (see the module).
 
-    Fields:
-      depth: 18, 34 or 50 (torchvision's presets); ignored when ``stage_sizes`` is given.
-      stage_sizes: blocks per stage (1 to 4 stages), e.g. ``(1, 1, 1, 1)``; needs ``block``.
-      block: "basic" or "bottleneck"; empty means the preset's (must match it if given).
-      width: channels of the stem and of the first stage (torchvision: 64; CPU demos: 8-16).
-      stem: "imagenet" (7x7 stride-2 conv, 3x3 stride-2 max-pool) or "small" (3x3 stride-1
-        conv, no pool: for tiny images).
-      norm: "batch", "frozen" or "group"; bn_momentum, gn_groups, bn_axis_name as described.
-      zero_init_residual: initialise each block's last norm scale to 0.
-      frozen_stages: 0 (all trained), 1 (the stem frozen) or 1 + k (the stem and the first
-        k stages frozen; torchvision's ``trainable_layers=3`` is 2): their outputs pass through
-        ``stop_gradient``, so they get zero gradients and no backward pass; pair it with
-        :func:`is_frozen` in the optimizer so that weight decay leaves them alone too.
-      dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
-      input_norm: "imagenet", "symmetric" or "none" (:func:`normalize_input`).
+    ``depth``: 18, 34 or 50, unless ``stage_sizes`` (1 to 4 stages, e.g. ``(1, 1, 1, 1)``) and
+    ``block`` ("basic" or "bottleneck"; empty: the preset's, which a given one must match) are
+    given. ``width``: stem and first-stage channels (torchvision: 64). ``stem``: "imagenet" (7x7
+    stride-2 conv, 3x3 stride-2 max-pool; strides 4..32) or "small" (3x3 stride-1 conv; strides
+    1..8). ``frozen_stages``: 0, 1 (the stem) or 1 + k (and the first k stages; torchvision's
+    ``trainable_layers=3`` is 2) get ``stop_gradient`` (use :func:`is_frozen` to exempt them from
+    weight decay). ``dtype``: compute dtype (parameters stay float32); ``input_norm``:
+    :func:`normalize_input`'s mode; norm fields: see the module.
     """
 
     depth: int = 18
@@ -384,12 +346,10 @@ def truncated_config(model_config: Mapping[str, Any], num_stages: int) -> dict[s
 def create_resnet(model_config: Mapping[str, Any], bn_axis_name: str | None = None) -> ResNet:
     """:class:`ResNet` from a flat ``model`` config section (other keys are ignored).
 
-    Fields (default): ``depth`` (18; any value, e.g. 0, when ``stage_sizes`` is given),
-    ``stage_sizes`` (()), ``block`` (""), ``width`` (64), ``stem`` ("imagenet"), ``norm``
-    ("batch"), ``bn_momentum`` (0.9), ``gn_groups`` (32), ``zero_init_residual`` (False),
-    ``frozen_stages`` (0),
-    ``input_norm`` ("imagenet": the model expects images in [0, 1]), ``dtype`` (None or a
-    name such as "bfloat16").
+    Fields (default): ``depth`` (18; any value, e.g. 0, with ``stage_sizes``), ``stage_sizes``
+    (()), ``block`` (""), ``width`` (64), ``stem`` ("imagenet"), ``norm`` ("batch"),
+    ``bn_momentum`` (0.9), ``gn_groups`` (32), ``zero_init_residual`` (False), ``frozen_stages``
+    (0), ``input_norm`` ("imagenet"; images in [0, 1]), ``dtype`` (None or e.g. "bfloat16").
     """
     get = model_config.get
     return ResNet(

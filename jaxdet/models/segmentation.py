@@ -1,69 +1,36 @@
 """Semantic-segmentation models, every variant selectable by config.
 
-All models are Flax linen modules with the same call signature::
+``logits = model.apply(variables, images, train=train, mutable=...)``: images float32
+``[B, H, W, 3]`` in [0, 1] (rescaled to [-1, 1] inside) -> float32 ``[B, H, W, num_classes]``;
+:class:`SlidingWindowClassifier` returns ``[B, H // s, W // s, C]`` at its stride ``s``.
+Parameters live in ``params``. ``norm="batch"`` keeps running statistics in ``batch_stats``
+(``mutable=["batch_stats"]`` when ``train=True``) averaged over the mapped axis
+``bn_axis_name`` (None for single-device use, evaluation and prediction; ``train=False`` never
+uses it); ``norm="group"`` has no ``batch_stats`` and does not depend on the batch.
 
-    logits = model.apply(variables, images, train=train, mutable=...)
-    # images: float32 [B, H, W, 3] in [0, 1]  ->  logits: float32 [B, h, w, num_classes]
+Config fields (a FLAT ``model`` section; defaults in :data:`DEFAULT_MODEL_FIELDS`):
 
-``h, w = H, W`` for every model except :class:`SlidingWindowClassifier`, which returns
-``[B, H // s, W // s, C]`` for its stride ``s`` (see its docstring for the pixel contract).
-Inputs are rescaled to ``[-1, 1]`` inside the model. Parameters live in ``params``; with
-``norm="batch"`` running statistics live in ``batch_stats`` (pass ``mutable=["batch_stats"]``
-when ``train=True``); with ``norm="group"`` there is no ``batch_stats`` collection and the
-model does not depend on the batch or the device count. ``bn_axis_name`` names the mapped
-axis (``"batch"`` in the training loop) over which BatchNorm averages its statistics; leave it
-``None`` for single-device use, evaluation and prediction (``train=False`` never uses it, so
-``init(..., train=False)`` works outside the mapped axis too).
-
-Config fields (a FLAT ``model`` section; :data:`DEFAULT_MODEL_FIELDS` holds these defaults)
--------------------------------------------------------------------------------------------
-Common
-  ``name`` ("encoder_decoder"): one of "sliding_window", "fcn_full_res", "encoder_decoder",
-  "pixel_colour".
-  ``norm`` ("batch"): "batch" (BatchNorm, cross-device via ``bn_axis_name``) or "group"
-  (GroupNorm, no ``batch_stats``).
-  ``bn_momentum`` (0.9): BatchNorm running-average momentum (short CPU runs need < 0.99).
-  ``gn_groups`` (8): GroupNorm groups (``gcd(gn_groups, channels)`` for narrow layers).
-encoder_decoder (:class:`EncoderDecoder`)
-  ``width`` (16): channels at full resolution; level ``l`` has ``width * 2**l``.
-  ``num_levels`` (5): resolutions used (``num_levels - 1`` down/upsamplings); H and W must be
-  multiples of ``2**(num_levels - 1)``.
-  ``blocks_per_level`` (1): 3x3 conv+norm+relu blocks per level, in encoder and in decoder.
-  ``downsample`` ("max_pool"): "max_pool" (2x2, switches remembered) or "strided_conv"
-  (3x3 stride-2 conv+norm+relu, same channels).
-  ``upsample`` ("max_unpool"): "nearest", "bed_of_nails", "max_unpool" (needs
-  ``downsample="max_pool"``), "transpose_conv" (learned), "bilinear".
-  ``skip`` ("concat"): "concat" (U-Net: concatenate the encoder map of the same level to the
-  upsampled one), "add" (sum them, FCN style) or "none" (SegNet style).
-  ``transpose_kernel_size`` (2): kernel of the stride-2 transpose convolution (2 does not
-  overlap; 3 overlaps unevenly; 4 overlaps evenly).
-  ``level_widths`` (()): channels of each level, e.g. ``(8, 16, 32, 64, 128, 256)``; when
-  given it replaces ``width``/``num_levels``.
-  ``level_blocks`` (()): encoder blocks of each level (same length as the levels); when
-  empty every level has ``blocks_per_level``.
-  ``decoder_blocks`` (0): 3x3 blocks per decoder level; 0 means ``blocks_per_level``.
-  ``upsample_input`` ("full"): what a parameter-free upsampling (nearest, bed of nails,
-  max-unpool, bilinear) receives: "full" (the deeper map with all its channels; max-unpool
-  then sends channel ``c`` to where encoder channel ``c mod C`` had its maximum, ``C`` being
-  the switches' channels, which must divide the deeper width) or "reduce_1x1" /
-  "reduce_3x3" (a 1x1 / 3x3 block first maps the deeper map to the shallower level's
-  channels; 3x3 is SegNet's decoder). A transpose convolution maps the channels itself.
-  ``upsample_projection`` ("block"): the channel-mapping conv of the up path (the reducing
-  conv above, or the transpose conv) is a conv+norm+relu "block" or "linear" (conv only, as
-  U-Net's 2x2 up-convolution; the 3x3 block after the merge normalises and rectifies).
-fcn_full_res (:class:`FullResolutionFCN`)
-  ``fcn_width`` (64), ``fcn_depth`` (8): number and width of the full-resolution 3x3 layers.
-sliding_window (:class:`SlidingWindowClassifier`)
-  ``patch_size`` (17, odd): crop side; the crop's centre pixel is classified.
-  ``patch_width`` (16): channels of the patch CNN's first stage (doubling per stage).
-  ``patch_stages`` (2): conv+norm+relu + 2x2 max-pool stages of the patch CNN.
-  ``patch_padding`` ("reflect"): how the image is padded for border crops: "reflect"/"zero".
-  ``train_stride`` (8), ``eval_stride`` (4): pixel grid classified when ``train`` is
-  True/False. Stride 1 labels every pixel but costs ``H*W`` crops per image.
-  ``crop_chunk`` (16384): most crops fed to the patch CNN at once in evaluation (bounds
-  memory; training feeds all ``B * (H/s) * (W/s)`` crops of the batch at once).
-pixel_colour (:class:`PixelColourClassifier`)
-  ``pixel_width`` (32), ``pixel_depth`` (3): hidden 1x1 conv+norm+relu layers.
+* Common: ``name`` ("sliding_window", "fcn_full_res", "encoder_decoder", "pixel_colour");
+  ``norm`` ("batch" or "group"); ``bn_momentum``; ``gn_groups`` (``gcd`` with the channels).
+* encoder_decoder (:class:`EncoderDecoder`): ``width`` (level ``l`` has ``width * 2**l``
+  channels); ``num_levels`` (H, W multiples of ``2**(num_levels - 1)``); ``blocks_per_level``
+  (3x3 blocks per level, encoder and decoder); ``downsample`` ("max_pool", switches kept, or
+  "strided_conv"); ``upsample`` ("nearest", "bed_of_nails", "max_unpool" (needs "max_pool"),
+  "transpose_conv", "bilinear"); ``skip`` ("concat" U-Net, "add" FCN, "none" SegNet);
+  ``transpose_kernel_size`` (2: no overlap, 3: uneven, 4: even); ``level_widths`` (channels
+  per level, replacing ``width``/``num_levels``); ``level_blocks`` (encoder blocks per level;
+  empty: ``blocks_per_level``); ``decoder_blocks`` (per decoder level; 0: ``blocks_per_level``);
+  ``upsample_input`` (what a parameter-free upsampling gets: "full", the deeper map itself
+  (max-unpool sends channel ``c`` to encoder channel ``c mod C``'s maximum, ``C`` dividing the
+  deeper width), or "reduce_1x1" / "reduce_3x3", a block mapping it to the shallower level's
+  channels first); ``upsample_projection`` (that reducing conv, or the transpose conv, is a
+  conv+norm+relu "block" or "linear", conv only).
+* fcn_full_res (:class:`FullResolutionFCN`): ``fcn_width``, ``fcn_depth`` 3x3 layers.
+* sliding_window (:class:`SlidingWindowClassifier`): ``patch_size`` (odd crop side),
+  ``patch_width``, ``patch_stages`` (:class:`PatchCNN`), ``patch_padding`` ("reflect" or
+  "zero"), ``train_stride`` / ``eval_stride`` (stride 1 costs ``H*W`` crops per image),
+  ``crop_chunk`` (most crops per CNN call in evaluation).
+* pixel_colour (:class:`PixelColourClassifier`): ``pixel_width``, ``pixel_depth`` 1x1 layers.
 """
 
 from __future__ import annotations
@@ -130,10 +97,7 @@ DEFAULT_MODEL_FIELDS: dict[str, Any] = {
 }
 
 class PixelColourClassifier(ConvNormMixin):
-    """Per-pixel colour classifier: 1x1 convolutions only (no spatial context).
-
-    ``[B, H, W, 3] -> float32 [B, H, W, num_classes]``.
-    """
+    """Per-pixel colour classifier (1x1 convs only): ``[B, H, W, 3] -> float32 [B, H, W, C]``."""
 
     num_classes: int = 5
     pixel_width: int = 32
@@ -148,10 +112,9 @@ class PixelColourClassifier(ConvNormMixin):
 
 
 class FullResolutionFCN(ConvNormMixin):
-    """``fcn_depth`` same-resolution 3x3 conv+norm+relu layers, then 1x1 scores.
+    """``fcn_depth`` full-resolution 3x3 conv+norm+relu layers, then 1x1 scores.
 
-    The costly fully convolutional net: every layer runs at full resolution
-    (receptive field ``2 * fcn_depth + 1`` px). ``[B, H, W, 3] -> float32 [B, H, W, C]``.
+    ``[B, H, W, 3] -> float32 [B, H, W, C]``; receptive field ``2 * fcn_depth + 1`` pixels.
     """
 
     num_classes: int = 5
@@ -193,17 +156,13 @@ def check_encoder_decoder_modes(
 
 
 class EncoderDecoder(ConvNormMixin):
-    """Downsample-then-upsample network (SegNet / U-Net family).
+    """Downsample-then-upsample network (SegNet / U-Net family; fields in the module).
 
-    Encoder level ``l`` (``0 <= l < num_levels``, channels ``width * 2**l``):
-    ``blocks_per_level`` 3x3 blocks, then (except at the deepest level) a 2x downsampling by
-    2x2 max-pool (switches remembered) or a 3x3 stride-2 conv. Decoder level ``l``: 2x the
-    size of the level ``l+1`` map with the parameter-free ``upsample`` (of all its channels,
-    or after a 1x1/3x3 block maps them to ``width * 2**l``: ``upsample_input``) or with one
-    learned ``transpose_conv`` to ``width * 2**l`` channels, merge the encoder map of level
-    ``l`` (``skip``), then ``decoder_blocks`` 3x3 blocks. A 1x1 conv gives the scores.
-    ``[B, H, W, 3] -> float32 [B, H, W, num_classes]``; H, W multiples of
-    ``2**(num_levels - 1)``.
+    Encoder level ``l``: 3x3 blocks, then (except the deepest) a 2x downsampling. Decoder level
+    ``l``: the level ``l + 1`` map upsampled 2x, merged with the encoder map of level ``l``
+    (``skip``), then ``decoder_blocks`` 3x3 blocks; a 1x1 conv gives the scores.
+    ``[B, H, W, 3] -> float32 [B, H, W, num_classes]``, H and W multiples of
+    ``2**(num_levels - 1)`` (else ValueError).
     """
 
     num_classes: int = 5
@@ -309,15 +268,10 @@ def create_model(
 ) -> nn.Module:
     """Build a segmentation model from a flat ``model`` config section.
 
-    Args:
-      model_config: mapping (e.g. ``ml_collections.ConfigDict``) with the fields documented in
-        the module docstring; missing fields take :data:`DEFAULT_MODEL_FIELDS` values.
-      num_classes: number of score maps (background included).
-      bn_axis_name: mapped axis for cross-device BatchNorm statistics, or None.
-
-    Raises:
-      ValueError: unknown field, unknown ``name``/``upsample``/``downsample``/``skip``/
-        ``norm``/``patch_padding`` value, or ``upsample="max_unpool"`` without max-pooling.
+    ``model_config``: a mapping (e.g. ``ml_collections.ConfigDict``) of the module's fields, the
+    missing ones taken from :data:`DEFAULT_MODEL_FIELDS`; ``num_classes``: score maps, background
+    included; ``bn_axis_name``: mapped axis of cross-device BatchNorm, or None. Raises ValueError
+    for an unknown field or value, or ``upsample="max_unpool"`` without max-pooling.
     """
     unknown = sorted(set(model_config.keys()) - set(DEFAULT_MODEL_FIELDS))
     if unknown:

@@ -1,9 +1,4 @@
-"""The sliding-window segmentation baseline: classify each pixel from the crop centred on it.
-
-:class:`SlidingWindowClassifier` (``model.name="sliding_window"`` in
-:func:`jaxdet.models.segmentation.create_model`) runs :class:`PatchCNN` on every crop; no
-computation is shared between overlapping crops.
-"""
+"""Sliding-window segmentation baseline: classify each pixel from the crop centred on it."""
 
 from __future__ import annotations
 
@@ -19,11 +14,10 @@ PATCH_PADDING_MODES = ("reflect", "zero")
 
 
 class PatchCNN(ConvNormMixin):
-    """The sliding window's crop classifier: ``[N, P, P, 3] -> float32 [N, num_classes]``.
+    """Crop classifier, ``[N, P, P, 3]`` (scaled to [-1, 1]) -> float32 ``[N, num_classes]``.
 
-    ``patch_stages`` x (3x3 conv+norm+relu, 2x2 max-pool), channels ``patch_width * 2**s``,
-    then flatten -> dense(4 * patch_width) -> relu -> dense(num_classes). Inputs are already
-    scaled to [-1, 1].
+    ``patch_stages`` x (3x3 conv+norm+relu, 2x2 max-pool) with ``patch_width * 2**s`` channels,
+    then flatten -> dense(4 * patch_width) -> relu -> dense(num_classes).
     """
 
     num_classes: int = 5
@@ -64,18 +58,15 @@ class CropChunk(nn.Module):
 
 
 class SlidingWindowClassifier(ConvNormMixin):
-    """Sliding-window baseline: classify the centre pixel of a crop, crop by crop.
+    """Classify the centre pixel of a crop, crop by crop (``model.name="sliding_window"``).
 
-    CONTRACT: at stride ``s`` (``train_stride`` when ``train`` else ``eval_stride``) the output
-    is ``float32 [B, H // s, W // s, num_classes]`` and output ``(i, j)`` classifies pixel
-    ``(i * s + s // 2, j * s + s // 2)`` from the ``patch_size`` x ``patch_size`` crop centred
-    there (image padded by ``patch_size // 2``, reflect or zero). H and W must be multiples of
-    ``s``. Every crop really goes through :class:`PatchCNN` (no shared computation between
-    overlapping crops, which is the point of the baseline). In training all ``B*(H/s)*(W/s)``
-    crops go through the CNN in one call (BatchNorm statistics over all of them); in
-    evaluation, when there are more than ``crop_chunk`` crops, they go through a ``lax.scan``
-    over chunks of ``crop_chunk`` crops to bound memory (identical results, the variables
-    being read-only).
+    At stride ``s`` (``train_stride`` when training, else ``eval_stride``) the output is float32
+    ``[B, H // s, W // s, num_classes]``; output ``(i, j)`` classifies pixel
+    ``(i * s + s // 2, j * s + s // 2)`` from the ``patch_size`` crop centred there (image padded
+    by ``patch_size // 2``, reflect or zero). H, W must be multiples of ``s``. Every crop goes
+    through :class:`PatchCNN`, no computation shared. Training feeds all crops at once (BatchNorm
+    statistics over all); evaluation of more crops than ``crop_chunk`` scans chunks of that size
+    (identical results).
     """
 
     num_classes: int = 5

@@ -1,22 +1,12 @@
 """Parameter-free down/upsampling ops for dense prediction, on NHWC arrays.
 
-Every function here is pure, has static output shapes, and works under ``jit``, ``vmap`` and
-``grad``. Arrays are ``[B, H, W, C]`` (any float dtype; switches are ``int32``).
-
-Conventions
------------
-* Max-pooling uses VALID windows: ``H_out = (H - window) // stride + 1`` (the same for W).
-* **Switches** (the "remembered" argmax of max-pooling) are stored as the *flat index within
-  the pooling window*, row-major: ``switch = dy * window + dx`` with ``0 <= dy, dx < window``.
-  The input position of output ``(i, j)`` is therefore
-  ``(i * stride + switch // window, j * stride + switch % window)``. Ties go to the first
-  maximum in row-major order (NumPy's ``argmax`` rule).
-* :func:`max_unpool` places each value at its switch position and zeros elsewhere. With
-  overlapping windows (``stride < window``) two outputs may remember the same input position;
-  their values are then *summed* there (the transpose of the pooling selection).
-* :func:`conv_matrix` is a NumPy test/teaching helper (the "matrix view" of a convolution), not a
-  layer: a convolution is multiplication by that matrix, a transpose convolution by its
-  transpose.
+Pure functions with static shapes (``jit``, ``vmap``, ``grad``); arrays ``[B, H, W, C]``, any
+float dtype. Max-pooling uses VALID windows: ``H_out = (H - window) // stride + 1``. Its
+*switches* (int32) are the flat row-major index within the window, ``dy * window + dx``: output
+``(i, j)`` came from ``(i * stride + switch // window, j * stride + switch % window)``; ties go
+to the first maximum (NumPy's ``argmax``). :func:`max_unpool` puts values back at their
+switches, zeros elsewhere, summing where overlapping windows (``stride < window``) remember the
+same position.
 """
 
 from __future__ import annotations
@@ -35,10 +25,8 @@ def _check_nhwc(x: jax.Array, name: str) -> None:
 
 
 def _window_views(x: jax.Array, window: int, stride: int) -> list[jax.Array]:
-    """The ``window**2`` strided views of ``x`` (row-major slot order), each ``[B, Ho, Wo, C]``.
-
-    Kept as separate channel-minor arrays (no stacking on a new minor axis): XLA's CPU backend
-    runs elementwise ops on these several times faster than on ``[..., C, window**2]``.
+    """The ``window**2`` strided views of ``x`` (row-major slot order), each ``[B, Ho, Wo, C]``
+    (kept separate, not stacked on a minor axis, for XLA:CPU speed).
     """
     _, h, w, _ = x.shape
     ho, wo = (h - window) // stride + 1, (w - window) // stride + 1
@@ -86,18 +74,12 @@ _pool.defvjp(_pool_fwd, _pool_bwd)
 def max_pool_with_argmax(
     x: jax.Array, window: int = 2, stride: int = 2
 ) -> tuple[jax.Array, jax.Array]:
-    """Max-pool with VALID windows and return the switches.
+    """Max-pool with VALID windows, returning the switches.
 
-    Args:
-      x: ``[B, H, W, C]`` float array, ``H, W >= window``.
-      window: square pooling window size.
-      stride: pooling stride, ``1 <= stride <= window``.
-
-    Returns:
-      ``(pooled, switches)``: ``pooled`` is ``[B, Ho, Wo, C]`` with ``x``'s dtype;
-      ``switches`` is ``int32 [B, Ho, Wo, C]``, the flat row-major index of the maximum inside
-      its window (see the module docstring). The gradient of ``pooled`` goes to exactly that
-      argmax (also with ties); it is ``max_unpool`` of the cotangent.
+    ``x``: ``[B, H, W, C]`` with ``H, W >= window``; ``1 <= stride <= window`` (else ValueError).
+    Returns ``(pooled, switches)``: ``[B, Ho, Wo, C]`` in ``x``'s dtype and int32 ``[B, Ho, Wo,
+    C]``. The gradient goes to exactly the switch position (also with ties): ``max_unpool`` of the
+    cotangent.
     """
     _check_pool_args(x, window, stride)
     return _pool(x, window, stride)
@@ -108,16 +90,11 @@ def max_unpool(
 ) -> jax.Array:
     """Inverse of :func:`max_pool_with_argmax`: values back at their switch positions.
 
-    Args:
-      x: ``[B, Ho, Wo, C]`` values to place (e.g. decoder features).
-      switches: ``int32 [B, Ho, Wo, C]`` from the matching :func:`max_pool_with_argmax` call.
-      output_shape: spatial size ``(H, W)`` of the map that was pooled (or its full
-        ``(B, H, W, C)`` shape); needed because VALID pooling floors odd sizes.
-      window, stride: those of the matching pooling call.
-
-    Returns:
-      ``[B, H, W, C]`` with ``x``'s dtype: zeros except at the remembered positions (values
-      summed where overlapping windows remember the same position).
+    ``x`` and ``switches``: ``[B, Ho, Wo, C]`` (the matching pooling's switches); ``output_shape``:
+    the pooled map's ``(H, W)`` (or ``(B, H, W, C)``), needed because VALID pooling floors odd
+    sizes; ``window``, ``stride``: the pooling's. Returns ``[B, H, W, C]`` in ``x``'s dtype, zero
+    except at the remembered positions (summed where several remember one). ValueError on
+    inconsistent shapes.
     """
     _check_nhwc(x, "x")
     if switches.shape != x.shape:
@@ -156,9 +133,8 @@ def max_unpool(
 
 
 def bed_of_nails_upsample(x: jax.Array, factor: int = 2) -> jax.Array:
-    """Bed-of-nails unpooling: ``[B, H, W, C] -> [B, H*f, W*f, C]``.
-
-    Each value goes to the top-left corner of its ``f x f`` block; the rest is zero.
+    """``[B, H, W, C] -> [B, H*f, W*f, C]``: each value at the top-left of its ``f x f``
+    block, zeros elsewhere.
     """
     _check_nhwc(x, "x")
     zero = jnp.zeros((), x.dtype)
@@ -175,10 +151,7 @@ def nearest_upsample(x: jax.Array, factor: int = 2) -> jax.Array:
 
 
 def bilinear_upsample(x: jax.Array, factor: int = 2) -> jax.Array:
-    """Bilinear upsampling with half-pixel centres (``jax.image.resize``, align_corners=False).
-
-    ``[B, H, W, C] -> [B, H*f, W*f, C]``, same dtype.
-    """
+    """Bilinear ``[B, H, W, C] -> [B, H*f, W*f, C]``, half-pixel centres (``jax.image.resize``)."""
     _check_nhwc(x, "x")
     b, h, w, c = x.shape
     return jax.image.resize(x, (b, h * factor, w * factor, c), method="bilinear")
@@ -187,14 +160,10 @@ def bilinear_upsample(x: jax.Array, factor: int = 2) -> jax.Array:
 def transpose_conv(x: jax.Array, kernel: jax.Array, stride: int = 2) -> jax.Array:
     """Transpose convolution, ``[B, H, W, Cin] -> [B, H*stride, W*stride, Cout]``.
 
-    ``kernel`` is ``[k, k, Cin, Cout]`` with "scatter" semantics: each input
-    value weights a copy of the filter placed ``stride`` pixels apart in the output, and
-    overlapping copies sum. This is the exact transpose (gradient) of the correlation
-    ``nn.Conv`` with the same kernel, i.e. ``jax.lax.conv_transpose(..., "SAME",
-    transpose_kernel=True)`` (Flax ``nn.ConvTranspose(transpose_kernel=True)``), which is what
-    it computes for ``k != stride``. For ``k == stride`` (no overlap) it computes the same
-    thing as one matrix product plus a depth-to-space reshape, which XLA's CPU backend runs
-    several times faster than its dilated convolution.
+    ``kernel``: ``[k, k, Cin, Cout]`` with scatter semantics: each input value weights a copy of
+    the filter placed ``stride`` pixels apart, overlaps summed. The exact transpose of ``nn.Conv``
+    with the same kernel (``jax.lax.conv_transpose(..., "SAME", transpose_kernel=True)``); for
+    ``k == stride`` computed as a matrix product plus depth-to-space.
     """
     _check_nhwc(x, "x")
     k, k2, cin, cout = kernel.shape
@@ -230,14 +199,11 @@ def conv_matrix(
 ) -> np.ndarray:
     """Dense matrix ``M`` of a single-channel convolution (cross-correlation, as ``nn.Conv``).
 
-    For a 1-D kernel ``k`` of length ``K`` and input ``x`` of length ``N`` (zero padding ``p``
-    on both sides): ``y = M @ x`` with ``M[i, j] = k[j - (i * stride - p)]`` when that index
-    lies in ``[0, K)``, else 0; ``M`` is ``[(N + 2p - K) // stride + 1, N]``. For a 2-D kernel
-    ``[Kh, Kw]`` the maps are flattened row-major: ``M`` is ``[Ho * Wo, H * W]``. A transpose
-    convolution with the same kernel, stride and padding is then ``y = M.T @ x``; overlapping
-    outputs sum because several rows of ``M`` hit the same column.
-
-    Returns a float64 NumPy array (a static test/teaching helper, not for use under jit).
+    1-D kernel ``k`` (length ``K``), input length ``N``, zero padding ``p`` per side: ``y = M @ x``,
+    ``M[i, j] = k[j - (i * stride - p)]`` where that index is in ``[0, K)``, else 0; ``M`` is
+    ``[(N + 2p - K) // stride + 1, N]``. A 2-D kernel ``[Kh, Kw]`` flattens maps row-major (``M``
+    ``[Ho * Wo, H * W]``). The transpose convolution is ``y = M.T @ x``. Returns float64 NumPy (a
+    test/teaching helper, not for ``jit``).
     """
     k = np.asarray(kernel, dtype=np.float64)
     if k.ndim == 1:

@@ -1,15 +1,10 @@
 """A small VGG-style backbone with the ResNet backbones' output contract.
 
-``features = model.apply(variables, images, train=train, mutable=...)``: images float
-``[B, H, W, 3]`` in [0, 1] -> ``{"C2": [B, H/4, W/4, w2], ..., "C5": [B, H/32, W/32, w5]}``.
-
-Stage ``s`` (1-based) is ``n_s`` x (3x3 conv ``conv{s}_{j}`` -> norm ``bn{s}_{j}`` -> ReLU)
-followed by a 2x2 stride-2 max-pool, so its output has stride ``2**s`` (floor division of odd
-sides) and is returned as ``"C{s}"`` for ``s >= 2`` (the stride-2 stage-1 map is not
-returned). With five stages that gives exactly ResNet's C2..C5 at strides 4..32; fewer stages
-give fewer keys (at least two stages): four stages end at ``"C4"`` (stride 16). Norm, dtype
-and input normalisation options are those of :class:`jaxdet.models.resnet.ResNet` (``norm``
-"batch", "frozen" or "group"; convs bias-free, He fan-out init).
+Images float ``[B, H, W, 3]`` in [0, 1] -> ``{"C2": [B, H/4, W/4, w2], ...}``. Stage ``s``
+(1-based) is ``n_s`` x (3x3 conv ``conv{s}_{j}`` -> norm ``bn{s}_{j}`` -> ReLU) and a 2x2
+stride-2 max-pool: stride ``2**s`` (odd sides floored), returned as ``"C{s}"`` for ``s >= 2``.
+Five stages give C2..C5 (strides 4..32), four end at C4. Norm, dtype and input normalisation
+as :class:`jaxdet.models.resnet.ResNet` (bias-free convs, He fan-out init).
 """
 
 from __future__ import annotations
@@ -24,14 +19,11 @@ from jaxdet.models.resnet import NormSettings, compute_dtype, normalize_input
 
 
 class SmallVGG(NormSettings):
-    """conv-norm-relu x ``n_s`` + 2x2 max-pool per stage, ``stage_widths`` channels.
+    """conv-norm-relu x ``n_s`` + 2x2 max-pool per stage.
 
-    Fields:
-      stage_widths: channels of each stage (2 to 5 stages).
-      convs_per_stage: 3x3 conv-norm-relu layers per stage (>= 1): one number for every
-        stage, or one per stage (e.g. ``(1, 1, 2, 2, 2)``, VGG-11's layout).
-      input_norm: "imagenet", "symmetric" or "none" (:func:`resnet.normalize_input`).
-      norm, bn_momentum, gn_groups, bn_axis_name, dtype: as in :class:`resnet.ResNet`.
+    ``stage_widths``: channels per stage (2 to 5 stages); ``convs_per_stage``: ``>= 1``, one
+    number or one per stage (VGG-11: ``(1, 1, 2, 2, 2)``); ValueError otherwise. Other fields as
+    :class:`resnet.ResNet`.
     """
 
     stage_widths: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -82,9 +74,9 @@ class SmallVGG(NormSettings):
 def create_vgg(model_config: Mapping[str, Any], bn_axis_name: str | None = None) -> SmallVGG:
     """:class:`SmallVGG` from a flat ``model`` config section (other keys are ignored).
 
-    Fields (default): ``vgg_widths`` ((16, 32, 64, 128, 256)), ``vgg_convs`` (1: an int or one
-    per stage), ``norm`` ("batch"), ``bn_momentum`` (0.9), ``gn_groups`` (32), ``input_norm``
-    ("imagenet": images in [0, 1]), ``dtype`` (None or a name such as "bfloat16").
+    Fields (default): ``vgg_widths`` ((16, 32, 64, 128, 256)), ``vgg_convs`` (1, or one per stage),
+    ``norm`` ("batch"), ``bn_momentum`` (0.9), ``gn_groups`` (32), ``input_norm`` ("imagenet"),
+    ``dtype`` (None or e.g. "bfloat16").
     """
     get = model_config.get
     convs = get("vgg_convs", 1)

@@ -1,9 +1,7 @@
-"""Files of converted weights: save, load, and merge them into a model's variables.
+"""Converted weights (``python -m jaxdet.convert``): save, load, merge into variables.
 
-A weights directory (written by ``python -m jaxdet.convert``) holds ``variables.msgpack``
-(``{"params": ..., "batch_stats": ...}`` nested dicts of arrays in jaxdet's layout) and
-``conversion.json`` (what was converted, from where). ``config.init_from`` names one:
-:func:`init_from` puts its arrays into a freshly initialised model's variables.
+A weights directory holds ``variables.msgpack`` (``{"params": ..., "batch_stats": ...}`` in
+jaxdet's layout) and ``conversion.json`` (provenance). ``config.init_from`` names one.
 """
 
 from __future__ import annotations
@@ -27,8 +25,7 @@ COLLECTIONS = ("params", "batch_stats")
 
 
 def save_variables(directory: str, variables: Mapping[str, Any], info: Mapping[str, Any]) -> str:
-    """Writes ``directory/variables.msgpack`` and ``directory/conversion.json``; returns the
-    directory."""
+    """Write ``directory/variables.msgpack`` and ``conversion.json``; return ``directory``."""
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, VARIABLES_FILE), "wb") as f:
         f.write(flax.serialization.msgpack_serialize(dict(variables)))
@@ -50,15 +47,11 @@ def load_variables(path: str) -> dict[str, Any]:
 def merge_variables(
     variables: Mapping[str, Any], loaded: Mapping[str, Any]
 ) -> tuple[dict[str, Any], int, list[str]]:
-    """``variables`` with every leaf of ``loaded`` put in its place.
+    """``variables`` with every leaf of ``loaded`` put in its place (in the leaf's dtype).
 
-    Every loaded leaf must exist in ``variables`` (same collection and path) with the same
-    shape, else ``ValueError`` naming all offenders (e.g. a 90-class box predictor loaded into a
-    4-class detector: convert with ``--exclude`` to leave it at its initialisation).
-
-    Returns:
-      ``(merged, number of leaves loaded, "collection/path" of the leaves kept as
-      initialised)``; loaded arrays take the dtype of the leaf they replace.
+    Every loaded leaf must exist (same collection, path, shape), else ValueError naming all
+    offenders (convert with ``--exclude`` to keep e.g. a class-specific head initialised). Returns
+    ``(merged, number of leaves loaded, "collection/path" of leaves kept as initialised)``.
     """
     flat = traverse_util.flatten_dict(dict(variables))
     new = traverse_util.flatten_dict(dict(loaded))

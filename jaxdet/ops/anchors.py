@@ -1,22 +1,13 @@
-"""Anchor grids for dense heads (RPN, RetinaNet-style), in torchvision's AnchorGenerator order.
+"""Anchor grids for dense heads (RPN, RetinaNet), in torchvision's ``AnchorGenerator`` order.
 
-Anchors are float32 ``[..., 4]`` ``(x1, y1, x2, y2)`` in absolute pixels of the (padded) input
-image. Everything here depends only on static configuration (feature-map sizes, strides, sizes,
-aspect ratios), so it is computed once in NumPy float32 and enters a jit'd program as a
-constant.
-
-Order (the order the heads flatten their ``[H, W, A * k]`` outputs in): for each feature-map
-location in row-major order (``y`` outer, ``x`` inner), for each cell anchor. Cell anchors are
-ordered aspect-ratio-major: for each aspect ratio ``r`` (outer), for each size ``s`` (inner).
-With FPN's one size per level this is simply the aspect-ratio order.
-
-Cell anchor for size ``s`` and aspect ratio ``r = h / w``: ``w = s / sqrt(r)``,
-``h = s * sqrt(r)``, centred at 0, i.e. ``(-w/2, -h/2, w/2, h/2)``. With ``round_cells=True``
-(the default, matching torchvision) those four numbers are rounded to integers, half to even
-(``torch.round`` and ``np.round`` agree), so e.g. size 32 at ratio 0.5 gives
-``(-23, -11, 23, 11)`` rather than ``(-22.63, -11.31, 22.63, 11.31)``. The location at grid
-cell ``(i, j)`` adds the shift ``(j * stride_w, i * stride_h)``: anchors are centred on the
-cell's top-left corner, not its centre, as in torchvision.
+Anchors are float32 ``(x1, y1, x2, y2)`` in absolute pixels of the (padded) input image,
+computed in NumPy from static configuration (constants under ``jit``). Order (the one heads
+flatten ``[H, W, A * k]`` outputs in): locations row-major (``y`` outer, ``x`` inner), then
+cell anchors aspect-ratio-major (ratio outer, size inner). Cell anchor of size ``s`` and ratio
+``r = h / w``: ``w = s / sqrt(r)``, ``h = s * sqrt(r)``, ``(-w/2, -h/2, w/2, h/2)``, rounded
+half to even with ``round_cells`` (torchvision's default: size 32, ratio 0.5 gives
+``(-23, -11, 23, 11)``). Cell ``(i, j)`` adds ``(j * stride_w, i * stride_h)``: anchors are
+centred on the cell's top-left corner.
 """
 
 from collections.abc import Sequence
@@ -39,14 +30,10 @@ def cell_anchors(
 ) -> np.ndarray:
     """Zero-centred anchors of one location.
 
-    Args:
-      sizes: anchor sizes in pixels (``sqrt`` of the area), e.g. ``(32,)``.
-      aspect_ratios: height / width ratios, e.g. ``(0.5, 1.0, 2.0)``.
-      round_cells: round the four coordinates to integers (half to even) like torchvision.
-
-    Returns:
-      NumPy float32 ``[len(aspect_ratios) * len(sizes), 4]`` ``(x1, y1, x2, y2)``, ordered
-      aspect-ratio-major (index ``r * len(sizes) + s``).
+    ``sizes``: pixels (``sqrt`` of the area), e.g. ``(32,)``; ``aspect_ratios``: height / width,
+    e.g. ``(0.5, 1.0, 2.0)``; ``round_cells``: round half to even like torchvision.
+    Returns NumPy float32 ``[len(aspect_ratios) * len(sizes), 4]`` ``(x1, y1, x2, y2)``, row
+    ``r * len(sizes) + s``.
     """
     scales = np.asarray(sizes, np.float32)
     ratios = np.asarray(aspect_ratios, np.float32)
@@ -67,20 +54,11 @@ def generate_level_anchors(
     aspect_ratios: Sequence[float],
     round_cells: bool = True,
 ) -> jax.Array:
-    """Anchors of one feature level.
+    """Anchors of one level: ``[H * W * A, 4]`` float32 ``(x1, y1, x2, y2)``, absolute pixels.
 
-    Args:
-      feature_size: ``(H, W)`` of the feature map (static ints).
-      stride: pixels per feature cell, an int or ``(stride_h, stride_w)``. torchvision uses
-        ``image_size // feature_size`` per axis.
-      sizes: anchor sizes in pixels.
-      aspect_ratios: height / width ratios.
-      round_cells: see :func:`cell_anchors`.
-
-    Returns:
-      ``[H * W * A, 4]`` float32 ``(x1, y1, x2, y2)``, absolute pixels, with
-      ``A = len(sizes) * len(aspect_ratios)``, in the module's documented order: row ``(i * W
-      + j) * A + a`` is cell anchor ``a`` at location ``(y=i, x=j)``.
+    ``feature_size``: static ``(H, W)``; ``stride``: pixels per cell, int or ``(stride_h,
+    stride_w)`` (torchvision: ``image_size // feature_size``); ``A = len(sizes) *
+    len(aspect_ratios)``. Row ``(i * W + j) * A + a`` is cell anchor ``a`` at ``(y=i, x=j)``.
     """
     height, width = (int(feature_size[0]), int(feature_size[1]))
     stride_h, stride_w = _pair(stride)
@@ -99,19 +77,11 @@ def generate_anchors(
     aspect_ratios: Sequence[Sequence[float]],
     round_cells: bool = True,
 ) -> list[jax.Array]:
-    """Anchors of every level of a feature pyramid.
+    """Anchors of every pyramid level: one :func:`generate_level_anchors` array per level.
 
-    Args:
-      feature_sizes: ``(H_l, W_l)`` per level.
-      strides: stride per level (int or ``(stride_h, stride_w)``).
-      sizes: anchor sizes per level, e.g. ``((32,), (64,), (128,), (256,), (512,))``.
-      aspect_ratios: aspect ratios per level, e.g. ``((0.5, 1.0, 2.0),) * 5``.
-      round_cells: see :func:`cell_anchors`.
-
-    Returns:
-      One ``[H_l * W_l * A_l, 4]`` float32 ``(x1, y1, x2, y2)`` array per level (see
-      :func:`generate_level_anchors`). ``jnp.concatenate(result)`` gives torchvision's
-      per-image anchor list (levels in the given order).
+    Per-level sequences: ``feature_sizes`` ``(H_l, W_l)``, ``strides``, ``sizes`` (e.g.
+    ``((32,), (64,), ...)``), ``aspect_ratios`` (e.g. ``((0.5, 1.0, 2.0),) * 5``); ValueError if
+    their lengths differ. ``jnp.concatenate(result)`` is torchvision's per-image anchor list.
     """
     n = len(feature_sizes)
     if not (len(strides) == len(sizes) == len(aspect_ratios) == n):

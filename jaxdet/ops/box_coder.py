@@ -1,15 +1,13 @@
-"""The R-CNN box parameterisation: encode boxes as deltas from reference boxes and back.
+"""R-CNN box coding: boxes as deltas ``(dx, dy, dw, dh)`` from reference boxes, and back.
 
-Boxes and reference boxes (anchors or proposals) are float32 ``[..., 4]``
-``(x1, y1, x2, y2)`` in absolute pixels, no "+1" in widths. Deltas are ``[..., 4]``
-``(dx, dy, dw, dh)``::
+Boxes and references (anchors, proposals) are float32 ``[..., 4]`` ``(x1, y1, x2, y2)``,
+absolute pixels, no "+1"; leading axes broadcast (per-class ``[R, K, 4]`` deltas against
+``anchors[:, None, :]``)::
 
     dx = wx * (gcx - acx) / aw        dw = ww * log(gw / aw)
     dy = wy * (gcy - acy) / ah        dh = wh * log(gh / ah)
 
-with ``c`` centres, ``w``/``h`` widths/heights. Usual weights: RPN ``(1, 1, 1, 1)``, R-CNN box
-head ``(10, 10, 5, 5)``. Leading axes broadcast, so per-class deltas ``[R, K, 4]`` decode
-against ``anchors[:, None, :]``.
+Usual weights ``(wx, wy, ww, wh)``: RPN ``(1, 1, 1, 1)``, R-CNN box head ``(10, 10, 5, 5)``.
 """
 
 import math
@@ -38,17 +36,10 @@ def encode_boxes(
     anchors: jax.typing.ArrayLike,
     weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
 ) -> jax.Array:
-    """Regression targets that turn ``anchors`` into ``boxes``.
+    """Float32 deltas ``[..., 4]`` that turn ``anchors`` into ``boxes`` (``[..., 4]``, broadcast).
 
-    Args:
-      boxes: ``[..., 4]`` target boxes ``(x1, y1, x2, y2)``, absolute pixels.
-      anchors: ``[..., 4]`` reference boxes ``(x1, y1, x2, y2)``, absolute pixels, broadcast
-        against ``boxes``. Widths and heights must be positive (no guard: a zero-size anchor
-        gives inf/nan like the reference).
-      weights: ``(wx, wy, ww, wh)`` multipliers (Python floats).
-
-    Returns:
-      ``[..., 4]`` float32 deltas ``(dx, dy, dw, dh)``.
+    Anchor widths and heights must be positive: a zero-size anchor gives inf/nan, as in the
+    reference.
     """
     wx, wy, ww, wh = (float(w) for w in weights)
     gcx, gcy, gw, gh = _centres(as_float32(boxes))
@@ -70,19 +61,10 @@ def decode_boxes(
     weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
     clip: float = DEFAULT_SCALE_CLIP,
 ) -> jax.Array:
-    """Apply deltas to reference boxes (the inverse of :func:`encode_boxes`).
+    """Inverse of :func:`encode_boxes`: float32 boxes ``[..., 4]``, not clipped to the image.
 
-    Args:
-      deltas: ``[..., 4]`` ``(dx, dy, dw, dh)``.
-      anchors: ``[..., 4]`` reference boxes ``(x1, y1, x2, y2)``, absolute pixels, broadcast
-        against ``deltas``.
-      weights: ``(wx, wy, ww, wh)``, the same as used for encoding.
-      clip: ``dw / ww`` and ``dh / wh`` are clamped from above at this value before ``exp``
-        (no lower clamp, as in the reference).
-
-    Returns:
-      ``[..., 4]`` float32 decoded boxes ``(x1, y1, x2, y2)``, absolute pixels, not clipped
-      to the image (use :func:`jaxdet.ops.clip_boxes`).
+    ``weights`` as used for encoding; ``dw / ww`` and ``dh / wh`` are clamped from above at
+    ``clip`` before ``exp`` (no lower clamp, as in the reference).
     """
     wx, wy, ww, wh = (float(w) for w in weights)
     d = as_float32(deltas)

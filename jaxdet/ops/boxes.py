@@ -1,9 +1,7 @@
 """Box geometry: areas, pairwise IoU, clipping and format conversions.
 
-All boxes are float32 ``[..., 4]`` arrays. The canonical format is ``(x1, y1, x2, y2)`` in
-absolute pixels with no "+1" in widths: a box's width is ``x2 - x1``. Inputs of another
-floating dtype (e.g. bfloat16) are cast up to float32 so that coordinates and IoU stay exact
-enough for thresholding.
+Boxes are ``[..., 4]`` ``(x1, y1, x2, y2)`` in absolute pixels, width ``x2 - x1`` (no "+1").
+Other float dtypes (e.g. bfloat16) are cast to float32 so that IoU thresholds stay exact.
 """
 
 import jax
@@ -27,31 +25,19 @@ def as_float32(x: jax.typing.ArrayLike) -> jax.Array:
 
 
 def box_area(boxes: jax.typing.ArrayLike) -> jax.Array:
-    """Area of boxes.
+    """``[..., 4]`` boxes -> ``[...]`` float32 ``(x2 - x1) * (y2 - y1)``.
 
-    Args:
-      boxes: ``[..., 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
-
-    Returns:
-      ``[...]`` float32 ``(x2 - x1) * (y2 - y1)``. Like torchvision, degenerate boxes are not
-      clamped here: a box with ``x2 < x1`` has negative width and a signed area.
+    Not clamped (as torchvision): ``x2 < x1`` gives a negative width and a signed area.
     """
     b = as_float32(boxes)
     return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
 
 
 def box_iou(boxes1: jax.typing.ArrayLike, boxes2: jax.typing.ArrayLike) -> jax.Array:
-    """Pairwise intersection over union.
+    """Pairwise IoU, ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]`` float32 (torchvision's ``box_iou``).
 
-    Args:
-      boxes1: ``[N, 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
-      boxes2: ``[M, 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
-
-    Returns:
-      ``[N, M]`` float32 ``inter / (area1 + area2 - inter)``, the intersection's width and
-      height clamped at 0. Same arithmetic as torchvision's ``box_iou``: two zero-area boxes
-      give ``0 / 0 = nan``; callers that may see such pairs should mask them. Leading batch
-      axes are handled with ``jax.vmap``.
+    ``inter / (area1 + area2 - inter)``, intersection clamped at 0; two zero-area boxes give
+    ``0 / 0 = nan`` (mask such pairs). Use ``jax.vmap`` for batch axes.
     """
     b1 = as_float32(boxes1)
     b2 = as_float32(boxes2)
@@ -66,17 +52,10 @@ def box_iou(boxes1: jax.typing.ArrayLike, boxes2: jax.typing.ArrayLike) -> jax.A
 
 
 def clip_boxes(boxes: jax.typing.ArrayLike, height: float, width: float) -> jax.Array:
-    """Clip boxes to an image of size ``height`` x ``width``.
+    """Clip ``[..., 4]`` boxes to x in ``[0, width]``, y in ``[0, height]`` (float32).
 
-    Args:
-      boxes: ``[..., 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
-      height: image height in pixels (a Python number or a traced scalar).
-      width: image width in pixels (a Python number or a traced scalar).
-
-    Returns:
-      ``[..., 4]`` float32 with x clamped to ``[0, width]`` and y to ``[0, height]`` (the
-      torchvision ``clip_boxes_to_image`` convention: the far edge is ``width``, not
-      ``width - 1``).
+    torchvision's ``clip_boxes_to_image`` convention (far edge ``width``, not ``width - 1``);
+    ``height`` and ``width`` may be Python numbers or traced scalars.
     """
     b = as_float32(boxes)
     h = jnp.asarray(height, jnp.float32)

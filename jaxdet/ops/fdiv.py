@@ -1,11 +1,8 @@
 """Correctly rounded float32 division by a small positive integer.
 
-Why: XLA:CPU (jax 0.10) turns ``x / 7.0`` (a division by a constant, or by any value that is
-the same across a vectorised loop) into a multiplication by the rounded reciprocal, which is
-off by one ulp for many ``x``; even exact quotients come out wrong, e.g. ``21 / 7 ->
-3.0000002``. The reference RoI kernels divide in IEEE float32 and then take ``floor`` /
-``ceil`` of multiples of the quotient (RoIPool bin edges), where one ulp moves a bin edge by a
-whole pixel. ``divide_by_int`` returns the IEEE quotient whatever the compiler does.
+XLA:CPU may compile ``x / n`` by a constant into a multiplication by the rounded reciprocal,
+one ulp off for many ``x``. The RoI kernels take ``floor``/``ceil`` of such quotients, where
+one ulp moves a bin edge by a whole pixel; :func:`divide_by_int` returns the IEEE quotient.
 """
 
 import jax
@@ -19,10 +16,7 @@ _MAX_DIVISOR = 1 << 12
 def _residual(a: jax.Array, c: jax.Array, n: int) -> jax.Array:
     """Exact ``a - c * n`` for ``c`` within a few ulps of ``a / n`` and ``1 <= n <= 4096``.
 
-    ``c`` is split into its top 12 and bottom 12 significand bits, so both partial products
-    with ``n`` are exact; ``a - c_hi * n`` is exact by Sterbenz's lemma and the final
-    difference is a small multiple of ``ulp(c)``, hence representable. Fusing either step into
-    an FMA changes nothing, since every intermediate is exact.
+    ``c`` is split into 12-bit halves so that every product and difference is exact (Sterbenz).
     """
     bits = jax.lax.bitcast_convert_type(c, jnp.uint32)
     c_hi = jax.lax.bitcast_convert_type(bits & jnp.uint32(0xFFFFF000), jnp.float32)
@@ -33,13 +27,8 @@ def _residual(a: jax.Array, c: jax.Array, n: int) -> jax.Array:
 def divide_by_int(a: jax.Array, n: int) -> jax.Array:
     """IEEE round-to-nearest-even ``float32(a) / n`` for a static int ``1 <= n <= 4096``.
 
-    Args:
-      a: float32 array, any shape.
-      n: static Python int divisor.
-
-    Returns:
-      float32 array shaped like ``a``, bit-equal to NumPy's ``np.float32(a) / np.float32(n)``
-      for finite normal quotients (non-finite inputs give the compiler's quotient).
+    Float32 shaped like ``a``, bit-equal to ``np.float32(a) / np.float32(n)`` for finite normal
+    quotients (non-finite inputs give the compiler's quotient). ValueError for ``n`` out of range.
     """
     n = int(n)
     if not 1 <= n <= _MAX_DIVISOR:

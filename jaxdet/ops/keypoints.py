@@ -1,33 +1,19 @@
-"""Keypoint heatmap targets (encode) and heatmap decoding, torchvision's Keypoint R-CNN rules.
+"""Keypoint heatmap targets and decoding, with torchvision's Keypoint R-CNN rules.
 
-Encode (``keypoints_to_heatmap``): for a RoI ``(x1, y1, x2, y2)`` and an ``S x S`` heatmap,
-``cx = floor((x - x1) * (S / (x2 - x1)))`` (``cy`` alike, float32); a keypoint exactly on the
-RoI's right (bottom) edge goes to cell ``S - 1``; the target is the flat index
-``cy * S + cx``, valid when the cell is inside the heatmap and visibility ``> 0``; invalid
-targets are 0.
+Encode: for a RoI ``(x1, y1, x2, y2)`` and an ``S x S`` map, ``cx = floor((x - x1) * (S / (x2 -
+x1)))`` (``cy`` alike, float32), ``S - 1`` for a keypoint on the right (bottom) edge; target
+``cy * S + cx``, valid inside the map with visibility ``> 0``.
 
-Decode (``heatmaps_to_keypoints``): torchvision resizes each RoI's ``S x S`` logits to the
-RoI's size ``ceil(max(w, 1)) x ceil(max(h, 1))`` with bicubic interpolation (PyTorch's
-``align_corners=False``, ``A = -0.75``, taps clamped at the border), takes the arg-max
-position ``(i, j)`` and returns ``x = x1 + (j + 0.5) * w / ceil(w)`` (``y`` alike) and the
-interpolated logit there as the score. That resized size is data-dependent, so here the
-bicubic map is evaluated, with exactly the same coefficients, only on a static
-``window x window`` block of its pixels centred on the heatmap's own arg-max cell (clipped to
-the resized map). The result equals torchvision's whenever the resized map's maximum lies in
-that block, which is always the case when the RoI is at most ``window`` pixels on each side
-(the block is then the whole map) and, for larger RoIs, when the heatmap is peaked (the usual
-case for a trained head). Otherwise the returned location is the best one inside the block
-and its score is at most torchvision's (never higher: both are values of the same map).
+Decode: torchvision resizes each map bicubically (``align_corners=False``, ``A = -0.75``,
+clamped taps) to ``ceil(max(w, 1)) x ceil(max(h, 1))`` and returns, at the arg-max ``(i, j)``,
+``x = x1 + (j + 0.5) * w / ceil(w)`` (``y`` alike) and the interpolated logit. Here that map is
+evaluated only on a static ``window x window`` block around the heatmap's arg-max cell: exact
+for RoIs up to ``window`` pixels and for peaked maps; else the best point of the block, with a
+score never above torchvision's.
 
-Sub-cell variant (not torchvision's; ``DetectorSpec.keypoint_target = "bilinear"`` and
-``keypoint_decode = "local_mean"``). A one-hot cell target quantises every keypoint to its
-cell: with 56 cells over an 80 px RoI, ±0.7 px before any learning error, which alone caps
-COCO keypoint AP of 30-100 px persons near 0.89 (perfect cells decoded, ``experiments/results/
-keypoint_rcnn_shapes.md``). ``keypoints_to_bilinear_heatmap`` instead splits the keypoint's
-unit mass bilinearly over the 4 cells whose centres surround it (heatmap coordinate
-``u = (x - x1) * S / w - 0.5``, clipped to the centres ``[0, S - 1]``), and
-``heatmaps_to_keypoints_local_mean`` decodes the softmax-weighted mean of the cell centres
-in the 3x3 block around the arg-max cell, which inverts that split exactly.
+Sub-cell variant (``keypoint_target="bilinear"``, ``keypoint_decode="local_mean"``; not
+torchvision's): each keypoint's unit mass is split bilinearly over the 4 cells around
+``u = (x - x1) * S / w - 0.5`` (clipped to ``[0, S - 1]``); the local-mean decode inverts it.
 """
 
 import functools
@@ -47,18 +33,11 @@ __all__ = [
 def keypoints_to_heatmap(
     keypoints: jax.Array, rois: jax.Array, heatmap_size: int
 ) -> tuple[jax.Array, jax.Array]:
-    """Heatmap targets for keypoints inside RoIs.
+    """Cell targets of keypoints ``[R, K, 3]`` ``(x, y, visibility)`` in RoIs ``[R, 4]``.
 
-    Args:
-      keypoints: ``[R, K, 3]`` float32 ``(x, y, visibility)``, absolute image pixels; each
-        RoI's matched ground-truth keypoints.
-      rois: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute image pixels.
-      heatmap_size: static ``S``.
-
-    Returns:
-      ``(targets, valid)``: int32 ``[R, K]`` flat indices ``cy * S + cx`` into the ``S x S``
-      heatmap (0 where invalid) and bool ``[R, K]``. A zero-width RoI divides by zero in the
-      reference too; its keypoints come out invalid here (non-finite cell).
+    Both in absolute image pixels; ``heatmap_size`` is the static ``S``. Returns ``(targets,
+    valid)``: int32 ``[R, K]`` flat indices ``cy * S + cx`` (0 where invalid) and bool ``[R, K]``.
+    Keypoints of a zero-width RoI (the reference divides by zero) are invalid.
     """
     s = heatmap_size
     rois = rois.astype(jnp.float32)
@@ -82,19 +61,12 @@ def keypoints_to_heatmap(
 def keypoints_to_bilinear_heatmap(
     keypoints: jax.Array, rois: jax.Array, heatmap_size: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Soft heatmap targets: each keypoint's mass split bilinearly over 4 cells (sub-cell
-    precision; see the module docstring).
+    """Soft targets: each keypoint's mass split bilinearly over 4 cells (static ``S >= 2``).
 
-    Args:
-      keypoints: ``[R, K, 3]`` float32 ``(x, y, visibility)``, absolute image pixels.
-      rois: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute image pixels.
-      heatmap_size: static ``S >= 2``.
-
-    Returns:
-      ``(cells, weights, valid)``: int32 ``[R, K, 4]`` flat indices ``cy * S + cx`` of the
-      cells ``(v0, u0), (v0, u0 + 1), (v0 + 1, u0), (v0 + 1, u0 + 1)``, float32 ``[R, K, 4]``
-      bilinear weights summing to 1 (all 0 where invalid), and bool ``[R, K]``: the same
-      validity as :func:`keypoints_to_heatmap` (its cell inside the heatmap, visibility > 0).
+    Inputs as :func:`keypoints_to_heatmap`. Returns ``(cells, weights, valid)``: int32 ``[R, K, 4]``
+    flat indices of cells ``(v0, u0), (v0, u0 + 1), (v0 + 1, u0), (v0 + 1, u0 + 1)``, float32
+    ``[R, K, 4]`` weights summing to 1 (0 where invalid), and the bool ``[R, K]`` validity of
+    :func:`keypoints_to_heatmap`. ValueError for ``S < 2``.
     """
     s = heatmap_size
     if s < 2:
@@ -119,15 +91,9 @@ def keypoints_to_bilinear_heatmap(
 def heatmaps_to_keypoints_local_mean(heatmaps: jax.Array, rois: jax.Array) -> jax.Array:
     """Decode heatmaps trained on :func:`keypoints_to_bilinear_heatmap` targets.
 
-    Args:
-      heatmaps: ``[R, K, S, S]`` logits (any float dtype; computed in float32).
-      rois: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute image pixels.
-
-    Returns:
-      ``[R, K, 3]`` float32 ``(x, y, score)``: ``x = x1 + (u + 0.5) * w / S`` where ``u`` is
-      the softmax-weighted mean column of the 3x3 cells around the arg-max cell (cells outside
-      the map left out; ``y`` alike, ``w = max(x2 - x1, 1)``), and the arg-max logit as the
-      score. Logits equal to the log of the bilinear weights decode to the keypoint exactly.
+    Inputs as :func:`heatmaps_to_keypoints`. Returns float32 ``[R, K, 3]`` ``(x, y, score)``:
+    ``x = x1 + (u + 0.5) * w / S``, ``u`` the softmax-weighted mean column of the in-map 3x3
+    cells around the arg-max (``y`` alike, ``w = max(x2 - x1, 1)``), score the arg-max logit.
     """
     heatmaps = jnp.asarray(heatmaps)
     r, k, s, s2 = heatmaps.shape
@@ -170,13 +136,8 @@ def _cubic_coeffs(t: jax.Array) -> jax.Array:
 
 
 def _bicubic_taps(pos: jax.Array, out_size: jax.Array, in_size: int):
-    """Taps of output pixels ``pos`` of an ``in_size -> out_size`` bicubic resize.
-
-    Args:
-      pos: int32 ``[..., n]`` output pixel indices; out_size: ``[...]`` int32 output sizes.
-
-    Returns:
-      int32 ``[..., n, 4]`` clamped source indices and float32 ``[..., n, 4]`` weights.
+    """Clamped source indices (int32) and weights (float32), ``[..., n, 4]``, of output
+    pixels ``pos`` ``[..., n]`` of an ``in_size -> out_size`` (int32 ``[...]``) bicubic resize.
     """
     scale = jnp.float32(in_size) / out_size.astype(jnp.float32)
     src = (pos.astype(jnp.float32) + 0.5) * scale[..., None] - 0.5  # not clamped for cubic
@@ -188,18 +149,11 @@ def _bicubic_taps(pos: jax.Array, out_size: jax.Array, in_size: int):
 
 @functools.partial(jax.jit, static_argnames=("window",))
 def heatmaps_to_keypoints(heatmaps: jax.Array, rois: jax.Array, window: int = 32) -> jax.Array:
-    """Decode keypoint heatmaps into image coordinates (see module docstring).
+    """Decode ``[R, K, S, S]`` heatmap logits (any float dtype) in ``[R, 4]`` RoIs (image pixels).
 
-    Args:
-      heatmaps: ``[R, K, S, S]`` logits (any float dtype; computed in float32).
-      rois: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute image pixels.
-      window: static side of the block of resized-map pixels searched around the heatmap's
-        arg-max; RoIs up to ``window`` pixels wide and high are decoded exactly.
-
-    Returns:
-      ``[R, K, 3]`` float32 ``(x, y, score)``: image pixels and the bicubic-interpolated
-      logit at the chosen position (torchvision returns the score separately and 1 in the
-      third column). ``jax.vmap`` adds a leading batch axis.
+    Torchvision's rule with a static search ``window`` (see the module). Returns float32
+    ``[R, K, 3]`` ``(x, y, score)``, score the interpolated logit (torchvision returns it
+    separately, with 1 in the third column). ValueError for non-square maps.
     """
     heatmaps = jnp.asarray(heatmaps)
     r, k, s, s2 = heatmaps.shape

@@ -1,28 +1,16 @@
-"""Instance masks: pasting predicted ``m x m`` masks into the image, and RoI mask targets.
+"""Instance masks: pasting ``m x m`` mask predictions into the image, and RoI mask targets.
 
-Convention for pasting: torchvision's ``paste_masks_in_image`` (Mask R-CNN inference), with
-static shapes. Per RoI:
+Pasting follows torchvision's ``paste_masks_in_image`` with static shapes. Per RoI, the mask is
+zero-padded to ``(m + 2) x (m + 2)`` and the box scaled about its centre by ``(m + 2) / m``
+(float32), then truncated towards zero to ``(x0, y0, x1, y1)``: ``max(x1 - x0 + 1, 1)`` columns
+and ``max(y1 - y0 + 1, 1)`` rows (inclusive end). The padded mask is resized to that region
+bilinearly, ``align_corners=False`` (source ``max((d + 0.5) * in / out - 0.5, 0)``, upper tap
+clamped), and written there, clipped to the image; 0 elsewhere. :func:`paste_masks` keeps
+``> threshold`` (torchvision's evaluation: ``> 0.5``; detectron2's ``grid_sample`` paste
+differs slightly near the border and uses ``>=``).
 
-1. the ``m x m`` mask is zero-padded by one pixel to ``(m + 2) x (m + 2)`` and the box is
-   scaled about its centre by ``(m + 2) / m`` (float32), so the padding covers the box border;
-2. the scaled box is truncated towards zero to integers ``(x0, y0, x1, y1)``; the pasted
-   region has ``w = max(x1 - x0 + 1, 1)`` columns and ``h = max(y1 - y0 + 1, 1)`` rows
-   (inclusive end pixel);
-3. the padded mask is resized to ``h x w`` with bilinear interpolation, ``align_corners=False``
-   (PyTorch's ``F.interpolate``: source ``max((d + 0.5) * in / out - 0.5, 0)``, upper tap
-   clamped at the edge) and written at rows ``y0 .. y1`` and columns ``x0 .. x1``, clipped to
-   the image; pixels outside are 0.
-
-``paste_masks`` thresholds those probabilities with ``> threshold`` (torchvision's reference
-evaluation uses ``mask > 0.5``; detectron2's own paste, a ``grid_sample`` of the unpadded mask
-with half-pixel centres, differs slightly near the border and uses ``>=``). Instead of a
-per-RoI resize of data-dependent size, every image pixel computes its source coordinate in the
-padded mask directly (the same formula), which is what makes the shapes static.
-
-Mask targets (``crop_and_resize_masks``): detectron2's ``BitMasks.crop_and_resize``: RoIAlign
-with ``aligned=True`` of each RoI's full-resolution ground-truth mask at ``mask_size x
-mask_size``, then ``>= 0.5``. detectron2 uses the adaptive sampling ratio (data-dependent); we
-use a static ``sampling_ratio`` (default 2).
+Targets (:func:`crop_and_resize_masks`): detectron2's ``BitMasks.crop_and_resize`` (RoIAlign,
+``aligned=True``, then ``>= 0.5``) with a static ``sampling_ratio`` instead of the adaptive one.
 """
 
 import functools
@@ -49,11 +37,10 @@ def _int_boxes(boxes: jax.Array, mask_size: int) -> jax.Array:
 
 
 def _axis_interp(start: jax.Array, end: jax.Array, in_size: int, out_size: int):
-    """Bilinear taps, per RoI, for image positions ``0 .. out_size - 1`` along one axis.
+    """Per-RoI bilinear taps into the padded mask along one image axis.
 
-    ``start`` / ``end`` ``[R]`` int32: the pasted region's first and last (inclusive) pixel.
-    Returns ``lo, hi`` int32 and ``w_lo, w_hi`` float32 ``[R, out_size]`` taps into the padded
-    mask, with both weights 0 outside the region (or outside the image).
+    ``start``/``end``: int32 ``[R]`` first and last (inclusive) pixel of the region. Returns
+    int32 ``lo, hi`` and float32 ``w_lo, w_hi``, ``[R, out_size]``, weights 0 outside the region.
     """
     d = jnp.arange(out_size, dtype=jnp.int32)[None, :] - start[:, None]  # position in region
     inside = (d >= 0) & (d <= (end - start)[:, None])  # nothing when end < start
@@ -72,18 +59,11 @@ def _axis_interp(start: jax.Array, end: jax.Array, in_size: int, out_size: int):
 
 @functools.partial(jax.jit, static_argnames=("height", "width"))
 def paste_mask_probs(masks: jax.Array, boxes: jax.Array, height: int, width: int) -> jax.Array:
-    """Paste per-RoI mask probabilities into the image (torchvision convention, see module).
+    """Paste ``[R, m, m]`` mask probabilities at ``[R, 4]`` boxes (image pixels).
 
-    Args:
-      masks: ``[R, m, m]`` mask probabilities (e.g. sigmoid of the mask head's logits for
-        each RoI's class).
-      boxes: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute image pixels (float32).
-      height, width: static image size.
-
-    Returns:
-      ``[R, height, width]`` float32 probabilities, 0 outside each RoI's pasted region.
-      Memory is ``R * height * width`` floats: chunk the RoIs (or ``vmap`` per image) when
-      that is large.
+    Returns float32 ``[R, height, width]`` (static sizes), 0 outside each pasted region;
+    ValueError for non-square masks. Memory is ``R * height * width`` floats: chunk the RoIs (or
+    ``vmap`` per image) when that is large.
     """
     masks = jnp.asarray(masks)
     m = masks.shape[-1]
@@ -107,17 +87,7 @@ def paste_mask_probs(masks: jax.Array, boxes: jax.Array, height: int, width: int
 def paste_masks(
     masks: jax.Array, boxes: jax.Array, height: int, width: int, threshold: float = 0.5
 ) -> jax.Array:
-    """Binary masks in image space: ``paste_mask_probs(...) > threshold``.
-
-    Args:
-      masks: ``[R, m, m]`` mask probabilities.
-      boxes: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute image pixels.
-      height, width: static image size.
-      threshold: probabilities strictly above it are foreground.
-
-    Returns:
-      ``[R, height, width]`` bool. ``jax.vmap`` adds a leading batch axis.
-    """
+    """``paste_mask_probs(...) > threshold``: bool ``[R, height, width]``."""
     return paste_mask_probs(masks, boxes, height, width) > threshold
 
 
@@ -130,21 +100,12 @@ def crop_and_resize_masks(
     sampling_ratio: int = 2,
     threshold: float | None = 0.5,
 ) -> jax.Array:
-    """Mask-head targets: each RoI's ground-truth mask cropped to its box and resized.
+    """Mask-head targets: float32 ``[R, S, S]``, each RoI's own gt mask cropped and resized.
 
-    Args:
-      masks: ``[N, H, W]`` full-resolution instance masks (bool or float), image pixels.
-      boxes: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute image pixels (the RoIs).
-      mask_index: int32 ``[R]``: which of the ``N`` masks belongs to each RoI (its matched
-        ground truth); clipped to ``[0, N)`` (padded RoIs should be masked out by the caller).
-      mask_size: output side ``S``.
-      sampling_ratio: static RoIAlign samples per bin axis.
-      threshold: ``None`` returns the soft RoIAlign values; otherwise values ``>= threshold``
-        become 1.0 and the rest 0.0 (detectron2).
-
-    Returns:
-      ``[R, S, S]`` float32. Each RoI reads only its own mask (one gather per RoI from the
-      ``[N * H * W, 1]`` flattened masks): RoIAlign with ``aligned=True``, scale 1.
+    ``masks``: ``[N, H, W]`` (bool or float) image-pixel instance masks; ``boxes``: ``[R, 4]``
+    RoIs, absolute image pixels; ``mask_index``: int32 ``[R]``, clipped to ``[0, N)`` (mask
+    padded RoIs out); ``mask_size``: ``S``. RoIAlign (``aligned=True``, scale 1, static
+    ``sampling_ratio``), then ``>= threshold`` -> 1.0 / 0.0, or the soft values with ``None``.
     """
     masks = jnp.asarray(masks)
     n, h, w = masks.shape

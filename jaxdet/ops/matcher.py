@@ -22,36 +22,19 @@ def match(
     low: float,
     allow_low_quality_matches: bool,
 ) -> jax.Array:
-    """Assign each prediction the index of its best ground-truth box, or a negative code.
+    """Each prediction's best ground-truth index, or a negative code (torchvision's ``Matcher``).
 
-    For prediction ``n`` let ``g* = argmax_g iou[g, n]`` over valid rows (first index on ties)
-    and ``v = iou[g*, n]``. The result is ``g*`` if ``v >= high``, ``-2``
-    (:data:`BETWEEN_THRESHOLDS`) if ``low <= v < high`` and ``-1``
-    (:data:`BELOW_LOW_THRESHOLD`) if ``v < low``.
+    ``iou``: ``[G, N]`` (e.g. ``box_iou(gt_boxes, anchors)``); ``gt_valid``: ``[G]`` bool;
+    ``low <= high`` (else ValueError). Returns int32 ``[N]``: with ``g* = argmax_g iou[g, n]``
+    over valid rows (first on ties) and ``v = iou[g*, n]``, ``g*`` if ``v >= high``,
+    :data:`BETWEEN_THRESHOLDS` (-2) if ``low <= v < high``, :data:`BELOW_LOW_THRESHOLD` (-1) if
+    ``v < low`` or no gt is valid. ``allow_low_quality_matches`` (RPN: True at 0.7/0.3; RoI heads:
+    False at 0.5/0.5) gives every prediction tied at a valid gt's best IoU ``q_g > 0`` its own
+    ``g*`` even if ``v < high``.
 
-    With ``allow_low_quality_matches``, for every valid gt ``g`` with best IoU ``q_g =
-    max_n iou[g, n] > 0``, every prediction ``n`` with ``iou[g, n] == q_g`` (all ties) gets
-    ``g*`` back (its own argmax, which may be a different gt than ``g``), even if ``v < high``.
-
-    Differences from torchvision's ``Matcher``, both deliberate: padded rows
-    (``gt_valid=False``) never match and never create low-quality matches; and a valid gt
-    whose best IoU is 0 creates no low-quality matches (torchvision would match every
-    prediction that has IoU 0 with it to its argmax gt, i.e. turn background into
-    foreground). With no valid gt every prediction is ``-1``.
-
-    Args:
-      iou: ``[G, N]`` float IoU of each gt row with each prediction (e.g.
-        ``box_iou(gt_boxes, anchors)``). NaN entries (``box_iou`` of two zero-area boxes)
-        count as 0. (torchvision's ``max`` lets a NaN win, so such a prediction would be
-        matched as foreground there and its gt would lose its low-quality matches.)
-      gt_valid: ``[G]`` bool, ``True`` for real gt rows.
-      high: foreground threshold (``v >= high``).
-      low: background threshold (``v < low``); ``low <= high``.
-      allow_low_quality_matches: see above (RPN: ``True`` at 0.7/0.3; RoI heads: ``False`` at
-        0.5/0.5).
-
-    Returns:
-      ``[N]`` int32 matched gt index in ``[0, G)``, or ``-1`` / ``-2``.
+    Unlike torchvision: padded rows never match nor create low-quality matches; a gt whose best
+    IoU is 0 creates none (torchvision turns IoU-0 predictions into foreground); NaN IoUs
+    (zero-area pairs) count as 0 (torchvision's ``max`` lets NaN win).
     """
     if low > high:
         raise ValueError(f"low ({low}) must be <= high ({high})")
@@ -74,15 +57,8 @@ def match(
 
 
 def matches_to_labels(matches: jax.typing.ArrayLike) -> jax.Array:
-    """Turn :func:`match` output into sampler labels.
-
-    Args:
-      matches: ``[...]`` int matcher output.
-
-    Returns:
-      ``[...]`` int32: ``1`` foreground (``matches >= 0``), ``0`` background (``-1``),
-      ``-1`` ignored (``-2``, between the thresholds) - the labels
-      :func:`jaxdet.ops.sample_balanced` takes.
+    """:func:`match` output ``[...]`` -> int32 labels for :func:`jaxdet.ops.sample_balanced`:
+    1 foreground (``>= 0``), 0 background (-1), -1 ignored (-2).
     """
     m = jnp.asarray(matches)
     labels = jnp.where(m >= 0, 1, jnp.where(m == BELOW_LOW_THRESHOLD, 0, -1))

@@ -1,29 +1,14 @@
-"""Greedy non-maximum suppression with static shapes, tiled so memory stays O(N + tile * K).
+"""Greedy non-maximum suppression with static shapes and O(N + tile * K) memory.
 
-Algorithm (exact greedy NMS, not an approximation). Boxes are sorted by descending score and
-cut into tiles of ``tile_size`` consecutive boxes. A buffer holds the boxes kept so far (at
-most ``K = max_output_size``). Tiles are visited in order inside ``lax.while_loop``; for each:
+Exact greedy NMS. Boxes sorted by descending score (ties: lower index first; torchvision's sort
+promises no tie order) are visited in tiles of ``tile_size``: each tile is suppressed by the
+(at most ``K = max_output_size``) boxes kept so far (one ``[tile, K]`` IoU block; empty slots
+are NaN boxes, which never suppress), resolved within itself to the greedy fixed point, and
+its survivors appended; the loop stops at ``K`` kept boxes. Without score ties the result is
+the classic greedy loop's (``torchvision.ops.nms`` truncated to ``K``).
 
-1. every box of the tile that overlaps (IoU > threshold) a box already in the kept buffer is
-   suppressed - one ``[tile, K]`` IoU block (empty slots hold NaN boxes, which never
-   suppress);
-2. the survivors are resolved among themselves with the tile's ``[tile, tile]`` IoU block by
-   iterating ``keep_i = alive_i and not any_{j < i} (keep_j and IoU_ji > t)`` to its fixed
-   point (unique, since entry ``i`` depends only on ``j < i``; reached in at most ``tile``
-   steps, in practice one or two);
-3. the tile's kept boxes are appended to the buffer.
-
-The loop stops as soon as ``K`` boxes are kept or the tiles run out, so the cost is about
-``(boxes visited) * (K + tile)`` IoUs, and no ``N x N`` matrix ever exists. (Comparing only
-against the filled part of the buffer, in phases of growing static size, measured no faster on
-CPU: with detector-like inputs the buffer fills early.) Boxes never compete with boxes later
-in score order, so the kept set and its order are those of the classic greedy loop (and of
-``torchvision.ops.nms`` truncated to ``K``) whenever scores have no ties. Ties are broken by
-the lower input index first (a stable order); torchvision's sort promises no order for ties.
-
-IoU uses the reference arithmetic, ``inter / (area_i + area_j - inter)`` with areas
-``(x2 - x1) * (y2 - y1)`` unclamped, so degenerate boxes behave the same (a pair of zero-area
-boxes gives NaN, which never suppresses; a zero-area box can still be kept).
+IoU uses the reference arithmetic ``inter / (area_i + area_j - inter)`` with unclamped areas:
+a zero-area pair gives NaN, which never suppresses; a zero-area box can still be kept.
 """
 
 import functools
@@ -36,14 +21,12 @@ from jaxdet.ops.boxes import as_float32
 
 __all__ = ["batched_nms", "nms"]
 
-_DEFAULT_TILE = 32  # measured best or equal on CPU for 1k-10k boxes (vs 16, 64, 128)
+_DEFAULT_TILE = 32  # speed only (see experiments/benchmarks); results do not depend on it
 
 
 def _overlaps(a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
-    """``[P, Q]`` bool ``IoU(a_p, b_q) > threshold`` for ``[5, P]``, ``[5, Q]`` columns.
-
-    Rows of ``a``/``b`` are ``x1, y1, x2, y2, area`` (structure of arrays: contiguous rows
-    vectorise well on CPU). NaN IoUs compare false.
+    """Bool ``[P, Q]`` ``IoU > threshold`` (NaN: False) of ``[5, P]`` and ``[5, Q]``
+    columns ``x1, y1, x2, y2, area``.
     """
     lt_x = jnp.maximum(a[0][:, None], b[0][None, :])
     lt_y = jnp.maximum(a[1][:, None], b[1][None, :])
@@ -55,13 +38,11 @@ def _overlaps(a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
 
 
 def _descending_order(scores: jax.Array, alive: jax.Array) -> jax.Array:
-    """``[N]`` int32 permutation: alive entries by descending score (ties: lower index
-    first), then dead entries by index.
+    """Int32 ``[N]`` permutation: alive entries by descending score (ties: lower
+    index first), then dead entries by index.
 
-    XLA's CPU sort is fast only for a single integer operand, so for ``N^2 < 2^31`` the
-    stable argsort is two such sorts: map scores to order-reversing int32 keys, get each
-    entry's dense rank ``r`` (first position of its key in the sorted keys), then sort the
-    unique composites ``r * N + i`` and read ``i`` back. Larger ``N`` use the generic sort.
+    For ``N^2 < 2^31`` a stable argsort from two single-int32 sorts, which XLA:CPU runs fast: the
+    dense rank of an order-reversing int key, then ``rank * N + i``.
     """
     n = scores.shape[0]
     iota = jnp.arange(n, dtype=jnp.int32)
@@ -129,8 +110,7 @@ def _nms_core(
             return new, jnp.any(new != keep)
 
         keep, _ = jax.lax.while_loop(lambda c: c[1], step, (alive, jnp.any(inner)))
-        # 3. Append the survivors; slots >= k are dropped. (The prefix count as a masked
-        # row sum: one fused reduction, cheaper on CPU than cumsum's reduce-window chain.)
+        # 3. Append the survivors; slots >= k are dropped. (Prefix count as a masked row sum.)
         before = jnp.sum(earlier & keep[:, None], axis=0, dtype=jnp.int32)
         slot = jnp.where(keep, count + before, k)
         kept = kept.at[:, slot].set(tb, mode="drop")
@@ -155,11 +135,9 @@ def _nms_core(
 def _threshold_below(iou_threshold: float | jax.typing.ArrayLike) -> jax.typing.ArrayLike:
     """The threshold as the program's float32 argument.
 
-    A Python/NumPy scalar becomes the largest float32 <= it: ``float32_iou > that`` is then
-    exactly ``iou > iou_threshold`` compared in double precision, as the reference C++ kernel
-    compares (its threshold is a ``double``), e.g. an IoU that rounds to ``float32(0.3)`` is
-    above 0.3 and suppresses at threshold 0.3. Concrete arrays become NumPy float32 too, so
-    every kind of threshold shares one compiled program; tracers are cast to float32.
+    A Python/NumPy scalar becomes the largest float32 ``<=`` it, so ``float32_iou > that`` is the
+    reference's double-precision ``iou > iou_threshold``. Concrete arrays become NumPy float32 (one
+    compiled program for every threshold); tracers are cast to float32.
     """
     if isinstance(iou_threshold, jax.core.Tracer):
         return jnp.asarray(iou_threshold, jnp.float32)
@@ -192,23 +170,14 @@ def nms(
     valid: jax.typing.ArrayLike | None = None,
     tile_size: int = _DEFAULT_TILE,
 ) -> jax.Array:
-    """Greedy non-maximum suppression (jit-compiled; compiles once per shape).
+    """Greedy NMS (jit-compiled once per shape): int32 ``[K]`` kept indices, then ``-1``.
 
-    Args:
-      boxes: ``[N, 4]`` ``(x1, y1, x2, y2)``, absolute pixels (cast to float32).
-      scores: ``[N]`` float scores, higher first (finite; cast to float32).
-      iou_threshold: a box is suppressed when its float32 IoU with a kept, higher-scoring box
-        is ``> iou_threshold`` (strictly; TF's NMS uses ``>=``). A Python float is compared
-        exactly like torchvision (as a double: an IoU that rounds to ``float32(0.3)`` exceeds
-        0.3); a traced value is compared in float32. Changing it does not recompile.
-      max_output_size: static number of output slots ``K >= 1``.
-      valid: optional ``[N]`` bool; ``False`` entries (padding) are never kept and suppress
-        nothing.
-      tile_size: static tile length (a speed knob; the result does not depend on it).
-
-    Returns:
-      ``[K]`` int32 indices into ``boxes`` of the kept boxes in descending score order, then
-      ``-1`` padding. Use ``jax.vmap`` for a leading batch axis.
+    ``boxes``: ``[N, 4]`` ``(x1, y1, x2, y2)`` absolute pixels; ``scores``: ``[N]`` finite (both
+    cast to float32); kept indices come by descending score. A box is suppressed when its IoU with
+    a kept higher-scoring box is ``> iou_threshold`` (strict; TF uses ``>=``): a Python float
+    compares as in torchvision (as a double), a traced one in float32; changing it does not
+    recompile. ``max_output_size``: static ``K >= 1``; ``valid``: optional ``[N]`` bool, ``False``
+    entries are never kept and suppress nothing; ``tile_size``: static, speed only.
     """
     return _nms_jit(
         boxes,
@@ -232,23 +201,9 @@ def batched_nms(
 ) -> jax.Array:
     """Class-aware greedy NMS: boxes of different classes never suppress each other.
 
-    A class-equality mask inside the same tiled loop as :func:`nms`, not torchvision's
-    coordinate-offset trick: IoUs are computed on the original coordinates (adding per-class
-    offsets rounds coordinates in float32, which can flip decisions near the threshold, and
-    fails in bfloat16). The result equals running :func:`nms` per class and merging the kept
-    boxes by descending score (truncated to ``K``).
-
-    Args:
-      boxes: ``[N, 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
-      scores: ``[N]`` float scores.
-      class_ids: ``[N]`` int class of each box.
-      iou_threshold: suppress when IoU ``>`` this, within a class (as in :func:`nms`).
-      max_output_size: static number of output slots ``K >= 1``.
-      valid: optional ``[N]`` bool mask of real entries.
-      tile_size: static tile length (speed only).
-
-    Returns:
-      ``[K]`` int32 indices into ``boxes`` in descending score order, ``-1`` padded.
+    As :func:`nms`, plus ``class_ids`` (``[N]`` int); equals :func:`nms` per class merged by
+    descending score (truncated to ``K``). A class-equality mask, not torchvision's coordinate
+    offsets, so IoUs use the original coordinates (no float32 rounding, works in bfloat16).
     """
     return _nms_jit(
         boxes,

@@ -1,27 +1,19 @@
 """RoIAlign, single-level and over an FPN pyramid, with the reference C++ kernel's semantics.
 
-Semantics (torchvision / detectron2 ``ROIAlign`` CPU kernel), per RoI and output bin:
+Per RoI and output bin (torchvision / detectron2 ``ROIAlign`` CPU kernel):
 
-* ``start = coord * spatial_scale - offset`` with ``offset = 0.5`` when ``aligned`` else 0;
-  ``roi = end - start``; with ``aligned=False`` the RoI width and height are forced ``>= 1``.
-* ``bin = roi / pooled``; a static ``sampling_ratio x sampling_ratio`` grid of samples per bin at
-  ``start + p * bin + (i + 0.5) * bin / sampling_ratio``.
+* ``start = coord * spatial_scale - offset``, ``offset = 0.5`` if ``aligned`` else 0;
+  ``roi = end - start``, forced ``>= 1`` when not ``aligned``.
+* ``bin = roi / pooled``; a static ``sampling_ratio x sampling_ratio`` grid of samples per bin
+  at ``start + p * bin + (i + 0.5) * bin / sampling_ratio``.
 * A sample with ``y < -1`` or ``y > H`` (``x`` alike) contributes 0. Otherwise ``y`` is clamped
-  at 0, ``y_low = floor(y)``; if ``y_low >= H - 1`` then ``y_low = y_high = H - 1`` and ``y`` is
-  set to ``H - 1`` (so the fractional part is 0), else ``y_high = y_low + 1``. The sample is the
-  bilinear mix of the four corners; the bin is the mean over the ``sampling_ratio**2`` samples
-  (the count includes samples that contributed 0).
+  at 0 and ``y_low = floor(y)``; if ``y_low >= H - 1`` then ``y_low = y_high = y = H - 1``, else
+  ``y_high = y_low + 1``. The bin is the mean of its ``sampling_ratio**2`` bilinear samples
+  (those that contributed 0 included).
 
-Implementation: the feature map is viewed as rows ``[H * W, C]`` (for the pyramid, all levels
-concatenated into one ``[sum_l H_l * W_l, C]`` array with per-level row offsets). For every
-output bin the ``sampling_ratio**2 * 4`` corner rows are gathered, weighted and summed in one
-fused loop, so no ``[R, h, w, samples, C]`` intermediate is materialised and each RoI reads
-only from its own level. The gradient w.r.t. the features is JAX's transpose of that gather
-(a scatter-add of the bilinear weights), the same arithmetic as the reference backward kernel.
-Sample coordinates and weights are always float32, whatever the feature dtype.
-
-The reference's adaptive ``sampling_ratio <= 0`` (``ceil(roi / pooled)`` samples, a
-data-dependent count) is not supported: shapes must be static.
+Sample coordinates and weights are float32 whatever the feature dtype. The feature gradient is
+the reference backward (a scatter-add of the bilinear weights); boxes get none. The adaptive
+``sampling_ratio <= 0`` (data-dependent sample counts) is not supported.
 """
 
 import functools
@@ -38,15 +30,11 @@ __all__ = ["roi_align", "multilevel_roi_align", "fpn_levels", "roi_align_from_ro
 
 
 def _axis_taps(coord: jax.Array, size: jax.Array | int):
-    """Bilinear taps along one axis with the reference kernel's clamping rules.
+    """Bilinear taps along one axis with the kernel's clamping rules.
 
-    Args:
-      coord: float32 sample coordinates (feature-map pixels), any shape.
-      size: the map's extent along this axis (``H`` or ``W``), broadcastable to ``coord``.
-
-    Returns:
-      ``(low, high, w_low, w_high)``: int32 indices in ``[0, size - 1]`` and float32 weights,
-      both weights 0 where the sample lies outside ``[-1, size]``.
+    ``coord``: float32 sample coordinates (map pixels); ``size``: ``H`` or ``W``, broadcastable.
+    Returns int32 ``low, high`` in ``[0, size - 1]`` and float32 ``w_low, w_high``, both 0 where
+    the sample lies outside ``[-1, size]``.
     """
     size_f = jnp.asarray(size).astype(jnp.float32)
     inside = (coord >= -1.0) & (coord <= size_f)
@@ -85,23 +73,13 @@ def roi_align_from_rows(
     aligned: bool,
     out_dtype: jnp.dtype | None = None,
 ) -> jax.Array:
-    """RoIAlign of each RoI from its own map inside a row-flattened feature array.
+    """RoIAlign of each RoI from its own map in row-flattened features ``rows`` ``[P, C]``.
 
-    The building block of ``roi_align``, ``multilevel_roi_align`` and mask-target cropping
-    (``jaxdet.ops.masks``): any set of maps can be stacked as rows and each RoI pointed at
-    its own one.
-
-    Args:
-      rows: ``[P, C]`` feature rows; RoI ``r`` reads the ``height[r] x width[r]`` map stored
-        row-major at ``rows[row_offset[r] : row_offset[r] + height[r] * width[r]]``.
-      boxes: ``[R, 4]`` float32 ``(x1, y1, x2, y2)``, absolute pixels.
-      row_offset, height, width: int32 ``[R]`` or Python ints (same map for all RoIs).
-      scale: float32 ``[R]`` or a Python float: multiplies box coordinates into map pixels.
-      output_size, sampling_ratio, aligned: as in ``roi_align`` (already validated).
-      out_dtype: output dtype, default ``rows.dtype`` (e.g. float32 for bool mask rows).
-
-    Returns:
-      ``[R, h, w, C]``.
+    RoI ``r`` reads the row-major ``height[r] x width[r]`` map at ``rows[row_offset[r]:]``
+    (``row_offset``, ``height``, ``width``: int32 ``[R]`` or one Python int for all) with boxes
+    ``[R, 4]`` float32 ``(x1, y1, x2, y2)`` times ``scale`` (float32 ``[R]`` or a float) as map
+    pixels. ``output_size``, ``sampling_ratio``, ``aligned``: as :func:`roi_align` (validated).
+    Returns ``[R, h, w, C]`` in ``out_dtype`` (default ``rows.dtype``).
     """
     ph, pw = output_size
     g = sampling_ratio
@@ -157,17 +135,11 @@ def roi_align_from_rows(
 
 @jax.custom_vjp
 def _weighted_row_sum(rows: jax.Array, idx: jax.Array, wgt: jax.Array) -> jax.Array:
-    """``out[n] = sum_t wgt[n, t] * rows[idx[n, t]]`` in float32, taps summed in groups of 4.
+    """Float32 ``[N, C]`` ``out[n] = sum_t wgt[n, t] * rows[idx[n, t]]``.
 
-    Args:
-      rows: ``[P, C]``; idx: int32 ``[N, T]`` with ``T % 4 == 0``, all in ``[0, P)``;
-      wgt: float32 ``[N, T]``.
-
-    Returns:
-      ``[N, C]`` float32. Written as ``T`` separate row gathers summed elementwise so that XLA
-      fuses them into one loop and never materialises the ``[N, T, C]`` gathered rows.
-      Gradients: w.r.t. ``rows`` a chunked scatter-add; w.r.t. ``wgt`` zero (callers stop the
-      gradient of the box coordinates, like the reference kernels, which have no box gradient).
+    ``rows``: ``[P, C]``; ``idx``: int32 ``[N, T]`` in ``[0, P)``, ``T % 4 == 0``; ``wgt``:
+    float32 ``[N, T]``. Separate row gathers summed elementwise, so XLA fuses them and never
+    builds ``[N, T, C]``. Gradients: a chunked scatter-add for ``rows``, zero for ``wgt``.
     """
     acc = None
     for s in range(idx.shape[1] // 4):
@@ -185,8 +157,7 @@ def _weighted_row_sum_fwd(rows, idx, wgt):
     return _weighted_row_sum(rows, idx, wgt), (jnp.zeros((rows.shape[0], 0), rows.dtype), idx, wgt)
 
 
-# Scatter-add the backward in chunks of about this many updated float32 elements: one
-# scatter of all N * T rows at once is ~4x slower on CPU (the update block leaves the cache).
+# The backward scatter-adds in chunks of about this many updated float32 elements.
 _SCATTER_CHUNK_ELEMENTS = 1 << 18
 
 
@@ -246,21 +217,13 @@ def roi_align(
     sampling_ratio: int = 2,
     aligned: bool = True,
 ) -> jax.Array:
-    """RoIAlign from one feature map (reference C++ kernel semantics, see module docstring).
+    """RoIAlign from one ``[H, W, C]`` feature map (any float dtype; see the module).
 
-    Args:
-      features: ``[H, W, C]`` feature map (any float dtype, e.g. float32 or bfloat16).
-      boxes: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute (input-image) pixels; they are
-        multiplied by ``spatial_scale`` to get feature-map pixels. Kept in float32.
-      output_size: ``(h, w)`` bins per RoI (or one int for both).
-      spatial_scale: feature-map pixels per input pixel, e.g. ``1/16``.
-      sampling_ratio: static number of samples per bin along each axis (> 0).
-      aligned: shift box coordinates by -0.5 map pixel after scaling (detectron2's
-        ``ROIAlignV2``); ``False`` is the legacy behaviour with RoI sizes forced ``>= 1``.
-
-    Returns:
-      ``[R, h, w, C]`` in the features' dtype. Use ``jax.vmap`` for a leading batch axis
-      (``features [B, H, W, C]``, ``boxes [B, R, 4]``).
+    ``boxes``: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute input-image pixels (kept float32), times
+    ``spatial_scale`` (e.g. ``1/16``) as map pixels; ``output_size``: ``(h, w)`` or one int;
+    ``sampling_ratio``: static samples per bin axis, > 0 (else ValueError); ``aligned``: shift by
+    -0.5 map pixel (detectron2's ``ROIAlignV2``), ``False`` the legacy RoI sizes forced ``>= 1``.
+    Returns ``[R, h, w, C]`` in the features' dtype.
     """
     ph, pw = _check_args(output_size, sampling_ratio)
     features = jnp.asarray(features)
@@ -290,13 +253,9 @@ def fpn_levels(
 ) -> jax.Array:
     """FPN level of each RoI: ``floor(k0 + log2(sqrt(area) / canonical_size) + 1e-6)``, clamped.
 
-    Args:
-      boxes: ``[..., 4]`` ``(x1, y1, x2, y2)``, absolute pixels.
-
-    Returns:
-      ``[...]`` int32 levels in ``[min_level, max_level]``. Degenerate boxes (area <= 0) get
-      ``min_level`` (torchvision's LevelMapper gives the same for area 0; for a negative area
-      it takes the square root of a negative number).
+    ``k0 = canonical_level``. ``[..., 4]`` boxes -> int32 ``[...]`` in ``[min_level, max_level]``;
+    area <= 0 gives ``min_level`` (torchvision's LevelMapper agrees at 0 and takes the square root
+    of a negative area below).
     """
     area = jnp.maximum(box_area(boxes), 0.0)
     lvl = jnp.floor(canonical_level + jnp.log2(jnp.sqrt(area) / canonical_size) + 1e-6)
@@ -326,28 +285,14 @@ def multilevel_roi_align(
     max_level: int = 5,
     aligned: bool = True,
 ) -> jax.Array:
-    """RoIAlign of each RoI from its FPN level (static shapes, one gather per RoI's own level).
+    """RoIAlign of each RoI from its :func:`fpn_levels` level ``l``, at scale ``2**-l``.
 
-    Each RoI goes to level ``fpn_levels(boxes, canonical_size, canonical_level, min_level,
-    max_level)``; level ``l`` is read at ``spatial_scale = 2**-l``. The levels are flattened
-    into one ``[sum_l H_l * W_l, C]`` row array and every RoI gathers its corner rows from its
-    own level only, so the cost does not grow with the number of levels.
-
-    Note: torchvision's ``MultiScaleRoIAlign`` uses ``aligned=False``; detectron2's
-    ``ROIAlignV2`` poolers use ``aligned=True`` (the default here).
-
-    Args:
-      features: ``max_level - min_level + 1`` maps ``[H_l, W_l, C]``, finest first
-        (``features[0]`` is level ``min_level``), same channels and dtype.
-      boxes: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute input-image pixels (float32).
-      output_size: ``(h, w)`` bins per RoI (or one int).
-      sampling_ratio: static samples per bin along each axis (> 0).
-      canonical_size, canonical_level, min_level, max_level: level-mapping parameters.
-      aligned: see ``roi_align``.
-
-    Returns:
-      ``[R, h, w, C]`` in the features' dtype. ``jax.vmap`` adds a leading batch axis
-      (features ``[B, H_l, W_l, C]`` each, boxes ``[B, R, 4]``).
+    ``features``: ``max_level - min_level + 1`` maps ``[H_l, W_l, C]``, finest (``min_level``)
+    first, one ``C`` and dtype (else ValueError); ``boxes``: ``[R, 4]`` absolute input-image
+    pixels; other arguments as :func:`roi_align` and :func:`fpn_levels`. Returns ``[R, h, w, C]``
+    in the features' dtype. Each RoI gathers from its own level only (cost independent of the
+    level count). torchvision's ``MultiScaleRoIAlign`` uses ``aligned=False``, detectron2's
+    ``ROIAlignV2`` ``aligned=True`` (the default here).
     """
     ph, pw = _check_args(output_size, sampling_ratio)
     num_levels = max_level - min_level + 1

@@ -1,37 +1,18 @@
 """RoIPool (Fast R-CNN max pooling over quantised bins) with static shapes.
 
-Semantics (the classic Caffe / torchvision CPU kernel), per RoI and output bin ``(i, j)``:
+Semantics of the Caffe / torchvision CPU kernel, per RoI and output bin ``(i, j)``:
 
 * ``x1 = round(box_x1 * s)``, ``x2 = round(box_x2 * s)`` with C's ``round`` (half away from
-  zero; ``jnp.round`` rounds half to even and would differ at .5), same for ``y``; the end
-  pixel is inclusive: ``roi_w = max(x2 - x1 + 1, 1)``; ``bin_w = roi_w / w`` (float32).
+  zero), ``y`` alike; inclusive end: ``roi_w = max(x2 - x1 + 1, 1)``, ``bin_w = roi_w / w``
+  (float32).
 * bin columns ``[floor(j * bin_w), ceil((j + 1) * bin_w))`` shifted by ``x1`` and clipped to
   ``[0, W]`` (rows alike); an empty bin gives 0.
-* the output is the maximum over the bin; its gradient goes to the arg-max element, the first
-  one in row-major order among equal maxima (the kernel keeps the first strictly greater
-  value).
+* the output is the bin's maximum; its gradient goes to the first arg-max in row-major order.
 
-Implementation (exact for any box, whatever its size or position): a 2-D *sparse table* of the
-feature map holds, for every ``2**a x 2**b`` block, the block's maximum and the flat index of
-its first arg-max. Any bin is the union of four (overlapping) such blocks, so every output is
-the best of four table look-ups: ``O(1)`` per bin and channel instead of the bin's area.
-
-Why not a window gather or a mask: a bin of a box larger than the map can span the whole map,
-so an exact static window is ``H x W`` per bin (``R * h * w * H * W * C`` work, ~1e10 at the
-shapes below); a smaller window silently truncates large bins.
-
-Cost: the table has ``(floor(log2 H) + 1) * (floor(log2 W) + 1)`` levels of ``(H - 2**a + 1)
-x (W - 2**b + 1)`` blocks, about 25 copies of the map (values and int32 indices): 177 MB for a
-``50 x 68 x 256`` float32 map. It is built under ``stop_gradient`` and not kept for the
-backward pass. Building it dominates the run time and does not depend on the number or size
-of the RoIs, whereas the reference's loop grows with ``R x`` RoI area: on the 2-core CPU of
-``experiments/benchmarks`` (2 such maps) the reference is ~2x faster at 512 RoIs per image and
-about even at 2000 (Fast R-CNN's test-time proposals). The pooled values are gathered from the
-features at the arg-max indices, so the gradient is exactly the reference's: each output's
-cotangent is added to its arg-max element.
-
-Edge case not reproduced: a bin whose values are all ``-inf`` (or NaN) outputs ``-FLT_MAX``
-in the reference and that value (or NaN) here.
+Exact for any box size: a 2-D sparse table of ``2**a x 2**b`` block maxima answers each bin
+with four look-ups. The table (about 25 copies of the map) is built once per map, without
+gradient, whatever the number of RoIs. Not reproduced: a bin of only ``-inf`` (or NaN) gives
+``-FLT_MAX`` in the reference, that value here.
 """
 
 import functools
@@ -45,11 +26,7 @@ __all__ = ["roi_pool"]
 
 
 def _round_half_away(x: jax.Array) -> jax.Array:
-    """C's ``round``: halves go away from zero (``2.5 -> 3``, ``-2.5 -> -3``).
-
-    Exact for every float32: ``floor(|x| + 0.5)`` would round 0.49999997 up (the addition
-    rounds to 1.0).
-    """
+    """C's ``round`` (halves away from zero), exact for every float32."""
     ax = jnp.abs(x)
     whole = jnp.floor(ax)
     return jnp.sign(x) * (whole + (ax - whole >= 0.5))
@@ -66,12 +43,10 @@ def _combine(a, b):
 def _sparse_table(features: jax.Array):
     """Block maxima of ``[H, W, C]`` features for every ``2**a x 2**b`` block size.
 
-    Returns:
-      ``(values, indices, offsets)``: ``values`` ``[T, C]`` and int32 ``indices`` ``[T, C]``
-      hold, level after level, the row-major ``[H - 2**a + 1, W - 2**b + 1]`` grid of blocks
-      of level ``(a, b)`` (block top-left corner ``(y, x)``): the block's maximum and the flat
-      index ``y' * W + x'`` of its first arg-max. ``offsets`` (static, ``[LH * LW]``) is the
-      first row of each level, ``LH = floor(log2 H) + 1`` (``LW`` alike).
+    Returns ``(values, indices, offsets)``: ``[T, C]`` maxima and int32 flat indices ``y * W + x``
+    of each block's first arg-max, level ``(a, b)`` after level, each level the row-major grid of
+    block top-left corners ``[H - 2**a + 1, W - 2**b + 1]``; static ``offsets`` ``[LH * LW]`` is
+    each level's first row (``LH = floor(log2 H) + 1``, ``LW`` alike).
     """
     h, w, c = features.shape
     lh, lw = h.bit_length(), w.bit_length()
@@ -85,13 +60,11 @@ def _sparse_table(features: jax.Array):
             jax.lax.slice_in_dim(i, 0, n - k, axis=axis),
         )
         hi = (jax.lax.slice_in_dim(v, k, n, axis=axis), jax.lax.slice_in_dim(i, k, n, axis=axis))
-        # Every index of ``lo`` precedes every index of ``hi`` in row-major order (x-halving
-        # is only done on single-row blocks, and y-halving puts ``lo``'s rows first), so a
-        # tie keeps ``lo``: the first arg-max wins without comparing indices.
+        # ``lo``'s indices all precede ``hi``'s in row-major order (x-halving only on
+        # single-row blocks), so keeping ``lo`` on ties keeps the first arg-max.
         take_hi = hi[0] > lo[0]
         best = (jnp.where(take_hi, hi[0], lo[0]), jnp.where(take_hi, hi[1], lo[1]))
-        # The barrier materialises each level: otherwise XLA fuses every level into the next
-        # one's two reads, recomputing earlier levels exponentially (seconds of compile time).
+        # Materialise each level; fused, XLA would recompute earlier levels exponentially.
         return jax.lax.optimization_barrier(best)
 
     row = [(features, idx0)]
@@ -122,20 +95,12 @@ def roi_pool(
     output_size: int | tuple[int, int] = (7, 7),
     spatial_scale: float = 1.0,
 ) -> jax.Array:
-    """Fast R-CNN RoIPool (semantics in the module docstring).
+    """Fast R-CNN RoIPool from one ``[H, W, C]`` feature map (any float dtype; see module).
 
-    Args:
-      features: ``[H, W, C]`` feature map, any float dtype.
-      boxes: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute (input-image) pixels, float32; scaled
-        by ``spatial_scale`` into feature-map pixels. No gradient flows to them.
-      output_size: ``(h, w)`` bins per RoI (or one int).
-      spatial_scale: feature-map pixels per input pixel, e.g. ``1/16`` (a traced float32
-        scalar is fine: one compilation serves every scale).
-
-    Returns:
-      ``[R, h, w, C]`` in the features' dtype; empty bins are 0. Differentiable w.r.t.
-      ``features`` (each output's cotangent goes to its arg-max element). ``jax.vmap`` adds a
-      leading batch axis (``features [B, H, W, C]``, ``boxes [B, R, 4]``).
+    ``boxes``: ``[R, 4]`` ``(x1, y1, x2, y2)``, absolute input-image pixels (float32, no gradient),
+    scaled by ``spatial_scale`` (e.g. ``1/16``; may be traced); ``output_size``: ``(h, w)`` or one
+    int. Returns ``[R, h, w, C]`` in the features' dtype, empty bins 0, differentiable w.r.t.
+    ``features``.
     """
     ph, pw = (output_size, output_size) if isinstance(output_size, int) else output_size
     features = jnp.asarray(features)

@@ -24,27 +24,15 @@ def sample_balanced(
     num_samples: int,
     positive_fraction: float,
 ) -> tuple[jax.Array, jax.Array]:
-    """Sample up to ``num_samples`` entries, at most a fraction of them positive.
+    """Balanced sampling of up to ``num_samples`` entries (torchvision's
+    ``BalancedPositiveNegativeSampler``).
 
-    Semantics of torchvision's ``BalancedPositiveNegativeSampler``: take
-    ``p = min(#positives, int(num_samples * positive_fraction))`` positives uniformly at
-    random without replacement, then ``min(#negatives, num_samples - p)`` negatives likewise.
-    Ignored entries are never sampled. Compiled once per shape and ``(num_samples,
-    positive_fraction)``.
-
-    Args:
-      rng: a ``jax.random`` key.
-      labels: ``[N]`` int, ``1`` positive, ``0`` negative, ``-1`` ignore (see
-        :func:`jaxdet.ops.matches_to_labels`).
-      num_samples: static output size (e.g. 256 anchors or 512 RoIs per image).
-      positive_fraction: at most ``int(num_samples * positive_fraction)`` positives.
-
-    Returns:
-      ``(indices, valid)``: ``indices`` ``[num_samples]`` int32 into ``labels`` - the sampled
-      positives first, then the sampled negatives, then ``-1`` padding; ``valid``
-      ``[num_samples]`` bool, ``False`` exactly on the padding. Gather with
-      ``jnp.take(x, indices, axis=0, mode="clip")`` (or ``jnp.maximum(indices, 0)``) and mask
-      with ``valid``.
+    ``labels``: ``[N]`` int, 1 positive, 0 negative, -1 ignore (:func:`matches_to_labels`).
+    Takes ``p = min(#positives, int(num_samples * positive_fraction))`` positives, then
+    ``min(#negatives, num_samples - p)`` negatives, uniformly without replacement (``rng``: a
+    ``jax.random`` key). Returns ``(indices, valid)``, ``[num_samples]`` each: int32 positives,
+    negatives, then ``-1`` padding, and bool, False exactly on the padding (gather with
+    ``jnp.take(x, indices, axis=0, mode="clip")``).
     """
     lab = jnp.asarray(labels)
     n = lab.shape[0]
