@@ -1,9 +1,8 @@
 """Config files (``configs/<name>.py:<arg>``) and flat config sections, outside absl flags.
 
-``load("configs/x.py:arg")`` is what ``--config=configs/x.py:arg`` loads; ``override(config,
-"a.b=2.0")`` what ``--config.a.b=2.0`` does (value parsed as a Python literal, else kept as a
-string); ``dataclass_from_section(cls, section)`` builds a frozen spec dataclass from the
-fields of a flat ``config.model``-like section that it declares.
+:func:`load` is ``--config=configs/x.py:arg``; :func:`override` is ``--config.a.b=2.0``
+(Python literal, else string); :func:`dataclass_from_section` builds a frozen spec dataclass
+from a flat ``config.model``-like section.
 """
 
 from __future__ import annotations
@@ -25,8 +24,9 @@ _MODULES: dict[str, types.ModuleType] = {}
 
 
 def load_module(config_file: str, name: str) -> types.ModuleType:
-    """The Python file ``name`` next to ``config_file`` as a module (loaded once per path):
-    how a config file imports ``configs/common.py`` without ``configs`` being a package."""
+    """The Python file ``name`` next to ``config_file`` as a module, loaded once per path (how
+    config files import ``configs/common.py``).
+    """
     path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
     if path not in _MODULES:
         module_spec = importlib.util.spec_from_file_location(
@@ -75,9 +75,9 @@ def _frozen(value: Any) -> Any:
 
 
 def dataclass_from_section(cls: type[T], section: Mapping[str, Any], **fixed: Any) -> T:
-    """``cls(**fixed, **{f: section[f]})`` for every dataclass field of ``cls`` in ``section``
-    and not in ``fixed``; other keys of the section are ignored, and sequences (also nested)
-    become tuples so the result is hashable."""
+    """``cls(**fixed, **{f: section[f]})`` for the dataclass fields of ``cls`` in ``section``
+    and not in ``fixed``; other keys ignored; sequences become (nested) tuples (hashable).
+    """
     kwargs = {
         f.name: _frozen(section[f.name])
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]

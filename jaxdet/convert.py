@@ -4,60 +4,31 @@ r"""Import torchvision weights: a local ``state_dict`` file (``.pth``) -> jaxdet
       --config=configs/faster_rcnn_coco.py --output=weights/frcnn_r50_fpn_coco
   python -m jaxdet.convert --input=resnet50-11ad3fa6.pth \
       --config=configs/faster_rcnn_coco.py --output=weights/r50_imagenet   # backbone only
-
-then train or evaluate from them with ``--config.init_from=weights/frcnn_r50_fpn_coco``
-(:func:`jaxdet.models.weights.init_from`, called by :func:`jaxdet.train.loop.initial_state`;
-a checkpoint already in the workdir still takes precedence, so a resumed run continues where it
-stopped).
-
-What is read. The ``.pth`` file holds a torchvision ``state_dict`` (or a dict with a
-``"model"`` / ``"state_dict"`` entry holding one), loaded with ``torch.load(...,
-weights_only=True)``. torch is imported only inside :func:`load_torch_state_dict`; nothing
-else in jaxdet imports it. Recognised layouts (:data:`ARCHITECTURES`, detected from the keys):
-
-* ``resnet``: torchvision's ImageNet ``resnet18/34/50`` (``conv1``, ``bn1``, ``layer{s}.{j}``,
-  ``fc``). It lands under ``--scope`` of the config's model (default: ``body`` for detection
-  configs, the ResNet inside the detector; ``backbone`` for the localisation/pose heads).
-  ``fc.*`` (the ImageNet classifier) has no counterpart and is reported unused.
-* ``faster_rcnn``: ``fasterrcnn_resnet50_fpn`` (``backbone.body``, ``backbone.fpn``,
-  ``rpn.head``, ``roi_heads.box_head``, ``roi_heads.box_predictor``); the number of classes
-  is read from ``box_predictor.cls_score`` (torchvision counts background: COCO's 91 -> 90
-  jaxdet object classes, torchvision label ``l`` = jaxdet class ``l - 1``).
-* ``mask_rcnn``: ``maskrcnn_resnet50_fpn``, the above plus ``roi_heads.mask_head`` and
-  ``roi_heads.mask_predictor`` (needs ``config.model.mask_head=True``).
-* ``keypoint_rcnn``: ``keypointrcnn_resnet50_fpn``, Faster R-CNN (2 classes: background and
-  person, i.e. 1 jaxdet class) plus ``roi_heads.keypoint_head`` and
-  ``roi_heads.keypoint_predictor`` (``configs/keypoint_rcnn_coco.py``:
-  ``config.model.keypoint_head=True``); ``keypoint_mask_rcnn``: a model with both branches.
-
   python -m jaxdet.convert --input=keypointrcnn_resnet50_fpn_coco-fc266e95.pth \
       --config=configs/keypoint_rcnn_coco.py --output=weights/kprcnn_r50_fpn_coco
 
-Adding a model is a table edit: append ``(torchvision module regex, jaxdet module path
-template, layer kind)`` rows to a tuple in :data:`ARCHITECTURES` and, if needed, a detection
-key to :func:`detect_architecture`.
+Use with ``--config.init_from=DIR`` (:func:`jaxdet.models.weights.init_from`; a workdir
+checkpoint takes precedence). Input: a ``state_dict`` (or ``{"model" | "state_dict": ...}``),
+``torch.load(..., weights_only=True)``; torch is imported only by
+:func:`load_torch_state_dict`. Layouts (:data:`ARCHITECTURES`, :func:`detect_architecture`):
+``resnet`` (ImageNet resnet18/34/50 under ``--scope``, default ``body`` for detection,
+``backbone`` otherwise; ``fc.*`` unused), ``faster_rcnn`` (classes from ``cls_score``,
+background counted: torchvision label ``l`` = jaxdet class ``l - 1``), ``mask_rcnn``
+(``model.mask_head=True``), ``keypoint_rcnn`` (1 class, ``model.keypoint_head=True``),
+``keypoint_mask_rcnn``. New models: rows ``(torchvision module regex, jaxdet path template,
+layer kind)`` in :data:`ARCHITECTURES`.
 
-Layouts (:data:`LAYER_KINDS`): ``conv`` weight ``[out, in, kh, kw]`` (OIHW) -> ``kernel``
-``[kh, kw, in, out]`` (HWIO); ``conv_transpose`` (``nn.ConvTranspose2d``) weight ``[in, out,
-kh, kw]`` -> ``kernel`` ``[kh, kw, in, out]`` flipped in ``kh`` and ``kw`` (the kernel of
-``flax.linen.ConvTranspose`` with ``transpose_kernel=False`` and ``padding="VALID"`` for
-torchvision's ``padding=0``); ``linear`` weight ``[out, in]`` -> ``kernel`` ``[in, out]``;
-``linear_from_nchw`` (the box head's ``fc6``): torchvision flattens the pooled ``[C, h, w]``
-features channel-slowest, jaxdet ``[h, w, C]`` channel-fastest, so the rows are permuted:
-``kernel = W.reshape(out, C, h, w).transpose(2, 3, 1, 0).reshape(h * w * C, out)``; ``norm``
-(``BatchNorm2d`` / ``FrozenBatchNorm2d``): ``weight`` -> ``scale``, ``bias``, ``running_mean``
--> ``mean``, ``running_var`` -> ``var``, each put wherever the config's model keeps it
-(``norm="frozen"``: all four in ``batch_stats``, torchvision's frozen statistics, never
-trained; ``norm="batch"``: ``scale``/``bias`` in ``params``, the statistics in
-``batch_stats``); ``num_batches_tracked`` has no counterpart and is skipped (listed as
-ignored). Every array is float32.
+Layer kinds (:data:`LAYER_KINDS`), float32: ``conv`` OIHW -> HWIO; ``conv_transpose``
+``[in, out, kh, kw]`` -> ``[kh, kw, in, out]`` spatially flipped (Flax ``ConvTranspose``);
+``linear`` transposed; ``linear_from_nchw`` (``fc6``): rows permuted from torchvision's
+channel-slowest ``[C, h, w]`` flattening; ``norm``: ``weight``, ``bias``, ``running_mean``,
+``running_var`` -> ``scale``, ``bias``, ``mean``, ``var`` in the model's collections
+(``norm="frozen"``: all in ``batch_stats``); ``num_batches_tracked`` ignored.
 
-Output: ``--output`` is a directory with ``variables.msgpack`` (``{"params": ...,
-"batch_stats": ...}`` nested dicts of float32 arrays, :mod:`flax.serialization`) and
-``conversion.json`` (source, architecture, scope, and the report: converted pairs, unused
-source keys with the reason, ignored keys, jaxdet leaves left without a source, shape
-mismatches). The command fails (exit 1, nothing written) on a shape mismatch or, unless
-``--allow_missing``, on a jaxdet leaf with no source.
+Output directory: ``variables.msgpack`` (``{"params", "batch_stats"}``,
+:mod:`flax.serialization`) and ``conversion.json`` (source, architecture, scope, report).
+Exit 1, nothing written, on a shape mismatch or (without ``--allow_missing``) a jaxdet leaf
+without a source.
 """
 
 from __future__ import annotations
@@ -128,12 +99,10 @@ MASK_RCNN_RULES: tuple[Rule, ...] = (
     (r"roi_heads\.mask_predictor\.mask_fcn_logits", "mask_predictor/mask_fcn_logits", "conv"),
 )
 
-#: torchvision's ``keypointrcnn_resnet50_fpn``: Faster R-CNN (2 classes: background, person)
-#: plus the keypoint branch at the detector's root (:mod:`jaxdet.detection.keypoint_head`,
-#: ``model.keypoint_head=True``): the ``KeypointRCNNHeads`` Sequential's conv indices
-#: ``0, 2, ..., 14`` (ReLUs between them) and ``kps_score_lowres``, a ``ConvTranspose2d(k=4,
-#: s=2, p=1)`` whose flipped kernel runs as a Flax ``ConvTranspose`` with ``padding=((2, 2),
-#: (2, 2))``, ``k - 1 - p`` per side (tests/test_convert.py checks it numerically).
+#: torchvision's ``keypointrcnn_resnet50_fpn``: Faster R-CNN (background, person) plus the
+#: keypoint branch at the root (:mod:`jaxdet.detection.keypoint_head`): conv indices
+#: ``0, 2, ..., 14`` and ``kps_score_lowres`` (``ConvTranspose2d(k=4, s=2, p=1)`` = flipped
+#: kernel in a Flax ``ConvTranspose`` with padding ``k - 1 - p = 2`` per side).
 KEYPOINT_RCNN_RULES: tuple[Rule, ...] = (
     *FASTER_RCNN_RULES,
     (r"roi_heads\.keypoint_head\.(\d+)", r"keypoint_head/\1", "conv"),
@@ -141,9 +110,8 @@ KEYPOINT_RCNN_RULES: tuple[Rule, ...] = (
      "keypoint_predictor/kps_score_lowres", "conv_transpose"),
 )
 
-#: Architecture name -> its key-mapping table. ``keypoint_mask_rcnn``: torchvision's
-#: ``RoIHeads`` runs a mask and a keypoint branch together when a model is given both (no
-#: released weights; the parity test builds one to check both branches in one compilation).
+#: Architecture name -> its key-mapping table (``keypoint_mask_rcnn``: both branches, as
+#: torchvision's ``RoIHeads`` runs them when a model has both; no released weights).
 ARCHITECTURES: dict[str, tuple[Rule, ...]] = {
     "resnet": RESNET_RULES,
     "faster_rcnn": FASTER_RCNN_RULES,
@@ -221,15 +189,9 @@ def detect_architecture(keys: Mapping[str, Any] | list[str]) -> str:
 
 @dataclasses.dataclass
 class ConversionReport:
-    """What :func:`convert_state_dict` did with every source key and target leaf.
-
-    Attributes:
-      converted: ``(torchvision key, jaxdet "collection/path")`` pairs.
-      unused: torchvision key -> why it was not used (no rule, or no such jaxdet leaf).
-      ignored: keys with no counterpart by design (``num_batches_tracked``).
-      missing: jaxdet leaves ``"collection/path"`` that no source key filled.
-      mismatched: ``(torchvision key, jaxdet leaf, source shape, target shape)`` after the
-        layout change.
+    """What :func:`convert_state_dict` did: ``converted`` ``(torchvision key, "collection/path")``;
+    ``unused`` key -> reason; ``ignored`` (``num_batches_tracked``); ``missing`` jaxdet leaves
+    without a source; ``mismatched`` ``(key, leaf, source shape, target shape)``.
     """
 
     converted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
@@ -279,19 +241,15 @@ def convert_state_dict(
 
     Args:
       state_dict: torchvision key -> NumPy array.
-      target: the jaxdet model's (abstract) variables, ``{"params": ..., "batch_stats": ...}``
-        (e.g. ``jax.eval_shape(model.init, ...)``): gives every leaf's collection and shape.
-      rules: the architecture's key-mapping table (:data:`ARCHITECTURES`).
-      scope: ``"a/b"`` path prefix of the mapped modules inside ``target`` (e.g. ``"body"``
-        for an ImageNet ResNet under a detector); "" for none.
-      pooled_size: RoI feature side ``h = w`` for ``linear_from_nchw`` (the box head's 7).
-      exclude: regexes; matching torchvision keys are skipped (reported unused), e.g.
+      target: the model's (abstract) ``{"params", "batch_stats"}`` (leaf collections, shapes).
+      rules: the architecture's table (:data:`ARCHITECTURES`).
+      scope: ``"a/b"`` prefix of the mapped modules in ``target`` ("" for none).
+      pooled_size: RoI side ``h = w`` for ``linear_from_nchw``.
+      exclude: regexes of torchvision keys to skip (reported unused), e.g.
         ``roi_heads\.box_predictor\..*`` to fine-tune on other classes.
 
-    Returns:
-      ``(variables, report)``: nested dicts ``{"params": ..., "batch_stats": ...}`` of float32
-      NumPy arrays holding exactly the converted leaves (at their full paths in ``target``),
-      and the :class:`ConversionReport` (``missing`` lists target leaves under ``scope``).
+    Returns ``(variables, report)``: float32 NumPy nested dicts of the converted leaves at their
+    full paths, and the :class:`ConversionReport` (``missing``: leaves under ``scope``).
     """
     index = _target_index(target)
     prefix = scope.strip("/") + "/" if scope.strip("/") else ""
@@ -355,17 +313,16 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def default_scope(config: ml_collections.ConfigDict, arch: str) -> str:
-    """Where an architecture's modules sit in the config's model: an ImageNet ResNet under
-    ``body`` (detectors) or ``backbone`` (localisation / pose heads); whole detectors at the
-    root."""
+    """Where an architecture sits in the config's model: ImageNet ResNet under ``body``
+    (detection) or ``backbone``; detectors at the root.
+    """
     if arch != "resnet":
         return ""
     return "body" if config.task == "detection" else "backbone"
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int | None = None) -> Any:
-    """The Flax model of ``config`` (a detector with ``num_classes`` object classes when given,
-    else the task's own)."""
+    """The Flax model of ``config`` (a detector with ``num_classes`` classes when given)."""
     from jaxdet import tasks  # keeps `--help` light
 
     task = tasks.get_task(config.task)
@@ -390,10 +347,8 @@ def convert_file(
     scope: str | None = None,
     exclude: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], ConversionReport, dict[str, Any]]:
-    """Load ``input_path`` and convert it for ``config``'s model.
-
-    Returns ``(variables, report, info)``; ``info`` (for ``conversion.json``) holds the source,
-    architecture, scope, number of classes, timings and the report.
+    """Load ``input_path`` and convert it for ``config``'s model: ``(variables, report, info)``,
+    ``info`` for ``conversion.json`` (source, architecture, scope, classes, timings, report).
     """
     t0 = time.perf_counter()
     state_dict = load_torch_state_dict(input_path)

@@ -1,13 +1,6 @@
-"""Contracts shared by every layer of jaxdet; this module imports nothing from jaxdet.
-
-* :data:`AXIS_NAME`: the name of the device axis of the per-device train / eval bodies
-  (``psum`` / ``pmean`` over it; the 1-D mesh's only axis).
-* :class:`LossOutput`: what a task's loss function returns for one device's shard.
-* :class:`Detections`: the padded detections of one image, the output of every detector;
-  :func:`example_mask`: which examples of a padded batch are real.
-* :class:`Task`: what the training loop, evaluation and prediction need from a task module
-  (``jaxdet.tasks.segmentation``, ``localization``, ``pose``, ``detection``), with
-  :class:`DeviceEvaluatedTask` / :class:`HostEvaluatedTask` for the two ways of evaluating.
+"""Contracts shared by every layer of jaxdet (imports nothing from jaxdet): :data:`AXIS_NAME`
+(the device axis of the train / eval bodies), :class:`LossOutput`, :class:`Detections`,
+:func:`example_mask`, and the :class:`Task` protocols.
 """
 
 from __future__ import annotations
@@ -30,14 +23,13 @@ Config = ml_collections.ConfigDict
 
 
 class LossOutput(NamedTuple):
-    """What a task's loss function returns for one device's shard of the batch.
+    """A task loss function's result for one device's shard.
 
     Attributes:
-      terms: loss term name -> (sum over the shard, count over the shard). The objective is
-        ``sum_k weight_k * psum(sum_k) / psum(count_k)``; counts must not depend on params.
-      metrics: extra training metrics, name -> (sum, count); reported as global means, not
-        part of the objective.
-      batch_stats: updated BatchNorm statistics (``{}`` for models without BatchNorm).
+      terms: name -> (sum, count) over the shard; objective ``sum_k weight_k * psum(sum_k) /
+        psum(count_k)``; counts must not depend on params.
+      metrics: name -> (sum, count), reported as global means, not in the objective.
+      batch_stats: updated BatchNorm statistics (``{}`` without BatchNorm).
     """
 
     terms: dict[str, SumCount]
@@ -56,16 +48,10 @@ PredictFn = Callable[[Any, Any, Batch], dict[str, jax.Array]]
 
 
 class Detections(NamedTuple):
-    """Final detections of one image (``vmap`` adds ``[B, ...]``), ``K = detections_per_img``.
-
-    Rows are sorted by descending score; padding rows come last with zeros and ``valid``
-    False.
-
-    Attributes:
-      boxes: ``[K, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels of the network input.
-      scores: ``[K]`` float32 probability of the class.
-      classes: ``[K]`` int32 0-based object class in ``[0, C)``.
-      valid: ``[K]`` bool.
+    """Final detections of one image (``vmap`` adds ``[B, ...]``), ``K = detections_per_img`` rows
+    by descending score, padding last (zeros, ``valid`` False): ``boxes`` ``[K, 4]`` float32
+    ``(x1, y1, x2, y2)`` absolute pixels of the network input; ``scores`` ``[K]`` float32 class
+    probability; ``classes`` ``[K]`` int32 0-based; ``valid`` ``[K]`` bool.
     """
 
     boxes: jax.Array
@@ -75,8 +61,9 @@ class Detections(NamedTuple):
 
 
 def example_mask(targets: Mapping[str, jax.Array], batch: int) -> jax.Array:
-    """``[B]`` bool: the real examples of a padded batch (``targets["example_mask"]`` ``[B]``,
-    0 on padding; all real when absent). Padded examples add nothing to any sum or count."""
+    """``[B]`` bool real examples of a padded batch (``targets["example_mask"]`` > 0; all real when
+    absent). Padded examples add nothing to any sum or count.
+    """
     return jnp.asarray(targets.get("example_mask", jnp.ones((batch,))), jnp.float32) > 0
 
 
@@ -98,8 +85,8 @@ class HostEvaluator(Protocol):
 class Task(Protocol):
     """A task module: data, preprocessing, model, loss and pictures for one kind of model.
 
-    ``config`` is the run's ``ml_collections.ConfigDict``; ``batch`` a dict of arrays with a
-    leading batch axis (``image`` uint8 ``[B, H, W, 3]`` plus the task's targets and ``mask``).
+    ``config``: the run's ``ConfigDict``; ``batch``: arrays with a leading batch axis (``image``
+    uint8 ``[B, H, W, 3]``, the task's targets, ``mask``).
     """
 
     PRIMARY_METRIC: ClassVar[str]

@@ -1,4 +1,4 @@
-"""Train, evaluate and draw predictions: ``python -m jaxdet.main``.
+r"""Train, evaluate and draw predictions: ``python -m jaxdet.main``.
 
   python -m jaxdet.main --config=configs/segmentation.py[:variant] --workdir=DIR \
       [--config.some.field=value ...]
@@ -6,9 +6,8 @@
   python -m jaxdet.main ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
   python -m jaxdet.main ... --distributed   # Cloud TPU VM pods etc.: detected by JAX
 
-Config overrides are checked before anything runs: a key that does not exist, or a value of the
-wrong type, fails with a message naming the key. Rerunning with the same workdir resumes from the
-latest checkpoint.
+Overrides of unknown keys or of the wrong type fail before anything runs, naming the key.
+The same workdir resumes from the latest checkpoint.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
   python -m jaxdet.main --mode=predict --config=configs/segmentation.py --workdir=DIR
 
-writes ``DIR/predictions/NNNN.png`` (input | ground truth | prediction overlay) for the first
-``config.num_prediction_images`` validation images, and ``DIR/predictions.png`` with all of them.
+writes ``DIR/predictions/NNNN.png`` for the first ``config.num_prediction_images`` validation
+images and ``DIR/predictions.png`` with all of them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from jaxdet.train.state import TrainState
 
 
 def restore_state(task, config, workdir: str, mesh, train_source) -> TrainState:
-    """The latest readable checkpoint's train state; with none, the ``config.init_from``
-    weights if set (evaluating imported weights), else ``FileNotFoundError``."""
+    """The latest readable checkpoint's train state; else the ``config.init_from`` weights if set,
+    else FileNotFoundError.
+    """
     example = loop_lib.preprocess_fn(task, config)(train_source[0])
     state = loop_lib.initial_state(task, config, mesh, example)
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)

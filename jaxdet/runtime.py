@@ -10,10 +10,8 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "jaxdet", "jax_compilation_cache
 
 
 def enable_compilation_cache(directory: str | None = None) -> str:
-    """Turns on JAX's persistent compilation cache so reruns do not recompile.
-
-    The directory is, in order: the argument, ``$JAXDET_COMPILATION_CACHE``, or
-    ``~/.cache/jaxdet/jax_compilation_cache``. Returns the directory used.
+    """Turn on JAX's persistent compilation cache in ``directory``, else
+    ``$JAXDET_COMPILATION_CACHE``, else ``~/.cache/jaxdet/jax_compilation_cache``; returns it.
     """
     directory = directory or os.environ.get("JAXDET_COMPILATION_CACHE") or DEFAULT_CACHE_DIR
     directory = os.path.abspath(os.path.expanduser(directory))
@@ -28,17 +26,11 @@ def initialize_distributed(
     coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,
     auto: bool = False,
 ) -> bool:
-    """Joins a multi-process (multi-host) JAX job; returns whether one was joined.
+    """Join a multi-process JAX job; returns whether one was joined. Call before any device use.
 
-    * ``coordinator_address`` given (``host:port`` of process 0): an explicit job of
-      ``num_processes`` processes of which this is ``process_id`` (e.g. GPU nodes, or several
-      processes on one machine);
-    * ``auto``: ``jax.distributed.initialize()`` detects the job itself (Cloud TPU VMs, SLURM,
-      Open MPI);
-    * neither: a single process (nothing to do).
-
-    On the CPU platform the cross-process collectives go through gloo (the only CPU
-    implementation that works over TCP). Must run before anything touches a JAX device.
+    ``coordinator_address`` (``host:port`` of process 0): explicit job of ``num_processes``, this
+    one ``process_id`` (else ValueError); ``auto``: ``jax.distributed.initialize()`` detects it
+    (Cloud TPU, SLURM, Open MPI); neither: single process. On CPU, collectives use gloo.
     """
     if not coordinator_address and not auto:
         return False

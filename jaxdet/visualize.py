@@ -31,12 +31,8 @@ def _upsample_nearest(label_map: np.ndarray, height: int, width: int) -> np.ndar
 def segmentation_panel(
     image: np.ndarray, label: np.ndarray, prediction: np.ndarray, alpha: float = 0.55
 ) -> Image.Image:
-    """input | ground truth | prediction overlaid on the input, side by side.
-
-    Args:
-      image: ``[H, W, 3]`` uint8.
-      label: ``[H, W]`` int class ids.
-      prediction: ``[h, w]`` int class ids (upsampled to ``H x W`` if coarser).
+    """input | ground truth | prediction overlay: ``image`` ``[H, W, 3]`` uint8, ``label``
+    ``[H, W]`` and ``prediction`` ``[h, w]`` (upsampled if coarser) int class ids.
     """
     height, width = image.shape[:2]
     if prediction.shape != (height, width):
@@ -52,16 +48,8 @@ def segmentation_panel(
 
 def overlay_masks(image: np.ndarray, masks: np.ndarray, colour_ids: np.ndarray,
                   alpha: float = 0.5) -> np.ndarray:
-    """The image with each binary mask blended in its colour (translucent), later on top.
-
-    Args:
-      image: ``[H, W, 3]`` uint8.
-      masks: ``[N, H, W]`` bool (e.g. pasted instance masks).
-      colour_ids: ``[N]`` int indices into :data:`PALETTE` (e.g. class + 1).
-      alpha: opacity of the colour.
-
-    Returns:
-      ``[H, W, 3]`` uint8.
+    """``[H, W, 3]`` uint8 image with each ``[N, H, W]`` bool mask blended (``alpha``) in the
+    :data:`PALETTE` colour ``colour_ids`` ``[N]``, later masks on top.
     """
     out = np.asarray(image, np.float32).copy()
     for m, c in zip(np.asarray(masks, bool), np.asarray(colour_ids), strict=True):
@@ -73,16 +61,8 @@ def overlay_masks(image: np.ndarray, masks: np.ndarray, colour_ids: np.ndarray,
 def draw_skeletons(image: np.ndarray, keypoints: np.ndarray,
                    skeleton: list[tuple[int, int]] | tuple[tuple[int, int], ...],
                    colour: tuple[int, int, int] = (255, 230, 0)) -> np.ndarray:
-    """The image with each person's skeleton drawn: limbs as lines, keypoints as dots.
-
-    Args:
-      image: ``[H, W, 3]`` uint8.
-      keypoints: ``[N, K, 2 or 3]`` ``(x, y[, ...])`` absolute pixels of ``N`` persons.
-      skeleton: limb index pairs into the ``K`` keypoints.
-      colour: RGB of lines and dots.
-
-    Returns:
-      ``[H, W, 3]`` uint8.
+    """``[H, W, 3]`` uint8 image with each person's limbs (``skeleton`` index pairs) as lines and
+    keypoints ``[N, K, 2 or 3]`` (absolute pixels) as dots in ``colour``.
     """
     picture = Image.fromarray(np.asarray(image, np.uint8))
     draw = ImageDraw.Draw(picture)
@@ -101,12 +81,9 @@ def boxes_panel(
     pred: list[tuple[np.ndarray, str]],
     scale: int = 0,
 ) -> Image.Image:
-    """The image with ground-truth boxes (green) and predicted boxes (red), each captioned.
-
-    Args:
-      image: ``[H, W, 3]`` uint8.
-      gt, pred: ``(box, caption)`` pairs; box ``[4]`` (x1, y1, x2, y2) absolute pixels.
-      scale: integer upscaling of the picture (0: enough to make it at least 256 px wide).
+    """The image (uint8 ``[H, W, 3]``) with captioned gt (green) and predicted (red) boxes,
+    ``(box [4] (x1, y1, x2, y2) absolute pixels, caption)`` pairs; ``scale``: integer upscaling
+    (0: at least 256 px wide).
     """
     height, width = image.shape[:2]
     scale = scale or max(1, -(-256 // width))
@@ -133,14 +110,9 @@ def skeleton_panel(
     skeleton: list[tuple[int, int]] | tuple[tuple[int, int], ...],
     scale: int = 0,
 ) -> Image.Image:
-    """input | ground-truth skeleton (green, visible joints) | predicted skeleton (red).
-
-    Args:
-      image: ``[H, W, 3]`` uint8.
-      gt_joints, pred_joints: ``[K, 2]`` (x, y) absolute pixels.
-      gt_visible: ``[K]`` 1 where the ground-truth joint is visible.
-      skeleton: limb index pairs.
-      scale: integer upscaling (0: at least 192 px wide per panel).
+    """input | gt skeleton (green, visible joints) | predicted skeleton (red); joints ``[K, 2]``
+    absolute pixels, ``gt_visible`` ``[K]``, ``skeleton`` limb pairs; ``scale`` (0: >= 192 px
+    per panel).
     """
     height, width = image.shape[:2]
     scale = scale or max(1, -(-192 // width))

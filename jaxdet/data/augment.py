@@ -1,33 +1,13 @@
 """Augmentations on raw examples (NumPy), consistent across image, boxes, masks and keypoints.
 
-Deterministic from a seed and resumable: the random transforms take a NumPy ``Generator``;
-:class:`Augmented` seeds one per draw from ``(seed, position)``, ``position`` being the draw's
-place in the training stream (:func:`jaxdet.data.pipeline.train_dataset` passes it), so a
-run resumed from the pipeline's ``{"next_index": k}`` draws the same augmentations, whatever
-the number of processes.
+Random transforms take a NumPy ``Generator``; :class:`Augmented` seeds one per draw from
+``(seed, position in the training stream)``: resumable, independent of the process count.
 
-* :func:`hflip` (keypoints ``left_*`` / ``right_*`` swapped, :func:`flip_pairs_from_names`)
-  and :class:`FlipDoubled` (each image once as is and once mirrored per epoch);
-* :func:`shorter_side_size` / :func:`resize_shorter_side`: the shorter side to ``short``,
-  the longer at most ``max_size`` (torchvision's / detectron2's ``ResizeShortestEdge``);
-* :func:`scale_jitter_crop`: the image scaled by a random factor and a random window of at
-  most ``out_hw`` kept (boxes clipped to it, instances left with no box area dropped, masks
-  and label maps cropped, keypoints outside it unlabelled);
-* :func:`photometric_jitter` (:func:`adjust_colour`): brightness, contrast, saturation;
-* :func:`pad_to`: bottom/right padding to a fixed size (or the chosen one of a declared set)
-  with the validity ``image_hw`` ``[2]`` int32 (the image's rows and columns inside it);
-* :class:`InstanceLimit`: at most ``max_instances`` objects per image, the excess counted
-  (images and instances) and logged, never silently lost;
-* :class:`Augmented` / :class:`Mapped`: sources applying a transform per draw / per example;
-  :class:`GeometryTransform`: the configured chain (:mod:`jaxdet.data.sources`).
-
-Example fields handled (the format of :mod:`jaxdet.data.scenes_tfds` / :mod:`jaxdet.data.coco`):
-``image`` ``[H, W, 3]``; ``segmentation`` ``[H, W, 1]``; ``objects/bbox`` ``[N, 4]`` (x1, y1,
-x2, y2) absolute continuous pixels (pixel column ``j`` covers ``[j, j + 1)``);
-``objects/mask`` ``[N, H, W, 1]``; ``objects/keypoints`` ``[N, K, 3]`` (x, y, v) in the same
-continuous coordinates, ``v = 0`` (not labelled) rows all zeros; ``objects/area`` ``[N]``
-(scaled with the image; not recomputed after a crop). Every ``objects/*`` field loses the
-rows of dropped instances; other fields pass through.
+Fields: ``image`` ``[H, W, 3]``; ``segmentation`` ``[H, W, 1]``; ``objects/bbox`` ``[N, 4]``
+(x1, y1, x2, y2) absolute continuous pixels (column ``j`` covers ``[j, j + 1)``);
+``objects/mask`` ``[N, H, W, 1]``; ``objects/keypoints`` ``[N, K, 3]`` (x, y, v), ``v = 0``
+rows zero; ``objects/area`` ``[N]`` (scaled, not recomputed after a crop). Dropped instances
+lose their row in every ``objects/*`` field; other fields pass through.
 """
 
 from __future__ import annotations
@@ -50,11 +30,8 @@ def flip_pairs_from_names(names: Sequence[str]) -> list[tuple[int, int]]:
 
 def hflip(example: Mapping[str, Any], flip_pairs: Sequence[tuple[int, int]] = ()
           ) -> dict[str, Any]:
-    """``example`` mirrored left-right.
-
-    Boxes: ``(x1, y1, x2, y2) -> (W - x2, y1, W - x1, y2)``. Keypoints: ``x -> W - x`` for
-    labelled points (``v > 0``), then the rows of each ``flip_pairs`` pair swapped (a left
-    wrist becomes the right wrist). Image, masks and the label map are mirrored along W.
+    """``example`` mirrored left-right: boxes ``(W - x2, y1, W - x1, y2)``; labelled keypoints
+    ``x -> W - x``, then each ``flip_pairs`` pair's rows swapped; image, masks, label map mirrored.
     """
     image = np.asarray(example["image"])
     w = image.shape[1]
@@ -82,10 +59,9 @@ def hflip(example: Mapping[str, Any], flip_pairs: Sequence[tuple[int, int]] = ()
 
 
 class FlipDoubled:
-    """A training source of ``2 N`` examples: ``i < N`` is ``source[i]``, ``N + i`` its
-    horizontal flip (:func:`hflip`). Deterministic and resumable with the pipeline's
-    seeded shuffle: each epoch sees every image once as is and once mirrored, in shuffled
-    order (a random flip with probability 1/2 per draw, without epoch-dependent state)."""
+    """A source of ``2 N`` examples: ``i < N`` is ``source[i]``, ``N + i`` its :func:`hflip`; with
+    the pipeline's shuffle every epoch sees each image once as is and once mirrored.
+    """
 
     def __init__(self, source: Sequence[Mapping[str, Any]],
                  flip_pairs: Sequence[tuple[int, int]] = ()):
@@ -109,9 +85,10 @@ class FlipDoubled:
 
 
 def shorter_side_size(h: int, w: int, short: int, max_size: int = 0) -> tuple[int, int]:
-    """``(new_h, new_w)``: scale ``s = short / min(h, w)``, lowered to ``max_size / max(h, w)``
-    when the longer side would exceed ``max_size`` (> 0); sides ``round(s h)``, ``round(s w)``
-    (at least 1)."""
+    """``(new_h, new_w)`` = ``round(s h)``, ``round(s w)`` (>= 1), ``s = short / min(h, w)`` lowered
+    to ``max_size / max(h, w)`` if ``max_size > 0`` would be exceeded (detectron2's
+    ``ResizeShortestEdge``).
+    """
     scale = shorter_side_scale(h, w, short, max_size)
     return max(1, round(h * scale)), max(1, round(w * scale))
 
@@ -132,16 +109,11 @@ def _nearest_index(size: int, new: int) -> np.ndarray:
 def resize_crop(example: Mapping[str, Any], new_hw: tuple[int, int],
                 window: tuple[int, int, int, int] | None = None,
                 min_box_size: float = 1e-5) -> dict[str, Any]:
-    """``example`` resized to ``new_hw`` then cut to ``window = (y0, x0, h, w)`` of the
-    resized image (default: all of it).
+    """``example`` resized to ``new_hw``, then cut to ``window = (y0, x0, h, w)`` (default: all).
 
-    Image bilinear (PIL); masks and ``segmentation`` nearest (pixel centres), cut before they
-    are materialised at full size. Boxes ``[N, 4]`` (x1, y1, x2, y2) scaled by the actual
-    ``(new_w / W, new_h / H)``, shifted by ``(-x0, -y0)`` and clipped to ``[0, w] x [0, h]``;
-    an instance whose clipped box is narrower or lower than ``min_box_size`` is dropped (every
-    ``objects/*`` field loses its row). Keypoints scaled and shifted; those outside the window
-    become ``(0, 0, 0)``. The window lies inside the resized image (no padding here:
-    :func:`pad_to`).
+    Image bilinear, masks / ``segmentation`` nearest. Boxes scaled, shifted by ``(-x0, -y0)``,
+    clipped; instances with a clipped side ``< min_box_size`` dropped; keypoints outside the
+    window set to ``(0, 0, 0)``. ValueError if the window is not inside the resized image.
     """
     image = np.asarray(example["image"])
     h, w = image.shape[:2]
@@ -192,7 +164,7 @@ def resize_crop(example: Mapping[str, Any], new_hw: tuple[int, int],
 
 def resize_shorter_side(example: Mapping[str, Any], short: int, max_size: int = 0
                         ) -> dict[str, Any]:
-    """``example`` resized to :func:`shorter_side_size` (see :func:`resize_crop`)."""
+    """``example`` resized to :func:`shorter_side_size` (:func:`resize_crop`)."""
     h, w = np.asarray(example["image"]).shape[:2]
     return resize_crop(example, shorter_side_size(h, w, short, max_size))
 
@@ -200,11 +172,9 @@ def resize_shorter_side(example: Mapping[str, Any], short: int, max_size: int = 
 def scale_jitter_crop(example: Mapping[str, Any], rng: np.random.Generator,
                       out_hw: tuple[int, int], scale_range: tuple[float, float],
                       base_scale: float = 1.0) -> dict[str, Any]:
-    """Random scale jitter with crop: the image scaled by ``base_scale * f``, ``f`` uniform in
-    ``scale_range``, then a random window of at most ``out_hw`` kept (offsets uniform over
-    the positions; the whole side where it is shorter). Boxes clipped to the window, instances
-    falling outside it dropped, masks cropped, keypoints outside unlabelled
-    (:func:`resize_crop`). Draws ``f``, then the row offset, then the column offset."""
+    """Scale by ``base_scale * f`` (``f`` uniform in ``scale_range``), then a uniformly placed
+    window of at most ``out_hw`` (:func:`resize_crop`). Draws ``f``, row offset, column offset.
+    """
     h, w = np.asarray(example["image"]).shape[:2]
     f = base_scale * float(rng.uniform(*scale_range))
     nh, nw = max(1, round(h * f)), max(1, round(w * f))
@@ -216,10 +186,10 @@ def scale_jitter_crop(example: Mapping[str, Any], rng: np.random.Generator,
 
 def pad_to(example: Mapping[str, Any], hw: tuple[int, int], ignore_index: int = 255
            ) -> dict[str, Any]:
-    """``example`` padded at the bottom/right to ``hw`` (image and masks with 0,
-    ``segmentation`` with ``ignore_index``), with ``image_hw`` int32 ``[2]``: the image's
-    ``(rows, columns)`` inside the padded array (its validity mask). Boxes and keypoints are
-    unchanged (the origin stays). Raises ``ValueError`` when the image is larger than ``hw``."""
+    """``example`` padded bottom/right to ``hw`` (image and masks 0, ``segmentation``
+    ``ignore_index``) plus ``image_hw`` int32 ``[2]``, the unpadded ``(rows, columns)``. Boxes and
+    keypoints unchanged. Raises ValueError if the image is larger than ``hw``.
+    """
     image = np.asarray(example["image"])
     h, w = image.shape[:2]
     ph, pw = int(hw[0]), int(hw[1])
@@ -255,10 +225,10 @@ def _grey(image: np.ndarray) -> np.ndarray:
 
 def adjust_colour(image: np.ndarray, brightness: float = 1.0, contrast: float = 1.0,
                   saturation: float = 1.0) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` with torchvision's ``ColorJitter`` adjustments in this order, each
-    clipped to [0, 255] (float): brightness ``x b``; contrast ``(x - m) c + m`` with ``m`` the
-    mean luma of the image; saturation ``(x - g) s + g`` with ``g`` each pixel's luma. Rounded
-    to the nearest integer at the end (float32 arithmetic)."""
+    """uint8 ``[H, W, 3]`` with torchvision's ``ColorJitter`` order, each step clipped to [0, 255]
+    (float32): brightness ``x b``; contrast ``(x - m) c + m`` (``m`` mean luma); saturation
+    ``(x - g) s + g`` (``g`` pixel luma); rounded at the end.
+    """
     x = np.asarray(image, np.float32)
     b, c, s = (np.float32(v) for v in (brightness, contrast, saturation))
     x = np.clip(x * b, 0, 255)
@@ -271,8 +241,9 @@ def adjust_colour(image: np.ndarray, brightness: float = 1.0, contrast: float = 
 
 def photometric_jitter(example: Mapping[str, Any], rng: np.random.Generator, strength: float
                        ) -> dict[str, Any]:
-    """:func:`adjust_colour` with brightness, contrast and saturation factors drawn (in that
-    order) uniform in ``[1 - strength, 1 + strength]``; boxes, masks, keypoints unchanged."""
+    """:func:`adjust_colour` with brightness, contrast, saturation drawn (in that order) uniform in
+    ``[1 - strength, 1 + strength]``.
+    """
     b, c, s = rng.uniform(1 - strength, 1 + strength, 3)
     return {**example, "image": adjust_colour(example["image"], b, c, s)}
 
@@ -283,11 +254,9 @@ def photometric_jitter(example: Mapping[str, Any], rng: np.random.Generator, str
 
 
 class InstanceLimit:
-    """At most ``max_instances`` objects per example: the first ``max_instances`` rows of every
-    ``objects/*`` field are kept (annotation order) and the rest counted, never silently lost:
-    ``images_truncated`` and ``instances_dropped`` (thread-safe; the pipeline reads with
-    several threads) are logged as a warning at the first truncation and every power of two
-    of truncated images after it, and :meth:`report` returns them."""
+    """Keep the first ``max_instances`` rows of every ``objects/*`` field; ``images_truncated`` /
+    ``instances_dropped`` are counted (thread-safe) and logged at powers of two (:meth:`report`).
+    """
 
     def __init__(self, max_instances: int, name: str = ""):
         self.max_instances, self.name = int(max_instances), name
@@ -332,13 +301,9 @@ class Mapped:
 
 
 class Augmented:
-    """A training source drawing a fresh augmentation each time an example is read in the
-    training stream: :meth:`draw` ``(index, position)`` is ``transform(source[index],
-    position)``, ``position`` the draw's global place in the stream
-    (:func:`jaxdet.data.pipeline.train_dataset` calls it), from which the transform seeds its
-    random numbers; so the stream is a function of the seed and the position (deterministic,
-    resumable, the same on any number of processes). ``source[index]`` is the draw at
-    position ``index``."""
+    """A training source: :meth:`draw` ``(index, position)`` = ``transform(source[index],
+    position)``, seeded by the global stream ``position``; ``source[index]`` draws at ``index``.
+    """
 
     def __init__(self, source: Sequence[Mapping[str, Any]],
                  transform: Callable[[Mapping[str, Any], int], Mapping[str, Any]]):
@@ -357,27 +322,12 @@ class Augmented:
 class GeometryTransform:
     """The configured chain of :mod:`jaxdet.data.sources`, one example at a time.
 
-    Size: a declared set ``pad_sizes`` of ``(h, w)`` (one entry: a fixed size). Evaluation
-    (``train=False``) uses the last entry; training picks one per global batch of
-    ``batch_size`` draws, uniformly from ``(seed, position // batch_size)`` (multi-scale
-    training with one static shape per batch: a compiled step per declared size). Then:
-
-    1. scale: ``short`` > 0: the shorter side to ``short``, the longer at most ``max_size``
-       (:func:`shorter_side_size`); else the image fitted into the size; in evaluation
-       lowered further where needed to fit the size;
-    2. training: times a factor uniform in ``scale_range`` (when given) and a random window
-       of at most the size kept (:func:`scale_jitter_crop`; also without jitter when the
-       scaled image exceeds the size);
-    3. training: :func:`photometric_jitter` with ``photometric`` > 0;
-    4. :func:`pad_to` the size (``image_hw`` the validity);
-    5. ``limit`` (an :class:`InstanceLimit`) when given.
-
-    Evaluation examples also carry the original image size ``orig_hw`` int32 ``[2]`` and the
-    original annotations ``orig_objects`` (full-size masks, COCO areas), so that the detection
-    task evaluates at the original size, as COCO does.
-
-    The random numbers of a training draw come from ``np.random.default_rng((seed,
-    position))``, in the order: jitter factor, row offset, column offset, photometric factors.
+    Size from ``pad_sizes``: evaluation the last; training one per global batch of
+    ``batch_size`` draws, from ``(seed, position // batch_size)``. Then scale (``short > 0``:
+    :func:`shorter_side_size`, else fit; evaluation always fits), training
+    :func:`scale_jitter_crop` and :func:`photometric_jitter`, :func:`pad_to`, ``limit``.
+    Evaluation examples also carry ``orig_hw`` int32 ``[2]`` and ``orig_objects``. Training
+    draws: ``default_rng((seed, position))`` for jitter, row, column, photometric factors.
     """
 
     def __init__(self, pad_sizes: Sequence[Sequence[int]], *, train: bool, seed: int = 0,

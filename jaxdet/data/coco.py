@@ -1,65 +1,27 @@
-r"""COCO-format detection data (any ``instances_*.json`` / ``person_keypoints_*.json`` + images)
-converted once into a TFDS dataset; and TFDS's own ``coco/2017`` read from a local data dir.
+"""COCO-format detection data (``instances_*.json`` / ``person_keypoints_*.json`` + images)
+converted once into TFDS (:func:`build`); and TFDS's ``coco/2017`` from a local data dir.
 
-Layout (``path`` is ``--config.data.path``; COCO 2017 as unzipped)::
+Layout (``path`` = ``config.data.path``)::
 
     path/annotations/instances_train2017.json         # and/or person_keypoints_train2017.json
     path/annotations/instances_val2017.json
     path/train2017/000000000009.jpg                   # or path/images/train2017/, path/images/
     path/val2017/...
 
-Splits: ``splits`` maps a split name to a file suffix (``{"train": "train2017",
-"validation": "val2017"}``); by default every suffix found, ``train*`` named ``train``,
-``val*`` named ``validation``, others by their suffix. With both files of a suffix the
-instances are read from ``instances_*`` and each person's keypoints attached from
-``person_keypoints_*`` by annotation id (``keypoints=False`` ignores them);
-``instances=False`` reads the ``person_keypoints_*`` files alone (one class, person: Keypoint
-R-CNN's data, ``configs/keypoint_rcnn_coco.py``).
+Splits: ``splits`` (name -> file suffix; default all found, ``train*`` / ``val*`` ->
+``train`` / ``validation``). Keypoints join from ``person_keypoints_*`` by annotation id;
+``instances=False`` reads those files alone. Boxes ``[x, y, w, h]`` -> absolute ``(x, y,
+x + w, y + h)``, clipped within ``BORDER_TOLERANCE`` px (else bad record; empty: dropped,
+metadata ``dropped``). Labels: categories by id -> 0-based (``class_names``,
+``category_ids``); ``category_labels="ids"``: ``id - 1`` over ``1 .. max id`` (torchvision's).
+Masks: full-image 0/1. Keypoints ``(x, y, v)`` shifted ``+ 0.5`` (pixel centres), unlabelled
+zeros; metadata ``keypoint_names``, ``skeleton``. Images ordered by id, empty ones kept.
 
-Conversion (:func:`build`):
-
-* boxes: COCO ``[x, y, w, h]`` -> ``(x1, y1, x2, y2) = (x, y, x + w, y + h)`` absolute pixels;
-  a box reaching at most 1 px past the image is clipped to it (COCO's float rounding), one
-  further out or with ``w < 0`` / ``h < 0`` is a bad record; a box of zero width or height
-  after clipping is dropped (counted in the metadata's ``dropped``, logged);
-* categories: the union of the files' categories sorted by COCO id -> contiguous 0-based
-  labels; metadata ``class_names`` and ``category_ids`` (label -> COCO id). With
-  ``category_labels="ids"`` the label is instead ``category_id - 1`` over ``1 .. max id``
-  (ids absent from the files named ``unused_<id>``): COCO's 90-id space, which torchvision's
-  released detectors predict in (its 91 logits = background + ids 1..90), so their converted
-  weights are evaluated through this pipeline without remapping;
-* masks (``masks=True`` and instances with ``segmentation``): polygons, uncompressed RLE
-  (crowds) and compressed RLE decoded with pycocotools to full-image 0/1 masks, stored
-  zlib-compressed; the detection task crops them to ``M x M`` over each box
-  (:func:`jaxdet.detection.mask_head.crop_gt_masks`) and its evaluator reads them at full size;
-* ``iscrowd`` kept as ``objects/is_crowd``: the detection task leaves crowd objects out of the
-  training targets and passes them to the evaluation as ``iscrowd=1`` ground truth;
-* keypoints: ``objects/keypoints`` float32 ``[N, K, 3]`` ``(x, y, v)``, COCO visibility
-  (0 not labelled, 1 labelled but hidden, 2 visible); COCO's integer pixel indices are
-  moved to continuous coordinates (``+ 0.5``, pixel centres, as detectron2 and
-  :mod:`jaxdet.data.pose_tfds`); unlabelled points are ``(0, 0, 0)``, objects without
-  keypoints all zeros; metadata ``keypoint_names``, ``skeleton`` (0-based pairs);
-* images without annotations are kept (``N = 0``); images are ordered by COCO id.
-
-Example format (``builder.as_data_source()[split][i]``):
-
-* ``image`` uint8 ``[H, W, 3]`` RGB (JPEG/PNG files stored as they are);
-* ``objects/bbox`` float32 ``[N, 4]``; ``objects/label`` int64 ``[N]``;
-  ``objects/is_crowd`` bool ``[N]``; ``objects/area`` float32 ``[N]`` (COCO's segment area);
-  ``objects/id`` int64 ``[N]`` (COCO annotation id); with masks ``objects/mask`` uint8
-  ``[N, H, W, 1]``; with keypoints ``objects/keypoints`` float32 ``[N, K, 3]``;
-* ``image_id`` int64 index within the split; ``coco_id`` int64; ``file_name``.
-
-Bad records (:class:`jaxdet.data.local_tfds.BadRecord`; the record is the image, named by
-file name and COCO id, with the annotation id where one is at fault): a malformed annotation
-(missing field, bbox not 4 numbers, unknown image or category id, undecodable
-segmentation: ``malformed_record``), ``bad_box``, ``missing_image``, ``unreadable_image``,
-an image whose size differs from the JSON's ``width``/``height`` (``size_mismatch``). A
-malformed JSON file stops the conversion whatever ``skip_bad_records`` says.
-
-:func:`tfds_coco` reads TFDS's ``coco/2017`` already prepared under a local TFDS data dir
-(``tfds build coco/2017 --data_dir=...`` elsewhere; nothing is downloaded here), mapping
-its normalised ``(ymin, xmin, ymax, xmax)`` boxes to this format (no masks there).
+Example: ``image`` uint8 ``[H, W, 3]``; ``objects/bbox`` float32 ``[N, 4]``, ``label`` int64,
+``is_crowd``, ``area`` (COCO's), ``id``, optional ``mask`` uint8 ``[N, H, W, 1]`` /
+``keypoints`` ``[N, K, 3]``; ``image_id`` (index), ``coco_id``, ``file_name``. Bad records:
+``malformed_record``, ``bad_box``, ``missing_image``, ``unreadable_image``, ``size_mismatch``;
+malformed JSON always stops. :func:`tfds_coco`: prepared TFDS ``coco/2017`` (no masks).
 """
 
 from __future__ import annotations
@@ -92,7 +54,8 @@ def _patterns(instances: bool = True) -> tuple[str, ...]:
 def find_splits(path: str, annotation_dir: str = "annotations",
                 instances: bool = True) -> dict[str, str]:
     """``{split name: file suffix}`` of the annotation files under ``path/annotation_dir``
-    (``instances=False``: of the ``person_keypoints_*`` files only)."""
+    (``instances=False``: ``person_keypoints_*`` only).
+    """
     out = {}
     for pattern in _patterns(instances):
         for file in sorted(glob.glob(os.path.join(path, annotation_dir, pattern))):
@@ -117,8 +80,7 @@ def load_json(file: str) -> dict[str, Any]:
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """``[H, W]`` uint8 0/1 mask of a COCO polygon list, uncompressed or compressed RLE.
-    Raises ``ValueError`` when it is none of these."""
+    """``[H, W]`` uint8 0/1 mask of a COCO polygon list or (un)compressed RLE; else ValueError."""
     if isinstance(segmentation, list):
         if not segmentation:
             return np.zeros((height, width), np.uint8)
@@ -408,13 +370,12 @@ def build(path: str, data_dir: str, *, splits: Mapping[str, str] | None = None,
           annotation_dir: str = "annotations", masks: bool = True, keypoints: bool = True,
           skip_bad_records: bool = False, instances: bool = True,
           category_labels: str = "contiguous") -> JaxdetCoco:
-    """Converts the COCO-format directory ``path`` under ``data_dir`` unless done.
+    """Convert the COCO-format directory ``path`` under ``data_dir`` unless done (module docstring).
 
-    Read with ``builder.as_data_source()[split]``; ``builder.info.metadata`` holds
-    ``class_names``, ``category_ids``, ``keypoint_names``, ``skeleton``, ``skipped`` and
-    ``dropped``. Raises ``FileNotFoundError`` naming the folder when no annotation file is
-    found. ``instances=False``: the ``person_keypoints_*`` files alone; ``category_labels``:
-    ``"contiguous"`` or ``"ids"`` (module docstring).
+    Read with ``builder.as_data_source()[split]``; ``builder.info.metadata``: ``class_names``,
+    ``category_ids``, ``keypoint_names``, ``skeleton``, ``skipped``, ``dropped``. Raises
+    FileNotFoundError when no annotation file is found, ValueError on other ``category_labels``
+    than ``"contiguous"`` / ``"ids"``.
     """
     if category_labels not in ("contiguous", "ids"):
         raise ValueError(f"category_labels={category_labels!r}; expected 'contiguous' or 'ids'")
@@ -443,9 +404,9 @@ def build(path: str, data_dir: str, *, splits: Mapping[str, str] | None = None,
 
 
 class TfdsCocoSource:
-    """TFDS ``coco/2017`` examples in this module's format: ``objects/bbox`` absolute
-    ``(x1, y1, x2, y2)`` from TFDS's normalised ``(ymin, xmin, ymax, xmax)``, ``label``,
-    ``is_crowd``; ``coco_id`` from ``image/id``; ``image_id`` the index."""
+    """TFDS ``coco/2017`` examples in this module's format (absolute ``(x1, y1, x2, y2)`` boxes,
+    ``label``, ``is_crowd``, ``coco_id`` from ``image/id``, ``image_id`` the index).
+    """
 
     def __init__(self, source: Sequence[Mapping[str, Any]]):
         self.source = source
@@ -467,9 +428,9 @@ class TfdsCocoSource:
 
 def tfds_coco(data_dir: str, name: str = "coco/2017") -> tuple[dict[str, TfdsCocoSource],
                                                                 list[str]]:
-    """``({"train": ..., "validation": ...}, class names)`` of TFDS's ``name`` prepared under
-    ``data_dir``. Raises ``FileNotFoundError`` naming the directory looked in when it is not
-    prepared there (nothing is downloaded)."""
+    """``({"train": ..., "validation": ...}, class names)`` of TFDS ``name`` prepared under
+    ``data_dir``; FileNotFoundError naming the directory if not prepared (nothing downloaded).
+    """
     data_dir = os.path.expanduser(data_dir)
     # Look before constructing the builder: TFDS's COCO builder imports TensorFlow (~20 s).
     pattern = os.path.join(data_dir, *name.split("/"), "*", "dataset_info.json")

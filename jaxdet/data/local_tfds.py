@@ -1,28 +1,12 @@
-"""Shared machinery of the local-dataset converters (COCO, Pascal VOC, segmentation folders).
+"""Shared machinery of the local-dataset converters (coco, voc, segmentation_folder).
 
-Each converter (:mod:`jaxdet.data.coco`, :mod:`jaxdet.data.voc`,
-:mod:`jaxdet.data.segmentation_folder`) turns a directory of images and annotations into a
-TFDS dataset ONCE, written as ArrayRecord under ``<data_dir>/<builder>/<config name>/<version>``
-and read afterwards with ``builder.as_data_source()`` (random access, grain), like the
-synthetic :mod:`jaxdet.data.scenes_tfds`.
-
-* Config names: ``<folder name>_<hash>``, the hash over the converter's options and the
-  names, sizes and modification times of the annotation files (not of the images), so that
-  other options or edited annotations convert into another directory.
-* Nothing is written half: TFDS generates into ``<version dir>/../incomplete.XXXX_<version>``
-  and renames it to the version directory only after every split and ``dataset_info.json``
-  are written. A conversion interrupted midway (an exception, a kill) leaves no version
-  directory, so ``builder.is_prepared()`` is False and the next call converts again.
-* Bad records (:class:`BadRecord`: a malformed XML/JSON record, a box with x2 < x1 or
-  outside the image, a missing or unreadable image, a label value outside the class range, an
-  image/label size mismatch) stop the conversion with a message naming the file, the record
-  and the problem; with ``skip_bad_records=True`` the record (one image with all its
-  annotations) is left out instead and the number of records skipped per reason is logged at
-  the end and kept in the dataset's metadata (``skipped``: ``{split: {reason: count}}``).
-
-:class:`FitToSquare` wraps a source so that every image has one static size (the batches of
-the tasks stack examples): shorter images are scaled to fit ``size x size`` keeping their
-aspect ratio and padded at the bottom/right.
+A folder is converted ONCE to TFDS ArrayRecord under
+``<data_dir>/<builder>/<folder name>_<hash>/<version>`` (hash of the options and the
+annotation files' names, sizes, mtimes) and read with ``builder.as_data_source()``. TFDS
+writes into ``incomplete.*`` and renames when done, so an interrupted conversion reruns.
+A :class:`BadRecord` stops the conversion naming file, record and problem; with
+``skip_bad_records=True`` the record (one image) is skipped and counted in metadata
+``skipped`` ``{split: {reason: count}}``.
 """
 
 from __future__ import annotations
@@ -48,8 +32,9 @@ REASONS = ("malformed_record", "bad_box", "missing_image", "unreadable_image",
 
 
 class BadRecord(ValueError):
-    """One bad record: ``str(error)`` is ``"<file>: <record>: <problem>"``; ``reason`` is one
-    of :data:`REASONS` (the key skip counts are kept under)."""
+    """One bad record: ``str(error)`` is ``"<file>: <record>: <problem>"``; ``reason`` is one of
+    :data:`REASONS` (else ValueError).
+    """
 
     def __init__(self, file: str, record: str, reason: str, problem: str):
         if reason not in REASONS:
@@ -110,12 +95,9 @@ def find_image(directory: str, stem_or_name: str) -> str | None:
 
 
 def read_image(path: str | None, file: str, record: str) -> tuple[bytes, int, int]:
-    """An image file as ``(encoded bytes, height, width)`` for a ``tfds.features.Image``.
-
-    JPEG/PNG files in RGB are stored as they are (no re-encoding); other modes (grey,
-    palette, RGBA, CMYK) and formats are converted to RGB and stored as PNG. Raises
-    :class:`BadRecord` (``missing_image`` / ``unreadable_image``) naming ``file`` and
-    ``record``.
+    """An image file as ``(encoded bytes, height, width)`` for ``tfds.features.Image``: RGB
+    JPEG/PNG stored as is, anything else converted to RGB PNG. Raises :class:`BadRecord`
+    (``missing_image`` / ``unreadable_image``).
     """
     if path is None or not os.path.isfile(path):
         raise BadRecord(file, record, "missing_image", f"image file {path} not found")
@@ -143,9 +125,10 @@ def png(array: np.ndarray) -> bytes:
 
 def split_by_ratio(names: Sequence[str], val_fraction: float, seed: int
                    ) -> dict[str, list[str]]:
-    """``{"train": [...], "validation": [...]}``: a seeded permutation of the sorted names cut
-    at ``round(val_fraction * n)`` (at least one validation name when ``val_fraction > 0`` and
-    there are two names or more); each split keeps sorted order."""
+    """``{"train": [...], "validation": [...]}``: a ``seed``-ed permutation of the sorted names cut
+    at ``round(val_fraction * n)`` (>= 1 validation name if ``val_fraction > 0`` and ``n >= 2``);
+    each split sorted.
+    """
     names = sorted(names)
     order = np.random.default_rng(seed).permutation(len(names))
     n_val = int(round(val_fraction * len(names)))
@@ -157,8 +140,9 @@ def split_by_ratio(names: Sequence[str], val_fraction: float, seed: int
 
 
 def read_split_files(directory: str, files: Mapping[str, str]) -> dict[str, list[str]] | None:
-    """``{split: [stem, ...]}`` from ``directory/<file>`` per split (one stem per line, VOC's
-    ``ImageSets``), or None when none of the files exists."""
+    """``{split: [stem, ...]}`` from ``directory/<file>`` (one stem per line, VOC's ``ImageSets``),
+    or None when none exists.
+    """
     if not directory or not os.path.isdir(directory):
         return None
     out = {}
@@ -182,16 +166,9 @@ def prepare(builder_cls: type, config: tfds.core.BuilderConfig, data_dir: str) -
 
 
 class FitToSquare:
-    """A random-access source whose images are scaled to fit ``size x size`` and padded.
-
-    Each image is resized (bilinear) by ``s = min(size / H, size / W)`` to ``(round(s H),
-    round(s W))`` and padded at the bottom/right with zeros to ``[size, size, 3]``. With it,
-    ``objects/bbox`` ``[N, 4]`` (x1, y1, x2, y2) absolute pixels are scaled by the actual
-    ``(new_w / W, new_h / H)`` (``objects/area`` by their product); ``objects/mask``
-    ``[N, H, W, 1]`` resized nearest, padded 0;
-    ``objects/keypoints`` ``[N, K, 3]`` (x, y scaled, v kept); ``segmentation`` ``[H, W, 1]``
-    resized nearest and padded with ``ignore_index``. Examples already ``size x size`` are
-    returned unchanged. Other fields pass through.
+    """A source whose images are scaled (bilinear) by ``s = min(size / H, size / W)`` and
+    zero-padded bottom/right to ``[size, size, 3]``; boxes / areas / keypoints scaled, masks
+    nearest (pad 0), ``segmentation`` nearest (pad ``ignore_index``); square examples unchanged.
     """
 
     def __init__(self, source: Sequence[Mapping[str, Any]], size: int, ignore_index: int = 255):
@@ -254,9 +231,9 @@ def fit_to_square(example: Mapping[str, Any], size: int, ignore_index: int = 255
 
 
 class DropObjects:
-    """A detection source whose examples leave out the objects flagged by any of ``flags``
-    (e.g. COCO's ``is_crowd``, VOC's ``difficult``): every ``objects/*`` field loses those
-    rows. Flags the example does not have are ignored."""
+    """A detection source leaving out the objects flagged by any of ``flags`` (e.g. ``is_crowd``,
+    ``difficult``) from every ``objects/*`` field; absent flags are ignored.
+    """
 
     def __init__(self, source: Sequence[Mapping[str, Any]], flags: Sequence[str]):
         self.source, self.flags = source, tuple(flags)

@@ -1,14 +1,9 @@
 """Input pipeline: per-process shards of a random-access source, batched for the device mesh.
 
-Training batches come from a grain ``MapDataset`` (shuffled per epoch from a seed, infinite,
-checkpointable: its state is ``{"next_index": k}``); the global batches are the same whatever
-the number of processes. Evaluation batches cover every example of
-the split exactly once: the split is padded up to whole global batches and padded examples carry
-``mask = 0``. Every batch holds, besides the task's fields:
-
-* ``index``: ``[b]`` int32 global example index in the source (−1 for padding), from which tasks
-  derive per-example randomness;
-* ``mask``: ``[b]`` float32, 1 for real examples, 0 for padding.
+Training: a grain ``MapDataset``, shuffled per epoch from a seed, infinite, checkpointable
+(``{"next_index": k}``), the same global batches for any number of processes. Evaluation:
+every example once, padded to whole global batches. Each batch also holds ``index`` ``[b]``
+int32 (global example index, -1 for padding) and ``mask`` ``[b]`` float32 (0 for padding).
 """
 
 from __future__ import annotations
@@ -28,7 +23,7 @@ Preprocess = Callable[[Mapping[str, Any]], Example]
 
 
 def per_process_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-    """Checks that the global batch splits evenly over devices and processes."""
+    """Per-process batch of ``global_batch_size`` (ValueError unless a multiple of the devices)."""
     num_devices = mesh.devices.size
     if global_batch_size % num_devices:
         raise ValueError(
@@ -57,31 +52,19 @@ def train_dataset(
     process_count: int | None = None,
     num_threads: int = 2,
 ) -> grain.IterDataset:
-    """Infinite shuffled batches: this process's part of each global batch.
+    """Infinite shuffled batches: this process's rows of each global batch.
 
-    The global batches do not depend on the number of processes: one seeded order of the
-    whole source (reshuffled every epoch) is cut into global batches of ``batch_size *
-    process_count`` examples, and process ``p`` reads rows ``[p * batch_size, (p + 1) *
-    batch_size)`` of each. So a run on two hosts trains on exactly the batches of a run on one
-    host with the same global batch (and resumes from either), and each process decodes only
-    its own rows.
-
-    A source with a ``draw(index, position)`` method (:class:`jaxdet.data.augment.Augmented`)
-    is read through it, ``position`` the draw's place in the global stream (0, 1, 2, ...
-    across epochs; the same whatever the number of processes), from which it seeds its
-    augmentation: the stream stays a function of the seeds and resumes exactly.
+    One seeded order (reshuffled every epoch) is cut into global batches of ``batch_size *
+    process_count``; process ``p`` reads rows ``[p * batch_size, (p + 1) * batch_size)`` of each.
+    A source with ``draw(index, position)`` (:class:`jaxdet.data.augment.Augmented`) is read
+    through it with the global stream position.
 
     Args:
-      source: random-access examples (e.g. ``builder.as_data_source()["train"]``).
-      preprocess: raw example -> dict of fixed-shape NumPy arrays.
-      batch_size: examples per batch *for this process* (global batch / process count).
-      seed: shuffle seed (each epoch reshuffles).
-      process_index, process_count: default to JAX's.
-      num_threads: reader threads (PNG decoding releases the GIL).
+      source: random-access examples. preprocess: raw example -> dict of fixed-shape arrays.
+      batch_size: examples per batch for this process. seed: shuffle seed.
+      process_index, process_count: default JAX's. num_threads: reader threads.
 
-    Returns:
-      A grain ``IterDataset``; ``iter()`` of it is checkpointable with ``get_state()``
-      (``{"next_index": k}``: the same on every process).
+    Returns a grain ``IterDataset`` whose iterator's ``get_state()`` is ``{"next_index": k}``.
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -117,11 +100,9 @@ def eval_batches(
     process_count: int | None = None,
     limit: int | None = None,
 ) -> Iterator[Example]:
-    """Each example of ``source`` exactly once, in order, in padded per-process batches.
-
-    Process ``p`` of ``P`` reads examples ``p, p + P, ...``; every process yields the same
-    number of batches (``num_eval_batches``), so collectives line up. ``limit`` evaluates only the
-    first ``limit`` examples.
+    """Each example exactly once, in order, in padded per-process batches: process ``p`` of ``P``
+    reads ``p, p + P, ...``; all processes yield :func:`num_eval_batches` batches. ``limit``:
+    only the first ``limit`` examples.
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -153,7 +134,7 @@ def eval_batches(
 
 
 def to_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Assembles per-process NumPy batches into global arrays split over the mesh axis."""
+    """Per-process NumPy batches -> global arrays split over the mesh's data axis."""
     sharding = NamedSharding(mesh, PartitionSpec(AXIS_NAME))
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v))

@@ -1,31 +1,14 @@
 """TFDS builder for the stick-figure pose data of `jaxdet.data.stick_figures`, built locally.
 
-Difficulty: that of `stick_figures.PoseSpec(image_size=image_size)`: one stick figure per
-image facing the viewer, height 35–90 % of the image side, random articulated pose rotated by
-up to ±20°, 0–2 flat-colour occluders over it (keypoints under them have visibility 1, ≥ 50 %
-of the figure stays visible), colour independent of the pose, textured background. See
-`stick_figures` for the full statement.
+Difficulty: `stick_figures.PoseSpec(image_size=image_size)`. One directory per `PoseConfig`:
+`<data_dir>/jaxdet_pose/<config name>/<version>/` (ArrayRecord; no TensorFlow, no network).
 
-Each builder config (`PoseConfig`) names its generator parameters, so different parameters
-build into different directories: `<data_dir>/jaxdet_pose/<config name>/<version>/`. The data
-are written as ArrayRecord so they read with `builder.as_data_source()` (random access,
-grain). Building imports neither TensorFlow nor anything from the network.
-
-Example format (what `builder.as_data_source()[split][i]` decodes to; H = W = image_size):
-
-* `image`: uint8 [H, W, 3] RGB.
-* `keypoints`: float32 [17, 3] (x, y, v) in `stick_figures.KEYPOINT_NAMES` (COCO) order;
-  (x, y) absolute continuous pixel coordinates (pixel (row i, col j) covers
-  [j, j+1) × [i, i+1), centre (j + 0.5, i + 0.5)), always inside the image; v = 2 visible,
-  v = 1 labelled but covered by an occluder (COCO visibility; 0 does not occur).
-* `box`: float32 [4] **absolute (x1, y1, x2, y2) pixels** tight around the visible figure,
-  x2 = last column + 1. Not `tfds.features.BBoxFeature`'s normalised (ymin, xmin, ymax, xmax).
-* `mask`: uint8 [H, W, 1] 0/1 visible part of the figure.
-* `image_id`: int64, the example's index within its split (`source[i]["image_id"] == i`).
-
-The metadata record `keypoint_names`, `flip_pairs` and `skeleton` (`stick_figures`
-constants). Example i of a split is drawn from a generator seeded by (config seed, split name,
-i) (`scenes_tfds.example_rng`), so it does not depend on the split sizes or the build order.
+Example (H = W = image_size): `image` uint8 [H, W, 3]; `keypoints` float32 [17, 3] (x, y, v)
+in COCO order, absolute continuous pixels inside the image, v = 2 visible / 1 occluded;
+`box` float32 [4] **absolute (x1, y1, x2, y2) pixels** of the visible figure (x2 = last
+column + 1; not `BBoxFeature`'s format); `mask` uint8 [H, W, 1]; `image_id` (index).
+Metadata: `keypoint_names`, `flip_pairs`, `skeleton`. Example i is drawn from (config seed,
+split, i) (`scenes_tfds.example_rng`).
 """
 
 from __future__ import annotations
@@ -54,7 +37,7 @@ class PoseConfig(tfds.core.BuilderConfig):
     @classmethod
     def create(cls, *, image_size: int = 64, num_train: int = 1000, num_val: int = 200,
                seed: int = 0) -> PoseConfig:
-        """A config whose name is derived from every parameter (one directory per params)."""
+        """A config named after every parameter; ValueError on empty splits or bad parameters."""
         name = f"img{image_size}_train{num_train}_val{num_val}_seed{seed}"
         config = cls(name=name, image_size=image_size, num_train=num_train, num_val=num_val,
                      seed=seed, description=f"Procedural stick figures, {name}.")
@@ -64,7 +47,7 @@ class PoseConfig(tfds.core.BuilderConfig):
         return config
 
     def pose_spec(self) -> stick_figures.PoseSpec:
-        """The generator spec for this config (the pinned difficulty at this image size)."""
+        """The generator spec for this config."""
         return stick_figures.PoseSpec(image_size=self.image_size)
 
     def split_size(self, split: str) -> int:
@@ -72,7 +55,7 @@ class PoseConfig(tfds.core.BuilderConfig):
 
 
 def generate_example(config: PoseConfig, split: str, index: int) -> dict[str, Any]:
-    """Example `index` of `split` as the data source decodes it (see the module docstring)."""
+    """Example `index` of `split` as the data source decodes it (module docstring)."""
     example = stick_figures.generate_pose_example(example_rng(config.seed, split, index),
                                                   config.pose_spec())
     return {
@@ -99,12 +82,8 @@ def _features(hw: int) -> tfds.features.FeaturesDict:
 
 
 class JaxdetPose(tfds.core.GeneratorBasedBuilder):
-    """Procedural stick figures with the 17 COCO person keypoints, one per image.
-
-    Default config: 64×64 RGB, one figure of height 35–90 % of the image in a random pose,
-    0–2 occluders over it, keypoints (x, y, v) in absolute pixels with COCO visibility, the
-    visible mask and its box; 1,000 train + 200 validation examples, seed 0. See the module
-    docstring for the full example format.
+    """Procedural stick figures with the 17 COCO person keypoints, one per image; default config
+    64×64, 1,000 train + 200 validation, seed 0. Format: module docstring.
     """
 
     VERSION = tfds.core.Version("1.0.0")
@@ -139,12 +118,9 @@ class JaxdetPose(tfds.core.GeneratorBasedBuilder):
 
 def build_pose(data_dir: str, *, image_size: int = 64, num_train: int = 1000,
                num_val: int = 200, seed: int = 0) -> JaxdetPose:
-    """Builds the pose dataset under `data_dir` unless already built; returns the builder.
-
-    Safe to call again: a prepared directory is reused without generating anything. Building
-    the default (1,000 + 200 examples at 64×64, 12 MB) took 10 s wall / 8 s CPU on the 2-core
-    development machine while other jobs ran. Not safe to run twice at once on one directory.
-    Read with `builder.as_data_source()["train"|"validation"]`.
+    """Build the pose dataset under `data_dir` unless already built (idempotent; not safe to run
+    twice at once on one directory); returns the builder. Read with
+    `builder.as_data_source()["train"|"validation"]`.
     """
     config = PoseConfig.create(image_size=image_size, num_train=num_train, num_val=num_val,
                                seed=seed)

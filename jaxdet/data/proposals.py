@@ -1,37 +1,12 @@
 """Selective Search region proposals (OpenCV contrib), computed once per image and cached.
 
-The proposals of R-CNN and Fast R-CNN (:mod:`jaxdet.detection.rcnn`,
-:mod:`jaxdet.detection.fast_rcnn`): ``cv2.ximgproc.segmentation`` Selective Search, in
-``"fast"`` mode by default (``"quality"`` and ``"single"`` are the other two strategies of
-Uijlings et al.), run on the RGB image converted to OpenCV's BGR order.
-
-Formats. :func:`selective_search` returns one image's proposals ``[n, 4]`` float32
-``(x1, y1, x2, y2)`` absolute pixels of that image (from OpenCV's ``(x, y, w, h)``:
-``x2 = x + w``), in OpenCV's ranking order (lower hierarchy levels first, randomised), with
-tiny boxes dropped and at most ``max_proposals`` kept. :func:`load_or_compute` returns a
-whole split padded to ``P = max_proposals``: ``boxes`` ``[N, P, 4]`` float32 (zeros on
-padding) and ``valid`` ``[N, P]`` bool, row ``i`` for ``source[i]``. The boxes are in pixels
-of the stored image: if the network input is resized, scale them with
-:func:`jaxdet.detection.roi_heads.rescale_boxes` like the ground truth.
-
-Cache: ``<cache_dir>/proposals_<mode>_<P>_min<min_size>/<split>.npz`` (see
-:func:`cache_path`) with ``boxes`` ``[N, P, 4]`` float32, ``counts`` ``[N]`` int32 and the
-parameters; written atomically once, reused while the number of images and the parameters
-match, recomputed otherwise. ``cache_dir`` is meant to be the dataset's own directory.
-
-Determinism: OpenCV ranks regions with C's ``rand()``; it is seeded (``srand(seed)``, via
-``ctypes`` on the C library) before each image so that the order, and hence the truncation to
-``max_proposals``, is reproducible. Where the C library cannot be loaded the set of boxes is
-still deterministic, only their order is not.
-
-Speed (measured on the 2-core CPU of this project, shared with a training run, 128 x 128
-scenes of :mod:`jaxdet.data.scenes_tfds`, one OpenCV thread): ``"fast"`` about 0.11 s per
-image (73-293 proposals, mean 165), ``"quality"`` about 0.38 s (144-888, mean 441),
-``"single"`` about 0.015 s (18-73, mean 40). So the 2,000 training scenes take about 4 min in
-``"fast"`` mode, once. Sequential on purpose (no process pool).
-
-OpenCV (``pip install opencv-contrib-python-headless``, the ``classic`` extra) is imported
-lazily: ``import jaxdet`` never needs it.
+Proposals for :mod:`jaxdet.detection.rcnn` / :mod:`jaxdet.detection.fast_rcnn`
+(``cv2.ximgproc`` modes ``"fast"``, ``"quality"``, ``"single"``; image in BGR order), as
+float32 ``(x1, y1, x2, y2)`` absolute pixels of the stored image (``x2 = x + w``; rescale with
+:func:`jaxdet.detection.roi_heads.rescale_boxes` if resized). Cached per split in
+:func:`cache_path` (``boxes``, ``counts``, parameters), written atomically, reused while the
+image count and parameters match. C's ``rand()`` (OpenCV's ranking) is seeded before each
+image (without a C library only the order varies). OpenCV (``classic`` extra) is lazy.
 """
 
 from __future__ import annotations
@@ -106,15 +81,11 @@ def selective_search(
     """Selective Search proposals of ONE image.
 
     Args:
-      image: ``[H, W, 3]`` RGB, uint8 (or float in [0, 1], converted to uint8).
-      mode: ``"fast"``, ``"quality"`` or ``"single"`` (OpenCV's three strategies).
-      max_proposals: keep at most this many (the first in OpenCV's ranking).
-      min_size: drop boxes whose width or height is below this (pixels).
-      seed: seed of OpenCV's randomised ranking (``srand``), for a reproducible order.
+      image: ``[H, W, 3]`` RGB uint8 (or float in [0, 1]); else ValueError.
+      mode: ``"fast"``, ``"quality"`` or ``"single"``. max_proposals: keep the first this many.
+      min_size: drop boxes narrower or lower than this (pixels). seed: ``srand`` seed.
 
-    Returns:
-      ``[n, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels, ``n <= max_proposals``, inside
-      ``[0, W] x [0, H]``.
+    Returns ``[n, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels inside ``[0, W] x [0, H]``.
     """
     _check(mode, max_proposals)
     cv2 = _cv2()
@@ -149,17 +120,9 @@ def compute_proposals(
     min_size: float = 2.0,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Proposals of every image of ``source``, padded (sequential; see the module docstring).
-
-    Args:
-      source: random-access sequence (``len`` and ``[i]``) of examples ``{"image": [H, W,
-        3] uint8 RGB, ...}`` (a TFDS/grain data source) or of such images directly.
-      max_proposals: ``P``, proposals kept per image.
-      mode, min_size, seed: as in :func:`selective_search`.
-
-    Returns:
-      ``(boxes [N, P, 4] float32 (x1, y1, x2, y2) absolute pixels, zeros on padding,
-      counts [N] int32)``.
+    """Proposals of every image of ``source`` (examples ``{"image": [H, W, 3] uint8, ...}`` or
+    images), padded to ``P = max_proposals``: ``(boxes [N, P, 4] float32 pixels, zeros on
+    padding, counts [N] int32)``.
     """
     n = len(source)
     boxes = np.zeros((n, max_proposals, 4), np.float32)
@@ -196,19 +159,10 @@ def load_or_compute(
     mode: str = "fast",
     min_size: float = 2.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The split's proposals from the cache, computing and caching them the first time.
+    """The split's proposals from the cache, computed and cached the first time (module docstring).
 
-    Args:
-      source: the split's random-access examples (see :func:`compute_proposals`).
-      split: the split's name, e.g. ``"train"`` or ``"validation"`` (the cache file's name).
-      cache_dir: directory holding the cache (e.g. the dataset's directory).
-      max_proposals: ``P``, proposals kept per image (padding to it).
-      mode: ``"fast"``, ``"quality"`` or ``"single"``.
-      min_size: minimum proposal width and height in pixels.
-
-    Returns:
-      ``(boxes [N, P, 4] float32 (x1, y1, x2, y2) absolute pixels, zeros on padding,
-      valid [N, P] bool)`` with ``N = len(source)``; valid rows come first in each image.
+    Returns ``(boxes [N, P, 4] float32 (x1, y1, x2, y2) absolute pixels, zeros on padding,
+    valid [N, P] bool)``, ``N = len(source)``, valid rows first.
     """
     _check(mode, max_proposals)
     path = cache_path(cache_dir, split, max_proposals=max_proposals, mode=mode,

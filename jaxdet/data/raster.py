@@ -87,8 +87,7 @@ SHAPES: dict[str, ShapeBuilder] = {
 
 def rasterise(shape: Shape, offset: np.ndarray, hw: int) -> tuple[tuple[slice, slice],
                                                                     np.ndarray]:
-    """`shape` translated by offset (x, y) on an hw×hw grid, as (window, bool mask of the
-    window): only the shape's box is evaluated."""
+    """`shape` translated by offset (x, y) on an hw×hw grid: (window, bool mask of the window)."""
     x0, y0, x1, y1 = shape.bounds() + np.tile(offset, 2)
     c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
     c1, r1 = min(int(np.ceil(x1)) + 1, hw), min(int(np.ceil(y1)) + 1, hw)
@@ -119,8 +118,7 @@ _STRIPE_CONTRAST = 100.0  # RGB distance of the stripe colour from both base col
 
 
 def background(rng: np.random.Generator, hw: int) -> np.ndarray:
-    """[3, hw, hw] float32 in 0–255 (channels first: NumPy broadcasts that layout fastest):
-    two colours mixed by smooth noise, plus stripes."""
+    """[3, hw, hw] float32 in 0–255 (channels first): two colours mixed by noise, plus stripes."""
     base_colours = rng.uniform(0, 255, (2, 3))
     stripe_colour = pick_colour(rng, base_colours, _STRIPE_CONTRAST)  # stripes never vanish
     colours = np.concatenate([base_colours, stripe_colour[None]]).astype(np.float32)
@@ -139,8 +137,9 @@ def background(rng: np.random.Generator, hw: int) -> np.ndarray:
 
 def pick_colour(rng: np.random.Generator, covered: np.ndarray, min_contrast: float,
                  candidates: int = 16) -> np.ndarray:
-    """[3] colour, uniform in the RGB cube, redrawn while >10 % of `covered` ([M, 3]) is
-    within `min_contrast` of it; the best of `candidates` draws if none qualifies."""
+    """[3] colour uniform in the RGB cube, redrawn while > 10 % of `covered` [M, 3] is within
+    `min_contrast`; else the best of `candidates` draws.
+    """
     options = rng.uniform(0, 255, (candidates, 3))
     sample = covered[:: max(1, len(covered) // 128)]
     sq_dist = ((options[:, None, :] - sample[None, :, :]) ** 2).sum(axis=-1)

@@ -1,46 +1,25 @@
 """Procedural scenes of coloured shapes on a textured background (pure NumPy).
 
-The embedded dataset of jaxdet: every task (segmentation, localisation, detection,
-instance segmentation) trains on it without anything on disk. `generate_scene` draws one
-example from a `np.random.Generator`; the same generator state gives the same example.
+jaxdet's embedded dataset: `generate_scene` draws one example from a `np.random.Generator`
+(same state, same example).
 
-Difficulty (the defaults of `SceneSpec`; tests pin every line of it):
+Difficulty (`SceneSpec` defaults, pinned by tests):
 
-* 128×128 RGB images with 2–6 objects each (count uniform over the range).
-* 4 shape classes, uniform: circle, square, triangle, cross (`CLASS_NAMES`; class id k+1 in
-  the label map for class index k, 0 = background).
-* Object size 10–70 px, uniform, where size = the longer side of the tight box of the whole
-  (unoccluded) shape, up to ±2 px of rasterisation. Squares, triangles and crosses are rotated
-  by up to ±20°. Each object lies wholly inside the image, at a uniform random position.
-* Objects overlap: later objects paint over earlier ones. A placement that would leave an
-  earlier object with less than 30 % of its pixels (or fewer than 12 pixels) visible is
-  redrawn, so every painted object keeps a recognisable visible part; no object is ever
-  dropped after painting and the label map is exactly the union of the visible masks. An
-  object that finds no such place in 30 tries is replaced by a new draw (class, size,
-  rotation); that happens to about 2 % of the 6-object scenes.
-* Colours are drawn uniformly from the RGB cube independently of the class (a colour tells
-  nothing about the shape). A colour is redrawn (up to 16 draws, then the best is kept) while
-  more than 10 % of the pixels it is about to cover are already within 60 (RGB distance) of
-  it, so an object stands out from what lies under it; the rule does not look at the class.
-* Background: two random colours (same RGB cube as the objects) blended by smooth
-  low-frequency noise, overlaid with stripes of a third random colour (≥ 100 away from both)
-  at a random angle, period (5–16 px) and strength (25–60 %). Objects are flat colours.
-  Every pixel, object or background, gets uniform noise of standard deviation 4 (±7). No
-  anti-aliasing: the labels are exactly what was painted.
+* 128×128 RGB, 2–6 objects; classes circle, square, triangle, cross, uniform (`CLASS_NAMES`;
+  label map k+1 for class k, 0 background).
+* Size 10–70 px uniform (longer side of the whole shape's box); rotation ±20° (not
+  circles); wholly inside the image, uniform position.
+* Later objects paint over earlier ones; placements leaving an earlier object < 30 % (or
+  < 12 px) visible are redrawn (30 tries, then a new object); the label map is the union of
+  the visible masks.
+* Colours uniform in RGB, independent of class, redrawn (≤ 16) while > 10 % of the covered
+  pixels are within distance 60.
+* Background: two colours blended by smooth noise plus stripes of a third (≥ 100 away,
+  period 5–16 px, strength 25–60 %); uniform pixel noise std 4 (±7); no anti-aliasing.
 
-Adding a shape means adding a builder to `raster.SHAPES` and naming it in `SceneSpec.class_names`;
-the single-object variant is `SceneSpec(min_objects=1, max_objects=1)`.
-
-Persons (optional, off by default: `SceneSpec.person_fraction > 0`). Each object is then a
-stick-figure "person" with probability `person_fraction` (else a shape as above), drawn by
-`jaxdet.data.stick_figures` (random articulated pose, limbs as capsules, head disc, rotated by
-up to ±`max_rotation_deg`), with its height (ankles to top of head of the upright figure) drawn
-from the object size range and shrunk about its hips when its box would not fit the image.
-Persons take the label `len(class_names)` (after the shapes; `scene_class_names(spec)`), follow
-the same placement, occlusion and colour rules, and carry the 17 COCO keypoints
-(`stick_figures.KEYPOINT_NAMES`): v = 2 where the keypoint's pixel (floor(y), floor(x)) shows
-the person, v = 1 where a later object covers it. With persons off, not one random draw
-changes: the default scenes (and every number measured on them) stay as they were.
+Persons (`person_fraction > 0`, off by default): `stick_figures` people, label
+`len(class_names)`, same rules, with 17 COCO keypoints (v = 2 visible at pixel (floor(y),
+floor(x)), 1 covered). With persons off no random draw changes.
 """
 
 from __future__ import annotations
@@ -63,23 +42,15 @@ _DEFAULT_SIZE_RANGE = (10, 70)
 
 @dataclasses.dataclass(frozen=True)
 class SceneSpec:
-    """Parameters of the scene generator; the defaults are the pinned difficulty above.
+    """Scene generator parameters; the defaults are the pinned difficulty (module docstring).
 
-    Attributes:
-      image_size: height = width of the square image, in pixels.
-      min_objects, max_objects: inclusive range of the number of objects per image.
-      min_size, max_size: inclusive range of an object's size in pixels (longer side of the
-        whole shape's tight box); `max_size` must not exceed `image_size`.
-      max_rotation_deg: squares, triangles and crosses are rotated uniformly in ±this.
-      min_visible_fraction, min_visible_pixels: an earlier object must keep at least
-        max(fraction × its full area, pixels) visible pixels when a later one is placed.
-      class_names: shape classes to draw from (uniformly); names must be in `raster.SHAPES`.
-      noise_std: standard deviation of the per-pixel uniform noise (0–255 scale).
-      min_contrast: RGB distance an object's colour keeps from what it covers (see above).
-      placement_tries: positions tried per object before that object is given up.
-      extra_draws: objects drawn (class, size, ...) in place of given-up ones, per image.
-      person_fraction: probability that an object is a stick-figure person (label
-        len(class_names)); 0 (default) draws no person and no extra random number.
+    Sizes in pixels: ``image_size`` (square side); ``min/max_objects`` (inclusive count);
+    ``min/max_size`` (longer side of the whole shape's box, ``<= image_size``);
+    ``max_rotation_deg``; ``min_visible_fraction`` / ``min_visible_pixels`` (an earlier object
+    keeps max(fraction × full area, pixels) visible); ``class_names`` (keys of `raster.SHAPES`);
+    ``noise_std`` (0–255); ``min_contrast`` (RGB distance to what is covered);
+    ``placement_tries`` (per object); ``extra_draws`` (replacement objects per image);
+    ``person_fraction`` (0: no person and no extra random draw).
     """
 
     image_size: int = _DEFAULT_IMAGE_SIZE
@@ -110,10 +81,7 @@ class SceneSpec:
 
     @classmethod
     def for_image_size(cls, image_size: int, **overrides: object) -> SceneSpec:
-        """The default spec at another image size, object sizes scaled by image_size / 128.
-
-        The minimum size is kept at 6 px or more so that tiny images still have shapes.
-        """
+        """The default spec at `image_size`, sizes scaled by image_size / 128 (min >= 6 px)."""
         scale = image_size / _DEFAULT_IMAGE_SIZE
         min_size = max(6, round(_DEFAULT_SIZE_RANGE[0] * scale))
         max_size = max(min_size, round(_DEFAULT_SIZE_RANGE[1] * scale))
@@ -127,8 +95,7 @@ PERSON = "person"
 
 
 def scene_class_names(spec: SceneSpec) -> tuple[str, ...]:
-    """Class names of the scenes drawn with `spec`: its shapes, plus "person" last when
-    `spec.person_fraction > 0`."""
+    """`spec.class_names`, plus "person" last when `spec.person_fraction > 0`."""
     return tuple(spec.class_names) + ((PERSON,) if spec.person_fraction > 0 else ())
 
 
@@ -139,23 +106,19 @@ def scene_class_names(spec: SceneSpec) -> tuple[str, ...]:
 def generate_scene(
     rng: np.random.Generator, spec: SceneSpec = SceneSpec()
 ) -> dict[str, np.ndarray]:
-    """Draws one scene. Deterministic given the generator's state and `spec`.
+    """One scene, deterministic given the generator state and `spec`.
 
-    Returns a dict with, for H = W = spec.image_size and N objects (painting order, back to
-    front; N uniform in [min_objects, max_objects], fewer only if `extra_draws` replacement
-    objects all failed to find a place, which the tests have not seen happen):
+    Returns, for H = W = image_size and N objects in painting order (N as drawn, fewer only if
+    all replacement draws fail):
       image: uint8 [H, W, 3] RGB.
-      segmentation: uint8 [H, W] label map, 0 = background, k + 1 = class index k.
-      masks: uint8 [N, H, W] 0/1 visible part of each object (after occlusion); disjoint.
-      boxes: float32 [N, 4] (x1, y1, x2, y2) absolute pixels, tight around the visible mask:
-        x1 = first column, x2 = last column + 1 (same for y).
-      labels: int64 [N] 0-based class index into spec.class_names.
-      areas: int64 [N] visible pixel count of each mask.
-      full_areas: int64 [N] pixel count of each whole shape before later objects covered it
-        (areas / full_areas >= spec.min_visible_fraction).
-      keypoints: only with spec.person_fraction > 0: float32 [N, 17, 3] (x, y, v) in
-        `stick_figures.KEYPOINT_NAMES` order, continuous pixel coordinates inside the image;
-        v = 2 visible, 1 covered by a later object (persons), all zeros for shapes.
+      segmentation: uint8 [H, W], 0 background, k + 1 class k.
+      masks: uint8 [N, H, W] 0/1 visible parts, disjoint.
+      boxes: float32 [N, 4] absolute (x1, y1, x2, y2) tight around the visible mask
+        (x2 = last column + 1).
+      labels: int64 [N] 0-based into `spec.class_names`.
+      areas: int64 [N] visible pixels; full_areas: int64 [N] pixels before occlusion.
+      keypoints (persons on only): float32 [N, 17, 3] (x, y, v), `stick_figures.KEYPOINT_NAMES`
+        order, continuous pixels; v = 2 visible, 1 covered; zeros for shapes.
     """
     hw = spec.image_size
     image = raster.background(rng, hw)  # [3, H, W]
@@ -215,8 +178,9 @@ def generate_scene(
 
 def _person(rng: np.random.Generator, size: float, angle: float, hw: int
             ) -> tuple[raster.Shape, np.ndarray]:
-    """A stick figure of height `size` px rotated by `angle`: (shape, [17, 2] float64 keypoints
-    in the shape's frame), shrunk about the hips (as `stick_figures`) when wider than hw."""
+    """A stick figure of height `size` px rotated by `angle`: (shape, [17, 2] keypoints in the
+    shape's frame), shrunk about the hips when wider than hw.
+    """
 
     pose = stick_figures.PoseSpec()
     points = stick_figures.person_keypoints(rng, size, angle).astype(np.float64)
@@ -233,8 +197,9 @@ def _person(rng: np.random.Generator, size: float, angle: float, hw: int
 
 
 def _keypoint_array(keypoints: list[np.ndarray | None], owner: np.ndarray) -> np.ndarray:
-    """float32 [N, 17, 3] (x, y, v): persons' keypoints, v = 2 where the object still owns
-    the keypoint's pixel, 1 where a later object covers it; zeros for the shapes."""
+    """float32 [N, 17, 3] (x, y, v): v = 2 where the person owns the keypoint's pixel, 1 if covered;
+    zeros for shapes.
+    """
     hw = owner.shape[0]
     out = np.zeros((len(keypoints), 17, 3), np.float32)
     for k, points in enumerate(keypoints):

@@ -1,37 +1,18 @@
 """TFDS builder for the procedural scenes of `jaxdet.data.scenes`, built locally, no download.
 
-Difficulty: that of `scenes.SceneSpec.for_image_size(image_size)` with the configured object
-counts: 4 shape classes (circle, square, triangle, cross), object sizes 10–70 px at 128×128
-(scaled with the image size), overlaps and partial occlusion (each object keeps ≥ 30 % of its
-pixels visible), colours independent of the class, textured background. See `scenes` for the
-full statement.
+Difficulty: `scenes.SceneSpec.for_image_size(image_size)` with the configured counts. One
+directory per `ScenesConfig`: `<data_dir>/jaxdet_scenes/<config name>/<version>/`
+(ArrayRecord, `builder.as_data_source()`).
 
-Each builder config (`ScenesConfig`) names its generator parameters, so different parameters
-build into different directories: `<data_dir>/jaxdet_scenes/<config name>/<version>/`. The
-data are written as ArrayRecord so they read with `builder.as_data_source()` (random access,
-grain). TensorFlow is needed to build (PNG encoding), not to read.
+Example (N objects back to front, H = W = image_size): `image` uint8 [H, W, 3];
+`segmentation` uint8 [H, W, 1] (0 background, k + 1 = `CLASS_NAMES[k]`); `objects/bbox`
+float32 [N, 4] **absolute (x1, y1, x2, y2) pixels** of the visible part (x2 = last column + 1;
+not `BBoxFeature`'s normalised format); `objects/label` int64 0-based; `objects/mask` uint8
+[N, H, W, 1] disjoint; `objects/area` int64; `image_id` (`source[i]["image_id"] == i`). With
+`person_fraction > 0` (name suffix `_person<fraction>`, label 4 = "person"):
+`objects/keypoints` float32 [N, 17, 3] (v = 2 visible, 1 covered; zeros for shapes).
 
-Example format (what `builder.as_data_source()[split][i]` decodes to; N objects, H = W =
-image_size):
-
-* `image`: uint8 [H, W, 3] RGB.
-* `segmentation`: uint8 [H, W, 1] label map, 0 = background, k + 1 = `CLASS_NAMES[k]`.
-* `objects/bbox`: float32 [N, 4] **absolute (x1, y1, x2, y2) pixels** of the visible part,
-  x2 = last column + 1. This is NOT `tfds.features.BBoxFeature`'s normalised (ymin, xmin,
-  ymax, xmax).
-* `objects/label`: int64 [N], 0-based index into `scenes.CLASS_NAMES` (ClassLabel).
-* `objects/mask`: uint8 [N, H, W, 1], 0/1 visible part of each object; disjoint.
-* `objects/area`: int64 [N] visible pixel count.
-* `image_id`: int64, the example's index within its split; split files keep that order, so
-  `source[i]["image_id"] == i`.
-* only with `person_fraction > 0` (stick-figure persons, label 4 = "person", see `scenes`):
-  `objects/keypoints`: float32 [N, 17, 3] (x, y, v), the 17 COCO keypoints of each person
-  (v = 2 visible, 1 covered by a later object), all zeros for the shapes. The config's name
-  then ends in `_person<fraction>`; without persons names, features and data are unchanged.
-
-Objects are listed back to front (painting order). Example i of a split is drawn from a
-generator seeded by (config seed, split name, i), so it does not depend on the split sizes or
-on the build order: growing a split keeps its first examples.
+Example i is drawn from (config seed, split, i): independent of split sizes and build order.
 """
 
 from __future__ import annotations
@@ -68,12 +49,11 @@ class ScenesConfig(tfds.core.BuilderConfig):
     def create(cls, *, image_size: int = 128, min_objects: int = 2, max_objects: int = 6,
                num_train: int = 1000, num_val: int = 200, seed: int = 0, min_size: int = 0,
                max_size: int = 0, person_fraction: float = 0.0) -> ScenesConfig:
-        """A config whose name is derived from every parameter (one directory per params).
+        """A config named after every parameter (one directory per parameter set).
 
-        ``min_size``/``max_size`` (px, longer side of an object's box), when non-zero, replace
-        the ends of the default size range scaled to ``image_size``; they appear in the name
-        only then. ``person_fraction`` > 0 adds stick-figure persons with keypoints (name
-        suffix ``_person<fraction>``).
+        ``min_size``/``max_size`` (px), when non-zero, replace the ends of the default size
+        range scaled to ``image_size`` (and appear in the name); ``person_fraction > 0`` adds
+        persons (suffix ``_person<fraction>``). ValueError on empty splits or bad parameters.
         """
         sizes = f"_size{min_size}-{max_size}" if (min_size or max_size) else ""
         person = f"_person{person_fraction:g}" if person_fraction > 0 else ""
@@ -89,7 +69,7 @@ class ScenesConfig(tfds.core.BuilderConfig):
         return config
 
     def scene_spec(self) -> scenes.SceneSpec:
-        """The generator spec for this config (object sizes scaled to the image size)."""
+        """The generator spec for this config."""
         sizes = {k: v for k, v in (("min_size", self.min_size), ("max_size", self.max_size)) if v}
         return scenes.SceneSpec.for_image_size(
             self.image_size, min_objects=self.min_objects, max_objects=self.max_objects,
@@ -105,7 +85,7 @@ def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def generate_example(config: ScenesConfig, split: str, index: int) -> dict[str, Any]:
-    """Example `index` of `split` as the data source decodes it (see the module docstring)."""
+    """Example `index` of `split` as the data source decodes it (module docstring)."""
     scene = scenes.generate_scene(example_rng(config.seed, split, index), config.scene_spec())
     example = {
         "image": scene["image"],
@@ -161,13 +141,9 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 class JaxdetScenes(tfds.core.GeneratorBasedBuilder):
-    """Procedural scenes of 4 shape classes for segmentation, detection and instance masks.
-
-    Default config: 128×128 RGB, 2–6 objects per image from 4 classes (circle, square,
-    triangle, cross), sizes 10–70 px, occlusion allowed (≥ 30 % of each object visible),
-    colours independent of the class, textured background; 1,000 train + 200 validation
-    examples, seed 0. Boxes are absolute (x1, y1, x2, y2) pixels; see the module docstring
-    for the full example format.
+    """Procedural scenes of 4 shape classes (circle, square, triangle, cross) for segmentation,
+    detection and instance masks; default config 128×128, 2–6 objects, 1,000 train + 200
+    validation, seed 0. Format: module docstring.
     """
 
     VERSION = tfds.core.Version("1.0.0")
@@ -202,13 +178,9 @@ def build_scenes(data_dir: str, *, image_size: int = 128, min_objects: int = 2,
                  max_objects: int = 6, num_train: int = 1000, num_val: int = 200,
                  seed: int = 0, min_size: int = 0, max_size: int = 0,
                  person_fraction: float = 0.0) -> JaxdetScenes:
-    """Builds the scenes dataset under `data_dir` unless already built; returns the builder.
-
-    Safe to call again: a prepared directory is reused without generating anything (a few
-    ms). Building the default (1,000 + 200 examples at 128×128, 43 MB) took 14 s wall / 12 s
-    CPU on the 2-core development machine while other jobs ran; nothing is fetched from the
-    network and TensorFlow is not imported. Not safe to run twice at once on one directory.
-    Read with `builder.as_data_source()["train"|"validation"]`.
+    """Build the scenes dataset under `data_dir` unless already built (idempotent, no network, no
+    TensorFlow; not safe to run twice at once on one directory); returns the builder. Read with
+    `builder.as_data_source()["train"|"validation"]`.
     """
     config = ScenesConfig.create(image_size=image_size, min_objects=min_objects,
                                  max_objects=max_objects, num_train=num_train, num_val=num_val,
@@ -219,7 +191,8 @@ def build_scenes(data_dir: str, *, image_size: int = 128, min_objects: int = 2,
 
 def prepare(builder_cls: type, config: tfds.core.BuilderConfig, data_dir: str) -> Any:
     """``builder_cls`` for ``config`` under ``data_dir``, generated (array_record, no download)
-    unless already prepared; a predefined config of the same name is used when there is one."""
+    unless prepared; a predefined config of the same name is used when there is one.
+    """
     predefined = {c.name: c for c in builder_cls.BUILDER_CONFIGS}
     builder = builder_cls(data_dir=data_dir, config=predefined.get(config.name, config))
     if not builder.is_prepared():

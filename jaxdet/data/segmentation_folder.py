@@ -1,6 +1,6 @@
-r"""Segmentation folders (images + label images paired by file name) converted once into TFDS.
+"""Segmentation folders (images + label images paired by file name) converted once into TFDS.
 
-Layout (``path`` is ``--config.data.path``; folder names are options)::
+Layout (``path`` = ``config.data.path``; folder names are options)::
 
     path/images/a.jpg            # image_dir: RGB (any PIL format; grey/RGBA converted to RGB)
     path/labels/a.png            # label_dir: same stem, one class index per pixel
@@ -8,31 +8,15 @@ Layout (``path`` is ``--config.data.path``; folder names are options)::
     path/splits/train.txt        # optional split_dir: stems of "train" ...
     path/splits/val.txt          # ... and of "validation"
 
-Pascal VOC's segmentation layout is this with ``image_dir="JPEGImages"``,
-``label_dir="SegmentationClass"``, ``split_dir="ImageSets/Segmentation"``.
+(Pascal VOC: ``JPEGImages``, ``SegmentationClass``, ``ImageSets/Segmentation``.) Palette /
+grey label values are class indices; RGB labels map through the class colours. ``ignore_index``
+(255) is left out of loss and metrics. Without split files: seeded split. Examples are the
+label images (images without labels are ignored).
 
-Label images: a palette PNG (VOC ``SegmentationClass``) or a grey ("L") PNG holds the class
-index of each pixel (a palette image's indices, not its colours); an RGB label image is
-mapped through the class colours (a colour not among them is a bad record). The value
-``ignore_index`` (255; VOC's object borders) marks pixels left out of the loss and the
-metrics. Class names, in index order, come from ``class_names`` (the config) or from
-``classes.txt`` (``classes_file``); colours likewise, else from a palette label image's
-palette, else none. Without split files the stems are split by a seeded permutation
-(``val_fraction``, ``split_seed``). The label images define the examples: a label without
-its image is a bad record, an image without a label is not an example (their count is
-logged).
-
-Example format (``builder.as_data_source()[split][i]``):
-
-* ``image`` uint8 ``[H, W, 3]`` RGB;
-* ``segmentation`` uint8 ``[H, W, 1]``: class index in ``[0, C)`` or ``ignore_index``;
-* ``image_id`` int64 index within the split (sorted stems); ``file_name`` (the image's).
-
-Metadata: ``class_names``, ``colors`` (``[C, 3]`` lists or ``[]``), ``ignore_index``,
-``skipped``. Bad records (:class:`jaxdet.data.local_tfds.BadRecord`): missing or unreadable
-image or label (``missing_image``, ``missing_label``, ``unreadable_image``), a label value
-outside ``[0, C)`` other than ``ignore_index`` (``label_out_of_range``), image and label of
-different sizes (``size_mismatch``).
+Example: ``image`` uint8 ``[H, W, 3]``; ``segmentation`` uint8 ``[H, W, 1]`` in ``[0, C)`` or
+``ignore_index``; ``image_id``; ``file_name``. Metadata ``class_names``, ``colors``,
+``ignore_index``, ``skipped``. Bad records: ``missing_image``, ``missing_label``,
+``unreadable_image``, ``label_out_of_range``, ``size_mismatch``.
 """
 
 from __future__ import annotations
@@ -54,8 +38,9 @@ SPLIT_FILES = {"train": "train.txt", "validation": "val.txt"}
 
 
 def read_classes_file(path: str) -> tuple[list[str], list[list[int]]]:
-    """``(names, colours)`` from a file of ``name`` or ``name r g b`` lines (colours ``[]``
-    unless every line has one). Raises ``ValueError`` naming the file and line."""
+    """``(names, colours)`` from ``name`` / ``name r g b`` lines (colours ``[]`` unless every line
+    has one); ValueError naming file and line.
+    """
     names, colours = [], []
     with open(path) as f:
         for k, line in enumerate(f, 1):
@@ -75,8 +60,9 @@ def read_classes_file(path: str) -> tuple[list[str], list[list[int]]]:
 def class_names_and_colours(path: str, class_names: Sequence[str] = (),
                             classes_file: str = "classes.txt"
                             ) -> tuple[list[str], list[list[int]]]:
-    """Class names (and colours) of the folder ``path``: ``class_names`` when given, else
-    ``path/classes_file``. Raises ``FileNotFoundError`` naming the file when neither."""
+    """Class names (and colours) of folder ``path``: ``class_names`` if given, else
+    ``path/classes_file``; FileNotFoundError naming the file when neither.
+    """
     file = os.path.join(os.path.expanduser(path), classes_file)
     names, colours = read_classes_file(file) if os.path.isfile(file) else ([], [])
     if class_names:
@@ -239,10 +225,9 @@ def build(path: str, data_dir: str, *, image_dir: str = "images", label_dir: str
           split_dir: str = "splits", class_names: Sequence[str] = (),
           classes_file: str = "classes.txt", ignore_index: int = 255, val_fraction: float = 0.1,
           split_seed: int = 0, skip_bad_records: bool = False) -> JaxdetSegmentationFolder:
-    """Converts the folder ``path`` under ``data_dir`` unless done; returns the builder.
-
-    Read with ``builder.as_data_source()["train"|"validation"]``; ``builder.info.metadata``
-    holds ``class_names``, ``colors``, ``ignore_index`` and ``skipped``.
+    """Convert the folder ``path`` under ``data_dir`` unless done; returns the builder (metadata
+    ``class_names``, ``colors``, ``ignore_index``, ``skipped``). FileNotFoundError if the image or
+    label folder is missing.
     """
     path = os.path.abspath(os.path.expanduser(path))
     names, colours = class_names_and_colours(path, class_names, classes_file)

@@ -1,47 +1,22 @@
 """The tasks' real-data sources, chosen by ``config.data.source``.
 
-``config.data.source``: ``"scenes"`` (default; the synthetic data, handled by the tasks
-themselves), ``"coco"`` (a COCO-format folder, :mod:`jaxdet.data.coco`), ``"tfds_coco"``
-(TFDS ``coco/2017`` prepared under ``config.data.data_dir``), ``"voc"`` (:mod:`jaxdet.data.voc`)
-for detection, ``"folder"`` (:mod:`jaxdet.data.segmentation_folder`) for segmentation. Each
-folder is converted once into a TFDS dataset under ``config.data.data_dir`` and read
-through the same pipeline as the synthetic data.
+``"scenes"`` (default, handled by the tasks); detection ``"coco"``, ``"tfds_coco"``, ``"voc"``;
+segmentation ``"folder"``. Folders are converted once into TFDS under ``data_dir``.
 
-``config.data`` fields read here (defaults in brackets): ``path`` (the folder), ``data_dir``,
-``image_size`` [0: images as they are] — every image scaled to fit ``image_size x
-image_size`` and padded (:class:`jaxdet.data.local_tfds.FitToSquare`; the batches stack one
-static size), ``skip_bad_records`` [False], ``class_names`` [(): from the data],
-``val_fraction`` [0.1] and ``split_seed`` [0] (when there are no split files),
-``keep_difficult`` [False] (VOC), ``masks`` [True], ``keypoints`` [False] and ``instances``
-[True] (COCO; False: the ``person_keypoints_*`` files alone), ``category_labels``
-[``"contiguous"``] (COCO; ``"ids"``: label = category id - 1, torchvision's released weights),
-``image_dir`` / ``annotation_dir`` / ``label_dir`` / ``split_dir`` / ``classes_file``
-(the converters' defaults), ``ignore_index`` [255] (segmentation), ``random_flip`` [False]:
-the training split doubled with each image's horizontal flip
-(:class:`jaxdet.data.augment.FlipDoubled`; keypoints swap ``left_*`` / ``right_*``).
+``config.data`` fields [defaults]: ``path``, ``data_dir``, ``image_size`` [0: as is; else
+:class:`~jaxdet.data.local_tfds.FitToSquare`], ``skip_bad_records`` [False], ``class_names``
+[()], ``val_fraction`` [0.1], ``split_seed`` [0], ``keep_difficult`` [False] (VOC),
+``masks`` [True] / ``keypoints`` [False] / ``instances`` [True] / ``category_labels``
+[``"contiguous"``] (COCO), ``image_dir`` / ``annotation_dir`` / ``label_dir`` /
+``split_dir`` / ``classes_file``, ``ignore_index`` [255], ``random_flip`` [False]
+(:class:`~jaxdet.data.augment.FlipDoubled`), ``max_instances`` [0] (detection).
+Augmentation (:class:`~jaxdet.data.augment.GeometryTransform`, on when any is set):
+``pad_sizes`` [()], ``resize_short`` / ``resize_max`` [0], ``scale_jitter`` [()],
+``photometric`` [0.0], ``augment_seed`` [``config.seed``].
 
-Augmentation and sizes (:class:`jaxdet.data.augment.GeometryTransform`; all off by default,
-then every image is fitted into ``image_size`` as above): ``pad_sizes`` [()] the declared
-``(h, w)`` sizes (one entry: a fixed size; several: one per global training batch of
-``config.batch_size``, evaluation at the last; () = ``((image_size, image_size),)``) padded
-to with the validity ``image_hw``; ``resize_short`` [0] / ``resize_max`` [0] the shorter
-side resized to ``resize_short``, the longer at most ``resize_max`` (0: fitted into the
-size); ``scale_jitter`` [()] ``(min, max)`` scale factor of the training images, cropped to
-the size at a random place (boxes clipped, instances outside dropped); ``photometric``
-[0.0] the brightness / contrast / saturation jitter strength of training images;
-``augment_seed`` [``config.seed``]. Any of these set switches the chain on (training draws
-through :class:`jaxdet.data.augment.Augmented`: seeded by the draw's position, resumable).
-
-Detection: at most ``max_instances`` objects per image are kept, the excess counted and
-logged (:class:`jaxdet.data.augment.InstanceLimit`). COCO crowd objects (``is_crowd``) stay
-in the examples: the detection task leaves them out of the training targets
-(``gt_valid`` False) and passes them to pycocotools as ``iscrowd=1`` ground truth
-(``gt_iscrowd``: detections on crowd regions are ignored, COCO's rule). VOC ``difficult``
-objects are left out (:class:`jaxdet.data.local_tfds.DropObjects`) unless
-``keep_difficult``. With the augmentation chain on, evaluation runs at the original image
-size (the evaluation examples carry ``orig_hw`` and ``orig_objects``: boxes mapped back,
-full-size gt masks, COCO areas), as COCO's; images fitted by ``image_size`` alone are
-evaluated at the fitted size (boxes scaled with the image).
+COCO crowds stay in the examples (not training targets, ``iscrowd=1`` in evaluation); VOC
+``difficult`` objects are dropped unless ``keep_difficult``. With augmentation, evaluation
+uses the original size (``orig_hw``, ``orig_objects``); else the fitted size.
 """
 
 from __future__ import annotations
@@ -125,8 +100,9 @@ AUGMENT_FIELDS = ("pad_sizes", "resize_short", "resize_max", "scale_jitter", "ph
 
 def _geometry(config: ml_collections.ConfigDict, splits: dict[str, Any], ignore: int = 255,
               max_instances: int = 0) -> dict[str, Any]:
-    """Each split fitted into ``image_size`` (the default) or through the augmentation chain
-    (module docstring), then limited to ``max_instances`` objects (> 0)."""
+    """Each split fitted into ``image_size`` (default) or through the augmentation chain, then
+    limited to ``max_instances`` objects (> 0).
+    """
     data = config.data
     size = int(data.get("image_size", 0) or 0)
     limits = {k: augment.InstanceLimit(max_instances, k) for k in splits} if max_instances else {}
@@ -154,10 +130,10 @@ def _geometry(config: ml_collections.ConfigDict, splits: dict[str, Any], ignore:
 
 
 def detection_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``{"train": source, "validation": source}`` in the synthetic scenes' example format
-    (``image``, ``objects/bbox``, ``objects/label``, ``objects/is_crowd``, ``objects/mask``
-    ...), difficult objects dropped, images fitted to ``config.data.image_size`` or through
-    the augmentation chain, at most ``config.data.max_instances`` objects."""
+    """``{"train", "validation"}`` sources in the scenes' example format (``image``,
+    ``objects/bbox``, ``label``, ``is_crowd``, ``mask`` ...), difficult objects dropped, fitted or
+    augmented, at most ``max_instances`` objects.
+    """
     if source_name(config) == "tfds_coco":
         from jaxdet.data import coco
 
@@ -189,8 +165,9 @@ def segmentation_class_names(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def segmentation_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``{"train": source, "validation": source}`` with ``image`` and ``segmentation``
-    ``[H, W, 1]`` (255 = ignored), images fitted to ``config.data.image_size``."""
+    """``{"train", "validation"}`` sources with ``image`` and ``segmentation`` ``[H, W, 1]`` (255
+    ignored). ValueError on another source or ``ignore_index``.
+    """
     from jaxdet.data import segmentation_folder
 
     if source_name(config) not in SEGMENTATION_SOURCES:

@@ -1,47 +1,22 @@
 """Procedural stick figures with the 17 COCO person keypoints (pure NumPy).
 
-The embedded pose dataset of jaxdet: one articulated "person" per image on the textured
-background of `scenes`, with COCO-style keypoints (x, y, visibility), its tight box and its
-visible mask. `generate_pose_example` draws one example from a `np.random.Generator`; the same
-generator state gives the same example. The figure is built in two reusable steps,
-`person_keypoints` (a random pose) and `rasterise_person` / `person_shape` (the drawing of any
-17-keypoint pose), so that the multi-object scenes can paint persons with the same code.
+jaxdet's embedded pose dataset: one person per image on `scenes`' background, with keypoints
+(x, y, v), tight box and visible mask; `generate_pose_example` is deterministic given the
+generator state. `person_keypoints` and `person_shape` / `rasterise_person` are reused by
+`scenes`. Coordinates as in `scenes` (pixel (i, j) covers [j, j+1) × [i, i+1); x right, y down).
 
-Coordinates: continuous pixel coordinates as in `scenes`: pixel (row i, col j) covers
-[j, j+1) × [i, i+1), its centre is (j + 0.5, i + 0.5), and a keypoint (x, y) lies in pixel
-(floor(y), floor(x)). x goes right, y goes down.
+Difficulty (`PoseSpec` defaults, pinned by tests):
 
-Difficulty (the defaults of `PoseSpec`; the tests pin the heights, rotation, sides, keypoint
-visibility, occlusion rate and flat colours; the percentages below were measured on 1,500
-draws):
-
-* 64×64 RGB images with exactly one figure, facing the viewer: the person's left side
-  (`left_*` keypoints) is on the image's right before rotation.
-* Figure height 35–90 % of the image side, uniform, where height = ankles to top of head of the
-  upright figure with straight legs (every body length is a fixed fraction of it; shoulder and
-  hip widths vary by ±15 %). A pose that would not fit the image (raised arms, spread legs at
-  the largest heights) is shrunk about its hips until it just fits: that happens to about
-  1 % of the figures. The whole figure lies inside the image, at a uniform random position.
-* Pose: arms from −10° (across the body) to 170° (raised) at the shoulder, elbows bent by up to
-  ±135°; thighs from −10° to 50° (spread), knees bent by up to ±45°; no wrist, knee or ankle
-  crosses the body's midline, so left and right limbs never swap sides. The head tilts by up
-  to ±25° on its neck; the face keypoints (nose, eyes, ears) sit at fixed places of the head
-  disc given that tilt, so they follow from the drawing. The whole figure is rotated by up to
-  ±20°.
-* Drawing: limbs and neck are capsules of width 5–8 % of the height (at least 2 px), the torso
-  is the filled quadrilateral of shoulders and hips, the head is a disc of radius 8.5 % of
-  the height (at least large enough to contain the face keypoints' pixels). Every keypoint's
-  pixel is on the drawn figure. Flat colour, no anti-aliasing.
-* Occluders: 0–2 per image (count uniform), each a flat-colour disc or rectangle (aspect 1–3,
-  any angle) of size 20–50 % of the figure's height, centred on a random visible pixel of the
-  figure and painted over it. A placement that would leave less than 50 % of the figure's
-  pixels visible is redrawn (10 tries, then that occluder is left out: about 0.4 % of them).
-  A keypoint whose pixel an occluder covers has visibility 1 (labelled, not visible), every
-  other keypoint 2; about 65 % of the images have at least one occluded keypoint.
-* Colours: the figure's and each occluder's colour are uniform in the RGB cube, redrawn by the
-  rule of `scenes` (contrast 60 with at least 90 % of what it covers), independent of the pose.
-  Background as in `scenes` (two colours blended by smooth noise, stripes of a third). Every
-  pixel gets uniform noise of standard deviation 4 (±7).
+* 64×64 RGB, one figure facing the viewer (`left_*` on the image's right before rotation),
+  inside the image at a uniform position; height (ankles to head top, upright) 35–90 % of
+  the side; shoulder/hip widths ±15 %; shrunk about the hips if it does not fit.
+* Arms −10°..170°, elbows ±135°, thighs −10°..50°, knees ±45°; no wrist, knee or ankle
+  crosses the midline; head tilt ±25°; figure rotated ±20°.
+* Capsule limbs 5–8 % of the height wide (≥ 2 px), filled torso, head disc radius 8.5 %;
+  every keypoint's pixel is on the figure; flat colour, no anti-aliasing.
+* 0–2 occluders (discs / rectangles, 20–50 % of the height) on visible figure pixels, keeping
+  ≥ 50 % visible (10 tries); covered keypoints v = 1, others v = 2.
+* Colours by `scenes`' contrast rule, independent of the pose; noise std 4 (±7).
 """
 
 from __future__ import annotations
@@ -98,21 +73,14 @@ _HEAD_TILT = 25.0
 
 @dataclasses.dataclass(frozen=True)
 class PoseSpec:
-    """Parameters of the pose generator; the defaults are the pinned difficulty above.
+    """Pose generator parameters; the defaults are the pinned difficulty (module docstring).
 
-    Attributes:
-      image_size: height = width of the square image, in pixels (at least 16).
-      min_height, max_height: range of the figure height as a fraction of image_size.
-      min_thickness, max_thickness: range of the limb width as a fraction of the height.
-      min_thickness_px: limb width floor in pixels (≥ 1.5, so every joint's pixel is drawn).
-      max_rotation_deg: the whole figure is rotated uniformly in ±this.
-      min_occluders, max_occluders: inclusive range of the number of occluders per image.
-      min_occluder_size, max_occluder_size: range of an occluder's size (longer side of its
-        box; diameter of a disc) as a fraction of the figure height.
-      min_visible_fraction: occluders leave at least this fraction of the figure visible.
-      occluder_tries: placements tried per occluder before it is left out.
-      noise_std: standard deviation of the per-pixel uniform noise (0–255 scale).
-      min_contrast: RGB distance a colour keeps from what it covers (rule of `scenes`).
+    ``image_size`` (square side, >= 16); ``min/max_height`` (fraction of image_size);
+    ``min/max_thickness`` (limb width, fraction of the height); ``min_thickness_px`` (>= 1.5);
+    ``max_rotation_deg``; ``min/max_occluders`` (inclusive count); ``min/max_occluder_size``
+    (longer box side or diameter, fraction of the height); ``min_visible_fraction`` (left
+    visible by occluders); ``occluder_tries``; ``noise_std`` (0–255); ``min_contrast`` (RGB
+    distance to what is covered).
     """
 
     image_size: int = 64
@@ -154,12 +122,9 @@ class PoseSpec:
 def _limb(rng: np.random.Generator, root: np.ndarray, side: float, lengths: tuple[float, float],
           first: tuple[float, float], bend: float, height: float,
           max_second: float = 360.0) -> np.ndarray:
-    """[2, 2] (middle joint, end joint) of a two-segment limb in the body frame (y up).
-
-    `side` is +1 for the person's left (x > 0), -1 for the right; angles are drawn in degrees
-    from hanging straight down, positive away from the body, redrawn until both joints keep
-    to their side of the midline and the second segment is within ±`max_second`; the limb
-    hangs straight down if no draw qualifies.
+    """[2, 2] (middle, end joint) of a two-segment limb in the body frame (y up); `side` +1 person's
+    left, -1 right; angles in degrees from hanging down, redrawn until both joints keep their
+    side of the midline (and the second segment within ±`max_second`), else hanging straight.
     """
     def direction(angle_deg: np.ndarray) -> np.ndarray:
         a = np.deg2rad(angle_deg)
@@ -179,13 +144,9 @@ def _limb(rng: np.random.Generator, root: np.ndarray, side: float, lengths: tupl
 
 
 def person_keypoints(rng: np.random.Generator, height: float, angle: float) -> np.ndarray:
-    """A random articulated pose, float32 [17, 2] (x, y) in `KEYPOINT_NAMES` order.
-
-    Continuous image coordinates (x right, y down) relative to the middle of the hips, which is
-    at the origin; `height` in pixels (ankles to top of head of the upright figure with straight
-    legs); the figure faces the viewer (the person's left on the image's right) and is then
-    rotated by `angle` radians (positive = clockwise on screen, as `scenes`). Joint limits and
-    proportions: see the module docstring. Draws from `rng` a fixed number of times.
+    """A random pose, float32 [17, 2] (x, y) image coordinates in `KEYPOINT_NAMES` order, relative
+    to the middle of the hips; `height` in pixels; facing the viewer, then rotated by `angle`
+    radians (positive clockwise on screen). Draws from `rng` a fixed number of times.
     """
     h = float(height)
     shoulder_w, hip_w = h * rng.uniform(1 - _WIDTH_JITTER, 1 + _WIDTH_JITTER, 2) * (
@@ -214,8 +175,7 @@ def person_keypoints(rng: np.random.Generator, height: float, angle: float) -> n
 
 
 def _convex(points: np.ndarray) -> np.ndarray:
-    """The polygon [V, 2] ordered the way `raster.Shape.contains` expects (as `raster.box_polygon`:
-    negative shoelace sum in y-down coordinates)."""
+    """The polygon [V, 2] ordered as `raster.Shape.contains` expects."""
     x, y = points[:, 0], points[:, 1]
     signed = (x * np.roll(y, -1) - np.roll(x, -1) * y).sum()
     return points[::-1] if signed > 0 else points
@@ -232,8 +192,9 @@ def _capsule_body(p: np.ndarray, q: np.ndarray, radius: float) -> list[np.ndarra
 
 
 def _head(keypoints: np.ndarray) -> tuple[np.ndarray, float]:
-    """(centre [2], radius) of the head disc: centred between the ears, radius from their
-    distance, enlarged if needed so the pixel of every face keypoint has its centre inside."""
+    """(centre [2], radius) of the head disc: between the ears, enlarged to contain the face
+    keypoints' pixel centres.
+    """
     centre = keypoints[3:5].mean(0)
     radius = float(np.hypot(*(keypoints[3] - keypoints[4]))) / (2 * _EAR_U)
     reach = float(np.hypot(*(keypoints[:5] - centre).T).max()) + _PIXEL_REACH
@@ -241,17 +202,11 @@ def _head(keypoints: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def person_shape(keypoints: np.ndarray, thickness: float) -> raster.Shape:
-    """The figure of a 17-keypoint pose as a `scenes` shape (convex polygons and discs).
+    """The figure of a 17-keypoint pose as a `raster.Shape`.
 
-    Args:
-      keypoints: [17, 2] (x, y) continuous pixel coordinates, `KEYPOINT_NAMES` order (a
-        [17, 3] array's first two columns).
-      thickness: limb width in pixels; with thickness ≥ √2 every body keypoint's pixel centre
-        is inside the figure (the head disc always contains the face keypoints' pixels).
-
-    Returns the union of: a capsule of width `thickness` per `SKELETON` limb, the torso
-    (shoulders and hips, filled), the head disc and a neck capsule from the middle of the
-    shoulders to the head's centre.
+    `keypoints`: [17, 2] (or [17, 3]) continuous pixels, `KEYPOINT_NAMES` order; `thickness`:
+    limb width in pixels (>= √2 puts every body keypoint's pixel centre inside). Union of a
+    capsule per `SKELETON` limb, the filled torso, the head disc and a neck capsule.
     """
     kp = np.asarray(keypoints, np.float64)[:, :2]
     r = thickness / 2
@@ -270,11 +225,7 @@ def person_shape(keypoints: np.ndarray, thickness: float) -> raster.Shape:
 
 
 def rasterise_person(keypoints: np.ndarray, thickness: float, hw: int) -> np.ndarray:
-    """bool [hw, hw] mask of `person_shape(keypoints, thickness)` on an hw×hw image.
-
-    A pixel is inside when its centre is (no anti-aliasing); parts outside the image are
-    clipped. Only the figure's box is evaluated, so it is cheap per figure.
-    """
+    """bool [hw, hw] mask of `person_shape(keypoints, thickness)` (pixel centres, clipped)."""
     window, inside = raster.rasterise(person_shape(keypoints, thickness), np.zeros(2), hw)
     mask = np.zeros((hw, hw), bool)
     mask[window] = inside
@@ -297,18 +248,14 @@ def _occluder(rng: np.random.Generator, size: float) -> raster.Shape:
 def generate_pose_example(
     rng: np.random.Generator, spec: PoseSpec = PoseSpec()
 ) -> dict[str, np.ndarray]:
-    """Draws one image with one stick figure. Deterministic given the generator and `spec`.
+    """One image with one stick figure, deterministic given the generator and `spec`.
 
-    Returns a dict with, for H = W = spec.image_size:
+    Returns, for H = W = spec.image_size:
       image: uint8 [H, W, 3] RGB.
-      keypoints: float32 [17, 3] (x, y, v) in `KEYPOINT_NAMES` order; (x, y) continuous pixel
-        coordinates (pixel (row i, col j) covers [j, j+1) × [i, i+1), its centre is
-        (j + 0.5, i + 0.5)), always inside the image; v = 2 if the keypoint's pixel
-        (floor(y), floor(x)) shows the figure, v = 1 if an occluder covers it (COCO
-        "labelled but not visible"). v = 0 (not labelled) does not occur.
-      box: float32 [4] (x1, y1, x2, y2) absolute pixels, tight around `mask`: x1 = first
-        column, x2 = last column + 1 (same for y).
-      mask: uint8 [H, W] 0/1 visible part of the figure (after occluders).
+      keypoints: float32 [17, 3] (x, y, v), `KEYPOINT_NAMES` order, continuous pixels inside the
+        image; v = 2 if pixel (floor(y), floor(x)) shows the figure, 1 if occluded (0 never).
+      box: float32 [4] absolute (x1, y1, x2, y2) tight around `mask` (x2 = last column + 1).
+      mask: uint8 [H, W] 0/1 visible figure.
     """
     hw = spec.image_size
     image = raster.background(rng, hw)  # [3, H, W]

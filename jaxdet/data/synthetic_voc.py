@@ -1,31 +1,14 @@
-r"""Synthetic Pascal-VOC-layout detection folders, for testing a detector on data it was not
+"""Synthetic Pascal-VOC-layout detection folders, for testing a detector on data it was not
 tuned on.
 
-``write_voc_folder(path, style, num_train, num_val)`` writes::
-
-    path/JPEGImages/000000.jpg ...         # RGB JPEG, quality per style
-    path/Annotations/000000.xml ...        # VOC XML: <filename>, <size>, <object>s
-    path/ImageSets/Main/train.txt          # the first num_train stems
-    path/ImageSets/Main/val.txt            # the next num_val stems
-
-which :mod:`jaxdet.data.voc` (and torchvision-side readers of VOC) read as they read VOC2007.
-Boxes are VOC's 1-based inclusive pixel indices of each object's full extent (occluded parts
-included, the image edge excluded), so ``x1 = xmin - 1, x2 = xmax`` in absolute pixels.
-
-Styles (:data:`STYLES`), chosen to differ from :mod:`jaxdet.data.scenes` and from each other:
-
-* ``"shapes"``: 256 x 256, 1-5 objects of ``ellipse, rectangle, triangle, cross``, solid
-  random colours, 16-128 px, overlaps allowed, on a noisy colour gradient; JPEG quality 90.
-* ``"textures"``: 256 x 256, 2-8 objects of ``star, ring, diamond, arrow`` filled with
-  stripes or checks, 12-110 px, on a striped/checked noisy background; JPEG quality 75.
-* ``"clutter"``: 256 x 256, 1-12 objects of ``hexagon, crescent, cross, ellipse``, 8 px to
-  half the image, among unlabelled distractor lines and blobs, blurred or sharpened, JPEG
-  quality 35-95.
-
-An object drawn over so that less than :data:`MIN_VISIBLE` of it shows is left out of the
-annotations (its visible part stays in the image, as clutter).
-
-Every image is a deterministic function of ``(style, seed, index)``.
+:func:`write_voc_folder` writes ``JPEGImages/*.jpg``, ``Annotations/*.xml`` and
+``ImageSets/Main/{train,val}.txt``, readable as VOC2007 by :mod:`jaxdet.data.voc`; boxes are
+VOC's 1-based inclusive indices of each object's full extent. Styles (:data:`STYLES`,
+256 x 256): ``"shapes"`` (1-5 solid shapes, 16-128 px, gradient, JPEG 90), ``"textures"``
+(2-8 patterned shapes, 12-110 px, patterned background, JPEG 75), ``"clutter"`` (1-12
+shapes, 8 px to half the image, distractors, blur/sharpen, JPEG 35-95). Objects with less
+than :data:`MIN_VISIBLE` showing are not annotated. Each image is a function of ``(style,
+seed, index)``.
 
 Command line: ``python -m jaxdet.data.synthetic_voc --out=DIR --style=shapes
 [--num_train=2000 --num_val=200 --seed=0]``.
@@ -72,8 +55,9 @@ STYLES: dict[str, VocStyle] = {
 
 def _polygon(kind: str, cx: float, cy: float, w: float, h: float, angle: float
              ) -> list[tuple[float, float]]:
-    """Outline points of a polygonal shape of extent ``w x h`` about ``(cx, cy)``, rotated
-    by ``angle`` radians (the rotation of the unit shape, before scaling)."""
+    """Outline of a polygonal shape of extent ``w x h`` about ``(cx, cy)``, unit shape rotated by
+    ``angle`` radians.
+    """
     if kind == "triangle":
         pts = [(0.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
     elif kind == "cross":
@@ -98,8 +82,7 @@ def _polygon(kind: str, cx: float, cy: float, w: float, h: float, angle: float
 
 def _shape_mask(kind: str, height: int, width: int, rng: np.random.Generator,
                 size: float) -> np.ndarray:
-    """``[H, W]`` bool mask of one shape of longer side ~``size`` px, placed with its centre
-    inside the image (it may be cut by the border)."""
+    """``[H, W]`` bool mask of one shape of longer side ~``size`` px, centre inside the image."""
     aspect = float(rng.uniform(0.6, 1.0))
     w, h = (size, size * aspect) if rng.random() < 0.5 else (size * aspect, size)
     cx, cy = float(rng.uniform(0, width)), float(rng.uniform(0, height))
@@ -170,8 +153,9 @@ def _distractors(img: np.ndarray, count: int, rng: np.random.Generator) -> np.nd
 
 def draw_example(style: VocStyle, rng: np.random.Generator
                  ) -> tuple[np.ndarray, list[tuple[str, tuple[int, int, int, int]]]]:
-    """One image and its objects: ``(uint8 [H, W, 3], [(class, (xmin, ymin, xmax, ymax))])``,
-    boxes in VOC's 1-based inclusive pixel indices."""
+    """One image and its objects: ``(uint8 [H, W, 3], [(class, (xmin, ymin, xmax, ymax))])``, VOC's
+    1-based inclusive indices.
+    """
     height, width = (int(v) for v in rng.integers(style.image_sides[0],
                                                    style.image_sides[1] + 1, 2))
     img = _background(style, height, width, rng)
@@ -219,12 +203,9 @@ def _xml(stem: str, height: int, width: int,
 
 def write_voc_folder(path: str, style: str | VocStyle, num_train: int, num_val: int,
                      seed: int = 0) -> dict[str, int]:
-    """Write a VOC2007-layout folder (see the module docstring) of ``num_train`` training and
-    ``num_val`` validation images in ``style`` (a name in :data:`STYLES` or a
-    :class:`VocStyle`); returns ``{"images": ..., "objects": ...}`` counts.
-
-    Raises:
-      ValueError: an unknown ``style`` or a negative count.
+    """Write a VOC2007-layout folder of ``num_train`` + ``num_val`` images in ``style`` (name in
+    :data:`STYLES` or a :class:`VocStyle`); returns ``{"images": ..., "objects": ...}``. Raises
+    ValueError on an unknown style or a negative count.
     """
     if isinstance(style, str) and style not in STYLES:
         raise ValueError(f"style={style!r}; expected one of {sorted(STYLES)}")

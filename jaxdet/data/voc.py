@@ -1,38 +1,21 @@
-r"""Pascal VOC detection annotations (XML) converted once into a TFDS dataset.
+"""Pascal VOC detection annotations (XML) converted once into a TFDS dataset.
 
-Layouts (``path`` is the folder given as ``--config.data.path``):
-
-* VOC2007 / VOC2012::
+Layouts (``path`` = ``config.data.path``): VOC2007 / VOC2012::
 
     path/Annotations/000005.xml
     path/JPEGImages/000005.jpg
     path/ImageSets/Main/train.txt    # one image stem per line -> split "train"
     path/ImageSets/Main/val.txt      # -> split "validation"
 
-* flat: an image folder and an XML folder (``image_dir``, ``annotation_dir``), no split
-  files: every XML is used, split into train / validation by a seeded permutation
-  (``val_fraction``, ``split_seed``; :func:`jaxdet.data.local_tfds.split_by_ratio`).
+or flat ``image_dir`` + ``annotation_dir`` without split files (seeded split). Boxes: VOC's
+1-based inclusive ``xmin..xmax`` -> absolute ``(xmin - 1, ymin - 1, xmax, ymax)``. Classes:
+``class_names`` (unknown name: bad record), else all names found, sorted (VOC:
+:data:`VOC_CLASSES`).
 
-An XML's image is ``image_dir/<filename>`` from the XML, else ``image_dir/<stem>.<ext>``.
-Boxes: VOC's 1-based inclusive pixel indices ``xmin..xmax`` become absolute ``(x1, y1, x2,
-y2)`` pixels with ``x1 = xmin - 1``, ``x2 = xmax`` (x2 = last column + 1, as detectron2 and
-the synthetic scenes). Classes: ``class_names`` when given (an unknown name is then a bad
-record), else every name found in the XMLs of all splits, sorted (for VOC itself this is
-the usual 20-class order, :data:`VOC_CLASSES`).
-
-Example format (``builder.as_data_source()[split][i]``; N objects):
-
-* ``image`` uint8 ``[H, W, 3]`` RGB (JPEG/PNG files stored as they are);
-* ``objects/bbox`` float32 ``[N, 4]`` (x1, y1, x2, y2) absolute pixels;
-* ``objects/label`` int64 ``[N]``, 0-based into the metadata's ``class_names``;
-* ``objects/difficult``, ``objects/truncated`` bool ``[N]`` (missing tags read as False);
-* ``image_id`` int64 index within the split (split order = sorted stems); ``file_name``.
-
-Bad records (:class:`jaxdet.data.local_tfds.BadRecord`; stop, or skipped and counted with
-``skip_bad_records``): malformed XML or a missing/non-numeric tag (``malformed_record``), a
-box with ``xmax < xmin``, ``ymax < ymin`` or outside the image (``bad_box``), a missing or
-unreadable image (``missing_image``, ``unreadable_image``), an XML ``<size>`` different
-from the image's (``size_mismatch``), a name outside ``class_names`` (``unknown_class``).
+Example: ``image`` uint8 ``[H, W, 3]``; ``objects/bbox`` float32 ``[N, 4]``, ``label`` int64,
+``difficult`` / ``truncated`` bool; ``image_id`` (sorted stems); ``file_name``. Bad records:
+``malformed_record``, ``bad_box``, ``missing_image``, ``unreadable_image``, ``size_mismatch``,
+``unknown_class``.
 """
 
 from __future__ import annotations
@@ -93,8 +76,9 @@ def _flag(node: ET.Element, tag: str) -> bool:
 
 
 def parse_xml(xml_path: str) -> VocRecord:
-    """One annotation file (boxes converted as in the module docstring; not yet checked
-    against the image). Raises :class:`BadRecord` for malformed XML or tags."""
+    """One annotation file (boxes converted, not yet checked against the image); raises
+    :class:`BadRecord` on malformed XML or tags.
+    """
     stem = os.path.splitext(os.path.basename(xml_path))[0]
     try:
         root = ET.parse(xml_path).getroot()
@@ -255,10 +239,8 @@ def build(path: str, data_dir: str, *, image_dir: str = "JPEGImages",
           annotation_dir: str = "Annotations", split_dir: str = "ImageSets/Main",
           class_names: Sequence[str] = (), val_fraction: float = 0.1, split_seed: int = 0,
           skip_bad_records: bool = False) -> JaxdetVoc:
-    """Converts the VOC folder ``path`` under ``data_dir`` unless done; returns the builder.
-
-    Read with ``builder.as_data_source()["train"|"validation"]``; class names in
-    ``builder.info.metadata["class_names"]``, skip counts in ``...["skipped"]``.
+    """Convert the VOC folder ``path`` under ``data_dir`` unless done; returns the builder (metadata
+    ``class_names``, ``skipped``). FileNotFoundError without the annotation folder.
     """
     path = os.path.abspath(os.path.expanduser(path))
     options = dict(image_dir=image_dir, annotation_dir=annotation_dir, split_dir=split_dir,

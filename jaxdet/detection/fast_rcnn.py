@@ -1,54 +1,24 @@
-"""Fast R-CNN on given (Selective Search) proposals, static shapes.
+"""Fast R-CNN (Girshick, 2015) on given (Selective Search) proposals, static shapes.
 
-Girshick's 2015 detector between R-CNN (:mod:`jaxdet.detection.rcnn`) and Faster R-CNN
-(:mod:`jaxdet.detection.faster_rcnn`): ONE backbone pass per image, then every proposal is
-RoI-max-pooled (:func:`jaxdet.ops.roi_pool`, 7 x 7) from the shared feature map and
-classified / regressed by the box head of :mod:`jaxdet.detection.roi_heads`. The proposals
-come from outside (:mod:`jaxdet.data.proposals`), so there is no RPN and no RPN loss.
+One backbone pass per image; proposals are RoI-max-pooled (:func:`jaxdet.ops.roi_pool`) from
+the ``roi_feature`` map (``"C3"`` stride 8, default; ``"C4"`` stride 16, the paper's) into
+:class:`~jaxdet.detection.roi_heads.BoxHead`. No RPN: proposals come from
+:mod:`jaxdet.data.proposals`.
 
-Contract (that of :class:`~jaxdet.detection.faster_rcnn.FasterRCNN` plus the proposals):
+Call contract of :class:`~jaxdet.detection.faster_rcnn.FasterRCNN` (``images``, ``image_hw``,
+``targets`` with optional ``example_mask``, float32 boxes) plus keyword ``proposals``
+``[B, P, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels and ``proposal_valid`` ``[B, P]``:
 
-* ``model.apply(v, images, image_hw, train=True, targets=gt, rng=keys, proposals=p,
-  proposal_valid=pv, mutable=...)`` (``keys``: one ``jax.random`` key per image, ``[B]``)
-  returns ``{"terms": {"roi_classifier": (sum, count), "roi_box": (sum, count)},
-  "recall": (hit, total), "num_foreground_rois": (sum, count)}``: the two Fast R-CNN losses
-  as ``(sum, count)`` pairs (global mean ``sum / max(count, 1)``), the number of gt boxes
-  some of the first ``recall_top_n`` given proposals covers at IoU >= 0.5 and the number of
-  gt boxes, and the foreground RoIs over the number of real examples.
-* ``model.apply(v, images, image_hw, train=False, proposals=p, proposal_valid=pv)`` returns
-  the :class:`~jaxdet.core.Detections` fields (``boxes [B, K, 4]``,
-  ``scores [B, K]``, ``classes [B, K]`` int32, ``valid [B, K]``; sorted by score, padding
-  last) plus ``proposals [B, P, 4]`` and ``proposal_valid [B, P]`` (the inputs, float32 /
-  bool).
+* ``train=True`` (``rng`` ``[B]``): ``{"terms": {"roi_classifier", "roi_box"}, "recall",
+  "num_foreground_rois"}``, all ``(sum, count)``; recall over the first ``recall_top_n``
+  proposals at IoU 0.5.
+* ``train=False``: :class:`~jaxdet.core.Detections` fields ``[B, K]`` plus the input
+  ``proposals`` / ``proposal_valid``.
 
-Shapes and formats. ``images`` ``[B, H, W, 3]`` float in [0, 1]; ``image_hw`` ``[B, 2]``
-(optional, default ``(H, W)``) the unpadded ``(height, width)`` detections are clipped to;
-``proposals`` ``[B, P, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels of the network input,
-``proposal_valid`` ``[B, P]`` bool (False on padding); ``targets``: ``gt_boxes`` ``[B, G, 4]``
-float32 ``(x1, y1, x2, y2)`` absolute pixels, ``gt_labels`` ``[B, G]`` int32 0-based classes,
-``gt_valid`` ``[B, G]`` bool, optionally ``example_mask`` ``[B]`` (0 for padded examples,
-which then add nothing to any sum or count). Boxes stay float32 whatever the compute dtype.
-
-Training: gt boxes appended to the proposals, matched at 0.5, ``roi_batch_size_per_image``
-RoIs sampled at ``roi_positive_fraction`` (:func:`~jaxdet.detection.roi_heads.roi_targets`;
-the paper's background range ``[0.1, 0.5)`` is replaced by torchvision's ``[0, 0.5)``), RoI
-pool, ``fc6``/``fc7``, scores and class-specific deltas (weights 10, 10, 5, 5),
-:func:`~jaxdet.detection.roi_heads.roi_losses`. Inference: all ``P`` proposals, then
-:func:`~jaxdet.detection.roi_heads.postprocess_detections`.
-
-Feature map: ``roi_feature="C3"`` (stride 8) by default, ``"C4"`` (stride 16, the paper's
-conv5 / torchvision's C4 setting) selectable. At 128 x 128 with 10-70 px objects the C4 map is
-8 x 8, and RoIPool snaps every box to whole cells: a 16 px grid moves a 10-30 px box's edges
-by up to 8 px (measured on the 768 gt boxes of the 200 validation scenes: mean IoU 0.40
-between a box and the cells RoIPool reads at stride 16, 0.58 at stride 8), so neighbouring
-proposals of a small object pool the same cells and box regression has to undo the
-quantisation. C3 halves that error at 4x the
-map size (16 x 16), still cheap here. ``stem="small"`` changes the strides (read from
-:meth:`jaxdet.models.resnet.ResNet.output_strides`).
-
-Parameter names: ``body`` (the ResNet, truncated after the chosen stage), ``roi_heads``
-(:class:`~jaxdet.detection.roi_heads.BoxHead`: ``box_head/fc6``, ``box_head/fc7``,
-``box_predictor/cls_score``, ``box_predictor/bbox_pred``).
+Training samples RoIs with :func:`~jaxdet.detection.roi_heads.roi_targets` (gt appended;
+torchvision's background ``[0, 0.5)``, not the paper's ``[0.1, 0.5)``); inference scores all
+``P`` proposals. Parameters: ``body`` (ResNet truncated after ``roi_feature``), ``roi_heads``
+(``box_head/fc6``, ``box_head/fc7``, ``box_predictor/cls_score``, ``box_predictor/bbox_pred``).
 """
 
 from __future__ import annotations
@@ -72,17 +42,16 @@ LOSS_TERMS = ("roi_classifier", "roi_box")
 
 @dataclasses.dataclass(frozen=True)
 class ClassicSpec:
-    """Static numbers of R-CNN / Fast R-CNN (from ``config.model``; the ``roi_*``, score and
-    NMS fields mean what they mean in :class:`jaxdet.detection.faster_rcnn.DetectorSpec`).
+    """Static numbers of R-CNN / Fast R-CNN, from ``config.model``.
 
-    The defaults are :class:`~jaxdet.detection.faster_rcnn.DetectorSpec`'s (torchvision's), so
-    that the three detectors compare with the same RoI sampling and losses; the papers used
-    128 RoIs per image (64 in Fast R-CNN), smooth-L1 beta 1 and a background IoU range of
-    ``[0.1, 0.5)``.
-    ``roi_feature``: ``"C3"`` or ``"C4"``, the map Fast R-CNN pools from (module docstring).
-    ``rcnn_crop_size``: side of R-CNN's warped crops (pixels). ``rcnn_context``: R-CNN's context
-    padding, the fraction of the box's width/height added on each side before warping (the
-    paper's 16 px at 227 is about 0.08); 0 warps the box itself.
+    ``roi_*``, score and NMS fields mean what they mean in
+    :class:`~jaxdet.detection.faster_rcnn.DetectorSpec`, with its (torchvision's) defaults so the
+    three detectors share RoI sampling and losses (the papers: 128 RoIs/image, 64 in Fast R-CNN,
+    smooth-L1 beta 1, background IoU ``[0.1, 0.5)``).
+    ``roi_feature``: ``"C3"`` or ``"C4"`` (Fast R-CNN's pooled map). ``rcnn_crop_size``: side of
+    R-CNN's warped crops (pixels). ``rcnn_context``: fraction of the box's width/height added on
+    each side before warping (the paper's 16 px at 227 is ~0.08; 0 warps the box itself).
+    Raises ValueError on other ``roi_feature``, ``rcnn_crop_size < 1`` or ``rcnn_context < 0``.
     """
 
     num_classes: int
@@ -118,7 +87,8 @@ def sample_rois(spec: ClassicSpec, proposals: jax.Array, proposal_valid: jax.Arr
                 targets: Mapping[str, jax.Array], rng: jax.Array,
                 real: jax.Array) -> roi_heads.RoiTargets:
     """Vmapped :func:`~jaxdet.detection.roi_heads.roi_targets`: ``[B, S, ...]`` RoIs
-    (``S = roi_batch_size_per_image``); padded examples' RoIs are marked invalid."""
+    (``S = roi_batch_size_per_image``); padded examples' RoIs are invalid.
+    """
     t = jax.vmap(lambda p, v, g, lab, gv, k: roi_heads.roi_targets(
         p, v, g, lab, gv, k, fg_iou=spec.roi_fg_iou, bg_iou=spec.roi_bg_iou,
         batch_size_per_image=spec.roi_batch_size_per_image,
@@ -130,8 +100,9 @@ def sample_rois(spec: ClassicSpec, proposals: jax.Array, proposal_valid: jax.Arr
 
 def proposal_recall(spec: ClassicSpec, proposals: jax.Array, proposal_valid: jax.Array,
                     targets: Mapping[str, jax.Array], real: jax.Array) -> SumCount:
-    """``(hit, total)`` float32: gt boxes of real examples covered at IoU >= 0.5 by one of the
-    first ``recall_top_n`` proposals (:func:`jaxdet.detection.rpn.proposal_recall`)."""
+    """``(hit, total)`` float32: gt of real examples covered at IoU >= 0.5 by one of the first
+    ``recall_top_n`` proposals (:func:`jaxdet.detection.rpn.proposal_recall`).
+    """
     n = spec.recall_top_n
     gt_valid = jnp.asarray(targets["gt_valid"], bool) & real[:, None]
     hit, total = jax.vmap(rpn.proposal_recall)(
@@ -142,8 +113,9 @@ def proposal_recall(spec: ClassicSpec, proposals: jax.Array, proposal_valid: jax
 def train_outputs(spec: ClassicSpec, logits: jax.Array, deltas: jax.Array,
                   t: roi_heads.RoiTargets, proposals: jax.Array, proposal_valid: jax.Array,
                   targets: Mapping[str, jax.Array], real: jax.Array) -> dict[str, Any]:
-    """The training dict of the module docstring from ``[B, S, C + 1]`` logits and
-    ``[B, S, 4 (C + 1)]`` deltas of the sampled RoIs ``t``."""
+    """The training dict (module docstring) from ``[B, S, C + 1]`` logits and ``[B, S, 4 (C + 1)]``
+    deltas of the sampled RoIs ``t``.
+    """
     losses = roi_heads.roi_losses(logits, deltas, t, smooth_l1_beta=spec.roi_smooth_l1_beta)
     return {
         "terms": {"roi_classifier": losses["loss_classifier"], "roi_box": losses["loss_box_reg"]},
@@ -156,8 +128,9 @@ def train_outputs(spec: ClassicSpec, logits: jax.Array, deltas: jax.Array,
 def inference_outputs(spec: ClassicSpec, logits: jax.Array, deltas: jax.Array,
                  proposals: jax.Array, proposal_valid: jax.Array,
                  image_hw: jax.Array) -> dict[str, Any]:
-    """Vmapped :func:`~jaxdet.detection.roi_heads.postprocess_detections` over ``[B, P, ...]``
-    head outputs, as a dict of the Detections fields plus the proposals."""
+    """Vmapped :func:`~jaxdet.detection.roi_heads.postprocess_detections` over ``[B, P, ...]`` head
+    outputs: the Detections fields plus the proposals, as a dict.
+    """
     post = lambda lg, dl, p, v, hw: roi_heads.postprocess_detections(  # noqa: E731
         lg, dl, p, v, hw, weights=spec.box_weights, score_thresh=spec.score_thresh,
         nms_thresh=spec.nms_thresh, detections_per_img=spec.detections_per_img)
@@ -176,14 +149,9 @@ def check_train_args(targets: Any, rng: jax.Array | None, batch: int, name: str)
 
 
 class FastRCNN(nn.Module):
-    """See the module docstring.
-
-    Attributes:
-      spec: the static numbers (:class:`ClassicSpec`).
-      backbone: model config section for :func:`jaxdet.models.resnet.create_resnet` (the
-        stages after ``spec.roi_feature`` are dropped).
-      bn_axis_name: mapped axis for cross-device BatchNorm (training), or None.
-      dtype: compute dtype of the convolutions and FC layers (None: float32).
+    """See the module docstring. ``backbone``: config section for
+    :func:`jaxdet.models.resnet.create_resnet` (stages after ``roi_feature`` dropped);
+    ``bn_axis_name``: cross-device BatchNorm axis or None; ``dtype``: compute dtype (None: float32).
     """
 
     spec: ClassicSpec

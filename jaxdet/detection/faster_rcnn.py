@@ -1,51 +1,27 @@
 """Faster R-CNN (ResNet + FPN or single-level C4, RPN, RoIAlign box head), static shapes.
 
-One Flax module, :class:`FasterRCNN`, runs the whole detector in one ``apply``:
+:class:`FasterRCNN` is torchvision's ``GeneralizedRCNN`` in one ``apply``:
 
-* ``model.apply(v, images, image_hw, train=True, targets=gt, rng=keys, mutable=...)``
-  (``keys``: one ``jax.random`` key per image, ``[B]``, e.g. folded from the example index)
-  returns the four losses as ``(sum, count)`` pairs (``rpn_objectness``, ``rpn_box``,
-  ``roi_classifier``, ``roi_box``) plus proposal-recall counts, for the train step's global
-  means;
-* ``model.apply(v, images, image_hw, train=False)`` returns padded detections
-  (:class:`~jaxdet.core.Detections` fields, ``[B, K]``) and the proposals.
+* ``apply(v, images, image_hw, train=True, targets=gt, rng=keys, mutable=...)`` (``keys``
+  ``[B]``) -> ``{"terms": {name: (sum, count)}, "recall": (hit, total),
+  "num_foreground_rois": (sum, count)}``; terms ``rpn_objectness``, ``rpn_box``,
+  ``roi_classifier``, ``roi_box`` (+ ``roi_mask``, ``roi_keypoint``);
+* ``train=False`` -> :class:`~jaxdet.core.Detections` fields ``[B, K]`` plus ``proposals`` /
+  ``proposal_valid`` (+ ``masks`` ``[B, K, 28, 28]`` class probabilities; ``keypoints``
+  ``[B, K, num_keypoints, 3]`` ``(x, y, score)`` pixels, zeros off ``keypoint_class``, and
+  ``keypoint_scores`` ``[B, K]``).
 
-Shapes and formats. ``images`` ``[B, H, W, 3]`` float32 in [0, 1] (padded to one static
-size); ``image_hw`` ``[B, 2]`` (optional, default the padded size) the unpadded
-``(height, width)`` of each image in pixels, to which proposals and detections are clipped;
-ground truth ``gt_boxes`` ``[B, G, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels of the
-network input, ``gt_labels`` ``[B, G]`` int32 0-based object classes, ``gt_valid`` ``[B, G]``
-bool, optionally ``example_mask`` ``[B]`` (0 for padded examples, which then add nothing to
-any loss sum or count). Anchors, proposals and boxes stay float32 whatever the compute dtype.
+``images`` ``[B, H, W, 3]`` float32 in [0, 1], padded; ``image_hw`` ``[B, 2]`` unpadded
+``(height, width)`` (default padded size; outputs clipped to it); ``targets``: ``gt_boxes``
+``[B, G, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels, ``gt_labels`` int32 0-based,
+``gt_valid``, optional ``example_mask`` ``[B]`` (0 adds nothing), ``gt_masks`` ``[B, G, M, M]``
+uint8 box crops (``mask_head``), ``gt_keypoints`` ``[B, G, K, 3]`` float32 ``(x, y, v)``
+(``keypoint_head``). Box math is float32 whatever the compute dtype.
 
-Flow (torchvision's ``GeneralizedRCNN``): backbone -> FPN (``P2``-``P6``; or ``C4`` alone) ->
-RPN head on every level -> anchors matched to gt (0.7/0.3, low-quality matches), 256 sampled
-at 0.5 positives -> RPN losses; proposals (per-level top-k, decode, clip, drop tiny, NMS 0.7
-per level, top-k) under ``stop_gradient`` -> gt appended, matched 0.5, 512 sampled at 0.25 ->
-multi-level RoIAlign 7x7 (sampling 2) over ``P2``-``P5`` -> two FC layers -> C+1 scores and
-class-specific deltas (weights 10, 10, 5, 5) -> RoI losses. Inference: score threshold,
-class-aware NMS, top ``K`` per image.
-
-Parameter names (for the torchvision weight import): ``body`` (the ResNet,
-:mod:`jaxdet.models.resnet`, torchvision ``backbone.body``), ``fpn`` (``backbone.fpn``),
-``rpn`` (``rpn.head``), ``roi_heads`` with ``box_head/fc6``, ``box_head/fc7``,
-``box_predictor/cls_score``, ``box_predictor/bbox_pred``.
-
-Optional branches, each keyed by one ``config.model`` flag (fields: :class:`DetectorSpec`):
-
-* ``mask_head=True``: Mask R-CNN (:mod:`jaxdet.detection.mask_head`; parameters
-  ``mask_head/0..3``, ``mask_predictor/*`` as torchvision's). Training needs
-  ``targets["gt_masks"]`` ``[B, G, M, M]`` uint8 (gt masks cropped to their boxes) and adds the
-  loss ``roi_mask`` (per-pixel BCE of the gt class's 28x28 logits on the first
-  ``mask_rois_per_image`` sampled RoIs, foreground only); inference adds ``masks``
-  ``[B, K, 28, 28]`` float32 probabilities (paste with :func:`jaxdet.ops.paste_masks`).
-* ``keypoint_head=True``: Keypoint R-CNN (:mod:`jaxdet.detection.keypoint_head`; parameters
-  ``keypoint_head/*``, ``keypoint_predictor/kps_score_lowres``). Training needs
-  ``targets["gt_keypoints"]`` ``[B, G, K, 3]`` float32 ``(x, y, v)`` absolute pixels and adds
-  ``roi_keypoint`` (softmax cross-entropy over the heatmap positions of each labelled
-  keypoint, positive RoIs of ``keypoint_class`` only); inference adds ``keypoints``
-  ``[B, K, num_keypoints, 3]`` float32 ``(x, y, score)`` in input pixels (zeros for other
-  classes) and ``keypoint_scores`` ``[B, K]``.
+torchvision names: ``body`` <- ``backbone.body``, ``fpn`` <- ``backbone.fpn``, ``rpn`` <-
+``rpn.head``, ``roi_heads`` (``box_head/fc6``, ``fc7``, ``box_predictor/*``), ``mask_head``
+/ ``mask_predictor`` (:mod:`~jaxdet.detection.mask_head`), ``keypoint_head`` /
+``keypoint_predictor`` (:mod:`~jaxdet.detection.keypoint_head`).
 """
 
 from __future__ import annotations
@@ -81,8 +57,9 @@ def loss_terms_for(model: Mapping[str, Any], num_classes: int) -> tuple[str, ...
 
 @dataclasses.dataclass(frozen=True)
 class DetectorSpec:
-    """Every static number of the detector (from ``config.model``; see
-    ``configs/faster_rcnn_shapes.py`` for what each means and torchvision's COCO defaults)."""
+    """Every static number of the detector, from ``config.model`` (meanings and torchvision's COCO
+    defaults: ``configs/faster_rcnn_shapes.py``). Raises ValueError on inconsistent fields.
+    """
 
     num_classes: int
     levels: str = "fpn"  # "fpn" (P2-P6, RoIAlign over P2-P5) or "c4" (one stride-16 level)
@@ -194,8 +171,7 @@ class DetectorSpec:
 
 
 def _scale_boxes(boxes: jax.Array, scale: float) -> jax.Array:
-    """``[..., 4]`` ``(x1, y1, x2, y2)`` scaled about their centres by ``scale`` (a static
-    float; 1.0 returns ``boxes`` unchanged)."""
+    """``[..., 4]`` ``(x1, y1, x2, y2)`` scaled about their centres by static ``scale``."""
     if scale == 1.0:
         return boxes
     centre = (boxes[..., :2] + boxes[..., 2:]) / 2
@@ -209,13 +185,9 @@ def feature_levels(spec: DetectorSpec) -> list[int]:
 
 
 class FasterRCNN(nn.Module):
-    """See the module docstring.
-
-    Attributes:
-      spec: the detector's static numbers.
-      backbone: model config section for :func:`jaxdet.models.resnet.create_resnet`.
-      bn_axis_name: mapped axis for cross-device BatchNorm (training), or None.
-      dtype: compute dtype of the convolutions and FC layers (None: float32).
+    """See the module docstring. ``backbone``: config section for
+    :func:`jaxdet.models.resnet.create_resnet`; ``bn_axis_name``: cross-device BatchNorm axis or
+    None; ``dtype``: compute dtype of convolutions and FC layers (None: float32).
     """
 
     spec: DetectorSpec
@@ -263,8 +235,7 @@ class FasterRCNN(nn.Module):
 
     def _pool(self, features: list[jax.Array], rois: jax.Array,
               output_size: int | None = None) -> jax.Array:
-        """``[B, R, 4]`` RoIs -> ``[B, R, s, s, C]`` RoIAlign features (``s`` default
-        ``roi_output_size``)."""
+        """``[B, R, 4]`` RoIs -> ``[B, R, s, s, C]`` RoIAlign (default ``s = roi_output_size``)."""
         s = self.spec
         size = output_size or s.roi_output_size
         if s.levels == "c4":
@@ -333,9 +304,10 @@ class FasterRCNN(nn.Module):
 
     def _keypoint_heatmaps(self, features, flipped_features, rois, image_width: int
                            ) -> jax.Array:
-        """``[B, R, 4P, 4P, K]`` heatmap logits of ``[B, R, 4]`` RoIs; with the features of
-        the horizontally flipped (padded, ``image_width`` px wide) images, the mean of these
-        and of the mirrored RoIs' heatmaps there mapped back (``unflip_heatmaps``)."""
+        """``[B, R, 4P, 4P, K]`` heatmap logits of ``[B, R, 4]`` RoIs; given the flipped images'
+        features (padded width ``image_width``), averaged with the mirrored RoIs' heatmaps there,
+        mapped back (``unflip_heatmaps``).
+        """
         logits = self._keypoint_logits(features, rois)
         if flipped_features is None:
             return logits
@@ -349,9 +321,9 @@ class FasterRCNN(nn.Module):
     def _keypoints(self, features, dets, flipped_features=None, image_width: int = 0
                    ) -> tuple[jax.Array, jax.Array]:
         """``([B, D, num_keypoints, 3] (x, y, score), [B, D] keypoint_scores)`` of the first
-        ``num_keypoint_detections`` detections of the keypoint class (zeros elsewhere); the
-        scores are the box scores, times the mean keypoint confidence with
-        ``keypoint_rescore``; heatmaps flip-averaged when ``flipped_features`` are given."""
+        ``num_keypoint_detections`` detections of the keypoint class (zeros elsewhere); scores are
+        box scores (times mean keypoint confidence with ``keypoint_rescore``).
+        """
         s = self.spec
         n = s.num_keypoint_detections
         person = dets.valid & (dets.classes == s.keypoint_class)
@@ -452,8 +424,7 @@ class FasterRCNN(nn.Module):
             proposals, proposal_valid, targets["gt_boxes"], targets["gt_labels"],
             targets["gt_valid"], roi_keys)
         roi_t = roi_t._replace(valid=roi_t.valid & real[:, None])
-        # Kept for inspection with mutable=["intermediates"] (a no-op otherwise): the targets
-        # are float32 box math whatever the compute dtype (tests/detection/test_faster_rcnn.py).
+        # For inspection with mutable=["intermediates"] (no-op otherwise); float32 box math.
         self.sow("intermediates", "anchors", all_anchors)
         self.sow("intermediates", "rpn_targets", rpn_t)
         self.sow("intermediates", "roi_targets", roi_t)

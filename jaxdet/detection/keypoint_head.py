@@ -1,33 +1,23 @@
-"""Keypoint R-CNN keypoint branch with static shapes: head, person-RoI selection, targets, loss.
+"""Keypoint R-CNN keypoint branch, static shapes (torchvision's ``KeypointRCNNHeads`` /
+``KeypointRCNNPredictor`` / ``keypointrcnn_loss`` / ``keypointrcnn_inference``).
 
-The semantics of torchvision's ``KeypointRCNNHeads`` / ``KeypointRCNNPredictor`` /
-``keypointrcnn_loss`` / ``keypointrcnn_inference``, written for ``jit`` / ``vmap``:
+* Head: RoIAlign ``P x P`` (COCO 14, sampling 2) -> ``num_convs`` x (3x3 conv ``width`` +
+  ReLU) -> ``kps_score_lowres`` (4x4 stride-2 transpose conv to ``K``) -> 2x bilinear
+  (``align_corners=False``): logits ``[R, S, S, K]`` NHWC, ``S = 4P`` (COCO 56).
+* Training: a fixed budget of ``n`` positive RoIs of the keypoint class per image (stable sort
+  to the front, rest zero-weight padding). Target = flat index of the heatmap cell holding the
+  matched gt keypoint (:func:`jaxdet.ops.keypoints_to_heatmap`), valid when ``v > 0`` and
+  inside the RoI; loss = softmax cross-entropy over ``S * S`` positions, a ``(sum, count)``
+  pair over valid keypoints. Option (not torchvision's): ``"bilinear"`` targets over the 4
+  surrounding cells, decoded by ``"local_mean"``.
+* Inference: :func:`jaxdet.ops.heatmaps_to_keypoints` (arg-max + torchvision's bicubic
+  refinement) -> ``(x, y, score)`` image pixels, score = interpolated logit.
 
-* Head: RoIAlign ``P x P`` (14 in COCO, sampling 2) from the FPN levels -> ``num_convs`` conv
-  3x3 (``width``, 512 in COCO) + ReLU -> ``kps_score_lowres``, a 4x4 stride-2 transpose conv
-  to ``K`` channels (``2P``) -> 2x bilinear upsampling (``align_corners=False``) -> ``K``
-  heatmaps of ``S = 4P`` (56 in COCO). Layout NHWC: logits ``[R, S, S, K]``.
-* Training (:func:`select_person_rois`, :func:`keypoint_targets`, :func:`keypoint_loss`): only
-  positive RoIs of the keypoint class (person) are used, a fixed budget of ``n`` per image
-  (the person positives are moved to the front of the sampled RoIs with a stable sort; the
-  rest of the budget is padding with zero weight). Target of keypoint ``k`` of a RoI = the flat
-  index of the heatmap cell holding its matched gt keypoint
-  (:func:`jaxdet.ops.keypoints_to_heatmap`, torchvision's rule), valid when the keypoint is
-  labelled (``v > 0``) and falls inside the RoI; loss = softmax cross-entropy over the
-  ``S * S`` positions, averaged over the valid keypoints of all selected RoIs (returned as a
-  ``(sum, count)`` pair for the train step's global mean). Option (not torchvision's):
-  ``"bilinear"`` targets, the mass split over the 4 cells around the keypoint, decoded by
-  ``"local_mean"`` (sub-cell precision; :mod:`jaxdet.ops.keypoints`).
-* Inference (:func:`decode_keypoints`): :func:`jaxdet.ops.heatmaps_to_keypoints` (arg-max with
-  torchvision's bicubic sub-pixel refinement) maps each heatmap to ``(x, y, score)`` in image
-  pixels; the score is the interpolated logit at that position.
-
-Parameter names (torchvision in brackets, so the weight converter maps them one-to-one):
-``keypoint_head/0``, ``keypoint_head/2``, ..., ``keypoint_head/14`` (``roi_heads.keypoint_head.
-{0,2,...,14}``: the Sequential's conv indices, ReLUs in between), and
-``keypoint_predictor/kps_score_lowres`` (``roi_heads.keypoint_predictor.kps_score_lowres``, a
-``ConvTranspose2d(k=4, s=2, p=1)``; Flax ``ConvTranspose`` with padding ``k - 1 - p = 2`` per
-side on the spatially flipped kernel, see ``jaxdet/convert.py``).
+Parameter names (torchvision's): ``keypoint_head/{0,2,...,14}`` <-
+``roi_heads.keypoint_head.{0,2,...,14}`` (Sequential conv indices) and
+``keypoint_predictor/kps_score_lowres`` <- ``roi_heads.keypoint_predictor.kps_score_lowres``
+(``ConvTranspose2d(k=4, s=2, p=1)`` = Flax ``ConvTranspose`` with padding ``k - 1 - p = 2``
+on the flipped kernel; ``jaxdet/convert.py``).
 """
 
 from __future__ import annotations
@@ -64,10 +54,8 @@ _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class KeypointRCNNHeads(nn.Module):
-    """``num_convs`` conv 3x3 (``width``) + ReLU on pooled RoI features (torchvision's
-    ``KeypointRCNNHeads``; submodules ``"0"``, ``"2"``, ..., its Sequential indices).
-
-    Call: ``[R, P, P, Ch]`` NHWC -> ``[R, P, P, width]`` in ``dtype``.
+    """torchvision's ``KeypointRCNNHeads``: ``num_convs`` x (3x3 conv ``width`` + ReLU); submodules
+    ``"0"``, ``"2"``, ... Call: ``[R, P, P, Ch]`` NHWC -> ``[R, P, P, width]`` in ``dtype``.
     """
 
     width: int = 512
@@ -84,13 +72,9 @@ class KeypointRCNNHeads(nn.Module):
 
 
 class SubPixelConvTranspose(nn.Module):
-    """Flax ``ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))`` (the
-    same ``kernel [4, 4, Cin, features]`` and ``bias`` parameters, same output) computed as
-    one stride-1 3x3 convolution to ``4 * features`` channels followed by a depth-to-space
-    interleave: output row ``2m + a`` only reads input rows ``m - 1, m`` (``a = 0``, kernel
-    rows 0, 2) or ``m, m + 1`` (``a = 1``, kernel rows 1, 3), columns alike. XLA:CPU runs
-    the input-dilated convolution of ``ConvTranspose`` about 4x slower (fwd + bwd, 32 RoIs of
-    14x14x48 -> 17: 87 vs 22 ms on 2 cores).
+    """Flax ``ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))``: same
+    ``kernel [4, 4, Cin, features]`` / ``bias`` and output, computed as a stride-1 3x3 conv to
+    ``4 * features`` plus depth-to-space (faster on XLA:CPU).
 
     Call: ``[N, H, W, Cin]`` -> ``[N, 2H, 2W, features]`` in ``dtype``.
     """
@@ -119,11 +103,8 @@ class SubPixelConvTranspose(nn.Module):
 
 
 class KeypointRCNNPredictor(nn.Module):
-    """``kps_score_lowres`` (4x4 stride-2 transpose conv to ``num_keypoints`` channels, as
-    :class:`SubPixelConvTranspose`), then 2x bilinear upsampling (torchvision's
-    ``KeypointRCNNPredictor``).
-
-    Call: ``[R, P, P, Ch]`` -> ``[R, 4P, 4P, num_keypoints]`` float32 logits.
+    """torchvision's ``KeypointRCNNPredictor``: ``kps_score_lowres`` (:class:`SubPixelConvTranspose`
+    to ``num_keypoints``) then 2x bilinear. Call: ``[R, P, P, Ch]`` -> ``[R, 4P, 4P, K]`` float32.
     """
 
     num_keypoints: int = 17
@@ -143,19 +124,10 @@ def select_person_rois(
     rois: jax.Array, labels: jax.Array, matched_gt: jax.Array, valid: jax.Array,
     keypoint_class: int, num_rois: int,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The first ``num_rois`` positive RoIs of the keypoint class of ONE image (static shape).
-
-    Args:
-      rois: ``[R, 4]`` sampled RoIs ``(x1, y1, x2, y2)`` absolute pixels.
-      labels: ``[R]`` int RoI labels, ``c + 1`` for class ``c``, 0 background.
-      matched_gt: ``[R]`` int gt row of each RoI (``-1`` none).
-      valid: ``[R]`` bool sampled slots.
-      keypoint_class: 0-based class with keypoints (person).
-      num_rois: static budget ``n`` (``<= R``).
-
-    Returns:
-      ``(rois [n, 4], matched_gt [n] (-1 where not positive), positive [n] bool)``: the person
-      positives in their sampled order, then padding slots.
+    """The first ``num_rois`` (static ``n <= R``) positive RoIs of ``keypoint_class`` (0-based)
+    of ONE image, from ``rois`` ``[R, 4]``, ``labels`` ``[R]`` (``c + 1`` / 0), ``matched_gt``
+    ``[R]`` (``-1`` none), ``valid`` ``[R]``. Returns ``(rois [n, 4], matched_gt [n] (-1 unless
+    positive), positive [n])``, positives in sampled order, then padding.
     """
     person = valid & (labels == keypoint_class + 1) & (matched_gt >= 0)
     order = jnp.argsort(~person, stable=True)[:num_rois]
@@ -171,21 +143,13 @@ def keypoint_targets(
     rois: jax.Array, matched_gt: jax.Array, gt_keypoints: jax.Array, heatmap_size: int,
     encoding: str = "cell",
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Heatmap targets of ONE image's RoIs.
+    """Heatmap targets of ONE image's RoIs ``[R, 4]`` (float32 pixels) from ``matched_gt`` ``[R]``
+    (``-1``: all invalid) and ``gt_keypoints`` ``[G, K, 3]`` ``(x, y, v)`` pixels (``v > 0``
+    labelled), heatmap side ``S``. ``encoding``: ``"cell"`` (torchvision: all mass on the
+    keypoint's cell) or ``"bilinear"`` (4 cells); else ValueError.
 
-    Args:
-      rois: ``[R, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels.
-      matched_gt: ``[R]`` int gt row of each RoI; ``-1``: no target (all keypoints invalid).
-      gt_keypoints: ``[G, K, 3]`` ``(x, y, v)`` absolute pixels, ``v > 0`` labelled.
-      heatmap_size: static ``S``.
-      encoding: ``"cell"`` (torchvision's ``keypoints_to_heatmap`` rule: all the mass on the
-        cell holding the keypoint) or ``"bilinear"`` (:func:`jaxdet.ops.
-        keypoints_to_bilinear_heatmap`: split over the 4 cells around it, sub-cell precise).
-
-    Returns:
-      ``(cells int32 [R, K, 4] flat indices cy * S + cx, weights float32 [R, K, 4],
-      valid bool [R, K])``: target distribution of keypoint ``k`` of RoI ``r`` = ``weights``
-      on ``cells`` (``"cell"``: the cell with weight 1 in slot 0, zeros after it).
+    Returns ``(cells int32 [R, K, 4] flat cy * S + cx, weights float32 [R, K, 4], valid [R, K])``
+    (``"cell"``: weight 1 in slot 0).
     """
     kp = gt_keypoints[jnp.maximum(matched_gt, 0)]  # [R, K, 3]
     if encoding == "cell":
@@ -205,19 +169,10 @@ def keypoint_targets(
 def keypoint_loss(
     logits: jax.Array, cells: jax.Array, weights: jax.Array, valid: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Softmax cross-entropy over the ``S * S`` heatmap positions as a ``(sum, count)`` pair.
-
-    Args:
-      logits: ``[..., R, S, S, K]`` float heatmap logits (NHWC).
-      cells: ``[..., R, K, C]`` int flat cell indices ``cy * S + cx`` (:func:`keypoint_targets`).
-      weights: ``[..., R, K, C]`` float target probability of each of those cells.
-      valid: ``[..., R, K]`` bool, the keypoints that count.
-
-    Returns:
-      float32 ``(sum of -sum_c weights_c log p(cells_c) over valid keypoints, number of valid
-      keypoints)``; with one-hot targets ``sum / max(count, 1)`` is torchvision's
-      ``keypointrcnn_loss`` (bilinear targets: its minimum is their entropy, not 0). Invalid
-      keypoints add nothing and get zero gradient (even with non-finite logits there).
+    """Softmax cross-entropy over the ``S * S`` positions as float32 ``(sum, count)``: ``logits``
+    ``[..., R, S, S, K]``, ``cells`` / ``weights`` ``[..., R, K, C]`` (:func:`keypoint_targets`),
+    ``valid`` ``[..., R, K]``. ``sum / max(count, 1)`` with one-hot targets is torchvision's
+    ``keypointrcnn_loss``; invalid keypoints add nothing, zero gradient.
     """
     *lead, s, s2, k = logits.shape
     x = jnp.moveaxis(logits.astype(jnp.float32).reshape(*lead, s * s2, k), -1, -2)  # [...,K,SS]
@@ -235,16 +190,9 @@ COCO_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
 
 
 def unflip_heatmaps(logits: jax.Array, flip_pairs: tuple[tuple[int, int], ...]) -> jax.Array:
-    """Heatmaps of mirrored RoIs of a mirrored image -> the original image's frame.
-
-    Args:
-      logits: ``[..., S, S, K]`` heatmaps (NHWC) read from the horizontally flipped image in
-        the mirrored RoIs ``(W - x2, y1, W - x1, y2)``.
-      flip_pairs: static ``(left, right)`` keypoint index pairs.
-
-    Returns:
-      ``[..., S, S, K]``: columns reversed (cell ``j`` of a mirrored RoI covers what cell
-      ``S - 1 - j`` of the RoI covers) and each pair's channels swapped. Its own inverse.
+    """Heatmaps read from the flipped image in mirrored RoIs ``(W - x2, y1, W - x1, y2)`` ->
+    the original frame: ``[..., S, S, K]`` columns reversed, ``flip_pairs`` channels swapped.
+    Its own inverse.
     """
     perm = list(range(logits.shape[-1]))
     for left, right in flip_pairs:
@@ -253,10 +201,9 @@ def unflip_heatmaps(logits: jax.Array, flip_pairs: tuple[tuple[int, int], ...]) 
 
 
 def keypoint_confidence(logits: jax.Array) -> jax.Array:
-    """``[..., S, S, K]`` heatmap logits -> ``[...]`` float32 mean over the ``K`` keypoints of
-    each heatmap's peak softmax probability (in ``(0, 1]``; shift-invariant, unlike the peak
-    logit). Top-down pose estimators rescore person detections by such a mean keypoint
-    confidence times the box score (``DetectorSpec.keypoint_rescore``)."""
+    """``[..., S, S, K]`` logits -> ``[...]`` float32 mean over ``K`` of each heatmap's peak softmax
+    probability, in ``(0, 1]`` (``DetectorSpec.keypoint_rescore`` multiplies it into the box score).
+    """
     *lead, s, s2, k = logits.shape
     x = logits.astype(jnp.float32).reshape(*lead, s * s2, k)
     peak = jnp.exp(jnp.max(x, axis=-2) - jax.nn.logsumexp(x, axis=-2))  # [..., K]
@@ -265,12 +212,12 @@ def keypoint_confidence(logits: jax.Array) -> jax.Array:
 
 def decode_keypoints(logits: jax.Array, rois: jax.Array, window: int = 32,
                      method: str = "bicubic") -> jax.Array:
-    """``[R, S, S, K]`` heatmap logits of ``[R, 4]`` RoIs -> ``[R, K, 3]`` float32
-    ``(x, y, score)`` in image pixels.
+    """``[R, S, S, K]`` logits of ``[R, 4]`` RoIs -> ``[R, K, 3]`` float32 ``(x, y, score)`` pixels.
 
-    ``method``: ``"bicubic"`` (:func:`jaxdet.ops.heatmaps_to_keypoints`, torchvision's; ``window``:
-    its static search block, exact for RoIs up to ``window`` px a side) or ``"local_mean"``
-    (:func:`jaxdet.ops.heatmaps_to_keypoints_local_mean`, the inverse of bilinear targets)."""
+    ``method``: ``"bicubic"`` (:func:`jaxdet.ops.heatmaps_to_keypoints`, torchvision's; exact for
+    RoIs up to ``window`` px a side) or ``"local_mean"``
+    (:func:`jaxdet.ops.heatmaps_to_keypoints_local_mean`); else ValueError.
+    """
     maps = jnp.moveaxis(logits, -1, 1)
     if method == "bicubic":
         return heatmaps_to_keypoints(maps, rois, window=window)

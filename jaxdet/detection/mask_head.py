@@ -1,32 +1,24 @@
-"""Mask R-CNN mask branch with static shapes: head, box-cropped gt masks, targets, loss.
+"""Mask R-CNN mask branch, static shapes (torchvision's ``MaskRCNNHeads`` / ``MaskRCNNPredictor`` /
+``maskrcnn_loss``; detectron2's mask targets).
 
-The semantics of torchvision's ``MaskRCNNHeads`` / ``MaskRCNNPredictor`` /
-``maskrcnn_loss`` and detectron2's mask targets, written for ``jit`` / ``vmap``.
+Gt masks travel cropped to their gt boxes: :func:`crop_gt_masks` (NumPy, task preprocessing)
+RoIAligns each full-resolution mask over its own box (``aligned=True``, sampling 2) to
+``M x M`` stored as uint8 ``round(255 * v)``; a batch holds ``[B, G, M, M]`` uint8. A positive
+RoI's target (:func:`mask_targets`) is RoIAlign (``aligned=True``, sampling 2, ``>= 0.5``) of
+its matched gt's crop, the RoI mapped into the crop frame ``u = (x - gx1) * M / (gx2 - gx1)``
+(``v`` alike) and the crop zero-padded by one pixel (outside the gt box reads 0). Equals
+detectron2's full-resolution ``crop_and_resize`` up to resampling of the crop; use
+``M >= 2 * 28``.
 
-Ground-truth masks travel cropped to their gt boxes (the memory-aware form): each instance's
-full-resolution mask is RoIAligned over its own gt box (``aligned=True``, sampling 2) to
-``M x M`` soft values stored as uint8 ``round(255 * v)`` (:func:`crop_gt_masks`, NumPy, in the
-task's preprocessing). A batch holds ``[B, G, M, M]`` uint8 (COCO: ``100 * 56 * 56`` bytes =
-314 KB per image instead of ``[100, 800, 1333]`` float32 = 427 MB). A positive RoI's target
-(:func:`mask_targets`) is then RoIAlign (``aligned=True``, sampling 2, ``>= 0.5``) of its
-matched gt's crop, with the RoI mapped into the crop's pixel frame
-``u = (x - gx1) * M / (gx2 - gx1)`` (and ``v`` alike) and the crop zero-padded by one pixel so
-that samples outside the gt box read 0 (the visible mask lies inside its box). This equals
-detectron2's ``crop_and_resize`` of the full-resolution mask up to the resampling of the crop
-(one crop pixel = ``gw / M`` image pixels); with ``M >= 2 * 28`` the two agree on all but a few
-border pixels (tested against a NumPy reference of the full-resolution path).
+Boxes ``[..., 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels; mask logits
+``[..., 28, 28, C + 1]`` NHWC, channel 0 unused background, ``c + 1`` class ``c``
+(torchvision's ``mask_fcn_logits`` layout).
 
-Conventions: boxes ``[..., 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels of the network
-input; mask logits ``[..., 28, 28, C + 1]`` (NHWC, column 0 the unused background channel,
-``c + 1`` object class ``c``: torchvision's ``mask_fcn_logits`` layout, so weights import
-one-to-one).
-
-Parameter names (torchvision >= 0.13 in brackets): ``mask_head/0`` .. ``mask_head/3``
-(``roi_heads.mask_head.{i}.0``; older ``mask_fcn{i+1}``), ``mask_predictor/conv5_mask``,
-``mask_predictor/mask_fcn_logits``. Conv ``kernel = weight.transpose(2, 3, 1, 0)``;
-``conv5_mask`` is a ``ConvTranspose2d`` whose weight ``[in, out, 2, 2]`` maps to the Flax
-``ConvTranspose`` kernel ``weight.transpose(2, 3, 0, 1)`` flipped in both spatial axes
-(``[:, ::-1, ::-1]`` before the transpose) because Flax's transpose conv does not flip.
+Parameter names (torchvision >= 0.13): ``mask_head/{i}`` <- ``roi_heads.mask_head.{i}.0``
+(older ``mask_fcn{i+1}``), ``mask_predictor/conv5_mask``, ``mask_predictor/mask_fcn_logits``.
+Conv ``kernel = weight.transpose(2, 3, 1, 0)``; ``conv5_mask`` (``ConvTranspose2d``, weight
+``[in, out, 2, 2]``) -> Flax ``ConvTranspose`` kernel ``weight[:, :, ::-1, ::-1].transpose(2, 3,
+0, 1)`` (Flax does not flip the kernel).
 """
 
 from __future__ import annotations
@@ -61,9 +53,10 @@ _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def _align_samples(start: float, length: float, size: int, out: int, sampling_ratio: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """RoIAlign (aligned) sampling along one axis with the reference kernel's clamping rules:
-    ``(index, weight)``, both ``[out, 2 g]`` (``g = sampling_ratio``): each bin's samples'
-    lower then upper neighbour pixel and bilinear weight (0 for samples outside the image)."""
+    """RoIAlign (aligned) samples along one axis with the reference kernel's clamping:
+    ``(index, weight)`` ``[out, 2 g]`` (``g = sampling_ratio``): lower then upper neighbour pixel
+    and bilinear weight (0 outside the image).
+    """
     bin_size = length / out
     p = np.arange(out, dtype=np.float64)[:, None]
     i = np.arange(sampling_ratio, dtype=np.float64)[None, :]
@@ -83,8 +76,7 @@ def _align_samples(start: float, length: float, size: int, out: int, sampling_ra
 
 def _align_weights(start: float, length: float, size: int, out: int, sampling_ratio: int
                    ) -> np.ndarray:
-    """``[out, size]`` RoIAlign (aligned) interpolation weights along one axis, averaged over
-    the ``sampling_ratio`` samples per bin (the dense form of :func:`_align_samples`)."""
+    """``[out, size]`` RoIAlign (aligned) weights along one axis, averaged over samples per bin."""
     index, weight = _align_samples(start, length, size, out, sampling_ratio)
     w = np.zeros((out, size), np.float64)
     np.add.at(w, (np.broadcast_to(np.arange(out)[:, None], index.shape), index), weight)
@@ -93,17 +85,9 @@ def _align_weights(start: float, length: float, size: int, out: int, sampling_ra
 
 def crop_gt_masks(masks: np.ndarray, boxes: np.ndarray, size: int, sampling_ratio: int = 2
                   ) -> np.ndarray:
-    """Each instance mask RoIAligned over its own box to ``size x size`` (the stored gt form).
-
-    Args:
-      masks: ``[N, H, W]`` 0/1 (any numeric / bool dtype) full-resolution instance masks.
-      boxes: ``[N, 4]`` ``(x1, y1, x2, y2)`` absolute pixels of the same image (the gt boxes).
-      size: ``M``, the crop side.
-      sampling_ratio: samples per bin axis (static RoIAlign, ``aligned=True``).
-
-    Returns:
-      ``[N, M, M]`` uint8, ``round(255 * v)`` of the soft RoIAlign values ``v`` in [0, 1]
-      (separable: ``Wy @ mask @ Wx.T`` per instance, :func:`crop_gt_mask_values`).
+    """Each instance mask ``[N, H, W]`` (0/1, any numeric/bool dtype) RoIAligned over its box
+    ``[N, 4]`` (pixels) to ``[N, M, M]`` uint8 ``round(255 * v)``, ``M = size``
+    (:func:`crop_gt_mask_values`).
     """
     values = crop_gt_mask_values(masks, boxes, size, sampling_ratio)
     return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
@@ -111,15 +95,8 @@ def crop_gt_masks(masks: np.ndarray, boxes: np.ndarray, size: int, sampling_rati
 
 def crop_gt_mask_values(masks: np.ndarray, boxes: np.ndarray, size: int,
                         sampling_ratio: int = 2) -> np.ndarray:
-    """The float64 ``[N, M, M]`` RoIAlign values of :func:`crop_gt_masks` (before rounding).
-
-    ``v = Wy @ mask @ Wx.T`` with ``Wy`` ``[M, H]`` and ``Wx`` ``[M, W]`` the per-axis
-    interpolation weights (:func:`_align_weights`), computed sparsely: each row of ``Wy``
-    has at most ``2 g`` nonzero entries (``g = sampling_ratio``), so ``Wy @ mask`` gathers
-    ``2 g`` mask rows per output row, restricted to the columns ``Wx`` reads, and the
-    product with ``Wx.T`` gathers ``2 g`` of those columns: the cost is ``M * 2 g`` times
-    the box's width plus ``M^2 * 2 g``, not the image's area (the dense products on a
-    1344 x 1344 COCO mask cost ~100x more for the same values, up to float rounding).
+    """float64 ``[N, M, M]`` values of :func:`crop_gt_masks` before rounding: ``Wy @ mask @ Wx.T``
+    computed sparsely (cost ~ box width, not image area).
     """
     masks = np.asarray(masks)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -157,18 +134,9 @@ def mask_targets(
     mask_size: int = 28,
     sampling_ratio: int = 2,
 ) -> jax.Array:
-    """Binary mask targets of ONE image's RoIs from box-cropped gt masks (module docstring).
-
-    Args:
-      rois: ``[R, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels.
-      matched_gt: ``[R]`` int32 gt row of each RoI (``-1``: not foreground; its target is 0).
-      gt_boxes: ``[G, 4]`` the gt boxes the crops were taken over.
-      gt_masks: ``[G, M, M]`` uint8 crops of :func:`crop_gt_masks` (values ``0..255``).
-      mask_size: output side ``S`` (28).
-      sampling_ratio: static RoIAlign samples per bin axis.
-
-    Returns:
-      ``[R, S, S]`` float32 in {0, 1}; all zeros where ``matched_gt < 0``.
+    """Binary targets ``[R, S, S]`` float32 of ONE image's RoIs ``[R, 4]`` from the box-cropped gt
+    (module docstring): ``matched_gt`` ``[R]`` (``-1``: target 0), ``gt_boxes`` ``[G, 4]`` the
+    crops were taken over, ``gt_masks`` ``[G, M, M]`` uint8 of :func:`crop_gt_masks`.
     """
     m = gt_masks.shape[-1]
     fg = matched_gt >= 0
@@ -196,19 +164,10 @@ def select_class(mask_logits: jax.Array, labels: jax.Array) -> jax.Array:
 def mask_loss(
     mask_logits: jax.Array, labels: jax.Array, targets: jax.Array, positive: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Per-pixel BCE of each positive RoI's gt-class logits (torchvision's ``maskrcnn_loss``)
-    as a ``(sum, count)`` pair: sum over positive RoIs of the pixel-mean BCE, and the number
-    of positive RoIs, so ``sum / max(count, 1)`` is torchvision's value. Other RoIs add
-    nothing and get zero gradient (even with non-finite logits there).
-
-    Args:
-      mask_logits: ``[..., R, S, S, C + 1]`` float logits.
-      labels: ``[..., R]`` int channel ``c + 1`` of each RoI's gt class (0 for background).
-      targets: ``[..., R, S, S]`` float {0, 1}.
-      positive: ``[..., R]`` bool, the foreground RoIs the loss averages over.
-
-    Returns:
-      ``(sum, count)`` float32 scalars.
+    """torchvision's ``maskrcnn_loss`` as float32 ``(sum, count)``: pixel-mean BCE of each positive
+    RoI's gt-class logits, summed, and the number of positives. ``mask_logits``
+    ``[..., R, S, S, C + 1]``, ``labels`` ``[..., R]`` channel ``c + 1``, ``targets``
+    ``[..., R, S, S]``, ``positive`` ``[..., R]``; others add nothing, zero gradient.
     """
     x = select_class(mask_logits.astype(jnp.float32), jnp.where(positive, labels, 0))
     x = jnp.where(positive[..., None, None], x, 0.0)
@@ -225,10 +184,8 @@ def mask_loss(
 
 
 class MaskRCNNHeads(nn.Module):
-    """``num_convs`` conv 3x3 (``width``) + ReLU on pooled RoI features (torchvision's
-    ``MaskRCNNHeads``; submodules ``"0"`` .. ``"3"``).
-
-    Call: ``[R, 14, 14, Ch]`` NHWC -> ``[R, 14, 14, width]`` in ``dtype``.
+    """torchvision's ``MaskRCNNHeads``: ``num_convs`` x (3x3 conv ``width`` + ReLU), submodules
+    ``"0"`` .. ``"3"``. Call: ``[R, 14, 14, Ch]`` NHWC -> ``[R, 14, 14, width]`` in ``dtype``.
     """
 
     width: int = 256
@@ -245,8 +202,8 @@ class MaskRCNNHeads(nn.Module):
 
 
 class MaskRCNNPredictor(nn.Module):
-    """``conv5_mask`` (2x2 stride-2 transpose conv, ``width``) + ReLU, then
-    ``mask_fcn_logits`` (1x1 conv, ``C + 1`` channels), torchvision's ``MaskRCNNPredictor``.
+    """torchvision's ``MaskRCNNPredictor``: ``conv5_mask`` (2x2 stride-2 transpose conv,
+    ``width``) + ReLU, ``mask_fcn_logits`` (1x1, ``C + 1``).
 
     Call: ``[R, 14, 14, Ch]`` -> ``[R, 28, 28, C + 1]`` float32 logits.
     """

@@ -1,33 +1,18 @@
-"""R-CNN on given (Selective Search) proposals, static shapes: one CNN pass per proposal.
+"""R-CNN (Girshick et al., 2014) on given (Selective Search) proposals: one CNN pass per proposal.
 
-Girshick et al.'s 2014 detector before Fast R-CNN (:mod:`jaxdet.detection.fast_rcnn`): every
-proposal's crop is cut from the IMAGE and warped to a fixed ``rcnn_crop_size`` square
-(:func:`jaxdet.ops.roi_align` on the image with ``spatial_scale=1``, 2 x 2 bilinear samples
-per output pixel, i.e. an anti-aliased bilinear warp that ignores the aspect ratio), then a
-small CNN (the ResNet of the ``backbone`` config, all its stages, global average pooled)
-and two linear heads give ``C + 1`` class scores and class-specific box deltas (weights
-10, 10, 5, 5). The CNN thus runs once per proposal instead of once per image, which is the
-point of the comparison. Deviations from the paper, for a like-for-like comparison: the CNN is
-trained end to end with softmax and box regression (no SVMs, no separate bounding-box
-regressor), on RoIs sampled exactly as in Fast R-CNN
-(:func:`~jaxdet.detection.roi_heads.roi_targets`), so only the ``roi_batch_size_per_image``
-sampled crops per image go through the CNN in training; at test time all ``P`` proposals do.
+Each proposal is cut from the IMAGE and warped to an ``rcnn_crop_size`` square
+(:func:`warp_crops`), run through the ``backbone`` ResNet (all stages, global average pooled)
+and two linear heads: ``C + 1`` scores and class-specific deltas (weights 10, 10, 5, 5).
+Unlike the paper (for a like-for-like comparison with Fast R-CNN): trained end to end with
+softmax + box regression (no SVMs), RoIs sampled as in Fast R-CNN; training runs the
+``roi_batch_size_per_image`` sampled crops, test all ``P`` proposals (no chunking).
 
-Contract: exactly that of :class:`jaxdet.detection.fast_rcnn.FastRCNN` (see its module
-docstring for the call, the train dict ``{"terms": {"roi_classifier", "roi_box"}, "recall",
-"num_foreground_rois"}`` and the test dict of Detections fields ``[B, K, ...]`` plus
-``proposals [B, P, 4]`` / ``proposal_valid [B, P]``). ``images`` ``[B, H, W, 3]`` float in
-[0, 1]; every box float32 ``(x1, y1, x2, y2)`` absolute pixels of the network input.
+Contract: that of :class:`jaxdet.detection.fast_rcnn.FastRCNN` (call, train and test dicts).
+``images`` ``[B, H, W, 3]`` float in [0, 1]; boxes float32 ``(x1, y1, x2, y2)`` absolute pixels.
 
-Cost: ``B * S`` (train) or ``B * P`` (test) crops of ``rcnn_crop_size**2 * 3`` values through
-the CNN. Memory at test time: a few activations of all crops at once, e.g. 8 images x 500
-proposals x (16 x 16 x 64) float32 after a 64-wide ImageNet stem on 32 x 32 crops is 0.26 GB
-per tensor, so no chunking is done (the proposals could be split with ``nn.scan`` if ``P``
-or the width grows).
-
-Parameter names: ``body`` (the ResNet, :mod:`jaxdet.models.resnet`), ``box_predictor``
+Parameters: ``body`` (:mod:`jaxdet.models.resnet`), ``box_predictor``
 (:class:`~jaxdet.detection.roi_heads.FastRCNNPredictor`: ``cls_score``, ``bbox_pred``).
-BatchNorm statistics (``norm="batch"``) in training include the crops of padded RoI slots.
+BatchNorm statistics in training include the crops of padded RoI slots.
 """
 
 from __future__ import annotations
@@ -52,19 +37,16 @@ __all__ = ["LOSS_TERMS", "RCNN", "create_model", "warp_crops"]
 
 def warp_crops(images: jax.Array, boxes: jax.Array, size: int,
                context: float = 0.0) -> jax.Array:
-    """Warp each box of each image to a ``size x size`` crop.
+    """Warp each box to a ``size x size`` crop.
 
     Args:
-      images: ``[B, H, W, C]`` float.
-      boxes: ``[B, R, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels.
-      size: output side in pixels (static).
-      context: fraction of the box's width / height added on each side first (R-CNN's
-        context padding); samples outside the image read the border-clamped bilinear values
-        of :func:`jaxdet.ops.roi_align` (zero beyond one pixel outside).
+      images: ``[B, H, W, C]`` float. boxes: ``[B, R, 4]`` float32 ``(x1, y1, x2, y2)`` pixels.
+      size: static output side.
+      context: fraction of box width/height added on each side first; outside samples read
+        :func:`jaxdet.ops.roi_align`'s border-clamped values (zero beyond one pixel).
 
-    Returns:
-      ``[B, R, size, size, C]`` float32 (bilinear, 2 x 2 samples averaged per output pixel,
-      aspect ratio not kept). No gradient flows to the boxes.
+    Returns ``[B, R, size, size, C]`` float32 (bilinear, 2 x 2 samples per pixel, aspect ratio not
+    kept); no gradient to the boxes.
     """
     b = jax.lax.stop_gradient(jnp.asarray(boxes, jnp.float32))
     if context:
@@ -77,16 +59,10 @@ def warp_crops(images: jax.Array, boxes: jax.Array, size: int,
 
 
 class RCNN(nn.Module):
-    """See the module docstring.
-
-    Attributes:
-      spec: the static numbers (:class:`~jaxdet.detection.fast_rcnn.ClassicSpec`;
-        ``rcnn_crop_size``, ``rcnn_context`` and the ``roi_*`` sampling, score and NMS fields;
-        ``roi_feature``, ``roi_output_size`` and ``representation_size`` are unused).
-      backbone: model config section for :func:`jaxdet.models.resnet.create_resnet`, applied to
-        the crops (e.g. ``stem="small"`` for 32 x 32 crops).
-      bn_axis_name: mapped axis for cross-device BatchNorm (training), or None.
-      dtype: compute dtype of the CNN and heads (None: float32).
+    """See the module docstring. ``spec``: :class:`~jaxdet.detection.fast_rcnn.ClassicSpec`
+    (``roi_feature``, ``roi_output_size``, ``representation_size`` unused); ``backbone``: config
+    section for :func:`jaxdet.models.resnet.create_resnet`, run on the crops; ``bn_axis_name``,
+    ``dtype`` as in :class:`~jaxdet.detection.fast_rcnn.FastRCNN`.
     """
 
     spec: ClassicSpec

@@ -1,31 +1,14 @@
-"""Fast R-CNN RoI box heads with static shapes: targets, the box head, losses, detections.
+"""Fast R-CNN box branch, static shapes (torchvision's ``RoIHeads`` box part).
 
-The semantics of torchvision's ``RoIHeads`` (box branch) and ``FastRCNNPredictor``, written
-for ``jit`` / ``vmap``: every per-image function takes one image's padded tensors plus
-validity masks and returns fixed-size outputs; ``jax.vmap`` adds the batch axis.
+Per-image functions take one image's padded tensors plus validity masks (``jax.vmap`` for a
+batch). Boxes are float32 ``(x1, y1, x2, y2)`` absolute pixels of the network input (no "+1");
+box math stays float32 under bfloat16 heads. ``C`` object classes without background:
+``gt_labels`` / detected classes are 0-based, RoI labels and logit columns ``C + 1`` wide with
+0 background and ``c + 1`` class ``c``. Deltas ``(dx, dy, dw, dh)``, weights
+``(10, 10, 5, 5)``; per-class deltas ``[R, 4 * (C + 1)]``, class ``k`` at ``4k .. 4k + 3``.
 
-Conventions:
-
-* Boxes are float32 ``[..., 4]`` ``(x1, y1, x2, y2)`` in absolute pixels of the network's
-  input image (no "+1" in widths). Box coordinates, IoUs, deltas and scores are computed in
-  float32 even when the features / head run in bfloat16.
-* ``C`` is the number of object classes, *without* background. Ground-truth labels
-  (``gt_labels``) and detected classes are 0-based object classes in ``[0, C)``; the RoI
-  labels of :func:`roi_targets` and the logits' columns are ``C + 1`` wide with ``0`` the
-  background and ``c + 1`` object class ``c`` (torchvision's layout).
-* Box deltas ``(dx, dy, dw, dh)`` use the R-CNN coder of :mod:`jaxdet.ops.box_coder` with
-  weights ``(10, 10, 5, 5)``; the per-class deltas are ``[R, 4 * (C + 1)]``, class ``k``'s
-  four numbers at columns ``4k .. 4k + 3`` (torchvision's ``bbox_pred`` layout).
-
-Pipeline (training)::
-
-    t = jax.vmap(partial(roi_targets, batch_size_per_image=512))(
-        proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, rngs)  # [B, S, ...]
-    feats = jax.vmap(multilevel_roi_align)(fpn_maps, t.rois)            # [B, S, 7, 7, Ch]
-    logits, deltas = BoxHead(C)(feats.reshape(-1, 7, 7, Ch))             # [B*S, ...]
-    terms = roi_losses(logits.reshape(B, S, -1), deltas.reshape(B, S, -1), t)
-
-and at inference :func:`postprocess_detections` (vmapped) then :func:`rescale_boxes`.
+Training: vmapped :func:`roi_targets` -> RoIAlign of ``t.rois`` -> :class:`BoxHead` ->
+:func:`roi_losses`. Inference: vmapped :func:`postprocess_detections`, :func:`rescale_boxes`.
 """
 
 from __future__ import annotations
@@ -73,23 +56,12 @@ def _f32(x: jax.typing.ArrayLike) -> jax.Array:
 
 
 class RoiTargets(NamedTuple):
-    """Sampled RoIs of one image and their targets (a pytree: ``vmap`` adds ``[B, ...]``).
+    """Sampled RoIs of one image (a pytree; ``vmap`` adds ``[B, ...]``), ``stop_gradient``-ed.
 
-    ``S = batch_size_per_image`` slots: the sampled foreground RoIs first, then the sampled
-    background RoIs, then padding (``valid`` False). All outputs are ``stop_gradient``-ed.
-
-    Attributes:
-      rois: ``[S, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels, the sampled candidates
-        (proposals or appended gt boxes); zeros on padding.
-      labels: ``[S]`` int32: ``c + 1`` for a foreground RoI matched to a gt of object class
-        ``c``, ``0`` for background and padding.
-      regression_targets: ``[S, 4]`` float32 deltas ``(dx, dy, dw, dh)`` that turn the RoI into
-        its matched gt box (weights as passed, default ``(10, 10, 5, 5)``); zeros for
-        background and padding (never NaN, even for degenerate padded boxes).
-      matched_gt: ``[S]`` int32 index of the matched gt row for foreground RoIs, ``-1`` for
-        background and padding (e.g. to gather mask targets).
-      valid: ``[S]`` bool, ``True`` on sampled RoIs (foreground or background), ``False`` on
-        padding.
+    ``S`` slots: sampled foreground, background, then padding. ``rois`` ``[S, 4]`` float32 pixels
+    (zeros on padding); ``labels`` ``[S]`` int32 (``c + 1`` / 0); ``regression_targets`` ``[S, 4]``
+    RoI -> matched gt (zeros, never NaN, unless foreground); ``matched_gt`` ``[S]`` int32 gt row
+    or ``-1``; ``valid`` ``[S]`` bool, False on padding.
     """
 
     rois: jax.Array
@@ -117,35 +89,14 @@ def roi_targets(
     positive_fraction: float = 0.25,
     weights: tuple[float, float, float, float] = BOX_CODER_WEIGHTS,
 ) -> RoiTargets:
-    """Match, sample and encode the RoIs of ONE image (torchvision's
-    ``RoIHeads.select_training_samples``).
+    """torchvision's ``RoIHeads.select_training_samples`` for ONE image.
 
-    1. The gt boxes are appended to the proposals: ``P + G`` candidates, valid where
-       ``concat(proposal_valid, gt_valid)``.
-    2. Each candidate is matched to its highest-IoU valid gt (no low-quality matches):
-       foreground if IoU ``>= fg_iou``, background if ``< bg_iou``, ignored in between (never
-       with the default 0.5 / 0.5). Invalid candidates are ignored. With no valid gt every
-       valid candidate is background.
-    3. :func:`jaxdet.ops.sample_balanced` draws ``batch_size_per_image`` RoIs, at most
-       ``int(batch_size_per_image * positive_fraction)`` foreground.
-    4. Labels are ``gt_labels + 1`` (0 = background); regression targets encode the matched gt
-       box against the RoI with ``weights``.
-
-    Args:
-      proposals: ``[P, 4]`` float ``(x1, y1, x2, y2)`` absolute pixels (e.g. RPN output).
-      proposal_valid: ``[P]`` bool, ``False`` on padded proposals.
-      gt_boxes: ``[G, 4]`` float ``(x1, y1, x2, y2)`` absolute pixels, padded to ``G``.
-      gt_labels: ``[G]`` int, 0-based object class in ``[0, C)``.
-      gt_valid: ``[G]`` bool, ``False`` on padded gt rows.
-      rng: a ``jax.random`` key for the sampler.
-      fg_iou: foreground IoU threshold (``>=``).
-      bg_iou: background IoU threshold (``<``); ``bg_iou <= fg_iou``.
-      batch_size_per_image: static number ``S`` of RoI slots.
-      positive_fraction: at most this fraction of ``S`` is foreground.
-      weights: box-coder ``(wx, wy, ww, wh)`` (a tuple: static).
-
-    Returns:
-      :class:`RoiTargets` with ``S = batch_size_per_image`` rows.
+    Gt boxes are appended to the proposals; valid candidates match their best valid gt (no
+    low-quality matches): foreground ``>= fg_iou``, background ``< bg_iou``, else ignored;
+    :func:`jaxdet.ops.sample_balanced` draws ``S = batch_size_per_image`` slots, at most
+    ``int(S * positive_fraction)`` foreground. Inputs: ``proposals`` ``[P, 4]`` + ``[P]`` valid,
+    ``gt_boxes`` ``[G, 4]``, ``gt_labels`` ``[G]`` in ``[0, C)``, ``gt_valid`` ``[G]``, ``rng``.
+    Keyword arguments are static. Returns :class:`RoiTargets`.
     """
     proposals = _f32(proposals)
     gt_boxes = _f32(gt_boxes)
@@ -188,19 +139,12 @@ def roi_targets(
 
 
 class TwoMLPHead(nn.Module):
-    """Flatten pooled RoI features, then ``fc6`` -> ReLU -> ``fc7`` -> ReLU.
+    """``[R, h, w, Ch]`` NHWC -> flatten (row-major ``(h, w, Ch)``) -> ``fc6`` -> ReLU -> ``fc7`` ->
+    ReLU: ``[R, representation_size]`` in ``dtype`` (params float32).
 
-    Input ``[R, h, w, Ch]`` (NHWC, e.g. 7 x 7 RoIAlign output) -> ``[R, representation_size]``
-    in ``dtype``. Flattening is row-major over ``(h, w, Ch)``, i.e. channel fastest.
-
-    Importing torchvision's ``box_head.fc6.weight`` ``W`` (``[out, Ch * h * w]``, flattened
-    from NCHW so the channel is *slowest*) therefore needs a permutation, not only a
-    transpose: ``kernel = W.reshape(out, Ch, h, w).transpose(2, 3, 1, 0).reshape(h * w * Ch,
-    out)``. ``fc7`` (and every other ``Linear``) is just ``kernel = W.T``, ``bias = b``.
-
-    Attributes:
-      representation_size: width of ``fc6`` and ``fc7`` (torchvision: 1024).
-      dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
+    torchvision's ``fc6.weight`` ``W`` ``[out, Ch * h * w]`` (NCHW) imports as
+    ``W.reshape(out, Ch, h, w).transpose(2, 3, 1, 0).reshape(h * w * Ch, out)``; other ``Linear``
+    layers as ``kernel = W.T``.
     """
 
     representation_size: int = 1024
@@ -214,15 +158,8 @@ class TwoMLPHead(nn.Module):
 
 
 class FastRCNNPredictor(nn.Module):
-    """Linear class scores ``cls_score`` (``C + 1``) and per-class deltas ``bbox_pred``
-    (``4 * (C + 1)``) from ``[R, D]`` RoI representations.
-
-    Initialised like detectron2's ``FastRCNNOutputLayers`` (normal std 0.01 for scores,
-    0.001 for deltas, zero biases). Outputs are float32 whatever ``dtype`` is.
-
-    Attributes:
-      num_classes: ``C``, object classes without background.
-      dtype: computation dtype; parameters stay float32.
+    """``[R, D]`` -> ``cls_score`` ``[R, C + 1]``, ``bbox_pred`` ``[R, 4 * (C + 1)]`` float32
+    (``C = num_classes``); init as detectron2's (std 0.01 / 0.001, zero biases).
     """
 
     num_classes: int
@@ -241,26 +178,12 @@ class FastRCNNPredictor(nn.Module):
 
 
 class BoxHead(nn.Module):
-    """The Fast R-CNN box branch: :class:`TwoMLPHead` (``box_head``) then
-    :class:`FastRCNNPredictor` (``box_predictor``).
+    """:class:`TwoMLPHead` (``box_head``) + :class:`FastRCNNPredictor` (``box_predictor``): maps
+    one-to-one onto torchvision's ``roi_heads.box_head.fc6/fc7`` and
+    ``roi_heads.box_predictor.cls_score/bbox_pred``.
 
-    Parameter tree::
-
-        {"box_head": {"fc6": {kernel, bias}, "fc7": {...}},
-         "box_predictor": {"cls_score": {...}, "bbox_pred": {...}}}
-
-    so that, with this module named ``roi_heads`` in the detector, torchvision's
-    ``roi_heads.box_head.fc6/fc7`` and ``roi_heads.box_predictor.cls_score/bbox_pred`` map
-    one-to-one (``kernel = weight.T``; ``fc6`` also needs the NCHW -> NHWC permutation
-    described in :class:`TwoMLPHead`; no importer is provided here).
-
-    Call: pooled features ``[R, h, w, Ch]`` NHWC (any float dtype) ->
-    ``(class_logits [R, C + 1], box_deltas [R, 4 * (C + 1)])``, both float32.
-
-    Attributes:
-      num_classes: ``C``, object classes without background.
-      representation_size: MLP width (1024).
-      dtype: computation dtype of the MLP and predictor (e.g. ``jnp.bfloat16``).
+    Call: ``[R, h, w, Ch]`` NHWC -> ``(class_logits [R, C + 1], box_deltas [R, 4 * (C + 1)])``
+    float32.
     """
 
     num_classes: int
@@ -286,29 +209,13 @@ def roi_losses(
     *,
     smooth_l1_beta: float = 1.0 / 9.0,
 ) -> dict[str, tuple[jax.Array, jax.Array]]:
-    """Fast R-CNN losses (torchvision's ``fastrcnn_loss``) as ``(sum, count)`` pairs.
+    """torchvision's ``fastrcnn_loss`` as ``(sum, count)`` pairs.
 
-    torchvision's values are ``loss_classifier = mean_i CE(logits_i, label_i)`` and
-    ``loss_box_reg = sum_{i fg} smoothL1_beta(deltas_i[label_i] - target_i) / N`` with ``N``
-    the number of sampled RoIs of the whole batch. Here both are returned as
-    ``(sum over the given RoIs, number of valid sampled RoIs)`` so that the caller (e.g.
-    :mod:`jaxdet.train.step`, which ``psum``-s both across devices) recovers the exact global
-    mean ``sum / max(count, 1)``. Only the deltas of each RoI's gt class enter the box loss;
-    background and padding rows contribute nothing and get zero gradient, even with
-    non-finite inputs there.
-
-    Leading axes are summed over, so one image (``[S, ...]``) or a batch (``[B, S, ...]``,
-    e.g. vmapped :func:`roi_targets`) both work.
-
-    Args:
-      class_logits: ``[..., S, C + 1]`` float logits (column 0 background).
-      box_deltas: ``[..., S, 4 * (C + 1)]`` float per-class deltas.
-      targets: :class:`RoiTargets` with ``[..., S]`` leading shape.
-      smooth_l1_beta: smooth-L1 transition (torchvision 1/9; 0 gives L1).
-
-    Returns:
-      ``{"loss_classifier": (ce_sum, n), "loss_box_reg": (box_sum, n)}``, float32 scalars, with
-      ``n`` the number of valid sampled RoIs (the same count for both, as in torchvision).
+    Cross-entropy over valid RoIs; smooth L1 (``smooth_l1_beta``) of foreground RoIs' gt-class
+    deltas; ``count`` = valid RoIs for both (``sum / max(count, 1)`` after ``psum`` is
+    torchvision's). Others add nothing, zero gradient. Leading axes are summed: ``class_logits``
+    ``[..., S, C + 1]``, ``box_deltas`` ``[..., S, 4 * (C + 1)]`` (else ValueError), ``targets``
+    ``[..., S]``. Returns ``{"loss_classifier": (ce_sum, n), "loss_box_reg": (box_sum, n)}``.
     """
     logits = _f32(class_logits)
     deltas = _f32(box_deltas)
@@ -365,31 +272,13 @@ def postprocess_detections(
     detections_per_img: int = 100,
     min_size: float = 1e-2,
 ) -> Detections:
-    """Turn box-head outputs into detections for ONE image (torchvision's
-    ``RoIHeads.postprocess_detections``).
+    """torchvision's ``RoIHeads.postprocess_detections`` for ONE image.
 
-    Softmax over ``C + 1`` classes; decode each class's deltas against its proposal; clip to
-    the image; drop the background column; flatten to ``R * C`` candidates; keep candidates
-    with ``score > score_thresh`` (strict), width and height ``>= min_size`` and a valid
-    proposal; class-aware greedy NMS (suppress IoU ``> nms_thresh`` within a class,
-    :func:`jaxdet.ops.batched_nms`); keep the ``detections_per_img`` best by score.
-
-    Args:
-      class_logits: ``[R, C + 1]`` float logits (column 0 background).
-      box_deltas: ``[R, 4 * (C + 1)]`` float per-class deltas.
-      proposals: ``[R, 4]`` float ``(x1, y1, x2, y2)`` absolute pixels the deltas refer to.
-      proposal_valid: ``[R]`` bool, ``False`` on padded proposals.
-      image_size: ``(height, width)`` of the network input in pixels (Python numbers or a
-        ``[2]`` array, may be traced / vmapped); boxes are clipped to ``[0, width]`` x
-        ``[0, height]``.
-      weights: box-coder ``(wx, wy, ww, wh)``.
-      score_thresh: minimum class probability (exclusive).
-      nms_thresh: per-class NMS IoU threshold.
-      detections_per_img: static number ``K`` of output rows.
-      min_size: minimum box width and height in pixels after clipping.
-
-    Returns:
-      :class:`Detections` with ``K = detections_per_img`` rows.
+    Softmax, decode each class's deltas against its proposal, clip to ``image_size``
+    ``(height, width)`` (numbers or traced ``[2]``), drop background, then
+    :func:`~jaxdet.detection.select.select_detections` over the ``R * C`` candidates. Inputs
+    ``class_logits`` ``[R, C + 1]``, ``box_deltas`` ``[R, 4 * (C + 1)]``, ``proposals`` ``[R, 4]``,
+    ``proposal_valid`` ``[R]``. Returns :class:`Detections` with ``detections_per_img`` rows.
     """
     logits = _f32(class_logits)
     r, k = logits.shape
@@ -422,19 +311,8 @@ def rescale_boxes(
     from_size: Sequence[float] | jax.typing.ArrayLike,
     to_size: Sequence[float] | jax.typing.ArrayLike,
 ) -> jax.Array:
-    """Map boxes from an image of ``from_size`` to one of ``to_size`` (torchvision's
-    ``resize_boxes``, used to return detections in original-image pixels).
-
-    ``x * to_w / from_w``, ``y * to_h / from_h``; zero (padding) boxes stay zero.
-
-    Args:
-      boxes: ``[..., 4]`` float ``(x1, y1, x2, y2)`` absolute pixels of the ``from_size``
-        image.
-      from_size: ``(height, width)`` the boxes refer to (e.g. the resized network input).
-      to_size: ``(height, width)`` to map to (e.g. the original image).
-
-    Returns:
-      ``[..., 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels of the ``to_size`` image.
+    """``[..., 4]`` pixel boxes of a ``from_size`` image -> a ``to_size`` one (``(height, width)``;
+    torchvision's ``resize_boxes``): ``x * to_w / from_w``, ``y * to_h / from_h``, float32.
     """
     b = _f32(boxes)
     fh, fw = _f32(from_size[0]), _f32(from_size[1])

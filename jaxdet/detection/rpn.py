@@ -1,27 +1,13 @@
-"""Region proposal network (Faster R-CNN's RPN) with static shapes.
+"""Region proposal network (torchvision's ``RPNHead`` / ``RegionProposalNetwork``), static shapes.
 
-Semantics of torchvision's ``torchvision.models.detection.rpn`` (``RPNHead`` and
-``RegionProposalNetwork``), rewritten for ``jit``/``vmap``: every per-image quantity is a
-padded array with a validity mask, never a Python list of per-image arrays. The only Python
-lists are over FPN *levels*, which are static.
+Target/loss/proposal functions handle ONE image (``jax.vmap`` them; one ``rng`` per image).
+Boxes and anchors are float32 ``(x1, y1, x2, y2)`` absolute pixels of the padded input (no
+"+1"), even when the head runs in bfloat16. Per-level anchor order is
+:func:`jaxdet.ops.generate_level_anchors`' (row ``(y * W + x) * A + a``). Objectness is a logit;
+deltas ``(dx, dy, dw, dh)`` with weights 1. Losses are ``(sum, count)`` pairs so torchvision's
+batch (and cross-device) mean is exact::
 
-Conventions:
-
-* Boxes and anchors are float32 ``[..., 4]`` ``(x1, y1, x2, y2)`` in absolute pixels of the
-  (padded) network input, no "+1" in widths (see :mod:`jaxdet.ops`). Box geometry stays in
-  float32 even when the head computes in bfloat16.
-* Per-level anchor order is that of :func:`jaxdet.ops.generate_level_anchors`: row
-  ``(y * W + x) * A + a`` is cell anchor ``a`` at feature location ``(y, x)``.
-  :class:`RPNHead` flattens its outputs in exactly that order.
-* Objectness is a logit (``> 0`` means object). Deltas are ``(dx, dy, dw, dh)`` with the RPN
-  weights ``(1, 1, 1, 1)`` (:func:`jaxdet.ops.encode_boxes`).
-* The target/loss/proposal functions handle ONE image; ``jax.vmap`` them over the batch (split
-  the ``rng`` per image for :func:`rpn_targets`).
-
-Losses are returned as ``(sum, count)`` pairs so a caller can take torchvision's mean over
-all sampled anchors of the whole batch (and of all devices) exactly::
-
-    l = jax.vmap(rpn_losses)(objectness, deltas, targets)        # per image
+    l = jax.vmap(rpn_losses)(objectness, deltas, targets)
     s, n = jax.lax.psum((l["objectness_sum"].sum(), l["count"].sum()), "data")
     objectness_loss = s / jnp.maximum(n, 1)
 """
@@ -50,23 +36,12 @@ _init = nn.initializers.normal(stddev=0.01)
 
 
 class RPNHead(nn.Module):
-    """The RPN head, shared across feature levels (torchvision's ``RPNHead``).
+    """torchvision's ``RPNHead``, shared across levels.
 
-    Per level: ``conv_depth`` 3x3 convolutions (as many channels as the input, SAME padding)
-    each followed by ReLU, then two 1x1 convolutions: ``cls_logits`` (``A`` outputs, one
-    objectness logit per anchor) and ``bbox_pred`` (``4 A`` outputs, channel ``4 a + k`` is
-    delta ``k`` of anchor ``a``, as in torchvision). All weights ~ N(0, 0.01), biases 0.
-
-    Parameter names map onto torchvision's state dict (kernels ``[kh, kw, in, out]`` here,
-    ``[out, in, kh, kw]`` there): ``conv`` <- ``head.conv.0.0`` (with ``conv_depth > 1``:
-    ``conv_0``, ``conv_1``, ... <- ``head.conv.0.0``, ``head.conv.1.0``, ...),
-    ``cls_logits`` <- ``head.cls_logits``, ``bbox_pred`` <- ``head.bbox_pred``.
-
-    Attributes:
-      num_anchors: ``A``, anchors per feature location (e.g. 3 aspect ratios).
-      conv_depth: number of 3x3 conv + ReLU layers before the two predictors.
-      dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and the
-        outputs are cast to float32.
+    ``conv_depth`` x (3x3 conv, SAME, ReLU), then 1x1 ``cls_logits`` (``A = num_anchors``) and
+    ``bbox_pred`` (``4 A``, channel ``4 a + k`` = delta ``k`` of anchor ``a``); init N(0, 0.01),
+    zero bias; outputs float32. torchvision names: ``conv`` <- ``head.conv.0.0`` (``conv_i`` <-
+    ``head.conv.i.0`` if ``conv_depth > 1``), ``cls_logits``, ``bbox_pred`` <- ``head.*``.
     """
 
     num_anchors: int
@@ -75,16 +50,8 @@ class RPNHead(nn.Module):
 
     @nn.compact
     def __call__(self, features: Sequence[jax.Array]) -> tuple[list[jax.Array], list[jax.Array]]:
-        """Apply the head to every level.
-
-        Args:
-          features: one ``[B, H_l, W_l, C]`` array per level (NHWC, the same ``C`` on every
-            level).
-
-        Returns:
-          ``(objectness, deltas)``: per level, float32 ``[B, H_l * W_l * A]`` logits and
-          float32 ``[B, H_l * W_l * A, 4]`` ``(dx, dy, dw, dh)``, rows in
-          :func:`jaxdet.ops.generate_level_anchors` order (``(y * W_l + x) * A + a``).
+        """Per level ``[B, H_l, W_l, C]`` (same ``C``, non-empty; else ValueError) -> per level
+        float32 ``[B, H_l * W_l * A]`` logits and ``[B, H_l * W_l * A, 4]`` deltas, anchor order.
         """
         if not features:
             raise ValueError("RPNHead needs at least one feature level")
@@ -130,47 +97,17 @@ def rpn_targets(
     positive_fraction: float = 0.5,
     weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
 ) -> dict[str, jax.Array]:
-    """Match anchors to ground truth, sample a balanced subset and build their targets.
+    """Match anchors ``[N, 4]`` to gt ``[G, 4]`` (``gt_valid``; ``G = 0`` allowed), sample and build
+    targets of ONE image: :func:`jaxdet.ops.match` with low-quality matches (positive
+    ``>= fg_iou`` or a gt's best anchor; negative ``< bg_iou``), then
+    :func:`jaxdet.ops.sample_balanced` into ``S = batch_size_per_image`` slots (positives,
+    negatives, padding), at most ``int(S * positive_fraction)`` positive. ``anchor_valid``
+    ``[N]``: False anchors are never sampled or matched (torchvision keeps all).
 
-    One image (``jax.vmap`` for a batch, with one ``rng`` per image). Matching is
-    :func:`jaxdet.ops.match` at ``(fg_iou, bg_iou)`` with low-quality matches allowed: an anchor
-    is positive if its best IoU is ``>= fg_iou`` or it is (one of) the best anchor(s) of some
-    gt, negative if its best IoU is ``< bg_iou``, ignored otherwise. Then
-    :func:`jaxdet.ops.sample_balanced` draws up to ``S = batch_size_per_image`` anchors, at
-    most ``int(S * positive_fraction)`` of them positive.
-
-    Args:
-      anchors: ``[N, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels, all levels
-        concatenated (``jnp.concatenate(generate_anchors(...))``).
-      gt_boxes: ``[G, 4]`` ``(x1, y1, x2, y2)`` absolute pixels, padded to a static ``G``
-        (``G = 0`` allowed).
-      gt_valid: ``[G]`` bool, ``True`` for real gt rows (padding never matches).
-      rng: ``jax.random`` key for the sampler.
-      anchor_valid: optional ``[N]`` bool; ``False`` anchors are never sampled and never take a
-        low-quality match (e.g. anchors outside the unpadded image, if wanted; torchvision
-        keeps every anchor).
-      fg_iou: foreground IoU threshold (a Python float: static under ``jit``, as are the
-        other keyword arguments).
-      bg_iou: background IoU threshold (``<= fg_iou``).
-      batch_size_per_image: ``S``, the number of output slots.
-      positive_fraction: maximum fraction of positives among the ``S`` samples.
-      weights: box-coder weights ``(wx, wy, ww, wh)`` (Python floats).
-
-    Returns:
-      A dict of arrays (``S = batch_size_per_image``; sampled positives first, then sampled
-      negatives, then padding):
-
-      * ``"indices"``: ``[S]`` int32 sampled anchor indices into ``anchors``, ``-1`` padding.
-      * ``"valid"``: ``[S]`` bool, ``False`` exactly on the padding.
-      * ``"labels"``: ``[S]`` float32 objectness targets, 1 positive / 0 negative (0 on
-        padding).
-      * ``"positive"``: ``[S]`` bool, ``valid & labels == 1``.
-      * ``"regression_targets"``: ``[S, 4]`` float32 ``(dx, dy, dw, dh)`` =
-        ``encode_boxes(matched gt, anchor, weights)``; zeros where not ``positive``.
-      * ``"anchor_labels"``: ``[N]`` int32 label of every anchor before sampling: 1 positive,
-        0 negative, -1 ignored (between thresholds or ``anchor_valid=False``).
-      * ``"matched_gt"``: ``[N]`` int32 matched gt index per anchor, or the matcher's
-        negative codes (-1 below ``bg_iou``, -2 between); -1 for invalid anchors.
+    Returns ``indices`` ``[S]`` int32 (-1 padding), ``valid``, ``labels`` float32 1/0,
+    ``positive``, ``regression_targets`` ``[S, 4]`` (0 unless positive), ``anchor_labels`` ``[N]``
+    int32 1/0/-1, ``matched_gt`` ``[N]`` int32 (gt index; -1 below ``bg_iou`` or invalid, -2
+    between).
     """
     anchors = jnp.asarray(anchors, jnp.float32)
     gt = jnp.asarray(gt_boxes, jnp.float32)
@@ -215,31 +152,12 @@ def rpn_losses(
     *,
     smooth_l1_beta: float = 1.0 / 9,
 ) -> dict[str, jax.Array]:
-    """The RPN losses of one image (torchvision's ``RegionProposalNetwork.compute_loss``).
+    """torchvision's ``RegionProposalNetwork.compute_loss`` for ONE image: BCE over sampled anchors
+    and smooth L1 (``smooth_l1_beta``) over positives' 4 deltas, both over the sampled count.
 
-    * objectness: binary cross-entropy with logits, averaged over the sampled anchors;
-    * box: smooth L1 (``beta = smooth_l1_beta``) summed over the 4 deltas of every sampled
-      positive anchor, divided by the number of sampled anchors (positives AND negatives).
-
-    torchvision averages both over all sampled anchors of the whole batch. To reproduce that
-    across images and devices, sum ``*_sum`` and ``count`` over the batch (and ``psum`` over
-    devices) and divide: ``sum / max(count, 1)``. The per-image ``*_loss`` values are
-    ``sum / max(count, 1)`` of this image alone (equal to the batch mean only when every image
-    samples the same number of anchors, e.g. all have >= ``S`` eligible anchors).
-
-    Args:
-      objectness: ``[N]`` logits over all anchors of the image (levels concatenated, any float
-        dtype; computed in float32).
-      deltas: ``[N, 4]`` predicted ``(dx, dy, dw, dh)``.
-      targets: the output of :func:`rpn_targets` for this image.
-      smooth_l1_beta: the smooth-L1 transition point (torchvision: 1/9; 0 gives L1).
-
-    Returns:
-      A dict of float32 scalars: ``"objectness_sum"`` (BCE summed over sampled anchors),
-      ``"box_sum"`` (smooth L1 summed over sampled positives and the 4 coordinates),
-      ``"count"`` (number of sampled anchors, the divisor of both losses), and
-      ``"objectness_loss"`` / ``"box_loss"`` (the sums over ``max(count, 1)``). All are 0 and
-      finite when nothing is sampled, and with no positive the box terms are 0.
+    ``objectness`` ``[N]``, ``deltas`` ``[N, 4]``, ``targets`` from :func:`rpn_targets`. Returns
+    float32 ``objectness_sum``, ``box_sum``, ``count`` and per-image ``objectness_loss`` /
+    ``box_loss`` (``sum / max(count, 1)``), finite when nothing is sampled.
     """
     logits = jnp.asarray(objectness).astype(jnp.float32)
     pred = jnp.asarray(deltas).astype(jnp.float32)
@@ -275,39 +193,16 @@ def generate_proposals(
     min_size: float = 1e-3,
     score_thresh: float = 0.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Proposals of one image (torchvision's ``RegionProposalNetwork.filter_proposals``).
+    """Proposals of ONE image (torchvision's ``RegionProposalNetwork.filter_proposals``).
 
-    1. per level, the ``min(pre_nms_top_n, N_l)`` anchors with the highest objectness;
-    2. decode their deltas (:func:`jaxdet.ops.decode_boxes`, RPN weights ``(1, 1, 1, 1)``,
-       ``dw``/``dh`` clamped at ``log(1000 / 16)``) and clip to the image;
-    3. drop boxes with width or height ``< min_size`` and those with
-       ``sigmoid(objectness) < score_thresh``;
-    4. NMS at ``nms_thresh`` within each level (levels never suppress each other:
-       :func:`jaxdet.ops.batched_nms` with the level as class), keeping the best
-       ``post_nms_top_n`` over all levels by objectness.
+    Per level the top ``pre_nms_top_n`` logits; decode (``dw``/``dh`` clamped at
+    ``log(1000 / 16)``), clip to ``image_size`` ``(height, width)`` (numbers or traced ``[2]``);
+    drop sides ``< min_size`` px or ``sigmoid < score_thresh``; NMS at ``nms_thresh`` per level;
+    best ``P = post_nms_top_n`` overall by logit. Per-level inputs: ``objectness`` ``[N_l]``,
+    ``deltas`` / ``anchors`` ``[N_l, 4]`` (ValueError unless one of each per level); no gradient.
 
-    Inputs get ``stop_gradient`` (torchvision detaches them too). Scores are ordered by the
-    logits (sigmoid saturates at 1.0 in float32 for logits above ~17, which would create ties
-    that the logits do not have); the returned scores are the probabilities.
-
-    Args:
-      objectness: per level ``[N_l]`` logits (one image; rows in anchor order).
-      deltas: per level ``[N_l, 4]`` ``(dx, dy, dw, dh)``.
-      anchors: per level ``[N_l, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels.
-      image_size: ``(height, width)`` of the image to clip to, in pixels: Python numbers or a
-        (traced) ``[2]`` array, e.g. the unpadded size of each image under ``vmap``.
-      pre_nms_top_n: static per-level candidate count (torchvision: 2000 train / 1000 test).
-      post_nms_top_n: static output size ``P`` (torchvision: 2000 train / 1000 test).
-      nms_thresh: suppress a box whose IoU with a kept, higher-scoring box of the same level
-        is ``> nms_thresh``.
-      min_size: minimum width and height in pixels after clipping.
-      score_thresh: minimum objectness probability.
-
-    Returns:
-      ``(proposals, scores, valid)``: ``[P, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels,
-      clipped to the image; ``[P]`` float32 objectness probabilities (sigmoid of the logits);
-      ``[P]`` bool validity. Sorted by score, descending; padding rows (fewer than ``P``
-      survivors) come last with box 0, score 0 and ``valid=False``.
+    Returns ``(proposals [P, 4], scores [P] (probabilities), valid [P])`` float32 / bool, by score
+    descending, padding last (zeros).
     """
     if not (len(objectness) == len(deltas) == len(anchors)) or not objectness:
         raise ValueError("objectness, deltas and anchors need one entry per level")
@@ -346,21 +241,8 @@ def proposal_recall(
     gt_valid: jax.typing.ArrayLike,
     iou_threshold: float = 0.5,
 ) -> tuple[jax.Array, jax.Array]:
-    """How many ground-truth boxes some proposal covers at ``IoU >= iou_threshold``.
-
-    One image; the counts add over images (recall = total recalled / total gt). With the top
-    100 proposals this is AR@100 at a single IoU of 0.5.
-
-    Args:
-      proposals: ``[P, 4]`` ``(x1, y1, x2, y2)`` absolute pixels.
-      proposal_valid: ``[P]`` bool, ``False`` for padding.
-      gt_boxes: ``[G, 4]`` ``(x1, y1, x2, y2)`` absolute pixels.
-      gt_valid: ``[G]`` bool, ``False`` for padding.
-      iou_threshold: a gt counts as recalled when its best IoU with a valid proposal is
-        ``>=`` this.
-
-    Returns:
-      ``(num_gt_recalled, num_gt)``: int32 scalars.
+    """``(num_gt_recalled, num_gt)`` int32 of ONE image: valid gt ``[G, 4]`` whose best IoU with a
+    valid proposal ``[P, 4]`` is ``>= iou_threshold`` (top 100 proposals: AR@100 at 0.5).
     """
     iou = ops.box_iou(gt_boxes, proposals)  # [G, P]
     ok = jnp.asarray(proposal_valid, bool)[None, :] & ~jnp.isnan(iou)

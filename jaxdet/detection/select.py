@@ -1,9 +1,4 @@
-"""The last step of every detector: candidate boxes -> the padded :class:`~jaxdet.core.Detections`.
-
-:func:`select_detections` keeps the candidates above a score threshold with a minimum size,
-runs class-aware NMS and pads to a static number of rows. Faster R-CNN's box head, SSD and
-YOLO differ only in how they score and decode their candidates before this step.
-"""
+"""The last step of every detector: candidate boxes -> padded :class:`~jaxdet.core.Detections`."""
 
 from __future__ import annotations
 
@@ -26,22 +21,12 @@ def select_detections(
     detections_per_img: int,
     min_size: float = 1e-2,
 ) -> Detections:
-    """The ``K = detections_per_img`` best candidates of ONE image.
+    """The ``K = detections_per_img`` best candidates of ONE image: ``candidate_valid``, score
+    ``> score_thresh``, sides ``>= min_size``, then class-aware NMS (IoU ``> nms_thresh``).
 
-    A candidate is kept when ``candidate_valid``, ``score > score_thresh`` (strict) and its
-    width and height are ``>= min_size``; class-aware greedy NMS then suppresses IoU
-    ``> nms_thresh`` within a class (:func:`jaxdet.ops.batched_nms`).
-
-    Args:
-      boxes: ``[N, 4]`` float ``(x1, y1, x2, y2)`` absolute pixels (already clipped).
-      scores: ``[N]`` float.
-      classes: ``[N]`` int 0-based class of each candidate.
-      candidate_valid: ``[N]`` bool (``False`` on padding; may hold NaN boxes there).
-      score_thresh, nms_thresh, detections_per_img, min_size: as above (static).
-
-    Returns:
-      :class:`~jaxdet.core.Detections` with ``K`` rows sorted by descending score, padding
-      rows zero with ``valid`` False.
+    ``boxes`` ``[N, 4]`` clipped ``(x1, y1, x2, y2)`` pixels, ``scores`` ``[N]``, ``classes``
+    ``[N]`` 0-based, ``candidate_valid`` ``[N]`` (padding may hold NaN). Returns
+    :class:`~jaxdet.core.Detections` by descending score, padding zero with ``valid`` False.
     """
     boxes, scores = as_float32(boxes), as_float32(scores)
     w = boxes[:, 2] - boxes[:, 0]

@@ -1,56 +1,23 @@
 """Sliding-window detector: a CNN window classifier with a background class, then NMS.
 
-The simplest detector (before R-CNN, Fast R-CNN and Faster R-CNN): a fixed
-set of windows of several sizes and aspect ratios slides over the image; each window's crop
-is warped to a fixed size and classified into ``C + 1`` classes (0 = background); the
-windows' class probabilities are thresholded and class-aware NMS keeps the best ``K``. There
-is no box regression by default - a detection is exactly one of the windows, so the
-detector's localisation is capped by the grid (the ``recall`` statistic measures that
-ceiling). ``window_box_regression=True`` adds a class-specific box-offset head (Fast R-CNN
-deltas) for comparison.
+A static grid of windows is warped to ``window_crop_size`` crops and classified into
+``C + 1`` classes; detections are windows (``window_box_regression=True`` adds Fast R-CNN
+deltas). :class:`SlidingWindowDetector` has
+:class:`~jaxdet.detection.faster_rcnn.FasterRCNN`'s call contract (inputs, ``targets``,
+float32 boxes): terms ``window_classifier`` (+ ``window_box``, :func:`loss_terms`); at test
+``proposals`` ``[B, W, 4]`` are the windows, ``proposal_valid`` inside the unpadded image.
 
-One Flax module, :class:`SlidingWindowDetector`, with :class:`~jaxdet.detection.faster_rcnn.
-FasterRCNN`'s contract:
+Windows (:func:`window_grid`): per size ``s`` (outer) and ratio ``r = h / w``,
+``w = round(s / sqrt(r))``, ``h = round(s * sqrt(r))`` px, stride
+``max(1, round(window_stride_fraction * s))``, row-major, only windows inside the padded image.
 
-* ``model.apply(v, images, image_hw, train=True, targets=gt, rng=keys, mutable=...)``
-  (``keys``: one ``jax.random`` key per image, ``[B]``) returns
-  ``{"terms": {"window_classifier": (sum, count)}, "recall": (hit, total),
-  "num_foreground_rois": (sum, count)}`` (plus ``"window_box"`` in ``terms`` with
-  ``window_box_regression``; see :func:`loss_terms`);
-* ``model.apply(v, images, image_hw, train=False)`` returns padded detections
-  (:class:`~jaxdet.core.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
-  ``[B, K]``, ``classes`` ``[B, K]`` int32, ``valid`` ``[B, K]`` bool, sorted by descending
-  score, padding last) plus ``"proposals"`` (the windows, ``[B, W, 4]``) and
-  ``"proposal_valid"`` ``[B, W]`` (window inside the unpadded image).
+Training: :func:`jaxdet.ops.match` (``window_fg_iou`` / ``window_bg_iou``, no low-quality
+matches), :func:`jaxdet.ops.sample_balanced`, crop (:func:`jaxdet.ops.roi_align`,
+``spatial_scale=1``) and softmax CE of the samples. Test: all windows in chunks of
+``window_chunk_size`` (lifted ``scan``), then
+:func:`~jaxdet.detection.roi_heads.postprocess_detections`.
 
-Shapes and formats as in :mod:`jaxdet.detection.faster_rcnn`: ``images`` ``[B, H, W, 3]``
-float32 in [0, 1] (padded to one static size); ``image_hw`` ``[B, 2]`` unpadded ``(height,
-width)`` (default the padded size); ``targets``: ``gt_boxes`` ``[B, G, 4]`` float32 ``(x1, y1,
-x2, y2)`` absolute pixels, ``gt_labels`` ``[B, G]`` int32 0-based classes, ``gt_valid``
-``[B, G]`` bool, optional ``example_mask`` ``[B]`` (0: padded example, adds nothing to any
-sum or count). Windows and boxes are float32 whatever the compute dtype.
-
-Windows (:func:`window_grid`, NumPy, static): for each size ``s`` (outer), each aspect ratio
-``r = h / w``, the window is ``w = round(s / sqrt(r))`` by ``h = round(s * sqrt(r))`` pixels
-(rounded half to even, like the anchors' cells), and it slides with stride
-``max(1, round(window_stride_fraction * s))`` in both axes, row-major (``y`` outer, ``x``
-inner), top-left corners at ``(j * stride, i * stride)``, as long as the window lies inside the
-padded image (windows are never clipped; a shape larger than the image has no windows).
-
-Training: windows are matched to gt by IoU (:func:`jaxdet.ops.match`, foreground ``>=
-window_fg_iou``, background ``< window_bg_iou``, in between ignored, no low-quality matches;
-windows outside ``image_hw`` ignored); :func:`jaxdet.ops.sample_balanced` draws
-``window_batch_size_per_image`` windows at ``window_positive_fraction`` positives; only those
-are cropped (:func:`jaxdet.ops.roi_align` on the image, ``spatial_scale=1``: a bilinear warp
-to ``window_crop_size`` squared) and classified; softmax cross-entropy as ``(sum, count)``.
-Test: every window is classified, in chunks of ``window_chunk_size`` windows per image (a
-lifted ``scan``, bounding the memory of the classifier's activations), then
-:func:`jaxdet.detection.roi_heads.postprocess_detections` (softmax, per-class score
-``> score_thresh``, class-aware NMS at ``nms_thresh``, top ``detections_per_img``) with zero
-deltas when there is no box head.
-
-Parameter names: ``classifier`` with ``body`` (the ResNet, :mod:`jaxdet.models.resnet`),
-``cls_score`` and (with the box head) ``bbox_pred``.
+Parameters: ``classifier`` with ``body``, ``cls_score``, (box head) ``bbox_pred``.
 """
 
 from __future__ import annotations
@@ -77,8 +44,10 @@ LOSS_TERMS_WITH_BOX = ("window_classifier", "window_box")
 
 @dataclasses.dataclass(frozen=True)
 class WindowSpec:
-    """Every static number of the sliding-window detector (from ``config.model``, keys of the
-    same names; unknown keys are ignored)."""
+    """Every static number of the sliding-window detector, from ``config.model`` (same key names;
+    unknown keys ignored). Raises ValueError on empty sizes/ratios, stride fraction ``<= 0`` or
+    ``window_bg_iou > window_fg_iou``.
+    """
 
     num_classes: int
     window_sizes: tuple[float, ...] = (16.0, 32.0, 64.0)  # sqrt of the window area, pixels
@@ -125,9 +94,8 @@ def loss_terms(spec: WindowSpec) -> tuple[str, ...]:
 def window_shapes(
     sizes: tuple[float, ...], aspect_ratios: tuple[float, ...]
 ) -> list[tuple[int, int, int]]:
-    """``(width, height, stride_size)`` per window shape, size-major then aspect ratio.
-
-    ``stride_size`` is the size the stride is a fraction of (the shape's ``s``).
+    """``(width, height, stride_size)`` per window shape, size-major then ratio (``stride_size``:
+    the shape's ``s``).
     """
     out = []
     for s in sizes:
@@ -144,17 +112,8 @@ def window_grid(
     aspect_ratios: tuple[float, ...],
     stride_fraction: float,
 ) -> np.ndarray:
-    """All windows of the padded image (module docstring for the layout and order).
-
-    Args:
-      image_size: ``(H, W)`` of the padded network input (static ints).
-      sizes: window sizes ``s`` in pixels (``sqrt`` of the area before rounding).
-      aspect_ratios: height / width ratios.
-      stride_fraction: stride of size ``s`` is ``max(1, round(stride_fraction * s))``.
-
-    Returns:
-      NumPy float32 ``[W, 4]`` ``(x1, y1, x2, y2)`` absolute pixels, every window inside
-      ``[0, W] x [0, H]``; ordered by size, aspect ratio, row, column.
+    """All windows of the padded ``image_size`` ``(H, W)`` (module docstring): float32 ``[W, 4]``
+    ``(x1, y1, x2, y2)`` pixels ordered by size, ratio, row, column. ValueError if none fits.
     """
     height, width = int(image_size[0]), int(image_size[1])
     out = []
@@ -173,10 +132,8 @@ def window_grid(
 
 
 class WindowClassifier(nn.Module):
-    """Crops ``[N, s, s, 3]`` -> ``(logits [N, C + 1], deltas [N, 4 * (C + 1)] or None)``.
-
-    The ResNet's last feature map, global-average pooled, then linear ``cls_score`` (and
-    ``bbox_pred`` with ``box_regression``). Outputs are float32.
+    """Crops ``[N, s, s, 3]`` -> ``(logits [N, C + 1], deltas [N, 4 * (C + 1)] or None)`` float32:
+    ResNet last map, global-average pooled, linear ``cls_score`` (+ ``bbox_pred``).
     """
 
     num_classes: int
@@ -208,15 +165,9 @@ def _crops(images: jax.Array, boxes: jax.Array, size: int, sampling_ratio: int) 
 
 
 class SlidingWindowDetector(nn.Module):
-    """See the module docstring.
-
-    Attributes:
-      spec: the detector's static numbers.
-      backbone: model config section for :func:`jaxdet.models.resnet.create_resnet` (the
-        window classifier's CNN; crops are ``window_crop_size`` pixels, so ``stem="small"``
-        keeps more resolution than ``"imagenet"``).
-      bn_axis_name: mapped axis for cross-device BatchNorm (training), or None.
-      dtype: compute dtype of the crops fed to the classifier (None: float32).
+    """See the module docstring. ``backbone``: config section for
+    :func:`jaxdet.models.resnet.create_resnet` (the window classifier's CNN); ``bn_axis_name``:
+    cross-device BatchNorm axis or None; ``dtype``: compute dtype of the crops (None: float32).
     """
 
     spec: WindowSpec
@@ -236,8 +187,9 @@ class SlidingWindowDetector(nn.Module):
                            s.window_stride_fraction)
 
     def _classify(self, crops: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        """``[B, R, s, s, 3]`` -> logits ``[B, R, C + 1]``, deltas ``[B, R, 4 * (C + 1)]``
-        (zeros without the box head)."""
+        """``[B, R, s, s, 3]`` -> logits ``[B, R, C + 1]``, deltas ``[B, R, 4 * (C + 1)]`` (zeros
+        without the box head).
+        """
         b, r = crops.shape[:2]
         logits, deltas = self.classifier(
             crops.reshape((b * r,) + crops.shape[2:]).astype(self.dtype or jnp.float32), train)
@@ -339,20 +291,9 @@ def _window_targets(
     rng: jax.Array,
     spec: WindowSpec,
 ) -> roi_heads.RoiTargets:
-    """Match and sample the windows of ONE image.
-
-    Args:
-      windows: ``[W, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels.
-      window_valid: ``[W]`` bool, window inside the unpadded image.
-      gt_boxes: ``[G, 4]`` float32 ``(x1, y1, x2, y2)``; gt_labels ``[G]`` int 0-based;
-        gt_valid ``[G]`` bool.
-      rng: a key for the sampler.
-      spec: thresholds, sample size, box-coder weights.
-
-    Returns:
-      :class:`~jaxdet.detection.roi_heads.RoiTargets` with ``S = window_batch_size_per_image``
-      rows (``rois`` are the sampled windows; labels ``c + 1`` / 0; regression targets used
-      only by the optional box head), all ``stop_gradient``-ed.
+    """Match and sample the windows ``[W, 4]`` (``window_valid`` ``[W]``) of ONE image against its
+    gt: :class:`~jaxdet.detection.roi_heads.RoiTargets` with ``window_batch_size_per_image`` rows
+    (``rois``: the sampled windows), ``stop_gradient``-ed.
     """
     iou = ops.box_iou(gt_boxes, windows)  # [G, W]
     matches = ops.match(iou, gt_valid, high=spec.window_fg_iou, low=spec.window_bg_iou,
@@ -378,8 +319,7 @@ def _window_targets(
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int,
                  bn_axis_name: str | None = None) -> SlidingWindowDetector:
-    """:class:`SlidingWindowDetector` from ``config.model`` (backbone fields +
-    :class:`WindowSpec`)."""
+    """:class:`SlidingWindowDetector` from ``config.model`` (backbone + :class:`WindowSpec`)."""
     model = config.model
     return SlidingWindowDetector(
         spec=WindowSpec.from_config(model, num_classes),

@@ -1,77 +1,24 @@
-r"""SSD: single-shot multi-box detector (Liu et al., 2016) on a ResNet body, static shapes.
+"""SSD (Liu et al., 2016) on a ResNet body, static shapes.
 
-Detection without proposals: several feature maps of decreasing resolution each carry, at
-every location, a fixed set of *default boxes*; a 3x3 convolution per map predicts, for
-every default box, ``C + 1`` class logits (0 = background) and 4 box offsets relative to it.
-One pass, no RoI pooling, no second stage.
+Per map a 3x3 conv predicts ``C + 1`` logits (0 background) and 4 offsets per default box
+(:mod:`jaxdet.detection.ssd_default_boxes`). :class:`SSD` has
+:class:`~jaxdet.detection.faster_rcnn.FasterRCNN`'s call contract (``rng`` unused); terms
+``ssd_classifier`` / ``ssd_box`` are ``(sum, N_pos)``; test ``proposals``: the
+``recall_top_n`` default boxes with the highest foreground probability, decoded, clipped.
 
-One Flax module, :class:`SSD`, with :class:`~jaxdet.detection.faster_rcnn.FasterRCNN`'s
-contract (as documented in :mod:`jaxdet.detection.sliding_window`):
+Maps: ``ssd_feature_maps`` (e.g. C3-C5), then per ``ssd_extra_channels`` entry a 1x1 conv to
+half + stride-2 3x3 conv (norm + ReLU); ``ssd_head_channels > 0`` adds a 3x3 conv-norm-ReLU.
 
-* ``model.apply(v, images, image_hw, train=True, targets=gt, rng=keys, mutable=...)``
-  returns ``{"terms": {"ssd_classifier": (sum, count), "ssd_box": (sum, count)},
-  "recall": (hit, total), "num_foreground_rois": (sum, count)}``; both terms' count is the
-  number of positive (matched) default boxes of the batch, so ``sum / count`` is the paper's
-  ``1/N`` normalisation. ``rng`` is accepted and unused (nothing is sampled). ``recall``
-  counts gt boxes with IoU >= 0.5 to one of the top ``recall_top_n`` decoded candidates (see
-  ``proposals`` below); ``num_foreground_rois`` is (positive default boxes, real images).
-* ``model.apply(v, images, image_hw, train=False)`` returns padded detections
-  (:class:`~jaxdet.core.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
-  ``[B, K]``, ``classes`` ``[B, K]`` int32 0-based, ``valid`` ``[B, K]`` bool, sorted by
-  descending score, padding last, ``K = detections_per_img``) plus ``"proposals"``
-  ``[B, P, 4]`` and ``"proposal_valid"`` ``[B, P]``: the ``P = recall_top_n`` default boxes
-  with the highest foreground probability (max over the ``C`` object classes), decoded with
-  their offsets and clipped, before any score threshold or NMS, in descending order - so the
-  task's ``AR100@0.5`` measures the recall of SSD's candidates.
+Training: a default box takes its best gt at IoU ``>= ssd_iou_threshold``; each gt is then
+forced onto its best default box (the paper's rule; collisions: highest gt index). Offsets
+encode with ``box_weights`` (10, 10, 5, 5) = variances (0.1, 0.1, 0.2, 0.2). Hard negatives:
+the ``min(floor(ssd_neg_pos_ratio * N_pos), #negatives, ssd_negative_budget)`` unmatched boxes
+with the highest ``-log p(background)`` (budget 0: all). Softmax CE over positives + mined
+negatives; smooth L1 (``ssd_smooth_l1_beta``) over positives.
 
-Shapes and formats as in :mod:`jaxdet.detection.faster_rcnn`: ``images`` ``[B, H, W, 3]``
-float32 in [0, 1] (padded to one static size); ``image_hw`` ``[B, 2]`` unpadded ``(height,
-width)`` (default the padded size); ``targets``: ``gt_boxes`` ``[B, G, 4]`` float32 ``(x1, y1,
-x2, y2)`` absolute pixels, ``gt_labels`` ``[B, G]`` int32 0-based classes, ``gt_valid``
-``[B, G]`` bool, optional ``example_mask`` ``[B]`` (0: padded example, adds nothing to any
-sum or count). Default boxes and decoded boxes are float32 whatever the compute dtype.
-
-Feature maps. The ResNet (:mod:`jaxdet.models.resnet`, built from ``config.model`` like
-Faster R-CNN's body, cut after the deepest stage ``ssd_feature_maps`` names) gives the maps
-``ssd_feature_maps`` (e.g. ``("C3", "C4", "C5")``, strides 8, 16, 32 with the ImageNet stem);
-each entry of ``ssd_extra_channels`` appends one more map from the previous one through a 1x1
-conv (half the channels) and a stride-2 3x3 conv, each with norm and ReLU (the paper's extra
-layers). Optionally (``ssd_head_channels > 0``) each map first goes through one 3x3
-conv-norm-ReLU of that width; then two 3x3 convs predict ``n_k * (C + 1)`` logits and
-``n_k * 4`` offsets per location.
-
-Default boxes: :mod:`jaxdet.detection.ssd_default_boxes` (the paper's scales and aspect
-ratios, one set per map location; ``[A, 4]`` absolute pixels, map by map, row-major).
-
-Training (:func:`match_default_boxes`, :func:`hard_negative_mask`, :func:`ssd_image_losses`):
-
-* matching: every default box whose best IoU with a valid gt is ``>= ssd_iou_threshold``
-  (0.5) takes that gt (:func:`jaxdet.ops.match` with ``high = low``); then each valid gt is
-  *forced* onto its own best default box (argmax IoU, first on ties, if that IoU is > 0),
-  overriding the threshold match - the paper's "match each ground truth box to the default
-  box with the best jaccard overlap", so every gt has a positive. This is SSD's rule, not
-  ``ops.match``'s low-quality matches (those restore the box's *own* argmax gt, which may be
-  another gt, and then leave this gt without a positive). Where several gts force the same
-  default box, the highest gt index wins (deterministic).
-* box targets: :func:`jaxdet.ops.encode_boxes` of the matched gt against the default box
-  with weights ``box_weights`` = ``(10, 10, 5, 5)``, i.e. SSD's "variances" ``(0.1, 0.1,
-  0.2, 0.2)``;
-* hard-negative mining: the unmatched default boxes are ranked by their confidence loss
-  ``-log p(background)`` (no gradient through the choice); the ``min(floor(ratio * N_pos),
-  #negatives, budget)`` highest are kept (``ssd_neg_pos_ratio`` 3; the budget
-  ``ssd_negative_budget`` is the static ``k`` of one ``lax.top_k`` per image, 0 = all
-  default boxes, i.e. exact);
-* losses per batch: ``ssd_classifier`` = softmax cross-entropy summed over positives and
-  mined negatives, ``ssd_box`` = smooth-L1 (``ssd_smooth_l1_beta``, the paper's 1.0) of the
-  encoded offsets summed over the 4 coordinates of the positives; both as ``(sum, N_pos)``.
-
-Inference (:func:`postprocess`, per image): softmax; the ``ssd_pre_nms_top_n`` best
-``(default box, class)`` pairs over all ``A * C`` (0: all); decode, clip to ``image_hw``;
-keep ``score > score_thresh`` with width and height ``>= 1e-2``; class-aware NMS at
-``nms_thresh`` (:func:`jaxdet.ops.batched_nms`); the best ``detections_per_img``.
-
-Parameter names: ``body`` (the ResNet), ``extra{i}`` (``conv1``/``bn1``/``conv2``/``bn2``),
-``head`` with ``conv{k}``/``bn{k}`` (optional), ``cls{k}`` and ``box{k}`` for map ``k``.
+Inference: best ``ssd_pre_nms_top_n`` ``(box, class)`` pairs (0: all), decode, clip,
+:func:`~jaxdet.detection.select.select_detections`. Parameters: ``body``, ``extra{i}``
+(``conv1``/``bn1``/``conv2``/``bn2``), ``head`` (``conv{k}``/``bn{k}``, ``cls{k}``, ``box{k}``).
 """
 
 from __future__ import annotations
@@ -100,8 +47,9 @@ SSD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # SSD's variances (0.1, 0.1, 0.2, 0.2)
 
 @dataclasses.dataclass(frozen=True)
 class SSDSpec:
-    """Every static number of SSD (from ``config.model``, keys of the same names; unknown keys
-    are ignored). See the module docstring for what each means."""
+    """Every static number of SSD, from ``config.model`` (same key names; unknown keys ignored;
+    module docstring). Raises ValueError on invalid maps, scales or aspect ratios.
+    """
 
     num_classes: int
     ssd_feature_maps: tuple[str, ...] = ("C3", "C4", "C5")
@@ -167,8 +115,9 @@ class SSDSpec:
 
 
 class ExtraBlock(resnet.NormSettings):
-    """``[B, h, w, c] -> [B, ceil(h / 2), ceil(w / 2), features]``: 1x1 conv to
-    ``features // 2`` + norm + ReLU, then a stride-2 3x3 conv + norm + ReLU."""
+    """``[B, h, w, c] -> [B, ceil(h / 2), ceil(w / 2), features]``: 1x1 conv to ``features // 2`` +
+    norm + ReLU, then stride-2 3x3 conv + norm + ReLU.
+    """
 
     features: int = 64
 
@@ -179,8 +128,9 @@ class ExtraBlock(resnet.NormSettings):
 
 
 class SSDHead(resnet.NormSettings):
-    """Per-map predictors: maps ``[B, f_h, f_w, c_k]`` -> ``(logits [B, A, C + 1], offsets
-    [B, A, 4])`` float32, flattened map by map, row-major, box shape fastest."""
+    """Maps ``[B, f_h, f_w, c_k]`` -> ``(logits [B, A, C + 1], offsets [B, A, 4])`` float32, map by
+    map, row-major, box shape fastest.
+    """
 
     num_classes: int = 1
     boxes_per_location: tuple[int, ...] = ()
@@ -211,16 +161,9 @@ class SSDHead(resnet.NormSettings):
 def match_default_boxes(
     iou: jax.Array, gt_valid: jax.Array, box_valid: jax.Array, threshold: float
 ) -> jax.Array:
-    """SSD matching of ONE image (module docstring).
-
-    Args:
-      iou: ``[G, A]`` float IoU of each gt with each default box (NaN counts as 0).
-      gt_valid: ``[G]`` bool.
-      box_valid: ``[A]`` bool, default box usable (centre inside the unpadded image).
-      threshold: IoU for a threshold match (``>=``).
-
-    Returns:
-      ``[A]`` int32: matched gt index in ``[0, G)``, ``-1`` background, ``-2`` unusable box.
+    """SSD matching of ONE image: ``iou`` ``[G, A]`` (NaN as 0), ``gt_valid`` ``[G]``, ``box_valid``
+    ``[A]`` (centre inside the unpadded image) -> ``[A]`` int32 gt index, ``-1`` background,
+    ``-2`` unusable.
     """
     q = jnp.where(jnp.isnan(iou), 0.0, jnp.asarray(iou, jnp.float32))
     q = jnp.where(box_valid[None, :], q, 0.0)
@@ -238,19 +181,9 @@ def match_default_boxes(
 def hard_negative_mask(
     conf_loss: jax.Array, negative: jax.Array, num_pos: jax.Array, ratio: float, budget: int
 ) -> jax.Array:
-    """The mined negatives of ONE image, with static shapes.
-
-    Args:
-      conf_loss: ``[A]`` float confidence loss of each default box as a negative
-        (``-log p(background)``); the selection carries no gradient.
-      negative: ``[A]`` bool candidates (unmatched, usable default boxes).
-      num_pos: int scalar, positives of the image.
-      ratio: negatives per positive (3).
-      budget: static ``k`` of the ``lax.top_k``; ``<= 0`` or ``>= A``: all ``A``.
-
-    Returns:
-      ``[A]`` bool: the ``min(floor(ratio * num_pos), #negative, k)`` candidates with the
-      highest ``conf_loss`` (ties: lower index first).
+    """Mined negatives of ONE image: ``[A]`` bool, the ``min(floor(ratio * num_pos), #negative, k)``
+    candidates (``negative`` ``[A]``) with the highest ``conf_loss`` ``[A]`` (ties: lower index);
+    ``k = budget`` (``<= 0`` or ``>= A``: all). No gradient through the selection.
     """
     a = conf_loss.shape[0]
     k = a if budget <= 0 else min(int(budget), a)
@@ -272,20 +205,9 @@ def ssd_image_losses(
     gt_valid: jax.Array,
     spec: SSDSpec,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """SSD's loss sums for ONE image.
-
-    Args:
-      logits: ``[A, C + 1]`` float (column 0 background); offsets ``[A, 4]`` encoded
-        ``(dx, dy, dw, dh)`` with ``spec.box_weights``.
-      boxes: ``[A, 4]`` default boxes ``(x1, y1, x2, y2)`` absolute pixels; box_valid ``[A]``.
-      gt_boxes: ``[G, 4]`` ``(x1, y1, x2, y2)`` absolute pixels; gt_labels ``[G]`` 0-based;
-        gt_valid ``[G]`` bool.
-      spec: thresholds, mining ratio and budget, box weights, smooth-L1 beta.
-
-    Returns:
-      ``(classifier_sum, box_sum, num_pos)`` float32 scalars: cross-entropy over positives
-      and mined negatives, smooth-L1 over the positives' 4 encoded coordinates, and the
-      number of positives.
+    """SSD's loss sums of ONE image: float32 ``(classifier_sum, box_sum, num_pos)`` from ``logits``
+    ``[A, C + 1]``, ``offsets`` ``[A, 4]``, default ``boxes`` ``[A, 4]`` + ``box_valid``, and the
+    gt (``[G, 4]`` pixels, ``[G]`` 0-based labels, ``[G]`` valid).
     """
     gt_boxes = jnp.asarray(gt_boxes, jnp.float32)
     matches = jax.lax.stop_gradient(match_default_boxes(
@@ -319,8 +241,9 @@ def candidates(
     logits: jax.Array, offsets: jax.Array, boxes: jax.Array, box_valid: jax.Array,
     image_hw: jax.Array, spec: SSDSpec,
 ) -> tuple[jax.Array, jax.Array]:
-    """The ``P = min(recall_top_n, A)`` default boxes of ONE image with the highest
-    foreground probability, decoded and clipped: ``([P, 4], valid [P])``."""
+    """The ``P = min(recall_top_n, A)`` default boxes of ONE image with the highest foreground
+    probability, decoded and clipped: ``([P, 4], valid [P])``.
+    """
     probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
     fg = jnp.where(box_valid, jnp.max(probs[:, 1:], axis=-1), -1.0)
     p = min(int(spec.recall_top_n), fg.shape[0])
@@ -333,8 +256,9 @@ def postprocess(
     logits: jax.Array, offsets: jax.Array, boxes: jax.Array, box_valid: jax.Array,
     image_hw: jax.Array, spec: SSDSpec, min_size: float = 1e-2,
 ) -> core.Detections:
-    """Detections of ONE image (module docstring): ``logits [A, C + 1]``, ``offsets [A, 4]``,
-    default ``boxes [A, 4]``, ``box_valid [A]``, ``image_hw [2]`` -> ``K`` padded rows."""
+    """Detections of ONE image: ``logits [A, C + 1]``, ``offsets [A, 4]``, default ``boxes [A, 4]``,
+    ``box_valid [A]``, ``image_hw [2]`` -> ``K`` padded rows (module docstring).
+    """
     logits = jnp.asarray(logits, jnp.float32)
     a, k1 = logits.shape
     c = k1 - 1
@@ -358,14 +282,10 @@ def postprocess(
 
 
 class SSD(nn.Module):
-    """See the module docstring.
-
-    Attributes:
-      spec: the detector's static numbers.
-      backbone: model config section for :func:`jaxdet.models.resnet.create_resnet` (also
-        the norm settings of the extra layers and head).
-      bn_axis_name: mapped axis for cross-device BatchNorm (training), or None.
-      dtype: compute dtype of the convolutions (None: float32); outputs are float32.
+    """See the module docstring. ``backbone``: config section for
+    :func:`jaxdet.models.resnet.create_resnet` (also norm settings of extra layers and head);
+    ``bn_axis_name``: cross-device BatchNorm axis or None; ``dtype``: conv compute dtype (None:
+    float32; outputs float32).
     """
 
     spec: SSDSpec

@@ -1,84 +1,26 @@
-"""YOLO (v1): one pass over an S x S grid of cells, sum-squared loss, class-aware NMS.
+"""YOLO v1 (Redmon et al., 2016): one pass over an S x S grid, sum-squared loss, class-aware NMS.
 
-Redmon et al., "You Only Look Once" (2016), detection without proposals. The
-network maps the image to an ``S x S x (B * 5 + C)`` tensor: per cell, ``B`` boxes of five
-numbers ``(x, y, sqrt(w), sqrt(h), confidence)`` then ``C`` class probabilities shared by the
-cell's boxes. ``S = yolo_grid_size`` and ``B = yolo_boxes_per_cell`` come from the config.
+Output ``S x S x (B * 5 + C)`` (``yolo_grid_size``, ``yolo_boxes_per_cell``): per cell,
+predictor ``b`` at channels ``5b .. 5b + 4`` = ``(x, y, sqrt(w), sqrt(h), confidence)``
+(sigmoid), then ``C`` class scores (softmax) shared by the cell. Cell ``(i, j)`` (flat
+``i * S + j``) of the padded ``H x W`` input gives ``cx = (j + x) W / S``,
+``cy = (i + y) H / S``, ``w = sqrt(w)^2 W``, ``h = sqrt(h)^2 H``.
 
-One Flax module, :class:`Yolo`, with :class:`~jaxdet.detection.faster_rcnn.FasterRCNN`'s
-contract:
+:class:`Yolo` has :class:`~jaxdet.detection.faster_rcnn.FasterRCNN`'s call contract; terms
+:data:`LOSS_TERMS` count real images; ``rng`` feeds dropout only; ``recall``: gts covered at
+IoU >= 0.5 by their responsible predictor. Test ``proposals``: the ``S * S * B`` decoded
+boxes by confidence (valid: positive clipped area).
 
-* ``model.apply(v, images, image_hw, train=True, targets=gt, rng=keys, mutable=...)``
-  returns ``{"terms": {t: (sum, count) for t in LOSS_TERMS}, "recall": (hit, total),
-  "num_foreground_rois": (sum, count)}`` (``rng``: one key per image, ``[B]``, used only by
-  the head's dropout, ``yolo_dropout > 0``);
-* ``model.apply(v, images, image_hw, train=False)`` returns padded detections
-  (:class:`~jaxdet.core.Detections` fields ``boxes`` ``[B, K, 4]``, ``scores``
-  ``[B, K]``, ``classes`` ``[B, K]`` int32, ``valid`` ``[B, K]`` bool, sorted by descending
-  score, padding last; ``K = detections_per_img``) plus ``"proposals"`` ``[B, P, 4]`` and
-  ``"proposal_valid"`` ``[B, P]``: the ``P = S * S * B`` decoded boxes before NMS sorted by
-  descending confidence (so the task's AR100@0.5 is the recall of the 100 most confident
-  candidates), valid where the box clipped to ``image_hw`` has positive width and height.
+Targets (:func:`yolo_targets`): a gt goes to the cell of its centre (clipped; borders go right
+/ down), one gt per cell (largest area, ties lower index); the responsible predictor has the
+highest IoU (ties lower index); targets ``(cx * S / W - j, cy * S / H - i, sqrt(w / W),
+sqrt(h / H))``, confidence the IoU (``yolo_rescore``; else 1), classes one-hot. Loss sums
+(:func:`yolo_losses`): ``yolo_coord`` (weight ``config.loss.yolo_coord_weight``, paper 5),
+``yolo_obj``, ``yolo_noobj`` (paper 0.5), ``yolo_class``. Test: scores ``confidence * p(c)``.
 
-Shapes and formats as in :mod:`jaxdet.detection.faster_rcnn`: ``images`` ``[B, H, W, 3]``
-float32 in [0, 1] (padded to one static size); ``image_hw`` ``[B, 2]`` unpadded ``(height,
-width)`` (default the padded size); ``targets``: ``gt_boxes`` ``[B, G, 4]`` float32 ``(x1, y1,
-x2, y2)`` absolute pixels, ``gt_labels`` ``[B, G]`` int32 0-based classes, ``gt_valid``
-``[B, G]`` bool, optional ``example_mask`` ``[B]`` (0: padded example, adds nothing to any
-sum or count). Boxes, IoUs and losses are float32 whatever the compute dtype.
-
-Parameterisation (:func:`decode_predictions`). The grid covers the padded network input of
-``H x W`` pixels; cell ``(i, j)`` (row ``i``, column ``j``, flattened row-major as ``i * S +
-j``) spans ``[j * W / S, (j + 1) * W / S) x [i * H / S, (i + 1) * H / S)``. A predictor's
-``(x, y)`` is its box centre relative to the cell (in [0, 1]), ``(sqrt(w), sqrt(h))`` the
-square roots of its width and height relative to the whole input (in [0, 1]); the box is
-``cx = (j + x) W / S``, ``cy = (i + y) H / S``, ``w = sqrt(w)^2 W``, ``h = sqrt(h)^2 H``. The
-network's raw outputs go through a sigmoid for these four numbers and the confidence, and a
-softmax over the ``C`` class scores (the paper's last layer is linear; squashing into the
-targets' ranges is a stability choice, the loss is still sum-squared on these values). Raw
-channel layout per cell: predictor ``b``'s five numbers at ``5b .. 5b + 4`` in the order
-``x, y, sqrt(w), sqrt(h), confidence``, then the ``C`` class scores at ``5B .. 5B + C - 1``.
-
-Targets (:func:`yolo_targets`, one image, static shapes). A gt box belongs to the cell holding
-its centre (``floor(cx * S / W)``, clipped to ``[0, S - 1]``: a centre on a cell border goes to
-the right / lower cell). One cell predicts one object (the class probabilities are per cell):
-when several valid gts have their centre in the same cell, **the largest by area wins (ties:
-the lower gt index)** and the others get no predictor (the grid's recall ceiling; on the
-default scenes' validation split that is 2.3 % of the objects with ``S = 8``, 0.5 % with
-``S = 16``). In an object's cell the
-*responsible* predictor is the one whose current predicted box has the highest IoU with the gt
-(ties: the lower predictor index). Regression targets: ``(cx * S / W - j, cy * S / H - i,
-sqrt(w_gt / W), sqrt(h_gt / H))``; confidence target the IoU of the responsible predictor's box
-with its gt (darknet's ``rescore=1``, the paper's ``Pr(Object) * IOU``; ``yolo_rescore=False``:
-1); class target the one-hot of the gt's class. Targets are ``stop_gradient``-ed.
-
-Loss (:func:`yolo_losses`), the paper's five sums, summed over the cells and predictors of an
-image and averaged over images (each term's count is the number of real images):
-
-* ``yolo_coord``: responsible predictors' ``(x - x^)^2 + (y - y^)^2 + (sqrt(w) - sqrt(w)^)^2
-  + (sqrt(h) - sqrt(h)^)^2`` (weight ``config.loss.yolo_coord_weight``, the paper's
-  ``lambda_coord = 5``);
-* ``yolo_obj``: responsible predictors' ``(C - C^)^2`` (weight 1);
-* ``yolo_noobj``: every other predictor's ``C^2`` (``lambda_noobj = 0.5``);
-* ``yolo_class``: per cell with an object, ``sum_c (p(c) - p^(c))^2`` (weight 1).
-
-Test (:func:`postprocess`): each predictor's class-specific score is ``confidence * p(c)``
-(``S * S * B * C`` candidates); boxes clipped to ``image_hw``; candidates with score
-``> score_thresh`` and sides ``>= min_size`` go through class-aware greedy NMS
-(:func:`jaxdet.ops.batched_nms`, suppress IoU ``> nms_thresh``), the best
-``detections_per_img`` kept.
-
-Architecture: the ResNet of :mod:`jaxdet.models.resnet` (backbone fields of ``config.model``),
-its feature map ``yolo_feature`` (default the last stage), then the head ``yolo_head``:
-
-* ``"conv"``: ``yolo_head_convs`` 3x3 convs of ``yolo_head_channels`` with leaky ReLU (0.1),
-  dropout (``yolo_dropout``, training only), then a 1x1 conv to ``B * 5 + C``: fully
-  convolutional, the feature map must be ``S x S``
-  (e.g. 128 px input, ``stem="imagenet"``: C3 at stride 8 -> ``S = 16``, C4 -> ``S = 8``);
-* ``"fc"`` (the paper's): the 3x3 convs as above, flatten, dense ``yolo_fc_size`` with leaky
-  ReLU, dropout, dense ``S * S * (B * 5 + C)``: any ``S``.
-
-Parameter names: ``body`` (the ResNet), ``head_conv{k}``, ``head_fc`` (fc head) and
+Head ``yolo_head`` on map ``yolo_feature`` (default last): ``"conv"`` (3x3 convs, leaky ReLU
+0.1, dropout, 1x1; the map must be ``S x S``) or ``"fc"`` (the paper's: dense
+``yolo_fc_size``, dropout, dense). Parameters: ``body``, ``head_conv{k}``, ``head_fc``,
 ``head_out``.
 """
 
@@ -106,8 +48,9 @@ HEADS = ("conv", "fc")
 
 @dataclasses.dataclass(frozen=True)
 class YoloSpec:
-    """Every static number of the YOLO detector (from ``config.model``, keys of the same
-    names; unknown keys are ignored)."""
+    """Every static number of YOLO, from ``config.model`` (same key names; unknown keys ignored).
+    Raises ValueError on grid/boxes < 1, unknown head or dropout outside ``[0, 1)``.
+    """
 
     num_classes: int
     yolo_grid_size: int = 8  # S
@@ -144,14 +87,10 @@ class YoloSpec:
 
 
 class Predictions(NamedTuple):
-    """Decoded network outputs of ONE image (``vmap`` adds ``[N, ...]``); ``S2 = S * S``.
-
-    Attributes:
-      xywh: ``[S2, B, 4]`` float32 ``(x, y, sqrt(w), sqrt(h))`` in [0, 1] (module docstring).
-      confidence: ``[S2, B]`` float32 in [0, 1].
-      class_probs: ``[S2, C]`` float32, each row sums to 1.
-      boxes: ``[S2, B, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels of the padded input
-        (not clipped).
+    """Decoded outputs of ONE image (``vmap`` adds ``[N, ...]``; ``S2 = S * S``): ``xywh``
+    ``[S2, B, 4]`` ``(x, y, sqrt(w), sqrt(h))`` in [0, 1], ``confidence`` ``[S2, B]`` in [0, 1],
+    ``class_probs`` ``[S2, C]`` (rows sum to 1), ``boxes`` ``[S2, B, 4]`` ``(x1, y1, x2, y2)``
+    absolute pixels, not clipped; all float32.
     """
 
     xywh: jax.Array
@@ -161,15 +100,10 @@ class Predictions(NamedTuple):
 
 
 class YoloTargets(NamedTuple):
-    """Training targets of ONE image (``vmap`` adds ``[N, ...]``), ``stop_gradient``-ed.
-
-    Attributes:
-      cell_gt: ``[S2]`` int32 index of the gt the cell predicts, -1 for none.
-      responsible: ``[S2, B]`` bool, the predictor that answers for the cell's gt.
-      xywh: ``[S2, 4]`` float32 regression targets ``(x, y, sqrt(w), sqrt(h))`` (zeros in
-        cells without an object).
-      labels: ``[S2]`` int32 0-based class of the cell's gt (0 where ``cell_gt < 0``).
-      iou: ``[S2, B]`` float32 IoU of each predictor's box with the cell's gt (0 where none).
+    """Targets of ONE image (``vmap`` adds ``[N, ...]``), ``stop_gradient``-ed: ``cell_gt`` ``[S2]``
+    int32 (-1 none), ``responsible`` ``[S2, B]`` bool, ``xywh`` ``[S2, 4]`` float32 (zeros without
+    object), ``labels`` ``[S2]`` int32 0-based (0 without object), ``iou`` ``[S2, B]`` float32 of
+    each predictor's box with the cell's gt (0 where none).
     """
 
     cell_gt: jax.Array
@@ -182,16 +116,8 @@ class YoloTargets(NamedTuple):
 def decode_predictions(
     raw: jax.typing.ArrayLike, boxes_per_cell: int, image_size: tuple[int, int]
 ) -> Predictions:
-    """Raw head outputs of ONE image -> :class:`Predictions`.
-
-    Args:
-      raw: ``[S, S, B * 5 + C]`` (or ``[S * S, B * 5 + C]``, cells row-major) raw outputs in
-        the channel layout of the module docstring.
-      boxes_per_cell: ``B``.
-      image_size: ``(H, W)`` of the padded network input (static numbers).
-
-    Returns:
-      :class:`Predictions`.
+    """Raw outputs ``[S, S, B * 5 + C]`` or ``[S * S, B * 5 + C]`` (module layout) of ONE image
+    -> :class:`Predictions`; ``image_size``: padded ``(H, W)``. Other shapes: ValueError.
     """
     raw = jnp.asarray(raw, jnp.float32)
     grid = raw.shape[0] if raw.ndim == 3 else math.isqrt(raw.shape[0])
@@ -207,8 +133,9 @@ def decode_predictions(
 
 
 def xywh_to_boxes(xywh: jax.Array, grid_size: int, image_size: tuple[int, int]) -> jax.Array:
-    """``[S2, ..., 4]`` ``(x, y, sqrt(w), sqrt(h))`` -> ``(x1, y1, x2, y2)`` absolute pixels
-    of the ``(H, W)`` input (cell ``k = i * S + j`` along the first axis)."""
+    """``[S2, ..., 4]`` ``(x, y, sqrt(w), sqrt(h))`` -> ``(x1, y1, x2, y2)`` absolute pixels of the
+    ``(H, W)`` input (cell ``i * S + j`` along the first axis).
+    """
     height, width = float(image_size[0]), float(image_size[1])
     s = grid_size
     k = jnp.arange(s * s)
@@ -229,19 +156,10 @@ def yolo_targets(
     grid_size: int,
     image_size: tuple[int, int],
 ) -> YoloTargets:
-    """Assign the gt boxes of ONE image to cells and predictors (module docstring).
-
-    Args:
-      pred_boxes: ``[S * S, B, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels: the
-        predictors' current boxes (they choose the responsible predictor).
-      gt_boxes: ``[G, 4]`` float32 ``(x1, y1, x2, y2)`` absolute pixels of the padded input.
-      gt_labels: ``[G]`` int 0-based classes.
-      gt_valid: ``[G]`` bool, False for padding.
-      grid_size: ``S``.
-      image_size: ``(H, W)`` of the padded network input (static numbers).
-
-    Returns:
-      :class:`YoloTargets`.
+    """Assign ONE image's gts to cells and predictors (module docstring): ``pred_boxes``
+    ``[S * S, B, 4]`` (current predictions), ``gt_boxes`` ``[G, 4]``, ``gt_labels`` ``[G]``,
+    ``gt_valid`` ``[G]``, ``grid_size`` ``S``, ``image_size`` padded ``(H, W)``; boxes float32
+    ``(x1, y1, x2, y2)`` absolute pixels. Returns :class:`YoloTargets`.
     """
     pred_boxes = jax.lax.stop_gradient(jnp.asarray(pred_boxes, jnp.float32))
     gt_boxes = jnp.asarray(gt_boxes, jnp.float32)
@@ -288,15 +206,8 @@ def yolo_targets(
 
 def yolo_losses(pred: Predictions, targets: YoloTargets, rescore: bool = True
                 ) -> dict[str, jax.Array]:
-    """The four sum-squared sums of ONE image (unweighted; module docstring).
-
-    Args:
-      pred: :class:`Predictions` of the image.
-      targets: :class:`YoloTargets` of the image.
-      rescore: confidence target is the IoU (True) or 1 (False).
-
-    Returns:
-      ``{term: float32 scalar}`` for each term of :data:`LOSS_TERMS`.
+    """The four unweighted sum-squared sums of ONE image: ``{term: float32}`` for :data:`LOSS_TERMS`
+    (``rescore``: confidence target IoU, else 1).
     """
     resp = targets.responsible.astype(jnp.float32)  # [S2, B]
     has = (targets.cell_gt >= 0).astype(jnp.float32)  # [S2]
@@ -323,20 +234,10 @@ def postprocess(
     detections_per_img: int = 100,
     min_size: float = 1e-2,
 ) -> tuple[core.Detections, jax.Array, jax.Array]:
-    """Detections and confidence-sorted candidate boxes of ONE image.
-
-    Args:
-      pred: :class:`Predictions` of the image.
-      image_hw: ``[2]`` ``(height, width)`` of the unpadded image (boxes are clipped to it).
-      score_thresh: minimum class-specific score ``confidence * p(c)`` (exclusive).
-      nms_thresh: per-class NMS IoU threshold.
-      detections_per_img: static number ``K`` of output rows.
-      min_size: minimum clipped box width and height in pixels.
-
-    Returns:
-      ``(detections, candidates, candidate_valid)``: :class:`~jaxdet.detection.roi_heads.
-      Detections` with ``K`` rows; ``[S2 * B, 4]`` clipped boxes sorted by descending
-      confidence and their ``[S2 * B]`` validity (positive width and height).
+    """Detections and candidates of ONE image: ``image_hw`` ``[2]`` unpadded ``(height, width)`` to
+    clip to; ``score_thresh`` on ``confidence * p(c)`` (exclusive); ``min_size`` pixels. Returns
+    ``(detections (detections_per_img rows), candidates [S2 * B, 4] clipped, by descending
+    confidence, candidate_valid [S2 * B])``.
     """
     s2, b, _ = pred.boxes.shape
     c = pred.class_probs.shape[-1]
@@ -355,14 +256,9 @@ def postprocess(
 
 
 class Yolo(nn.Module):
-    """See the module docstring.
-
-    Attributes:
-      spec: the detector's static numbers.
-      backbone: model config section for :func:`jaxdet.models.resnet.create_resnet`.
-      bn_axis_name: mapped axis for cross-device BatchNorm (training), or None.
-      dtype: compute dtype of the backbone and head convs (None: float32); the outputs are
-        cast to float32 before decoding.
+    """See the module docstring. ``backbone``: config section for
+    :func:`jaxdet.models.resnet.create_resnet`; ``bn_axis_name``: cross-device BatchNorm axis or
+    None; ``dtype``: compute dtype of backbone and head convs (None: float32; outputs float32).
     """
 
     spec: YoloSpec
@@ -384,9 +280,8 @@ class Yolo(nn.Module):
 
     def raw_outputs(self, images: jax.Array, train: bool,
                     rng: jax.Array | None = None) -> jax.Array:
-        """``images [N, H, W, 3]`` -> raw outputs ``[N, S * S, B * 5 + C]`` float32.
-
-        ``rng``: ``[N]`` keys, one per image, for the training dropout (``yolo_dropout``).
+        """``images [N, H, W, 3]`` -> ``[N, S * S, B * 5 + C]`` float32; ``rng``: ``[N]`` keys for
+        dropout. Raises ValueError on an unknown ``yolo_feature`` or a non-``S x S`` conv-head map.
         """
         s = self.spec
         feats = self.body(images, train=train)
@@ -410,8 +305,7 @@ class Yolo(nn.Module):
         return self.head_out(x).astype(jnp.float32).reshape(n, -1, s.channels)
 
     def _dropout(self, x: jax.Array, train: bool, rng: jax.Array | None) -> jax.Array:
-        """Inverted dropout of ``x [N, ...]`` at ``yolo_dropout`` with one key per image
-        (so a step does not depend on how the batch is split over devices)."""
+        """Inverted dropout at ``yolo_dropout``, one key per image (independent of device split)."""
         rate = self.spec.yolo_dropout
         if not train or rate == 0.0:
             return x

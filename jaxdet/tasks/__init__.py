@@ -1,9 +1,9 @@
 """Tasks: what the generic training loop needs to know about one kind of model.
 
-A task module provides (see :class:`Task`): its data sources, per-example preprocessing, model
-construction, a loss function of ``(params, batch_stats, batch, rng)``, an additive evaluation
-statistic and its summary, and a picture of predictions. :func:`get_task` maps
-``config.task`` to the module explicitly — there is no registry.
+A task module provides data sources, preprocessing, model construction, a loss function of
+``(params, batch_stats, batch, rng)``, an additive evaluation statistic and its summary, and
+pictures of predictions (:class:`jaxdet.core.Task`). :func:`get_task` maps ``config.task`` to
+the module explicitly (no registry).
 """
 
 from __future__ import annotations

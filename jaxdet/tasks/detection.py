@@ -1,49 +1,21 @@
-"""Object detection on the synthetic scenes, evaluated with COCO box AP.
+"""Object detection on the synthetic scenes (or real data), evaluated with COCO box AP.
 
-The detector is ``config.model.detector``: ``faster_rcnn`` (default), or the
-earlier detectors on the same data and evaluation — ``fast_rcnn`` and ``rcnn`` on Selective
-Search proposals (computed once per split and cached next to the dataset; the examples then
-also carry ``proposals`` float32 ``[B, P, 4]`` and ``proposal_valid`` ``[B, P]``), and
-``sliding_window``.
+``config.model.detector`` (:data:`DETECTORS`): ``faster_rcnn`` (default), ``fast_rcnn`` /
+``rcnn`` (cached Selective Search proposals: batches add ``proposals`` float32 ``[B, P, 4]``,
+``proposal_valid`` ``[B, P]``), ``sliding_window``, ``yolo``, ``ssd``.
 
-Batches (all static shapes; ``G = config.data.max_instances``):
+Batch (``G = config.data.max_instances``): ``image`` uint8 ``[B, H, W, 3]``; ``gt_boxes``
+float32 ``[B, G, 4]`` ``(x1, y1, x2, y2)`` absolute input pixels, ``gt_labels`` int32 0-based,
+``gt_valid`` bool; COCO: ``gt_iscrowd`` (not targets, ``iscrowd=1`` in evaluation);
+``image_hw`` int32 ``[B, 2]`` (image inside the padding; outputs clipped to it); ``orig_hw``
+int32 ``[B, 2]`` (evaluation size); ``index``, ``mask``; ``mask_head``: ``gt_masks`` uint8
+``[B, G, M, M]`` (``M = config.data.mask_crop_size``, 56); ``keypoint_head``:
+``gt_keypoints`` float32 ``[B, G, 17, 3]`` ``(x, y, v)`` input pixels.
 
-* ``image`` uint8 ``[B, H, W, 3]`` (one padded size per config);
-* ``gt_boxes`` float32 ``[B, G, 4]`` ``(x1, y1, x2, y2)`` absolute pixels of the network input,
-  ``gt_labels`` int32 ``[B, G]`` (0-based object class), ``gt_valid`` bool ``[B, G]``;
-* with COCO data (examples with ``objects/is_crowd``) also ``gt_iscrowd`` bool ``[B, G]``:
-  crowd rows are not training targets (``gt_valid`` False) but are passed to pycocotools as
-  ``iscrowd=1`` ground truth (detections on crowd regions are neither hits nor misses);
-* ``image_hw`` int32 ``[B, 2]``: the image's ``(height, width)`` inside the padded input
-  (the example's ``image_hw`` when it has one, :func:`jaxdet.data.augment.pad_to`; proposals
-  and detections are clipped to it); ``orig_hw`` int32 ``[B, 2]``: the original
-  image size, to which detections are mapped back for evaluation (the example's ``orig_hw``
-  when it has one: real data through the resize chain of :mod:`jaxdet.data.sources` is
-  evaluated at its original size, with the gt masks and areas of the example's
-  ``orig_objects``; the synthetic scenes and images fitted by ``image_size`` alone at the
-  input size, both equal);
-* the pipeline's ``index`` and ``mask``;
-* with ``config.model.mask_head`` (Mask R-CNN) also ``gt_masks`` uint8 ``[B, G, M, M]``,
-  ``M = config.data.mask_crop_size`` (default 56): each instance's visible mask RoIAligned
-  over its own gt box (:func:`jaxdet.detection.mask_head.crop_gt_masks`, soft values
-  ``round(255 v)``), the memory-aware form (a COCO image's 100 instances at 56 x 56 are
-  314 KB, not ``[100, 800, 1333]`` float32). Evaluation reads the full-resolution gt masks
-  from the split's source by ``index``; the predicted ``[B, K, 28, 28]`` probabilities are
-  pasted at the original size with :func:`jaxdet.ops.paste_masks` (``> 0.5``), RLE-encoded,
-  and scored with pycocotools ``segm`` next to ``bbox`` (``mask_AP``, ``mask_AP50``, ...);
-* with ``config.model.keypoint_head`` (Keypoint R-CNN, on scenes with stick-figure persons:
-  ``config.data.person_fraction > 0``, class "person" last) also ``gt_keypoints`` float32
-  ``[B, G, 17, 3]`` ``(x, y, v)`` absolute pixels of the network input (zeros for shapes).
-  The person detections' ``keypoints`` ``[B, K, 17, 3]`` are scored with pycocotools
-  ``keypoints`` (COCO's 17 sigmas; ``kp_AP``, ``kp_AP50``, ...) next to ``bbox``.
-
-Loss: the detector's terms (Faster R-CNN: ``rpn_objectness``, ``rpn_box``, ``roi_classifier``,
-``roi_box``; Mask R-CNN adds ``roi_mask``, Keypoint R-CNN ``roi_keypoint``), each with its
-weight ``config.loss.<term>_weight`` (sweepable). Evaluation runs on the host: COCO AP / AP50 /
-AP75 / AP small-medium-large / AR and per-class AP through pycocotools over every validation
-image exactly once, plus the RPN's proposal recall ``AR100@0.5`` (fraction of gt boxes with
-IoU >= 0.5 to one of the top 100 proposals); the detections are written as a COCO results JSON
-(:mod:`jaxdet.tasks.detection_eval`).
+Loss: the detector's terms weighted by ``config.loss.<term>_weight``. Evaluation
+(:mod:`jaxdet.tasks.detection_eval`): COCO box AP family and per-class AP (plus ``mask_AP``
+/ ``kp_AP`` with those heads) over each validation image once, ``AR100@0.5``, and a COCO
+results JSON.
 """
 
 from __future__ import annotations
@@ -72,12 +44,9 @@ PRIMARY_METRIC = "AP"
 PRIMARY_METRIC_HIGHER_IS_BETTER = True
 EVALUATES_ON_HOST = True
 LOSS_TERMS = faster_rcnn.LOSS_TERMS  # of the default detector; see loss_terms(config)
-#: ``config.model.detector`` values -> the module holding the detector. R-CNN and Fast R-CNN
-#: classify given (Selective Search) proposals; Faster R-CNN learns its own; the sliding window
-#: classifies a fixed window grid; YOLO and SSD predict boxes in one pass over a grid of cells.
-#: Each module provides ``create_model(config, num_classes, bn_axis_name)`` and ``LOSS_TERMS``
-#: (or ``loss_terms_for(config.model, num_classes)`` when config fields add terms); its model
-#: follows :class:`~jaxdet.detection.faster_rcnn.FasterRCNN`'s apply contract.
+#: ``config.model.detector`` -> module providing ``create_model(config, num_classes,
+#: bn_axis_name)`` and ``LOSS_TERMS`` (or ``loss_terms_for(config.model, num_classes)``); its
+#: model follows :class:`~jaxdet.detection.faster_rcnn.FasterRCNN`'s apply contract.
 DETECTORS = {
     "faster_rcnn": "jaxdet.detection.faster_rcnn",
     "fast_rcnn": "jaxdet.detection.fast_rcnn",
@@ -123,8 +92,10 @@ def loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
 
 
 def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``{"train": source, "validation": source}`` of multi-object scenes, or of the real data
-    of ``config.data.source`` (:mod:`jaxdet.data.sources`)."""
+    """``{"train", "validation"}`` sources: multi-object scenes, or the real data of
+    ``config.data.source`` (:mod:`jaxdet.data.sources`); NotImplementedError for another
+    ``config.data.name``.
+    """
     if config.data.get("source", "scenes") != "scenes":  # COCO / VOC folders
         from jaxdet.data import sources
 
@@ -160,9 +131,9 @@ def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 class WithProposals:
-    """A random-access source whose examples also carry their cached region proposals:
-    ``proposals`` float32 ``[P, 4]`` (x1, y1, x2, y2) absolute pixels, ``proposal_valid``
-    bool ``[P]`` (example ``i`` gets row ``i``)."""
+    """A source whose examples also carry cached proposals: ``proposals`` float32 ``[P, 4]``
+    absolute pixels, ``proposal_valid`` bool ``[P]`` (row ``i`` for example ``i``).
+    """
 
     def __init__(self, source, boxes: np.ndarray, valid: np.ndarray):
         if len(boxes) != len(source) or len(valid) != len(source):
@@ -178,12 +149,11 @@ class WithProposals:
 
 
 def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str, Any]], dict]:
-    """Raw scene example -> the batch fields of one example (module docstring), ``G`` padded.
+    """Raw example -> one example's batch fields (module docstring), padded to ``G``.
 
-    Raises ``ValueError`` naming the example and field for a malformed image, boxes that are
-    not ``[N, 4]`` with ``x1 <= x2``, ``y1 <= y2`` inside the image, labels outside the class
-    range, or more than ``G`` objects (the real-data sources keep at most ``G``, counting the
-    excess: :class:`jaxdet.data.augment.InstanceLimit`).
+    ValueError naming the example for a malformed image, boxes not ``[N, 4]`` ``(x1, y1, x2, y2)``
+    inside the image, labels outside the class range, more than ``G`` objects, or missing
+    keypoints with ``keypoint_head``.
     """
     max_instances = int(config.data.max_instances)
     num_classes = len(class_names(config))
@@ -277,11 +247,10 @@ def _targets(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
-    """``(params, batch_stats, batch, rng) -> LossOutput`` with the four loss terms.
+    """``(params, batch_stats, batch, rng) -> LossOutput`` with the detector's terms.
 
-    Anchor and RoI sampling use one key per image, ``fold_in(rng, index)``, so a step does not
-    depend on how the batch is split over devices. Metrics: ``proposal_recall`` (gt boxes with
-    IoU >= 0.5 to one of the top proposals) and ``fg_rois_per_image``.
+    Sampling uses one key per image, ``fold_in(rng, index)`` (independent of the device split).
+    Metrics: ``proposal_recall`` and ``fg_rois_per_image``.
     """
     del config
 
@@ -307,15 +276,13 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict):
 
 def predict(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array],
             recall_top_n: int = 100) -> dict[str, jax.Array]:
-    """Per-example detections in original-image pixels and proposal-recall counts.
+    """Per-example detections in ``orig_hw`` pixels and proposal-recall counts.
 
-    Returns ``boxes`` ``[B, K, 4]`` float32 ``(x1, y1, x2, y2)`` of the ``orig_hw`` image,
-    ``scores`` ``[B, K]``, ``classes`` ``[B, K]`` int32 (0-based), ``valid`` ``[B, K]`` and
-    ``recall_hit`` / ``recall_total`` ``[B]`` int32 (gt boxes covered at IoU 0.5 by the top
-    ``recall_top_n`` proposals / valid gt boxes); Mask R-CNN adds ``masks`` ``[B, K, 28, 28]``
-    float32 probabilities of each detection's class inside its box; Keypoint R-CNN adds
-    ``keypoints`` ``[B, K, 17, 3]`` float32 ``(x, y, score)`` in ``orig_hw`` pixels (zeros for
-    detections that are not persons).
+    Returns ``boxes`` ``[B, K, 4]`` float32 ``(x1, y1, x2, y2)``, ``scores`` ``[B, K]``,
+    ``classes`` ``[B, K]`` int32 0-based, ``valid`` ``[B, K]``, ``recall_hit`` / ``recall_total``
+    ``[B]`` int32 (top ``recall_top_n`` proposals at IoU 0.5 / valid gt); Mask R-CNN adds
+    ``masks`` ``[B, K, 28, 28]`` float32 probabilities; Keypoint R-CNN adds ``keypoints``
+    ``[B, K, 17, 3]`` ``(x, y, score)`` in ``orig_hw`` pixels and ``keypoint_scores``.
     """
     out = model.apply(_variables(params, batch_stats), model_input(batch), batch["image_hw"],
                       train=False, **_proposal_inputs(batch))
@@ -344,8 +311,9 @@ def make_predict_fn(model: nn.Module, config: ml_collections.ConfigDict):
 
 
 def host_evaluator(config: ml_collections.ConfigDict) -> detection_eval.DetectionEvaluator:
-    """COCO evaluation of the ``config.eval_split`` detections (ground-truth masks and areas
-    read from its source when the model has a mask or keypoint head)."""
+    """COCO evaluation of ``config.eval_split`` (its source is read for gt masks / areas when the
+    model has a mask or keypoint head).
+    """
     needs_source = config.model.get("mask_head", False) or config.model.get("keypoint_head",
                                                                              False)
     source = datasets(config)[config.get("eval_split", "validation")] if needs_source else None
@@ -355,9 +323,9 @@ def host_evaluator(config: ml_collections.ConfigDict) -> detection_eval.Detectio
 def draw_predictions(
     model: nn.Module, params, batch_stats, batch: Mapping[str, np.ndarray], config
 ) -> list:
-    """One picture per example: ground truth (green) and detections scoring >= 0.5 (red);
-    Mask R-CNN's masks of those detections are drawn translucent in per-class colours,
-    Keypoint R-CNN's skeletons of those person detections as lines and dots."""
+    """One picture per example: gt (green) and detections with score >= ``draw_score_threshold``
+    (red), with their masks (translucent) and person skeletons.
+    """
     fn = jax.jit(make_predict_fn(model, config))
     out = jax.device_get(fn(params, batch_stats, {k: jnp.asarray(v) for k, v in batch.items()}))
     names = class_names(config)

@@ -32,23 +32,22 @@ def paste_binary_masks(masks: jax.Array, boxes: jax.Array, height: int, width: i
 
 
 class DetectionEvaluator:
-    """Host-side evaluation: COCO box AP of the detections plus the RPN's AR100@0.5; with
-    ``config.model.mask_head`` also COCO mask AP (``mask_AP``, ...): the ``[K, 28, 28]``
-    probabilities are pasted at the original image size (:func:`jaxdet.ops.paste_masks`,
-    ``> 0.5``) and compared with the full-resolution gt masks of the ``config.eval_split``
-    source, read by example ``index``; with ``config.model.keypoint_head`` also COCO keypoint
-    AP (``kp_AP``, ...) of the person detections against the batch's ``gt_keypoints`` (OKS
-    with COCO's 17 sigmas; scale ``s² =`` the gt ``area`` as in COCO). With masks or keypoints
-    the gt ``area`` is COCO's, the segment area (the source's ``objects/area``, for the scenes
-    the visible mask's pixel count, read by ``index``): it sets the OKS scale and the small /
-    medium / large ranges of every AP, as in COCO; the box-only path reads no source and uses
-    the boxes' areas for those ranges (the headline APs do not depend on areas)."""
+    """Host-side COCO evaluation of the detection task: box AP and ``AR100@0.5``.
+
+    ``mask_head``: also mask AP (``mask_AP`` ...), ``[K, 28, 28]`` probabilities pasted at the
+    original size (``> 0.5``) against the source's full-resolution gt masks (by ``index``).
+    ``keypoint_head``: also keypoint AP (``kp_AP`` ...) of person detections against
+    ``gt_keypoints`` (OKS with COCO's 17 sigmas). With masks or keypoints the gt ``area`` is the
+    source's ``objects/area`` (OKS scale and size ranges, as COCO); the box-only path reads no
+    source and uses box areas.
+    """
 
     def __init__(self, model_config: Mapping[str, Any], class_names: Sequence[str],
                  gt_source: Any = None):
         """``model_config``: ``config.model`` (``mask_head``, ``keypoint_head``,
-        ``keypoint_class``); ``gt_source``: the evaluated split's source (random access by
-        ``index``), required with a mask or keypoint head."""
+        ``keypoint_class``); ``gt_source``: the evaluated split's source by ``index``, required
+        (else ValueError) with a mask or keypoint head.
+        """
         self.with_masks = bool(model_config.get("mask_head", False))
         self.with_keypoints = bool(model_config.get("keypoint_head", False))
         self.coco = coco_eval.CocoEvaluator(
@@ -62,9 +61,9 @@ class DetectionEvaluator:
         self.recall_total = 0
 
     def _add_with_masks(self, batch, outputs, mask, scale, rows, crowd) -> None:
-        """Per image: gt masks from the source, detections' masks pasted and thresholded;
-        gt keypoints from the batch; the gt areas (OKS scale, small / medium / large ranges)
-        from the source's ``objects/area`` where it has one (box areas otherwise)."""
+        """Per image: gt masks and areas from the source (``orig_objects`` if present), detections'
+        masks pasted, gt keypoints from the batch.
+        """
         gt_boxes = np.asarray(batch["gt_boxes"]) * scale
         for i in np.flatnonzero(mask):
             index = int(batch["index"][i])
@@ -96,10 +95,10 @@ class DetectionEvaluator:
                                  and "keypoint_scores" in outputs else None))
 
     def add(self, batch: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
-        """One padded batch (:mod:`jaxdet.tasks.detection`'s fields) and the outputs of its
-        ``predict``.
-        Ground truth is mapped to the original image size like the detections; crowd rows
-        (``gt_iscrowd``, COCO) are passed as ``iscrowd=1`` ground truth."""
+        """One padded batch (:mod:`jaxdet.tasks.detection` fields) and its ``predict`` outputs;
+        gt is mapped to the original size like the detections; ``gt_iscrowd`` rows are
+        ``iscrowd=1``.
+        """
         mask = np.asarray(batch["mask"]) > 0
         crowd = np.asarray(batch.get("gt_iscrowd", np.zeros_like(batch["gt_valid"])), bool)
         rows = np.asarray(batch["gt_valid"], bool) | crowd
@@ -125,8 +124,9 @@ class DetectionEvaluator:
         return out
 
     def write(self, directory: str) -> str:
-        """Writes the detections as a COCO results JSON (with masks also the ``segm`` results
-        next to it, ``coco_results_segm.json``); returns the box results' path."""
+        """Write the COCO results JSON (plus ``coco_results_segm.json`` / ``_keypoints.json`` with
+        masks / keypoints); returns the box results' path.
+        """
         path = os.path.join(directory, RESULTS_FILE)
         self.coco.write_results(path)
         if self.with_masks:

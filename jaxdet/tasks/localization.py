@@ -1,19 +1,13 @@
-"""Classification + localisation task: one object per image, its class and its box.
+"""Classification + localisation: one object per image, its class and its box.
 
-Data: the synthetic scenes with exactly one object (``jaxdet.data.scenes_tfds`` with
-``min_objects = max_objects = 1``). Model: :class:`jaxdet.models.global_heads.GlobalHeadsNet`
-with a ``class_logits`` head (C scores, no background) and a ``box`` head (4 numbers).
+Data: one-object scenes (``min_objects = max_objects = 1``). Model:
+:class:`jaxdet.models.global_heads.GlobalHeadsNet` with heads ``class_logits`` (C, no
+background) and ``box`` (4 numbers normalised by the image size, ``config.model.box_format``
+``"cxcywh"`` or ``"xyxy"``); metrics decode to absolute ``(x1, y1, x2, y2)`` pixels.
 
-Box parameterisation (``config.model.box_format``): the 4 numbers are the box in coordinates
-normalised by the image size, either ``"cxcywh"`` (centre x, centre y, width, height) or
-``"xyxy"`` (x1, y1, x2, y2); metrics decode them to absolute pixels (x1, y1, x2, y2).
-
-Loss (multi-task): ``class_ce + config.loss.box_weight * box`` where
-``class_ce`` is the softmax cross-entropy and ``box`` the regression loss
-``config.loss.box_loss`` in {"l2", "l1", "smooth_l1"} (``config.loss.smooth_l1_beta``), summed
-over the 4 numbers and averaged over images. Both terms are logged on their own and, in
-evaluation, on the validation split too, so a sweep's table can show that the weighted total
-is not comparable across weights while the metric is.
+Loss: ``class_weight * class_ce + box_weight * box`` (softmax CE; ``config.loss.box_loss`` in
+{"l2", "l1", "smooth_l1"} with ``smooth_l1_beta``, summed over the 4 numbers, averaged over
+images). Both terms are also reported on the validation split.
 """
 
 from __future__ import annotations
@@ -67,9 +61,8 @@ def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Raw one-object example -> ``{"image": uint8 [H,W,3], "label": int32, "box": f32 [4]}``.
-
-    ``box`` is (x1, y1, x2, y2) in absolute pixels.
+    """Raw one-object example -> ``{"image": uint8 [H,W,3], "label": int32, "box": f32 [4]}``, box
+    ``(x1, y1, x2, y2)`` absolute pixels; ValueError unless exactly one object.
     """
     image = np.asarray(example["image"], np.uint8)
     objects = example["objects"]

@@ -1,9 +1,5 @@
-"""How every task feeds a batch to its Flax model (shared by the task modules).
-
-``model_input``: uint8 images ``[B, H, W, 3]`` -> float32 in ``[0, 1]``.
-``init_variables``: a model's initial variables from a batch of images.
-``apply_model``: one forward pass; in training with BatchNorm it also returns the updated
-``batch_stats`` (``mutable``), otherwise the ones it was given.
+"""How every task feeds a batch to its Flax model: :func:`model_input`, :func:`init_variables`,
+:func:`apply_model`.
 """
 
 from __future__ import annotations
@@ -29,7 +25,9 @@ def init_variables(model: nn.Module, rng: jax.Array, batch: Mapping[str, jax.Arr
 def apply_model(
     model: nn.Module, params: Any, batch_stats: Any, images: jax.Array, train: bool
 ) -> tuple[Any, Any]:
-    """``(outputs, batch_stats)``: the model on ``images``, with updated statistics in training."""
+    """``(outputs, batch_stats)`` of the model on ``images``; in training with BatchNorm the updated
+    statistics (``mutable``), else the given ones.
+    """
     variables = {"params": params}
     if batch_stats:
         variables["batch_stats"] = batch_stats

@@ -1,14 +1,11 @@
 """Pose estimation as fixed-count joint regression: one stick figure per image, K = 17 joints.
 
-Data: :mod:`jaxdet.data.pose_tfds` (the 17 COCO person keypoints, COCO visibility flags:
-2 visible, 1 labelled but occluded, 0 unlabelled). Model:
-:class:`jaxdet.models.global_heads.GlobalHeadsNet` with one ``joints`` head of 2K numbers,
-the joints' (x, y) normalised by the image size.
-
-Loss: ``config.loss.joint_weight`` x the regression loss ``config.loss.joint_loss`` in
-{"l2", "l1", "smooth_l1"} (``config.loss.smooth_l1_beta``), summed over x and y and averaged
-over the visible joints (v = 2) of the batch. Metrics over visible joints: PCK@0.2 (a joint is
-correct within 0.2 x the longer side of the figure's box) and the mean joint error in pixels.
+Data: :mod:`jaxdet.data.pose_tfds` (COCO keypoints; v = 2 visible, 1 occluded, 0
+unlabelled). Model: :class:`jaxdet.models.global_heads.GlobalHeadsNet`, one ``joints`` head of
+2K numbers, (x, y) normalised by the image size. Loss: ``config.loss.joint_weight`` x
+``config.loss.joint_loss`` ({"l2", "l1", "smooth_l1"}, ``smooth_l1_beta``), summed over x, y,
+averaged over visible (v = 2) joints. Metrics over visible joints: PCK@0.2 (within 0.2 x the
+longer side of the figure's box) and mean joint error in pixels.
 """
 
 from __future__ import annotations
@@ -56,8 +53,9 @@ def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Raw example -> image uint8 [H,W,3], joints float32 [K,2] (x, y) absolute pixels,
-    visible float32 [K] (1 where v = 2), box float32 [4] (x1, y1, x2, y2)."""
+    """Raw example -> ``image`` uint8 [H,W,3], ``joints`` float32 [K,2] absolute pixels,
+    ``visible`` float32 [K] (v = 2), ``box`` float32 [4] (x1, y1, x2, y2); ValueError on bad shapes.
+    """
     image = np.asarray(example["image"], np.uint8)
     keypoints = np.asarray(example["keypoints"], np.float32)
     box = np.asarray(example["box"], np.float32).reshape(-1)

@@ -1,8 +1,8 @@
-"""Semantic segmentation on the synthetic scenes: per-pixel classes.
+"""Semantic segmentation on the synthetic scenes (or a segmentation folder): per-pixel classes.
 
-Batches hold ``image`` uint8 ``[B, H, W, 3]`` and ``label`` int32 ``[B, H, W]`` (0 = background,
-``k`` = class ``k``), plus the pipeline's ``index`` and ``mask``. Models map float32 images in
-[0, 1] to logits ``[B, h, w, C]`` (``h = H / s`` for a stride-``s`` model).
+Batches: ``image`` uint8 ``[B, H, W, 3]``, ``label`` int32 ``[B, H, W]`` (0 background, ``k``
+class ``k``, 255 ignored), ``index``, ``mask``. Models map float32 images in [0, 1] to logits
+``[B, H / s, W / s, C]`` for stride ``s``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ def num_classes(config: ml_collections.ConfigDict) -> int:
 
 
 def datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``{"train": source, "validation": source}``: random-access sequences of raw examples
-    (the synthetic scenes, or the folder of ``config.data.source``: :mod:`jaxdet.data.sources`)."""
+    """``{"train", "validation"}`` raw sources: scenes, or the folder of ``config.data.source``."""
     if config.data.get("source", "scenes") != "scenes":
         from jaxdet.data import sources
 

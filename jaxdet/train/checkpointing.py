@@ -1,13 +1,9 @@
 """Orbax checkpoints of the train state and the input iterator state.
 
-A checkpoint at step ``s`` holds ``state`` (the :class:`~jaxdet.train.state.TrainState` pytree:
-params, batch_stats, optimizer state, step) and ``data`` (JSON: each input iterator's state), so
-a run killed and restarted from the same workdir continues with the same batches and ends with
-the same numbers. Saving is asynchronous; :meth:`Checkpointer.close` waits for it.
-
-Orbax does not fall back by itself when the latest finished checkpoint cannot be read:
-:meth:`Checkpointer.restore_latest` tries the steps newest first and warns about each one it
-skips.
+A checkpoint at step ``s`` holds ``state`` (:class:`~jaxdet.train.state.TrainState`) and
+``data`` (JSON iterator states), so a restarted run continues with the same batches. Saving is
+asynchronous (:meth:`Checkpointer.close` waits); :meth:`Checkpointer.restore_latest` falls back
+to older steps when the newest cannot be read.
 """
 
 from __future__ import annotations
@@ -52,10 +48,8 @@ class Checkpointer:
         )
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
-        """The newest readable checkpoint as ``(state, data_state)``, or None if there is none.
-
-        ``abstract_state`` gives the structure, shapes, dtypes and shardings to restore into
-        (e.g. ``jax.eval_shape`` of the initial state, or the initial state itself).
+        """The newest readable checkpoint as ``(state, data_state)``, or None; ``abstract_state``
+        gives structure, shapes, dtypes and shardings (e.g. the initial state). Skips are logged.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         for step in sorted(self.manager.all_steps(), reverse=True):

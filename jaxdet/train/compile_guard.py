@@ -1,17 +1,9 @@
 """A guard against recompilation: every compiled step should compile once per run.
 
-Static shapes are the design: one program serves every train step, one every eval batch. A
-shape or dtype that changes mid-run (a ragged batch, a Python scalar turned array) silently
-recompiles, which on a pod costs minutes per occurrence. :class:`CompilationGuard` counts the
-compilations of each step (the times JAX traced it, :class:`CountedStep`) and, when a step
-compiles again after it was warmed up, warns or raises by policy:
-
-* ``"warn"`` (default): a warning naming the step, the step number and the count;
-* ``"fail"``: :class:`RecompilationError`;
-* ``"off"``: counts only.
-
-The train step is warmed up during its first ``after_steps`` steps; other steps (evaluation) by
-their first call.
+:class:`CompilationGuard` counts each step's compilations (JAX traces, :class:`CountedStep`)
+and, when a step compiles again after its warm-up (the train step: its first ``after_steps``
+steps; others: their first call), acts by policy: ``"warn"`` (default, names step, step number
+and count), ``"fail"`` (:class:`RecompilationError`) or ``"off"`` (count only).
 """
 
 from __future__ import annotations
@@ -31,8 +23,7 @@ class RecompilationError(RuntimeError):
 
 
 class TraceCounter:
-    """``fn`` that counts its calls; given to ``jax.jit``, ``count`` is the number of times JAX
-    traced it, i.e. the programs compiled for it (one per input shape / dtype signature)."""
+    """``fn`` counting its calls; under ``jax.jit``, ``count`` = programs compiled for it."""
 
     def __init__(self, fn: Callable):
         self.fn = fn

@@ -1,9 +1,8 @@
 """The training loop shared by every task: train, checkpoint, evaluate, write metrics.
 
-``train_and_evaluate(config, workdir)`` is what ``python -m jaxdet.main`` runs. It resumes from
-the latest readable checkpoint in ``workdir/checkpoints`` (train state + input iterator state),
-so a killed run restarted with the same workdir ends with the same numbers as one that was never
-interrupted.
+``train_and_evaluate(config, workdir)`` (what ``python -m jaxdet.main`` runs) resumes from the
+latest readable checkpoint in ``workdir/checkpoints`` (train state + input iterator state): a
+restarted run ends with the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -47,10 +46,8 @@ def evaluate(
     eval_step: Callable | None = None, members: list[sweep_lib.Member] | None = None,
     results_dir: str | None = None,
 ) -> Any:
-    """Metrics over every example of ``source`` exactly once (padded batches, masked).
-
-    Returns the task's summary dict, or for a sweep (``members`` given, ``state`` stacked) a
-    list with one summary per member (each summarised with its own config).
+    """Metrics over every example of ``source`` exactly once (padded, masked batches): the task's
+    summary dict, or for a sweep (``members``, stacked ``state``) one summary per member.
     """
     num_members = len(members or ())
     if task.EVALUATES_ON_HOST:
@@ -79,13 +76,9 @@ def evaluate(
 def _evaluate_on_host(
     task, config, state, source, mesh, predict_step, members, results_dir=None
 ) -> Any:
-    """Evaluation for tasks whose metric is computed on the host (e.g. COCO AP).
-
-    ``task.make_predict_fn(model, config)`` gives per-example outputs (leading axis = batch);
-    they and the batch are gathered to every process and fed, with the example mask, to
-    ``task.host_evaluator(config)`` (``add(batch, outputs)``, ``summarize()``). Sweep members
-    are evaluated one after another from the stacked state. With ``results_dir`` (single
-    runs) the evaluator's ``write(results_dir)`` saves its predictions (e.g. COCO results).
+    """Evaluation by ``task.host_evaluator(config)`` (e.g. COCO AP) of the per-example outputs of
+    ``task.make_predict_fn``, gathered to every process; sweep members one after another. With
+    ``results_dir``, process 0 calls the evaluator's ``write(results_dir)``.
     """
     if predict_step is None:
         predict_step = make_eval_step(task, config, mesh)
@@ -114,10 +107,8 @@ def _evaluate_on_host(
 
 
 def split_sources(task, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
-    """(train source, evaluation source); ``config.eval_split`` names the latter.
-
-    With several processes, process 0 builds (or converts) the datasets while the others wait,
-    then every process opens them: concurrent builds of one TFDS directory would collide.
+    """``(train source, evaluation source)`` (``config.eval_split``; else ValueError). With several
+    processes, process 0 builds the datasets first while the others wait.
     """
     if jax.process_count() > 1:
         if jax.process_index() == 0:
@@ -136,8 +127,9 @@ def preprocess_fn(task: core.Task, config: ml_collections.ConfigDict) -> Callabl
 
 
 def make_eval_step(task, config, mesh, num_members: int = 0) -> Callable:
-    """The compiled eval step: additive statistics (one run or every sweep member), or for
-    tasks evaluated on the host the per-example predictions of one state."""
+    """The compiled eval step: additive statistics (one run or all sweep members), or for host
+    evaluated tasks the per-example predictions of one state.
+    """
     model = task.create_model(config, bn_axis_name=None)
     if task.EVALUATES_ON_HOST:
         return step_lib.predict_step(task.make_predict_fn(model, config), mesh)
@@ -155,15 +147,9 @@ def loss_weights(task: core.Task, config: ml_collections.ConfigDict) -> dict[str
 def initial_state(
     task, config, mesh, example: dict[str, np.ndarray], num_members: int = 0
 ) -> state_lib.TrainState:
-    """Fresh train state from ``config.seed``, replicated over ``mesh``.
-
-    With ``config.init_from`` (a directory written by ``python -m jaxdet.convert``) the
-    converted arrays replace their initialised counterparts
-    (:func:`jaxdet.models.weights.init_from`:
-    each must exist in the model with the same shape; the others keep their initialisation).
-
-    With ``num_members`` > 0 (a sweep) the state is stacked: ``num_members`` identical copies
-    along a new leading axis of every leaf.
+    """Fresh train state from ``config.seed``, replicated over ``mesh``; ``config.init_from`` (a
+    ``python -m jaxdet.convert`` directory) replaces matching arrays
+    (:func:`jaxdet.models.weights.init_from`); ``num_members > 0`` stacks that many copies.
     """
     model = task.create_model(config, bn_axis_name=None)
     batch = {k: jnp.asarray(v[None]) for k, v in example.items()}
@@ -212,20 +198,15 @@ def _write_json(path: str, payload: dict) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains ``config.num_train_steps`` steps (resuming if possible), then evaluates.
+    """Train ``config.num_train_steps`` steps (resuming if possible), then evaluate.
 
-    With ``config.sweep`` (see :mod:`jaxdet.train.sweep`) every member trains in the same
-    compiled step; the returned dict is then the best member's metrics plus the sweep summary.
-
-    Writes to ``workdir``: ``checkpoints/``, TensorBoard events, ``metrics.jsonl``,
-    ``config.json`` and ``eval_results.json`` (the final validation metrics, also returned).
-
-    A preemption notice (SIGTERM, see :mod:`jaxdet.train.preemption`) saves the current step
-    and returns ``{"preempted": True, "step": s}`` without evaluating; rerunning resumes.
-    The train and eval steps' compilations are counted (``train_step_compilations``,
-    ``eval_step_compilations`` in the results); one after the first
-    ``config.recompile_after_steps`` steps warns or fails by ``config.recompile_policy``
-    (:mod:`jaxdet.train.compile_guard`).
+    Writes ``workdir/checkpoints/``, TensorBoard events, ``metrics.jsonl``, ``config.json`` and
+    ``eval_results.json`` (the returned final metrics, plus ``train_step_compilations`` /
+    ``eval_step_compilations``). ``config.sweep``: all members in one step; returns the best
+    member's metrics plus the sweep summary. SIGTERM (:mod:`jaxdet.train.preemption`) saves the
+    step and returns ``{"preempted": True, "step": s}``. Recompilation after
+    ``config.recompile_after_steps`` warns or fails by ``config.recompile_policy``. Raises
+    :class:`NonFiniteLossError` past ``config.max_nonfinite_steps`` consecutive bad steps.
     """
     os.makedirs(workdir, exist_ok=True)
     task = tasks.get_task(config.task)
@@ -371,14 +352,9 @@ def _format_eval(results: Any, names: list[str]) -> str:
 def _finish_sweep(
     task, config, workdir, state, members, member_results, step, data_state, failed
 ) -> dict[str, Any]:
-    """Picks the best member by the task's validation metric and saves it as a single run.
-
-    ``workdir/best/`` gets the best member's train state and input iterator state as an
-    ordinary checkpoint and its ``config.json`` (the equivalent single-run config), so that
-    evaluation, prediction and further training use it like any run's workdir. Members that
-    failed (too many non-finite steps in a row) are not candidates. Returns the best member's
-    metrics plus ``best_member``, ``best``, ``selected_by`` and ``members`` (every member's
-    values, metrics and ``failed`` flag).
+    """Save the best non-failed member (task's validation metric) as a single run in
+    ``workdir/best/`` (checkpoint and equivalent ``config.json``); returns its metrics plus
+    ``best_member``, ``best``, ``selected_by`` and ``members`` (values, metrics, ``failed``).
     """
     metric = task.PRIMARY_METRIC
     higher = task.PRIMARY_METRIC_HIGHER_IS_BETTER

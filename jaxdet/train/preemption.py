@@ -1,17 +1,10 @@
 """Preemption notices (SIGTERM): every process stops at the same step, after saving it.
 
-A cluster scheduler that is about to evict a job sends SIGTERM (Cloud TPU VMs, Kubernetes,
-SLURM with ``--signal``). The training loop asks :meth:`PreemptionWatch.reached` after every
-step; when it says yes, the loop saves a checkpoint of that step and returns, and rerunning the
-same command resumes from it.
-
-* One process: a Python SIGTERM handler sets a flag; the next step boundary stops.
-* Several processes (``jax.distributed``): a notice may reach only some of them, and a process
-  that stopped alone would leave the others waiting forever in the next collective. JAX's
-  preemption sync manager (started by ``jax.distributed.initialize``, which also catches
-  SIGTERM) spreads the notice and picks a step every process reaches
-  (:func:`jax.experimental.multihost_utils.reached_preemption_sync_point`, called at every
-  step by every process); all of them stop and save there.
+The loop asks :meth:`PreemptionWatch.reached` after every step; on True it saves and returns,
+and rerunning resumes. One process: a SIGTERM handler sets a flag. Several processes: JAX's
+preemption sync manager (``jax.distributed.initialize``) picks a step all processes reach
+(:func:`jax.experimental.multihost_utils.reached_preemption_sync_point`), so none waits alone
+in a collective.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""Train state and optimizer construction.
-
-The train state is a pytree of (step, params, batch_stats, opt_state); it is replicated over the
-device mesh and is exactly what a checkpoint holds besides the input iterator state.
+"""Train state (step, params, batch_stats, opt_state), replicated over the mesh, and the
+optimizer built from ``config.optimizer``.
 """
 
 from __future__ import annotations
@@ -19,15 +17,9 @@ from jaxdet.models import resnet
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything that changes during training.
-
-    Attributes:
-      step: int32 scalar, number of optimizer updates applied so far.
-      params: model parameters (pytree of float32 arrays).
-      batch_stats: BatchNorm running statistics (empty dict for models without BatchNorm).
-      opt_state: optax optimizer state.
-      nonfinite_count: int32 scalar, number of updates skipped because the loss or a gradient
-        was not finite.
+    """Everything that changes during training: ``step`` (int32, updates applied), ``params``
+    (float32 pytree), ``batch_stats`` (``{}`` without BatchNorm), ``opt_state``,
+    ``nonfinite_count`` (int32, updates skipped for a non-finite loss or gradient).
     """
 
     step: jax.Array
@@ -38,11 +30,9 @@ class TrainState:
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Learning-rate schedule from ``config.optimizer`` and ``config.num_train_steps``.
-
-    Fields: ``optimizer.learning_rate`` (peak), ``optimizer.schedule`` in
-    {"constant", "cosine", "step"}, ``optimizer.warmup_steps``, and for "step"
-    ``optimizer.decay_steps`` (tuple of steps) and ``optimizer.decay_factor``.
+    """Schedule from ``config.optimizer`` (``learning_rate`` peak, ``schedule`` in {"constant",
+    "cosine", "step"}, ``warmup_steps`` linear, "step": ``decay_steps``, ``decay_factor``) and
+    ``config.num_train_steps``; ValueError on another schedule.
     """
     opt = config.optimizer
     total = int(config.num_train_steps)
@@ -68,14 +58,11 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """Optimizer from ``config.optimizer``.
 
-    ``name`` in {"sgd", "momentum", "adam", "adamw"}; ``momentum`` (0.9) and ``nesterov``
-    (True) for "momentum"; ``weight_decay`` (default 0; "adamw": 1e-4): for "sgd",
-    "momentum" and "adam" an L2 term ``weight_decay * param`` added to every gradient before
-    the update (torch.optim's coupled ``weight_decay``), for "adamw" the decoupled decay;
-    ``grad_clip_norm`` (0 = off) clips the global norm of the loss gradients first. With
-    ``config.model.frozen_stages`` (:class:`jaxdet.models.resnet.ResNet`), the frozen ResNet
-    parameters get no update at all (no weight decay either), as torchvision leaves
-    ``requires_grad=False`` parameters out of its optimizer.
+    ``name`` in {"sgd", "momentum", "adam", "adamw"}; ``momentum`` (0.9), ``nesterov`` (True);
+    ``weight_decay`` (default 0, "adamw" 1e-4): coupled L2 added to the gradients (torch.optim's)
+    except "adamw" (decoupled); ``grad_clip_norm`` (0 = off) clips the global norm first.
+    ``config.model.frozen_stages``: frozen ResNet parameters get no update (no decay either), as
+    torchvision's ``requires_grad=False``. ValueError on unknown name or negative decay.
     """
     opt = config.optimizer
     schedule = learning_rate_schedule(config)

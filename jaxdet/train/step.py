@@ -1,20 +1,13 @@
-"""The per-device train and eval steps, written as pmap bodies, and their wrappers.
+"""Per-device train and eval step bodies and their ``shard_map`` / ``pmap`` wrappers.
 
-A body sees its device's shard of the global batch and talks to the other devices only through
-collectives over the named axis :data:`AXIS_NAME`. It is device-count independent:
-
-* every loss term is a *global* mean: the task returns a ``(sum, count)`` pair per term, the
-  body divides the local sum by ``psum(count)`` and the gradients are ``psum``-ed, so the update
-  equals the gradient of the mean over the whole global batch, however it is split;
-* randomness comes from ``fold_in(base_rng, step)``; tasks that need per-example randomness fold
-  in the global example index ``batch["index"]`` — never the device index;
-* BatchNorm statistics are cross-device (the model's ``bn_axis_name`` is :data:`AXIS_NAME`).
-
-The body is wrapped by :func:`shard_map_step` (``jax.shard_map`` over a 1-D mesh, what
-``jax.pmap`` compiles to since JAX 0.8) for training, and can be wrapped by :func:`pmap_step`
-(tests check both give equal results). ``check_vma=False`` is deliberate: with replication
-checking on, the gradient w.r.t. the replicated params is already summed over the axis and the
-body's own ``psum`` would make the update N× too large (see NOTES.md).
+A body sees its device's batch shard and communicates only via collectives over
+:data:`AXIS_NAME`, independent of the device count: loss terms are global means (``(sum,
+count)`` per term, local sum over ``psum(count)``, gradients ``psum``-ed); randomness is
+``fold_in(base_rng, step)`` (per-example: fold in ``batch["index"]``, never the device);
+BatchNorm statistics are cross-device. :func:`shard_map_step` uses ``check_vma=False``
+deliberately: with replication checking the gradient of the replicated params is already
+summed and the body's ``psum`` would scale the update by N (NOTES.md). :func:`pmap_step`
+wraps the same body (tests check equality).
 """
 
 from __future__ import annotations
@@ -55,20 +48,12 @@ def make_train_step_body(
     base_rng: jax.Array,
     axis_name: str = AXIS_NAME,
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
-    """Builds ``body(state, batch) -> (new_state, metrics)`` for one device's shard.
+    """``body(state, batch) -> (new_state, metrics)`` for one device's shard.
 
-    Args:
-      loss_fn: ``(params, batch_stats, batch, rng) -> LossOutput``.
-      optimizer: the optax transformation the state's ``opt_state`` belongs to.
-      loss_weights: weight of each loss term (a term missing here has weight 1.0).
-      base_rng: PRNG key; the step's key is ``fold_in(base_rng, state.step)``.
-      axis_name: the named device axis.
-
-    Returns:
-      The body. Its metrics are replicated scalars: ``loss`` (weighted total), ``loss/<term>``
-      (global mean of each term), the task's metrics (global means), ``grad_norm``, and
-      ``nonfinite`` (1.0 when this step's update was
-      skipped because the loss or a gradient was not finite).
+    ``loss_fn(params, batch_stats, batch, rng) -> LossOutput``; ``loss_weights`` per term
+    (missing: 1.0); step key ``fold_in(base_rng, state.step)``. Metrics (replicated scalars):
+    ``loss`` (weighted total), ``loss/<term>``, the task's metrics (global means), ``grad_norm``,
+    ``nonfinite`` (1.0 when the update was skipped for a non-finite loss or gradient).
     """
     body = make_hparam_train_step_body(loss_fn, optimizer, base_rng, axis_name)
     hparams = {"loss_weights": {k: float(v) for k, v in loss_weights.items()}, "lr_scale": None}
@@ -81,14 +66,10 @@ def make_hparam_train_step_body(
     base_rng: jax.Array,
     axis_name: str = AXIS_NAME,
 ) -> Callable[[TrainState, Mapping[str, jax.Array], Hparams], tuple[TrainState, dict]]:
-    """Like :func:`make_train_step_body`, with the hyperparameters an argument of the body.
-
-    ``body(state, batch, hparams)``: ``hparams["loss_weights"]`` maps loss terms to weights
-    (missing terms weigh 1.0) and ``hparams["lr_scale"]`` (None = 1) multiplies the optimizer's
-    update, which for the optimizers of :func:`jaxdet.train.state.make_optimizer` is the same
-    as multiplying the learning rate. Both may be traced arrays, so that ``jax.vmap`` over
-    stacked states and hparams trains several sweep members in one program
-    (:mod:`jaxdet.train.sweep`).
+    """:func:`make_train_step_body` with ``body(state, batch, hparams)``:
+    ``hparams["loss_weights"]`` (missing terms 1.0) and ``hparams["lr_scale"]`` (None = 1;
+    multiplies the update, i.e. the learning rate for :func:`~jaxdet.train.state.make_optimizer`'s
+    optimizers) may be traced, so ``jax.vmap`` trains stacked sweep members.
     """
 
     def body(state: TrainState, batch: Mapping[str, jax.Array], hparams: Hparams):
@@ -133,11 +114,8 @@ def make_hparam_train_step_body(
 def make_eval_step_body(
     eval_fn: EvalFn, axis_name: str = AXIS_NAME
 ) -> Callable[[TrainState, dict[str, jax.Array], Mapping[str, jax.Array]], dict[str, jax.Array]]:
-    """Builds ``body(state, accumulator, batch) -> accumulator + psum(eval_fn(...))``.
-
-    ``eval_fn(params, batch_stats, batch)`` returns additive statistics (e.g. a confusion
-    matrix) over the *valid* examples of the shard (``batch["mask"]``); the accumulator lives on
-    device for the whole split and is read once at the end.
+    """``body(state, accumulator, batch) -> accumulator + psum(eval_fn(...))``; ``eval_fn`` returns
+    additive statistics over the shard's valid (``batch["mask"]``) examples.
     """
 
     def body(state: TrainState, accumulator: dict[str, jax.Array], batch):
@@ -156,11 +134,9 @@ def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
 
 def shard_map_step(body: Callable, mesh: Mesh, num_replicated: int = 1,
                    donate: bool = True) -> compile_guard.CountedStep:
-    """Wraps a body with ``jax.shard_map`` over ``mesh`` and ``jax.jit``.
-
-    The first ``num_replicated`` arguments (state, accumulators) are replicated (``P()``); the
-    last argument is the global batch, split along its leading axis. Outputs are replicated.
-    The returned step counts its compilations (:mod:`jaxdet.train.compile_guard`).
+    """``jax.jit(jax.shard_map(body))`` over ``mesh``: the first ``num_replicated`` arguments are
+    replicated, the last (global batch) split along axis 0; outputs replicated; compilations
+    counted (:mod:`jaxdet.train.compile_guard`).
     """
     in_specs = (PartitionSpec(),) * num_replicated + (PartitionSpec(AXIS_NAME),)
 
@@ -174,9 +150,9 @@ def shard_map_step(body: Callable, mesh: Mesh, num_replicated: int = 1,
 
 
 def predict_step(predict_fn: Callable, mesh: Mesh) -> compile_guard.CountedStep:
-    """``jit(shard_map(...))`` of ``predict_fn(params, batch_stats, batch) -> per-example
-    outputs`` taking ``(state, global batch)``; outputs stay split over the mesh axis like the
-    batch (no collective)."""
+    """``jit(shard_map(...))`` of ``predict_fn(params, batch_stats, batch)`` taking ``(state, global
+    batch)``; per-example outputs stay split over the mesh like the batch.
+    """
 
     def body(state: TrainState, batch):
         return predict_fn(state.params, state.batch_stats, batch)
@@ -188,10 +164,8 @@ def predict_step(predict_fn: Callable, mesh: Mesh) -> compile_guard.CountedStep:
 
 
 def pmap_step(body: Callable):
-    """Wraps the same body with ``jax.pmap`` (legacy path, kept to test equality).
-
-    Replicated arguments need a leading device axis (see :func:`replicate`) and the batch the
-    shape ``[num_devices, per_device_batch, ...]``; outputs have a leading device axis.
+    """``jax.pmap`` of the same body (legacy, for equality tests): replicated arguments with a
+    leading device axis (:func:`replicate`), batch ``[num_devices, per_device, ...]``.
     """
     return jax.pmap(body, axis_name=AXIS_NAME)
 

@@ -1,23 +1,15 @@
 """One-program hyperparameter sweeps: K members trained and evaluated by one compiled step.
 
-``config.sweep`` holds tuples of values, e.g. ``--config.sweep.box_weight='(0.1, 1.0, 10.0)'``.
-A field names either a loss weight — a ``config.loss`` field whose name ends in ``_weight``
-(e.g. ``box_weight``) or an entry of ``config.loss.weights`` — or ``learning_rate``
-(``config.optimizer.learning_rate``); several non-empty fields make a grid. Empty tuples (the
-default) mean no sweep. Other fields (a loss kind, smooth-L1's beta) change the compiled
-program, so they are swept by separate runs (``experiments/sweeps/sweep.py``).
+``config.sweep`` holds tuples of values (``--config.sweep.box_weight='(0.1, 1.0, 10.0)'``);
+a field is a loss weight (``config.loss.<x>_weight`` or an entry of ``config.loss.weights``)
+or ``learning_rate``; several fields make a grid; empty tuples: no sweep. Fields that change
+the program are swept by separate runs (``experiments/sweeps/sweep.py``).
 
-Every member starts from the same initial state (``config.seed``) and sees the same batches
-(decoded and augmented once). The K train states are stacked along a new leading axis; the
-per-device body (:func:`jaxdet.train.step.make_hparam_train_step_body`) runs over the members
-by ``jax.vmap`` (``config.sweep_strategy="vmap"``), by a loop inside the one program
-(``"map"``: ``lax.map``) or by the members' steps written one after another into the program
-(``"unroll"``: compile time grows with K), with each member's loss weights and learning-rate
-factor as traced values. On XLA:CPU ``"unroll"`` is the fastest: 0.83x the time of K separate
-steps, vmap 2.8-3.6x, lax.map 12.7-16.7x (experiments/benchmarks/sweep.md). Member ``k``
-follows exactly the run that ``config`` with member ``k``'s values would make on its own
-(tests check this), and the whole sweep works with the multi-device step unchanged: the
-member axis is inside the device body.
+Members share the initial state (``config.seed``) and batches; their stacked states run
+through :func:`jaxdet.train.step.make_hparam_train_step_body` by ``config.sweep_strategy``
+``"vmap"``, ``"map"`` (``lax.map``) or ``"unroll"`` (compile time grows with K), with loss
+weights and learning-rate factors traced. Member ``k`` reproduces the single run of its
+values (tested); the member axis lives inside the device body.
 """
 
 from __future__ import annotations
@@ -55,11 +47,9 @@ def _sweep_path(config: ml_collections.ConfigDict, field: str) -> str:
 
 
 def sweep_members(config: ml_collections.ConfigDict) -> list[Member]:
-    """The grid of ``config.sweep`` as a list of ``{config path: value}``; ``[]``: no sweep.
-
-    Raises:
-      ValueError: a field that names no loss weight, a value that is not a number, or a
-        repeated value, each naming ``config.sweep.<field>``.
+    """The grid of ``config.sweep`` as ``[{config path: value}]`` (``[]``: no sweep). ValueError,
+    naming ``config.sweep.<field>``, for a field that is no loss weight, a non-number or a
+    repeated value, and for an unknown ``sweep_strategy``.
     """
     sweep = config.get("sweep")
     if not sweep:
@@ -117,13 +107,8 @@ def stacked_hparams(
     members: list[Member],
     loss_weights: Callable[[ml_collections.ConfigDict], Mapping[str, float]],
 ) -> dict[str, Any]:
-    """Hparams of every member stacked on a leading axis, for the hparam step body.
-
-    ``loss_weights(config) -> {term: weight}`` is the task's mapping from a config to loss
-    weights; the learning-rate factor is the member's rate over ``config``'s.
-
-    Returns:
-      ``{"loss_weights": {term: float32 [K]}, "lr_scale": float32 [K]}``.
+    """Every member's hparams stacked: ``{"loss_weights": {term: float32 [K]}, "lr_scale": float32
+    [K]}`` (member's rate over ``config``'s); ``loss_weights(config)`` is the task's mapping.
     """
     base_lr = float(config.optimizer.learning_rate)
     if base_lr <= 0:
@@ -165,10 +150,8 @@ def _over_members(fn: Callable, strategy: str, members_args: tuple, shared_args:
 
 
 def make_sweep_train_body(hparam_body: Callable, hparams: Mapping[str, Any], strategy: str):
-    """``body(states, batch) -> (states, metrics)`` over stacked states; metrics are ``[K]``.
-
-    ``hparam_body(state, batch, hparams)`` is one member's step; ``hparams`` is
-    :func:`stacked_hparams`'s output (closed over: constants of the compiled program).
+    """``body(states, batch) -> (states, metrics [K])`` over stacked states; ``hparams``
+    (:func:`stacked_hparams`) are constants of the program.
     """
     def body(states, batch):
         return _over_members(
