@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from pycocotools import mask as mask_utils
 
-from jaxdet.data import local_tfds
+from jaxdet.data import local_tfds, tfds_build
 from jaxdet.data.local_tfds import BadRecord
 
 #: A box may reach this far (pixels) past the image and is clipped to it; further is bad.
@@ -400,7 +400,7 @@ def build(path: str, data_dir: str, *, splits: Mapping[str, str] | None = None,
     config = CocoConfig(name=local_tfds.config_name(path, digest), path=path,
                         description=f"COCO-format folder {path}",
                         **{**options, "splits": tuple(sorted(splits.items()))})
-    return local_tfds.prepare(JaxdetCoco, config, data_dir)
+    return tfds_build.prepare(JaxdetCoco, config, data_dir)
 
 
 class TfdsCocoSource:

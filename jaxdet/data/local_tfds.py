@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
-import tensorflow_datasets as tfds
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -152,17 +151,6 @@ def read_split_files(directory: str, files: Mapping[str, str]) -> dict[str, list
             with open(path) as f:
                 out[split] = [line.split()[0] for line in f if line.strip()]
     return out or None
-
-
-def prepare(builder_cls: type, config: tfds.core.BuilderConfig, data_dir: str) -> Any:
-    """``builder_cls(config)`` under ``data_dir``, converted unless already prepared."""
-    builder = builder_cls(data_dir=os.path.expanduser(data_dir), config=config)
-    if not builder.is_prepared():
-        builder.download_and_prepare(
-            file_format="array_record",
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-        builder = builder_cls(data_dir=os.path.expanduser(data_dir), config=config)
-    return builder
 
 
 class FitToSquare:

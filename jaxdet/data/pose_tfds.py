@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxdet.data import stick_figures
-from jaxdet.data.scenes_tfds import example_rng, png_bytes, prepare
+from jaxdet.data.scenes_tfds import example_rng, png_bytes
+from jaxdet.data.tfds_build import prepare
 
 _SPLITS = ("train", "validation")
 

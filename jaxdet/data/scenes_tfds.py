@@ -27,6 +27,7 @@ import PIL.Image
 import tensorflow_datasets as tfds
 
 from jaxdet.data import scenes
+from jaxdet.data.tfds_build import prepare
 
 _SPLITS = ("train", "validation")
 
@@ -187,17 +188,3 @@ def build_scenes(data_dir: str, *, image_size: int = 128, min_objects: int = 2,
                                  seed=seed, min_size=min_size, max_size=max_size,
                                  person_fraction=person_fraction)
     return prepare(JaxdetScenes, config, data_dir)
-
-
-def prepare(builder_cls: type, config: tfds.core.BuilderConfig, data_dir: str) -> Any:
-    """``builder_cls`` for ``config`` under ``data_dir``, generated (array_record, no download)
-    unless prepared; a predefined config of the same name is used when there is one.
-    """
-    predefined = {c.name: c for c in builder_cls.BUILDER_CONFIGS}
-    builder = builder_cls(data_dir=data_dir, config=predefined.get(config.name, config))
-    if not builder.is_prepared():
-        builder.download_and_prepare(
-            file_format="array_record",
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-        )
-    return builder

@@ -31,7 +31,7 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
-from jaxdet.data import local_tfds
+from jaxdet.data import local_tfds, tfds_build
 from jaxdet.data.local_tfds import BadRecord
 
 SPLIT_FILES = {"train": "train.txt", "validation": "val.txt"}
@@ -251,5 +251,5 @@ def build(path: str, data_dir: str, *, image_dir: str = "images", label_dir: str
         description=f"segmentation folder {path}",
         **{**options, "class_names": tuple(names),
            "colours": tuple(tuple(int(v) for v in c) for c in colours)})
-    return local_tfds.prepare(JaxdetSegmentationFolder, config, data_dir)
+    return tfds_build.prepare(JaxdetSegmentationFolder, config, data_dir)
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxdet.data import local_tfds
+from jaxdet.data import local_tfds, tfds_build
 from jaxdet.data.local_tfds import BadRecord
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -257,4 +257,4 @@ def build(path: str, data_dir: str, *, image_dir: str = "JPEGImages",
     config = VocConfig(name=local_tfds.config_name(path, digest), path=path,
                        description=f"VOC folder {path}",
                        **{**options, "class_names": tuple(class_names)})
-    return local_tfds.prepare(JaxdetVoc, config, data_dir)
+    return tfds_build.prepare(JaxdetVoc, config, data_dir)

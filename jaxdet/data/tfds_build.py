@@ -1,0 +1,40 @@
+"""Building a TFDS dataset once, however many runs ask for it at the same time.
+
+:func:`prepare` returns a builder whose data is on disk under ``data_dir``, generating it
+(``array_record``, no download) when it is not there yet. Generation holds an exclusive lock
+(``fcntl.flock`` on ``<data_dir>/<builder>-<config>.lock``): concurrent runs on one machine or
+on a shared POSIX file system build it once; the others wait, then read it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+
+def lock_path(data_dir: str, builder_name: str, config_name: str) -> str:
+    """The lock file guarding the generation of ``builder_name``/``config_name``."""
+    return os.path.join(os.path.expanduser(data_dir), f"{builder_name}-{config_name}.lock")
+
+
+def prepare(builder_cls: type, config: tfds.core.BuilderConfig, data_dir: str) -> Any:
+    """``builder_cls`` with ``config`` (a predefined config of the same name when there is
+    one) under ``data_dir``, generated under the lock unless already prepared."""
+    data_dir = os.path.expanduser(data_dir)
+    config = {c.name: c for c in builder_cls.BUILDER_CONFIGS}.get(config.name, config)
+    builder = builder_cls(data_dir=data_dir, config=config)
+    if builder.is_prepared():
+        return builder
+    os.makedirs(data_dir, exist_ok=True)
+    with open(lock_path(data_dir, builder.name, config.name), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        builder = builder_cls(data_dir=data_dir, config=config)
+        if not builder.is_prepared():  # not built by a run that held the lock first
+            builder.download_and_prepare(
+                file_format="array_record",
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+            builder = builder_cls(data_dir=data_dir, config=config)
+    return builder
