@@ -93,8 +93,9 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # Imported here so that `--help` and flag errors do not pay for importing JAX.
-    from jaxdet import predict, runtime
-    from jaxdet.train import loop, sweep
+    from jaxdet import runtime
+    from jaxdet.train import sweep
+    from jaxdet.train import workdir as workdir_lib
 
     try:
         runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
@@ -113,6 +114,26 @@ def main(argv: list[str]) -> None:
             f"--mode={_MODE.value} evaluates one model: point --workdir at {workdir}/best and "
             "pass the best member's values instead of config.sweep (see best/config.json)"
         )
+    try:
+        _run_mode(config, workdir, members)
+    except workdir_lib.WorkdirMismatchError as err:
+        _fail(err)
+
+
+def _fail(err: Exception) -> None:
+    """A user-facing error: one line on stderr and exit code 2 (``JAXDET_TRACEBACK=1``: the
+    traceback instead)."""
+    if os.environ.get("JAXDET_TRACEBACK"):
+        raise err
+    sys.stderr.write(f"jaxdet: error: {err}\n")
+    sys.exit(2)
+
+
+def _run_mode(config, workdir: str, members: list) -> None:
+    """Runs ``--mode`` (train / eval / predict) for ``config`` in ``workdir``."""
+    from jaxdet import predict
+    from jaxdet.train import loop, sweep
+
     if _MODE.value == "train":
         results = loop.train_and_evaluate(config, workdir)
         if results.get("preempted"):  # SIGTERM: saved at this step; the same command resumes

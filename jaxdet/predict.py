@@ -18,6 +18,7 @@ from jaxdet.data import pipeline
 from jaxdet.train import checkpointing
 from jaxdet.train import loop as loop_lib
 from jaxdet.train import step as step_lib
+from jaxdet.train import workdir as workdir_lib
 from jaxdet.train.state import TrainState
 
 
@@ -41,6 +42,7 @@ def restore_state(task, config, workdir: str, mesh, train_source) -> TrainState:
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Validation metrics of the latest checkpoint in ``workdir``."""
+    workdir_lib.check_same_run(config, workdir)
     task = tasks.get_task(config.task)
     mesh = step_lib.make_mesh()
     train_source, eval_source = loop_lib.split_sources(task, config)
@@ -50,6 +52,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
 
 def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Draws predictions of the latest checkpoint; returns the combined picture's path."""
+    workdir_lib.check_same_run(config, workdir)
     task = tasks.get_task(config.task)
     mesh = step_lib.make_mesh()
     train_source, eval_source = loop_lib.split_sources(task, config)

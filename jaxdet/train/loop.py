@@ -29,6 +29,7 @@ from jaxdet.train import checkpointing, compile_guard, metric_writing, preemptio
 from jaxdet.train import state as state_lib
 from jaxdet.train import step as step_lib
 from jaxdet.train import sweep as sweep_lib
+from jaxdet.train import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +209,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ``config.recompile_after_steps`` warns or fails by ``config.recompile_policy``. Raises
     :class:`NonFiniteLossError` past ``config.max_nonfinite_steps`` consecutive bad steps.
     """
+    workdir_lib.check_same_run(config, workdir)  # before anything in the workdir is touched
     os.makedirs(workdir, exist_ok=True)
     task = tasks.get_task(config.task)
     mesh = step_lib.make_mesh()
     local_batch = pipeline.per_process_batch_size(config.batch_size, mesh)
     pipeline.per_process_batch_size(config.eval_batch_size, mesh)
     train_source, eval_source = split_sources(task, config)
-    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    _write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), workdir_lib.config_as_json(config))
 
     members = sweep_lib.sweep_members(config)
     names = [sweep_lib.member_name(m) for m in members]

@@ -158,7 +158,8 @@ def test_sweep_run_writes_members_and_best(tmp_path, data_dir):
     # Resuming the workdir with another grid is refused instead of mixing members.
     other = _seg_config(data_dir, pixel_ce=(0.5, 3.0))
     other.num_train_steps = 6
-    with pytest.raises(ValueError, match="holds a run of the sweep members"):
+    with pytest.raises(ValueError, match=r"another config \(sweep\.pixel_ce: \[0\.5, 2\.0\] -> "
+                                         r"\[0\.5, 3\.0\]\)"):
         loop.train_and_evaluate(other, str(tmp_path))
 
 
