@@ -69,6 +69,11 @@ class Checkpointer:
             return restored["state"], dict(restored["data"] or {})
         return None
 
+    def reached_preemption(self, step: int) -> bool:
+        """Whether all processes reached JAX's agreed preemption step (Orbax's wrapper: False
+        when the preemption service is off)."""
+        return bool(self.manager.reached_preemption(step))
+
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 

@@ -261,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         disable=jax.process_index() != 0 or not config.get("progress_bar", True),
     )
     t_last, steps_since = time.perf_counter(), 0
-    watch = preemption.PreemptionWatch()
+    watch = preemption.PreemptionWatch(sync_point=ckpt.reached_preemption)
     preempted_at = None
     guard = compile_guard.CompilationGuard(config.get("recompile_policy", "warn"),
                                            config.get("recompile_after_steps", 1))

@@ -17,6 +17,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from jaxdet.train import checkpointing, loop, preemption
 from tests.helpers import REPO
@@ -137,3 +138,18 @@ def test_watch_turns_sigterm_into_a_flag_and_restores_the_handler():
     finally:
         watch.close()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_watch_with_several_processes_asks_the_sync_point(tmp_path):
+    asked = []
+    watch = preemption.PreemptionWatch(sync_point=lambda s: asked.append(s) or s == 5,
+                                       multiprocess=True)
+    assert [watch.reached(s) for s in (4, 5)] == [False, True] and asked == [4, 5]
+    with pytest.raises(ValueError, match="needs sync_point"):
+        preemption.PreemptionWatch(multiprocess=True)
+    # Orbax's wrapper answers False (no preemption) where JAX's service is not running.
+    ckpt = checkpointing.Checkpointer(str(tmp_path / "c"), save_every=1)
+    try:
+        assert ckpt.reached_preemption(3) is False
+    finally:
+        ckpt.close()
