@@ -246,10 +246,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     schedule = state_lib.learning_rate_schedule(config)
     train_step = make_train_step(task, config, mesh, state_lib.make_optimizer(config), members)
     eval_step = make_eval_step(task, config, mesh, len(members))
-    writer = metric_writing.create_writer(workdir)
-
     start = int(np.max(state.step))
     total = int(config.num_train_steps)
+    if jax.process_index() == 0:  # rows the resumed run writes again are not kept twice
+        metric_writing.forget_rows_after(os.path.join(workdir, "metrics.jsonl"), start,
+                                         reevaluated=start >= total)
+    writer = metric_writing.create_writer(workdir)
     # Per member: a member past config.max_nonfinite_steps non-finite steps in a row has failed
     # (its updates are skipped in the step); training stops when every member has failed.
     max_nonfinite = int(config.get("max_nonfinite_steps", 0))

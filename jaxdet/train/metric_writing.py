@@ -54,6 +54,31 @@ class JsonlWriter(metric_writers.MetricWriter):
         self._file.close()
 
 
+def forget_rows_after(path: str, step: int, reevaluated: bool) -> int:
+    """Drops the rows of ``path`` (``metrics.jsonl``) that a run resumed at ``step`` writes
+    again: every row after ``step``, and with ``reevaluated`` (the run ends at ``step`` and
+    evaluates it again) the ``eval/`` rows at ``step``. Rewrites the file atomically; returns
+    how many rows it dropped (0 when the file does not exist)."""
+    if not os.path.isfile(path):
+        return 0
+    rows = read_jsonl(path)
+
+    def again(row: Mapping[str, Any]) -> bool:
+        at = row.get("step")
+        if at is None:
+            return False
+        return at > step or (reevaluated and at == step
+                             and any(k.startswith("eval/") for k in row))
+
+    kept = [row for row in rows if not again(row)]
+    if len(kept) != len(rows):
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in kept)
+        os.replace(tmp, path)
+    return len(rows) - len(kept)
+
+
 def create_writer(workdir: str) -> metric_writers.MetricWriter:
     """TensorBoard events under ``workdir`` and ``workdir/metrics.jsonl`` (process 0 only)."""
     if jax.process_index() != 0:

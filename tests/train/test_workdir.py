@@ -71,6 +71,10 @@ def test_rerun_with_another_model_is_refused_before_touching_the_workdir(tmp_pat
         assert "model.level_widths: [4, 8, 16] -> [8, 16, 32]" in message
         assert "Traceback" not in changed.stderr
         assert _snapshot(workdir) == before
+    again = _main(workdir, data_dir)  # the finished run rerun: evaluated again, not twice
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval/mean_iou" in r] == [6]
     resumed = _main(workdir, data_dir, "--config.num_train_steps=8")  # more steps: resumes
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text()

@@ -1,0 +1,33 @@
+"""jaxdet.train.metric_writing: metrics.jsonl rows, and no row kept twice after a resume."""
+
+import json
+
+from jaxdet.train import metric_writing
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_jsonl_writer_appends_one_row_per_call(tmp_path):
+    writer = metric_writing.JsonlWriter(str(tmp_path / "m" / "metrics.jsonl"))
+    writer.write_scalars(2, {"train/loss": 1.5})
+    writer.write_scalars(4, {"eval/AP": 0.25})
+    writer.close()
+    assert metric_writing.read_jsonl(str(tmp_path / "m" / "metrics.jsonl")) == [
+        {"step": 2, "train/loss": 1.5}, {"step": 4, "eval/AP": 0.25}]
+
+
+def test_forget_rows_after_drops_what_a_resumed_run_writes_again(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 2, "train/loss": 1.0}, {"step": 4, "train/loss": 0.9},
+            {"step": 4, "eval/AP": 0.2}, {"hparams": {"a": "1"}},
+            {"step": 5, "train/loss": 0.8}, {"step": 6, "eval/AP": 0.3}]
+    _write(path, rows)
+    # killed after step 6, last checkpoint at 4, training goes on: rows after 4 come again
+    assert metric_writing.forget_rows_after(str(path), 4, reevaluated=False) == 2
+    assert metric_writing.read_jsonl(str(path)) == rows[:4]
+    # a finished run (4 of 4 steps) rerun: its final evaluation at 4 comes again
+    assert metric_writing.forget_rows_after(str(path), 4, reevaluated=True) == 1
+    assert metric_writing.read_jsonl(str(path)) == rows[:2] + rows[3:4]
+    assert metric_writing.forget_rows_after(str(tmp_path / "none.jsonl"), 4, True) == 0
