@@ -193,9 +193,11 @@ def _flatten_members(values: dict[str, Any], names: list[str]) -> dict[str, floa
 
 
 def _write_json(path: str, payload: dict) -> None:
+    """Process 0 writes ``payload`` to ``path`` atomically (a temporary file, then rename)."""
     if jax.process_index() == 0:
-        with open(path, "w", encoding="utf-8") as f:
+        with open(f"{path}.tmp", "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2, sort_keys=True)
+        os.replace(f"{path}.tmp", path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -242,6 +244,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             )
         train_iter.set_state(data_state["train"])
         log.info("resumed from step %d in %s", int(np.max(state.step)), ckpt.directory)
+    elif workdir_lib.has_checkpoints(workdir):  # checkpoints, none readable: never train over
+        ckpt.close()
+        raise workdir_lib.WorkdirMismatchError(
+            f"no checkpoint in {ckpt.directory} can be restored (the warnings above say why); "
+            "move the workdir aside or use a new --workdir")
 
     schedule = state_lib.learning_rate_schedule(config)
     train_step = make_train_step(task, config, mesh, state_lib.make_optimizer(config), members)

@@ -57,11 +57,17 @@ class JsonlWriter(metric_writers.MetricWriter):
 def forget_rows_after(path: str, step: int, reevaluated: bool) -> int:
     """Drops the rows of ``path`` (``metrics.jsonl``) that a run resumed at ``step`` writes
     again: every row after ``step``, and with ``reevaluated`` (the run ends at ``step`` and
-    evaluates it again) the ``eval/`` rows at ``step``. Rewrites the file atomically; returns
-    how many rows it dropped (0 when the file does not exist)."""
+    evaluates it again) the ``eval/`` rows at ``step``, and lines a killed run cut short.
+    Rewrites the file atomically; returns how many lines it dropped (0 without a file)."""
     if not os.path.isfile(path):
         return 0
-    rows = read_jsonl(path)
+    rows, cut_short = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a line cut short by a killed run
+                cut_short += 1
 
     def again(row: Mapping[str, Any]) -> bool:
         at = row.get("step")
@@ -71,12 +77,12 @@ def forget_rows_after(path: str, step: int, reevaluated: bool) -> int:
                              and any(k.startswith("eval/") for k in row))
 
     kept = [row for row in rows if not again(row)]
-    if len(kept) != len(rows):
+    if len(kept) != len(rows) or cut_short:
         tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row) + "\n" for row in kept)
         os.replace(tmp, path)
-    return len(rows) - len(kept)
+    return len(rows) - len(kept) + cut_short
 
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:

@@ -6,8 +6,8 @@ count)`` per term, local sum over ``psum(count)``, gradients ``psum``-ed); rando
 ``fold_in(base_rng, step)`` (per-example: fold in ``batch["index"]``, never the device);
 BatchNorm statistics are cross-device. :func:`shard_map_step` uses ``check_vma=False``
 deliberately: with replication checking the gradient of the replicated params is already
-summed and the body's ``psum`` would scale the update by N (NOTES.md). :func:`pmap_step`
-wraps the same body (tests check equality).
+summed and the body's ``psum`` would scale the update by N (checked against ``jax.pmap``).
+:func:`pmap_step` wraps the same body (tests check equality).
 """
 
 from __future__ import annotations

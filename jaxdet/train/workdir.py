@@ -3,9 +3,10 @@
 ``workdir/config.json`` is the run's config (written by the first run). Once the workdir holds
 checkpoints, :func:`check_same_run` refuses a config that differs from it in any field that
 shapes the train state or the data; only the fields in :data:`RESUMABLE_FIELDS` (steps,
-intervals, evaluation limits, pictures, logging, the optimizer's numbers, loss weights) may
-change when a run is resumed, evaluated or drawn. The check runs before anything in the
-workdir is touched.
+intervals, evaluation limits, pictures, logging, the learning-rate schedule, loss fields,
+inference-only detector options) may change when a run is resumed, evaluated or drawn. The
+workdir must be visible to every process of a multi-process run. The check runs before anything
+in the workdir is touched.
 """
 
 from __future__ import annotations
@@ -24,9 +25,15 @@ RESUMABLE_FIELDS = frozenset({
     "keep_checkpoints", "eval_limit", "eval_split", "eval_batch_size", "num_prediction_images",
     "draw_score_threshold", "progress_bar", "compilation_cache_dir", "recompile_policy",
     "recompile_after_steps", "max_nonfinite_steps", "init_from", "data.data_dir",
-    # the optimizer's numbers (not its kind, which shapes the optimizer state)
+    "sweep_strategy", "variant",
+    # the learning-rate schedule (not the optimizer's kind or clipping: they shape its state)
     "optimizer.learning_rate", "optimizer.schedule", "optimizer.warmup_steps",
-    "optimizer.grad_clip_norm", "optimizer.decay_steps", "optimizer.decay_factor",
+    "optimizer.decay_steps", "optimizer.decay_factor",
+    # inference only: post-processing and test-time options of the detectors
+    "model.score_thresh", "model.nms_thresh", "model.detections_per_img", "model.recall_top_n",
+    "model.rpn_pre_nms_top_n_test", "model.rpn_post_nms_top_n_test", "model.ssd_pre_nms_top_n",
+    "model.keypoint_detections_per_img", "model.keypoint_decode", "model.keypoint_decode_window",
+    "model.keypoint_rescore", "model.keypoint_flip_test",
 })
 """Dotted config keys that may differ between a run and its resumption (with every ``loss.*``
 field: weights and loss kinds change the objective, not the state)."""
@@ -35,7 +42,8 @@ RESUMABLE_PREFIXES = ("loss.",)
 
 
 class WorkdirMismatchError(ValueError):
-    """The workdir holds checkpoints of a run with another config."""
+    """The workdir cannot hold this run: its checkpoints belong to a run with another config,
+    its config.json is unreadable, or none of its checkpoints can be restored."""
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -50,14 +58,17 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, list, tuple, dict)) and not value)
+    """An off value: ``None``, ``False``, ``0``, ``""``, ``()``."""
+    return value is None or value is False or (
+        isinstance(value, (int, float)) and value == 0) or (
+        isinstance(value, (str, list, tuple, dict)) and not value)
 
 
 def differences(saved: Mapping[str, Any],
                 current: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """``[(dotted key, saved value, current value)]`` outside :data:`RESUMABLE_FIELDS`,
-    sorted by key; a key on one side only counts unless its value is empty (``None``, ``""``,
-    ``()``: a field a newer config file states with its off value). Missing values are
+    sorted by key; a key on one side only counts unless its value is off (:func:`_empty`: a
+    field a newer config file states with its off value). Missing values are
     reported as ``"(absent)"``."""
     old, new = flatten(saved), flatten(current)
     out = []
@@ -91,13 +102,18 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.isfile(path) or not has_checkpoints(workdir):
         return
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as err:
+        raise WorkdirMismatchError(
+            f"{path} cannot be read ({err}); the workdir holds checkpoints of a run whose config "
+            "is unknown: use a new --workdir") from None
     diffs = differences(saved, config_as_json(config))
     if diffs:
         listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in diffs)
         raise WorkdirMismatchError(
             f"{workdir} holds a run trained with another config ({listed}); only steps, "
-            "intervals, evaluation limits, pictures, learning rates and loss weights may change "
-            "when a run is resumed: use a new --workdir for this config, or the stored values "
-            "(config.json) to continue")
+            "intervals, evaluation limits, pictures, learning rates, loss fields and inference "
+            "options may change when a run is resumed: use a new --workdir for this config, or "
+            "the stored values (config.json) to continue")

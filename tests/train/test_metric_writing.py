@@ -31,3 +31,10 @@ def test_forget_rows_after_drops_what_a_resumed_run_writes_again(tmp_path):
     assert metric_writing.forget_rows_after(str(path), 4, reevaluated=True) == 1
     assert metric_writing.read_jsonl(str(path)) == rows[:2] + rows[3:4]
     assert metric_writing.forget_rows_after(str(tmp_path / "none.jsonl"), 4, True) == 0
+
+
+def test_forget_rows_after_skips_a_line_cut_short_by_a_killed_run(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"step": 2, "train/loss": 1.0}) + "\n" + '{"step": 4, "tra')
+    assert metric_writing.forget_rows_after(str(path), 2, reevaluated=False) == 1
+    assert metric_writing.read_jsonl(str(path)) == [{"step": 2, "train/loss": 1.0}]

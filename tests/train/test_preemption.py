@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from jaxdet.train import checkpointing, loop, preemption
+from jaxdet.train import workdir as workdir_lib
 from tests.helpers import REPO
 from tests.train.test_loop import _config, _restored_params
 
@@ -153,3 +154,18 @@ def test_watch_with_several_processes_asks_the_sync_point(tmp_path):
         assert ckpt.reached_preemption(3) is False
     finally:
         ckpt.close()
+
+
+def test_a_workdir_whose_checkpoints_are_all_unreadable_is_not_trained_over(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    config = _config(data_dir, num_train_steps=2, checkpoint_every_steps=2)
+    loop.train_and_evaluate(config, str(workdir))
+    steps = _checkpoint_steps(workdir)
+    for step in steps:
+        _corrupt(workdir / "checkpoints" / str(step))
+    rows = (workdir / "metrics.jsonl").read_text()
+    with pytest.raises(workdir_lib.WorkdirMismatchError, match="no checkpoint in .* can be "
+                       "restored"):
+        loop.train_and_evaluate(config, str(workdir))
+    assert (workdir / "metrics.jsonl").read_text() == rows
+    assert _checkpoint_steps(workdir) == steps

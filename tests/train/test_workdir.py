@@ -23,6 +23,14 @@ def test_differences_ignore_resumable_fields_and_name_the_others():
         ("data.image_size", 32, 64), ("model.level_widths", [4, 8], [8, 16]),
         ("seed", "(absent)", 1)]
     assert workdir_lib.differences(saved, saved) == []
+    # legacy and off-valued one-sided keys, inference options, schedule: resumable
+    old = {"variant": "fpn", "model": {"score_thresh": 0.05, "keypoint_flip_test": False},
+           "optimizer": {"name": "adam", "learning_rate": 1.0, "grad_clip_norm": 0.0}}
+    new = {"model": {"score_thresh": 0.5, "keypoint_flip_test": True, "frozen_stages": 0},
+           "optimizer": {"name": "adam", "learning_rate": 0.1, "grad_clip_norm": 10.0},
+           "sweep_strategy": "unroll"}
+    # clipping on/off changes the optimizer state's structure: not resumable
+    assert workdir_lib.differences(old, new) == [("optimizer.grad_clip_norm", 0.0, 10.0)]
 
 
 def _fake_run(tmp_path, config):
@@ -41,6 +49,9 @@ def test_check_same_run_refuses_only_a_workdir_with_checkpoints(tmp_path):
     workdir_lib.check_same_run(config, str(tmp_path))  # more steps: resumable
     config.model.width = 16
     with pytest.raises(workdir_lib.WorkdirMismatchError, match=r"\(model\.width: 8 -> 16\); only"):
+        workdir_lib.check_same_run(config, str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model": {"wid')  # cut short by a crash
+    with pytest.raises(workdir_lib.WorkdirMismatchError, match="cannot be read"):
         workdir_lib.check_same_run(config, str(tmp_path))
 
 
