@@ -29,8 +29,9 @@ Every image is scaled to fit ``image_size`` x ``image_size`` and padded (see
 
 Recipe (from scratch): torchvision's detection optimizer (SGD lr 0.02, heavy-ball momentum
 0.9, weight decay 1e-4, 50 warm-up steps, cosine), gradients clipped at global norm 10,
-ResNet-18 (width 64, batch norm) + FPN of 128 channels, torchvision's anchors (32-512 px),
-256 sampled RoIs and 1,000 proposals per image in training. Its measured accuracy against
+ResNet-18 (width 64, group norm: batch norm with 4 images per step learns far slower) + FPN of
+128 channels, torchvision's anchors (32-512 px), 256 sampled RoIs and 1,000 proposals per
+image in training. Its measured accuracy against
 torchvision with the same budget: ``experiments/results/peer_training.md``. With ImageNet
 weights: ``python -m jaxdet.convert`` then ``--config.init_from=...``.
 ``arg``: ``runlocal`` (a seconds-long smoke run).
@@ -79,6 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.grad_clip_norm = 10.0  # a guard: without it lr 0.02 can diverge early
     config.optimizer.warmup_steps = 50
     config.optimizer.schedule = "cosine"
+    config.model.norm = "group"  # "batch" / "frozen" (with imported ImageNet weights)
     config.model.frozen_stages = 0  # 2: stem + layer1 frozen (torchvision's trainable_layers=3)
 
     if not runlocal:
