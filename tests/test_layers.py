@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from jaxdet import core, tasks
+from tests.helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGE = os.path.join(REPO, "jaxdet")
+PACKAGE = str(REPO / "jaxdet")
 MAX_LINES = 500
 
 

@@ -23,7 +23,8 @@ class RecompilationError(RuntimeError):
 
 
 class TraceCounter:
-    """``fn`` counting its calls; under ``jax.jit``, ``count`` = programs compiled for it."""
+    """``fn`` counting its calls; under ``jax.jit``, ``count`` = the times JAX traced it (one per
+    input shape / dtype signature; a recompilation without a new trace is not counted)."""
 
     def __init__(self, fn: Callable):
         self.fn = fn
@@ -57,7 +58,7 @@ def count_compilations(body: Callable, wrap: Callable[[Callable], Callable]) -> 
     return CountedStep(wrap(counter), counter)
 
 
-def cache_size(fn: Any) -> int:
+def compilations(fn: Any) -> int:
     """Compilations of a :class:`CountedStep` (0 for other callables)."""
     return int(getattr(fn, "compilations", 0))
 
@@ -74,7 +75,7 @@ class CompilationGuard:
     def check(self, name: str, fn: Any, step: int, warm: bool = True) -> int:
         """Call after ``fn`` ran at train step ``step``; ``warm``: its warm-up is over (e.g.
         the train step past ``after_steps``). Returns its compilation count."""
-        count = cache_size(fn)
+        count = compilations(fn)
         self.counts[name] = count
         if name not in self._warm:
             if warm:

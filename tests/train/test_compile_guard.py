@@ -16,15 +16,15 @@ def _double():
 
 def test_counted_step_counts_one_compilation_per_input_signature():
     f = _double()
-    assert compile_guard.cache_size(f) == 0
+    assert compile_guard.compilations(f) == 0
     np.testing.assert_array_equal(f(jnp.ones(3)), [2, 2, 2])
     f(jnp.zeros(3))
-    assert compile_guard.cache_size(f) == 1
+    assert compile_guard.compilations(f) == 1
     f(jnp.ones(4))
-    assert compile_guard.cache_size(f) == 2
+    assert compile_guard.compilations(f) == 2
     f(jnp.ones(4, jnp.int32))  # a new dtype is a new program
-    assert compile_guard.cache_size(f) == 3
-    assert compile_guard.cache_size(print) == 0
+    assert compile_guard.compilations(f) == 3
+    assert compile_guard.compilations(print) == 0
 
 
 def test_counted_step_keeps_donation_and_shard_map():
