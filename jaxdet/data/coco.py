@@ -129,12 +129,17 @@ class CocoConfig(tfds.core.BuilderConfig):
                 kps if self.keypoints and os.path.isfile(kps) else None)
 
     def image_dir(self, suffix: str) -> str:
-        for candidate in (os.path.join(self.path, suffix),
-                          os.path.join(self.path, "images", suffix),
-                          os.path.join(self.path, "images")):
-            if os.path.isdir(candidate):
-                return candidate
-        return os.path.join(self.path, suffix)
+        return image_dir(self.path, suffix)
+
+
+def image_dir(path: str, suffix: str) -> str:
+    """The image folder of split ``suffix``: ``path/suffix``, ``path/images/suffix`` or
+    ``path/images``, the first that exists (else ``path/suffix``)."""
+    for candidate in (os.path.join(path, suffix), os.path.join(path, "images", suffix),
+                      os.path.join(path, "images")):
+        if os.path.isdir(candidate):
+            return candidate
+    return os.path.join(path, suffix)
 
 
 class _Split:
@@ -396,7 +401,10 @@ def build(path: str, data_dir: str, *, splits: Mapping[str, str] | None = None,
                       {"category_labels": category_labels}))
     ann_files = [f for pattern in _patterns(instances)
                  for f in glob.glob(os.path.join(path, annotation_dir, pattern))]
-    digest = local_tfds.fingerprint({"path": path, **options}, ann_files)
+    image_files = [f for suffix in sorted(set(splits.values()))
+                   for f in local_tfds.files_under(image_dir(path, suffix))]
+    digest = local_tfds.fingerprint({"path": path, **options}, ann_files + image_files,
+                                    root=path)
     config = CocoConfig(name=local_tfds.config_name(path, digest), path=path,
                         description=f"COCO-format folder {path}",
                         **{**options, "splits": tuple(sorted(splits.items()))})

@@ -1,8 +1,9 @@
 """Shared machinery of the local-dataset converters (coco, voc, segmentation_folder).
 
 A folder is converted ONCE to TFDS ArrayRecord under
-``<data_dir>/<builder>/<folder name>_<hash>/<version>`` (hash of the options and the
-annotation files' names, sizes, mtimes) and read with ``builder.as_data_source()``. TFDS
+``<data_dir>/<builder>/<folder name>_<hash>/<version>`` (hash of the options and of every
+annotation, label, split and image file's path, size and mtime: editing, adding or removing any
+of them converts again) and read with ``builder.as_data_source()``. TFDS
 writes into ``incomplete.*`` and renames when done, so an interrupted conversion reruns.
 A :class:`BadRecord` stops the conversion naming file, record and problem; with
 ``skip_bad_records=True`` the record (one image) is skipped and counted in metadata
@@ -65,13 +66,24 @@ class SkipLog:
                             sum(counts.values()), split, counts)
 
 
-def fingerprint(options: Mapping[str, Any], files: Iterable[str]) -> str:
-    """10 hex digits over ``options`` (JSON) and each file's name, size and mtime."""
+def fingerprint(options: Mapping[str, Any], files: Iterable[str],
+                root: str | None = None) -> str:
+    """10 hex digits over ``options`` (JSON) and each file's name (relative to ``root``, else
+    the base name), size and mtime."""
     digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode())
-    for path in sorted(files):
+    for path in sorted(set(files)):
         stat = os.stat(path)
-        digest.update(f"{os.path.basename(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        name = os.path.relpath(path, root) if root else os.path.basename(path)
+        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()[:10]
+
+
+def files_under(directory: str) -> list[str]:
+    """Every regular file below ``directory`` (recursively; [] if it does not exist)."""
+    out = []
+    for parent, _, names in os.walk(directory):
+        out.extend(os.path.join(parent, name) for name in names)
+    return out
 
 
 def config_name(path: str, digest: str) -> str:

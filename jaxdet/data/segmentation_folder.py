@@ -245,7 +245,8 @@ def build(path: str, data_dir: str, *, image_dir: str = "images", label_dir: str
     split_files = [os.path.join(path, split_dir, f) for f in SPLIT_FILES.values()]
     files = [os.path.join(labels, f) for f in label_files]
     files += [f for f in split_files if os.path.isfile(f)]
-    digest = local_tfds.fingerprint({"path": path, **options}, files)
+    files += local_tfds.files_under(os.path.join(path, image_dir))
+    digest = local_tfds.fingerprint({"path": path, **options}, files, root=path)
     config = FolderConfig(
         name=local_tfds.config_name(path, digest), path=path,
         description=f"segmentation folder {path}",

@@ -9,6 +9,7 @@ on a shared POSIX file system build it once; the others wait, then read it.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from typing import Any
 
@@ -27,12 +28,16 @@ def prepare(builder_cls: type, config: tfds.core.BuilderConfig, data_dir: str) -
     config = {c.name: c for c in builder_cls.BUILDER_CONFIGS}.get(config.name, config)
     builder = builder_cls(data_dir=data_dir, config=config)
     if builder.is_prepared():
+        logging.info("%s: reusing the conversion in %s (its source files are unchanged)",
+                     getattr(config, "description", "") or config.name, builder.data_dir)
         return builder
     os.makedirs(data_dir, exist_ok=True)
     with open(lock_path(data_dir, builder.name, config.name), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         builder = builder_cls(data_dir=data_dir, config=config)
         if not builder.is_prepared():  # not built by a run that held the lock first
+            logging.info("%s: converting into %s", getattr(config, "description", "")
+                         or config.name, builder.data_dir)
             builder.download_and_prepare(
                 file_format="array_record",
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False))

@@ -253,7 +253,8 @@ def build(path: str, data_dir: str, *, image_dir: str = "JPEGImages",
     split_files = [os.path.join(path, split_dir, f) for f in SPLIT_FILES.values()]
     files = [os.path.join(ann, f) for f in os.listdir(ann) if f.endswith(".xml")]
     files += [f for f in split_files if os.path.isfile(f)]
-    digest = local_tfds.fingerprint({"path": path, **options}, files)
+    files += local_tfds.files_under(os.path.join(path, image_dir))
+    digest = local_tfds.fingerprint({"path": path, **options}, files, root=path)
     config = VocConfig(name=local_tfds.config_name(path, digest), path=path,
                        description=f"VOC folder {path}",
                        **{**options, "class_names": tuple(class_names)})

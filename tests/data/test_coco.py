@@ -232,3 +232,13 @@ def test_missing_folder_and_missing_tfds_coco_are_named(tmp_path):
         coco.build(str(tmp_path), str(tmp_path / "tfds"))
     with pytest.raises(FileNotFoundError, match=f"coco/2017 is not prepared under {tmp_path}"):
         coco.tfds_coco(str(tmp_path))
+
+
+def test_replaced_image_converts_again_with_its_new_pixels(tmp_path):
+    write_coco(tmp_path / "coco")
+    first = coco.build(str(tmp_path / "coco"), str(tmp_path / "tfds"))
+    black = np.zeros((32, 32, 3), np.uint8)
+    PIL.Image.fromarray(black).save(tmp_path / "coco" / "val2017" / "v.png")
+    second = coco.build(str(tmp_path / "coco"), str(tmp_path / "tfds"))
+    assert second.data_dir != first.data_dir
+    np.testing.assert_array_equal(second.as_data_source()["validation"][0]["image"], black)

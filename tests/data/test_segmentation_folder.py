@@ -140,3 +140,13 @@ def test_fit_to_square_scales_and_pads_with_ignore(tmp_path):
     np.testing.assert_array_equal(out["image"][8:], 0)
     np.testing.assert_array_equal(out["segmentation"][:8], 1)
     np.testing.assert_array_equal(out["segmentation"][8:], 255)
+
+
+def test_replaced_image_converts_again_with_its_new_pixels(tmp_path):
+    write_folder(tmp_path / "f", splits={"train.txt": ["im0", "im1", "im2"], "val.txt": ["im3"]})
+    first = sf.build(str(tmp_path / "f"), str(tmp_path / "tfds"))
+    black = np.zeros((32, 32, 3), np.uint8)
+    PIL.Image.fromarray(black).save(tmp_path / "f" / "images" / "im3.png")
+    second = sf.build(str(tmp_path / "f"), str(tmp_path / "tfds"))
+    assert second.data_dir != first.data_dir
+    np.testing.assert_array_equal(second.as_data_source()["validation"][0]["image"], black)

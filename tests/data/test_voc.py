@@ -183,3 +183,27 @@ def test_interrupted_conversion_is_rebuilt_not_read(tmp_path, monkeypatch):
     builder = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"))
     assert len(builder.as_data_source()["train"]) == 2
     assert len(builder.as_data_source()["validation"]) == 1
+
+
+def test_replaced_image_converts_again_with_its_new_pixels(tmp_path):
+    write_voc(tmp_path / "voc", RECORDS, {"train.txt": ["000001", "000002"],
+                                          "val.txt": ["000003"]})
+    first = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"))
+    black = np.zeros((24, 30, 3), np.uint8)
+    PIL.Image.fromarray(black).save(tmp_path / "voc" / "JPEGImages" / "000003.png")
+    second = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"))
+    assert second.data_dir != first.data_dir
+    np.testing.assert_array_equal(second.as_data_source()["validation"][0]["image"], black)
+
+
+def test_fixed_unreadable_image_is_included_on_the_next_conversion(tmp_path):
+    write_voc(tmp_path / "voc", RECORDS, {"train.txt": ["000001", "000002"],
+                                          "val.txt": ["000003"]})
+    image = tmp_path / "voc" / "JPEGImages" / "000002.png"
+    good = image.read_bytes()
+    image.write_bytes(b"not an image")
+    skipped = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"), skip_bad_records=True)
+    assert len(skipped.as_data_source()["train"]) == 1
+    image.write_bytes(good)
+    fixed = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"), skip_bad_records=True)
+    assert len(fixed.as_data_source()["train"]) == 2
