@@ -84,3 +84,69 @@ def dataclass_from_section(cls: type[T], section: Mapping[str, Any], **fixed: An
         if f.name in section and f.name not in fixed
     }
     return cls(**fixed, **kwargs)
+
+
+#: Loop fields that must be integers >= 1 (``eval_every_steps`` may also be 0: no evaluation
+#: during training); checked by :func:`check_loop_fields`.
+POSITIVE_INT_FIELDS = ("num_train_steps", "batch_size", "eval_batch_size", "log_every_steps",
+                       "checkpoint_every_steps", "keep_checkpoints")
+
+
+def check_loop_fields(config: ml_collections.ConfigDict) -> list[str]:
+    """One message per loop field of ``config`` out of range (``config.x=v: expected ...``)."""
+    errors = []
+    for field in POSITIVE_INT_FIELDS + ("eval_every_steps", "eval_limit"):
+        if field not in config:
+            continue
+        value, low = config[field], 1 if field in POSITIVE_INT_FIELDS else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            errors.append(f"config.{field}={value!r}: expected an integer >= {low}")
+    return errors
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (tuple, list)):
+        return "tuple"
+    return None
+
+
+def _fits(template: Any, value: Any) -> bool:
+    """Whether ``value`` has the element kinds of the non-empty sequence ``template``."""
+    kinds = {_kind(t) for t in template}
+    if len(kinds) != 1 or None in kinds:
+        return True  # a mixed default says nothing about the element type
+    kind = kinds.pop()
+    for v in value:
+        got = _kind(v)
+        if kind == "float" and got == "int":
+            continue
+        if got != kind or (kind == "tuple" and template[0] and not _fits(template[0], v)):
+            return False
+    return True
+
+
+def element_type_errors(defaults: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+                        prefix: str = "config") -> list[str]:
+    """One message per tuple field of ``config`` whose elements are not of the kind its value in
+    ``defaults`` has (e.g. ``model.widths=(8.5, 16)`` where the default is ``(8, 16)``)."""
+    errors = []
+    for key, default in defaults.items():
+        if key not in config:
+            continue
+        value, name = config[key], f"{prefix}.{key}"
+        if isinstance(default, ml_collections.ConfigDict):
+            if isinstance(value, ml_collections.ConfigDict):
+                errors += element_type_errors(default, value, name)
+        elif isinstance(default, (tuple, list)) and default and value is not None:
+            if not isinstance(value, (tuple, list)) or not _fits(default, value):
+                errors.append(f"{name}={value!r}: expected a tuple like the default "
+                              f"{tuple(default)!r}")
+    return errors

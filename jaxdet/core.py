@@ -37,6 +37,16 @@ class LossOutput(NamedTuple):
     batch_stats: Any
 
 
+class UserError(Exception):
+    """A problem with what the user gave (config, data folder, workdir), not a bug: the command
+    line prints its message alone, one line, and exits non-zero."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work; the message names the field (``config.x.y=value``) and
+    what was expected."""
+
+
 LossFn = Callable[[Any, Any, Batch, jax.Array], LossOutput]
 """``(params, batch_stats, batch, rng) -> LossOutput`` for one device's shard."""
 

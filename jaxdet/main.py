@@ -80,7 +80,14 @@ def parse_flags(argv: list[str]) -> list[str]:
             raise flags.IllegalFlagValueError(
                 f"config override(s) of key(s) that do not exist in the config: {bad}"
             )
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+        if spec is not None:
+            errors = config_files.element_type_errors(_load_config_file(spec), _CONFIG.value)
+            errors += config_files.check_loop_fields(_CONFIG.value)
+            if errors:
+                raise flags.IllegalFlagValueError("; ".join(errors))
+        return rest
     except flags.Error as err:
         sys.stderr.write(f"FATAL Flags parsing error: {err}\n")
         sys.exit(1)
@@ -93,9 +100,8 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # Imported here so that `--help` and flag errors do not pay for importing JAX.
-    from jaxdet import runtime
+    from jaxdet import core, runtime
     from jaxdet.train import sweep
-    from jaxdet.train import workdir as workdir_lib
 
     try:
         runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
@@ -116,7 +122,7 @@ def main(argv: list[str]) -> None:
         )
     try:
         _run_mode(config, workdir, members)
-    except workdir_lib.WorkdirMismatchError as err:
+    except (core.UserError, FileNotFoundError) as err:
         _fail(err)
 
 

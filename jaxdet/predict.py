@@ -12,6 +12,7 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 
 from jaxdet import tasks, visualize
 from jaxdet.data import pipeline
@@ -26,9 +27,13 @@ def restore_state(task, config, workdir: str, mesh, train_source) -> TrainState:
     """The latest readable checkpoint's train state; else the ``config.init_from`` weights if set,
     else FileNotFoundError.
     """
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory) and not config.get("init_from"):
+        raise FileNotFoundError(f"no checkpoints in {workdir} (expected {directory}/ written by "
+                                "--mode=train, or config.init_from)")
     example = loop_lib.preprocess_fn(task, config)(train_source[0])
     state = loop_lib.initial_state(task, config, mesh, example)
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
+    ckpt = checkpointing.Checkpointer(directory, save_every=1)
     try:
         restored = ckpt.restore_latest(state)
     finally:
@@ -41,13 +46,14 @@ def restore_state(task, config, workdir: str, mesh, train_source) -> TrainState:
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Validation metrics of the latest checkpoint in ``workdir``."""
+    """Validation metrics of the latest readable checkpoint in ``workdir``, with its ``step``."""
     workdir_lib.check_same_run(config, workdir)
     task = tasks.get_task(config.task)
     mesh = step_lib.make_mesh()
     train_source, eval_source = loop_lib.split_sources(task, config)
     state = restore_state(task, config, workdir, mesh, train_source)
-    return loop_lib.evaluate(task, config, state, eval_source, mesh, results_dir=workdir)
+    results = loop_lib.evaluate(task, config, state, eval_source, mesh, results_dir=workdir)
+    return {**results, "step": int(np.max(jax.device_get(state.step)))}
 
 
 def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -42,3 +42,33 @@ def test_load_module_loads_a_sibling_file_once(tmp_path):
     assert first.COUNT == [1]
     with pytest.raises(ValueError, match="cannot load"):
         config_files.load_module(config_file, "missing.py")
+
+
+@pytest.mark.parametrize(("field", "value", "ok"), [
+    ("num_train_steps", 0, False), ("num_train_steps", -3, False), ("num_train_steps", 1, True),
+    ("batch_size", 0, False), ("batch_size", 2.0, False), ("batch_size", True, False),
+    ("eval_every_steps", 0, True), ("eval_every_steps", -1, False), ("eval_limit", 0, True),
+])
+def test_loop_fields_out_of_range_are_named(field, value, ok):
+    config = ml_collections.ConfigDict({"num_train_steps": 5, "batch_size": 4,
+                                        "eval_every_steps": 5, "eval_limit": 0, field: value})
+    errors = config_files.check_loop_fields(config)
+    assert errors == ([] if ok else [f"config.{field}={value!r}: expected an integer >= "
+                                     f"{0 if field in ('eval_every_steps', 'eval_limit') else 1}"])
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ((8, 16), True), ((8.5, 16), False), (("8", 16), False), ((True, 16), False),
+    ((), True),
+])
+def test_tuple_elements_must_have_the_defaults_kind(value, ok):
+    defaults = ml_collections.ConfigDict({"model": {"widths": (8, 16, 32), "ratios": (0.5, 1.0),
+                                                    "sizes": ((32,), (64,)), "free": ()}})
+    config = ml_collections.ConfigDict(defaults.to_dict())
+    config.model.widths = value
+    config.model.ratios = (1, 2.0)  # ints where floats are expected are fine
+    errors = config_files.element_type_errors(defaults, config)
+    assert errors == ([] if ok else [f"config.model.widths={value!r}: expected a tuple like the "
+                                     "default (8, 16, 32)"])
+    config.model.sizes = ((32,), ("64",))
+    assert len(config_files.element_type_errors(defaults, config)) == 1 + (not ok)

@@ -38,6 +38,8 @@ def test_config_loads_with_each_arg_and_has_a_launch_command(name):
         assert config.task in ("segmentation", "localization", "pose", "detection")
         assert "variant" not in config
         assert config.num_train_steps > 0 and config.optimizer.name
+        assert config_files.check_loop_fields(config) == []
+        assert config_files.element_type_errors(config, config) == []
     doc = ast.get_docstring(ast.parse((REPO / "configs" / f"{name}.py").read_text()))
     assert f"--config=configs/{name}.py" in doc
 

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
+from jaxdet.core import UserError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 #: Reasons a record is bad; the keys of the per-reason skip counts.
@@ -31,7 +33,7 @@ REASONS = ("malformed_record", "bad_box", "missing_image", "unreadable_image",
            "label_out_of_range", "size_mismatch", "unknown_class", "missing_label")
 
 
-class BadRecord(ValueError):
+class BadRecord(UserError, ValueError):
     """One bad record: ``str(error)`` is ``"<file>: <record>: <problem>"``; ``reason`` is one of
     :data:`REASONS` (else ValueError).
     """
@@ -92,7 +94,8 @@ def config_name(path: str, digest: str) -> str:
 
 
 def find_image(directory: str, stem_or_name: str) -> str | None:
-    """``directory/stem_or_name`` if it exists, else the first ``stem + ext`` that does."""
+    """``directory/stem_or_name`` if it exists, else the first ``stem + ext`` that does (None if
+    none; :func:`image_candidates` names what was looked for)."""
     exact = os.path.join(directory, stem_or_name)
     if os.path.splitext(stem_or_name)[1] and os.path.isfile(exact):
         return exact
@@ -105,13 +108,25 @@ def find_image(directory: str, stem_or_name: str) -> str | None:
     return None
 
 
-def read_image(path: str | None, file: str, record: str) -> tuple[bytes, int, int]:
+def image_candidates(directory: str, stem_or_name: str) -> str:
+    """What :func:`find_image` looks for, for messages: ``dir/name`` or ``dir/stem.{jpg,...}``."""
+    stem, ext = os.path.splitext(stem_or_name)
+    if ext.lower() not in IMAGE_EXTENSIONS:
+        stem = stem_or_name
+    exts = ",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    return os.path.join(directory, f"{stem_or_name} (or {stem}.{{{exts}}})" if ext else
+                        f"{stem}.{{{exts}}}")
+
+
+def read_image(path: str | None, file: str, record: str,
+               looked_for: str | None = None) -> tuple[bytes, int, int]:
     """An image file as ``(encoded bytes, height, width)`` for ``tfds.features.Image``: RGB
     JPEG/PNG stored as is, anything else converted to RGB PNG. Raises :class:`BadRecord`
-    (``missing_image`` / ``unreadable_image``).
+    (``missing_image``, naming ``looked_for`` when ``path`` is None / ``unreadable_image``).
     """
     if path is None or not os.path.isfile(path):
-        raise BadRecord(file, record, "missing_image", f"image file {path} not found")
+        raise BadRecord(file, record, "missing_image",
+                        f"image file {path or looked_for} not found")
     try:
         with open(path, "rb") as f:
             data = f.read()

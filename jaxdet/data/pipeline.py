@@ -16,18 +16,20 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxdet.core import AXIS_NAME
+from jaxdet.core import AXIS_NAME, ConfigError
 
 Example = dict[str, np.ndarray]
 Preprocess = Callable[[Mapping[str, Any]], Example]
 
 
-def per_process_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-    """Per-process batch of ``global_batch_size`` (ValueError unless a multiple of the devices)."""
+def per_process_batch_size(global_batch_size: int, mesh: Mesh,
+                           name: str = "config.batch_size") -> int:
+    """Per-process batch of ``global_batch_size`` (ConfigError naming ``name`` unless a positive
+    multiple of the devices)."""
     num_devices = mesh.devices.size
-    if global_batch_size % num_devices:
-        raise ValueError(
-            f"config.batch_size={global_batch_size} must be a multiple of the number of devices "
+    if global_batch_size < 1 or global_batch_size % num_devices:
+        raise ConfigError(
+            f"{name}={global_batch_size} must be a positive multiple of the number of devices "
             f"({num_devices})"
         )
     return global_batch_size // jax.process_count()

@@ -200,8 +200,11 @@ class JaxdetSegmentationFolder(tfds.core.GeneratorBasedBuilder):
             raise BadRecord(os.path.join(label_dir, stem + ".png"), stem, "missing_label",
                             "label image not found")
         label_path = os.path.join(label_dir, labels[stem])
-        image_path = local_tfds.find_image(config.dir(config.image_dir), stem)
-        data, h, w = local_tfds.read_image(image_path, label_path, stem)
+        image_dir = config.dir(config.image_dir)
+        image_path = local_tfds.find_image(image_dir, stem)
+        data, h, w = local_tfds.read_image(
+            image_path, label_path, stem,
+            looked_for=local_tfds.image_candidates(image_dir, stem))
         label = read_label(label_path, config, stem)
         if label.shape != (h, w):
             raise BadRecord(label_path, stem, "size_mismatch",

@@ -27,6 +27,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxdet.core import ConfigError
 from jaxdet.data import augment, local_tfds
 
 DETECTION_SOURCES = ("coco", "tfds_coco", "voc")
@@ -41,7 +42,7 @@ def source_name(config: ml_collections.ConfigDict) -> str:
 def _path(config: ml_collections.ConfigDict) -> str:
     path = config.data.get("path", "")
     if not path:
-        raise ValueError(f"config.data.source={source_name(config)!r} needs "
+        raise ConfigError(f"config.data.source={source_name(config)!r} needs "
                          "--config.data.path=<folder>")
     return os.path.expanduser(path)
 
@@ -82,7 +83,7 @@ def _detection_builder(config: ml_collections.ConfigDict):
                        val_fraction=float(data.get("val_fraction", 0.1)),
                        split_seed=int(data.get("split_seed", 0)),
                        **_options(config, ("image_dir", "annotation_dir", "split_dir")))
-    raise ValueError(f"config.data.source={source!r}; detection reads 'scenes' or one of "
+    raise ConfigError(f"config.data.source={source!r}; detection reads 'scenes' or one of "
                      f"{DETECTION_SOURCES}")
 
 
@@ -112,7 +113,7 @@ def _geometry(config: ml_collections.ConfigDict, splits: dict[str, Any], ignore:
         return {k: augment.Mapped(v, limits[k]) if k in limits else v for k, v in out.items()}
     sizes = [tuple(s) for s in data.get("pad_sizes", ())] or ([(size, size)] if size else [])
     if not sizes:
-        raise ValueError("config.data.pad_sizes or config.data.image_size is needed with "
+        raise ConfigError("config.data.pad_sizes or config.data.image_size is needed with "
                          f"config.data.{'/'.join(AUGMENT_FIELDS[1:])}")
     common = dict(short=int(data.get("resize_short", 0)), max_size=int(data.get("resize_max", 0)),
                   ignore_index=ignore)
@@ -171,11 +172,11 @@ def segmentation_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
     from jaxdet.data import segmentation_folder
 
     if source_name(config) not in SEGMENTATION_SOURCES:
-        raise ValueError(f"config.data.source={source_name(config)!r}; segmentation reads "
+        raise ConfigError(f"config.data.source={source_name(config)!r}; segmentation reads "
                          f"'scenes' or one of {SEGMENTATION_SOURCES}")
     ignore = int(config.data.get("ignore_index", SEGMENTATION_IGNORE))
     if ignore != SEGMENTATION_IGNORE:
-        raise ValueError(f"config.data.ignore_index={ignore}: the segmentation task ignores "
+        raise ConfigError(f"config.data.ignore_index={ignore}: the segmentation task ignores "
                          f"{SEGMENTATION_IGNORE} only")
     opts = {k: v for k, v in _folder_options(config).items() if k != "classes_file"}
     builder = _cached(

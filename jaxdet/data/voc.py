@@ -211,8 +211,11 @@ class JaxdetVoc(tfds.core.GeneratorBasedBuilder):
     def _example(self, record: VocRecord, index: dict[str, int], config: VocConfig
                  ) -> dict[str, Any]:
         stem = os.path.splitext(os.path.basename(record.xml_path))[0]
-        image_path = local_tfds.find_image(config.dir(config.image_dir), record.filename)
-        data, h, w = local_tfds.read_image(image_path, record.xml_path, stem)
+        image_dir = config.dir(config.image_dir)
+        image_path = local_tfds.find_image(image_dir, record.filename)
+        data, h, w = local_tfds.read_image(
+            image_path, record.xml_path, stem,
+            looked_for=local_tfds.image_candidates(image_dir, record.filename))
         if record.size is not None and record.size != (h, w):
             raise BadRecord(record.xml_path, stem, "size_mismatch",
                             f"<size> {record.size[1]}x{record.size[0]} (WxH) but image "
@@ -252,6 +255,8 @@ def build(path: str, data_dir: str, *, image_dir: str = "JPEGImages",
                                 f"{path}/{annotation_dir}/*.xml and {path}/{image_dir}/)")
     split_files = [os.path.join(path, split_dir, f) for f in SPLIT_FILES.values()]
     files = [os.path.join(ann, f) for f in os.listdir(ann) if f.endswith(".xml")]
+    if not files:
+        raise FileNotFoundError(f"VOC annotation folder {ann} holds no .xml files")
     files += [f for f in split_files if os.path.isfile(f)]
     files += local_tfds.files_under(os.path.join(path, image_dir))
     digest = local_tfds.fingerprint({"path": path, **options}, files, root=path)

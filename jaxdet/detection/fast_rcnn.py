@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdet import config_files, core, ops
+from jaxdet.core import ConfigError
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.models import resnet
 
@@ -73,9 +74,9 @@ class ClassicSpec:
 
     def __post_init__(self) -> None:
         if self.roi_feature not in ("C3", "C4"):
-            raise ValueError(f"model.roi_feature={self.roi_feature!r}; expected 'C3' or 'C4'")
+            raise ConfigError(f"model.roi_feature={self.roi_feature!r}; expected 'C3' or 'C4'")
         if self.rcnn_crop_size < 1 or self.rcnn_context < 0:
-            raise ValueError("model.rcnn_crop_size must be >= 1 and rcnn_context >= 0")
+            raise ConfigError("model.rcnn_crop_size must be >= 1 and rcnn_context >= 0")
 
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> ClassicSpec:

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdet import config_files, core, ops
+from jaxdet.core import ConfigError
 from jaxdet.detection import keypoint_head as keypoint_head_lib
 from jaxdet.detection import mask_head as mask_head_lib
 from jaxdet.detection import roi_heads, rpn
@@ -120,25 +121,25 @@ class DetectorSpec:
 
     def __post_init__(self) -> None:
         if self.levels not in ("fpn", "c4"):
-            raise ValueError(f"model.levels={self.levels!r}; expected 'fpn' or 'c4'")
+            raise ConfigError(f"model.levels={self.levels!r}; expected 'fpn' or 'c4'")
         want = 5 if self.levels == "fpn" else 1
         if len(self.anchor_sizes) != want:
-            raise ValueError(
+            raise ConfigError(
                 f"model.anchor_sizes needs {want} entries (one per level) for levels="
                 f"{self.levels!r}, got {self.anchor_sizes}")
         if self.keypoint_target not in keypoint_head_lib.KEYPOINT_TARGETS:
-            raise ValueError(f"model.keypoint_target={self.keypoint_target!r}; expected one "
+            raise ConfigError(f"model.keypoint_target={self.keypoint_target!r}; expected one "
                              f"of {keypoint_head_lib.KEYPOINT_TARGETS}")
         if self.keypoint_decode not in keypoint_head_lib.KEYPOINT_DECODES:
-            raise ValueError(f"model.keypoint_decode={self.keypoint_decode!r}; expected one "
+            raise ConfigError(f"model.keypoint_decode={self.keypoint_decode!r}; expected one "
                              f"of {keypoint_head_lib.KEYPOINT_DECODES}")
         if any(not 0 <= k < self.num_keypoints for pair in self.keypoint_flip_pairs
                for k in pair):
-            raise ValueError(f"model.keypoint_flip_pairs={self.keypoint_flip_pairs}; "
+            raise ConfigError(f"model.keypoint_flip_pairs={self.keypoint_flip_pairs}; "
                              f"expected pairs of keypoint indices < {self.num_keypoints}")
         if self.mask_rois_per_image < 0 or self.mask_rois_per_image > \
                 self.roi_batch_size_per_image:
-            raise ValueError(f"model.mask_rois_per_image={self.mask_rois_per_image}; expected "
+            raise ConfigError(f"model.mask_rois_per_image={self.mask_rois_per_image}; expected "
                              f"0 (all foreground slots) .. {self.roi_batch_size_per_image}")
 
     @property

@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from jaxdet import config_files, core, ops
+from jaxdet.core import ConfigError
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.models import resnet
 
@@ -69,11 +70,11 @@ class WindowSpec:
 
     def __post_init__(self) -> None:
         if not self.window_sizes or not self.window_aspect_ratios:
-            raise ValueError("model.window_sizes and model.window_aspect_ratios must be non-empty")
+            raise ConfigError("model.window_sizes and model.window_aspect_ratios must be non-empty")
         if self.window_stride_fraction <= 0:
-            raise ValueError(f"model.window_stride_fraction={self.window_stride_fraction} <= 0")
+            raise ConfigError(f"model.window_stride_fraction={self.window_stride_fraction} <= 0")
         if self.window_bg_iou > self.window_fg_iou:
-            raise ValueError("model.window_bg_iou must be <= model.window_fg_iou")
+            raise ConfigError("model.window_bg_iou must be <= model.window_fg_iou")
 
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> WindowSpec:

@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from jaxdet import config_files, core, ops
+from jaxdet.core import ConfigError
 from jaxdet.detection import roi_heads, rpn
 from jaxdet.detection.select import select_detections
 from jaxdet.detection.ssd_default_boxes import default_boxes
@@ -74,17 +75,17 @@ class SSDSpec:
     def __post_init__(self) -> None:
         names = self.ssd_feature_maps
         if not names or any(n not in ("C2", "C3", "C4", "C5") for n in names):
-            raise ValueError(f"model.ssd_feature_maps={names}: non-empty, from C2..C5")
+            raise ConfigError(f"model.ssd_feature_maps={names}: non-empty, from C2..C5")
         if list(names) != sorted(set(names), key=lambda n: int(n[1:])):
-            raise ValueError(f"model.ssd_feature_maps={names} must be increasing, no repeats")
+            raise ConfigError(f"model.ssd_feature_maps={names} must be increasing, no repeats")
         if not 0 < self.ssd_min_scale <= self.ssd_max_scale:
-            raise ValueError("model.ssd_min_scale must be in (0, ssd_max_scale]")
+            raise ConfigError("model.ssd_min_scale must be in (0, ssd_max_scale]")
         ratios = self.level_aspect_ratios
         if len(ratios) != self.num_maps:
-            raise ValueError(f"model.ssd_aspect_ratios: {len(ratios)} tuples for "
+            raise ConfigError(f"model.ssd_aspect_ratios: {len(ratios)} tuples for "
                              f"{self.num_maps} feature maps")
         if any(r <= 0 or r == 1.0 for level in ratios for r in level):
-            raise ValueError("model.ssd_aspect_ratios: positive and != 1 (the squares are "
+            raise ConfigError("model.ssd_aspect_ratios: positive and != 1 (the squares are "
                              f"always there), got {self.ssd_aspect_ratios}")
 
     @property

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdet import config_files, core, ops
+from jaxdet.core import ConfigError
 from jaxdet.detection import roi_heads
 from jaxdet.detection.select import select_detections
 from jaxdet.models import resnet
@@ -69,11 +70,11 @@ class YoloSpec:
 
     def __post_init__(self) -> None:
         if self.yolo_grid_size < 1 or self.yolo_boxes_per_cell < 1:
-            raise ValueError("model.yolo_grid_size and model.yolo_boxes_per_cell must be >= 1")
+            raise ConfigError("model.yolo_grid_size and model.yolo_boxes_per_cell must be >= 1")
         if self.yolo_head not in HEADS:
-            raise ValueError(f"model.yolo_head={self.yolo_head!r}; expected one of {HEADS}")
+            raise ConfigError(f"model.yolo_head={self.yolo_head!r}; expected one of {HEADS}")
         if not 0.0 <= self.yolo_dropout < 1.0:
-            raise ValueError(f"model.yolo_dropout={self.yolo_dropout} not in [0, 1)")
+            raise ConfigError(f"model.yolo_dropout={self.yolo_dropout} not in [0, 1)")
 
     @property
     def channels(self) -> int:
@@ -287,7 +288,7 @@ class Yolo(nn.Module):
         feats = self.body(images, train=train)
         key = s.yolo_feature or max(feats, key=lambda k: int(k[1:]))
         if key not in feats:
-            raise ValueError(f"model.yolo_feature={key!r}; the backbone has {sorted(feats)}")
+            raise ConfigError(f"model.yolo_feature={key!r}; the backbone has {sorted(feats)}")
         x = feats[key]
         for conv in self.head_convs:
             x = nn.leaky_relu(conv(x), 0.1)

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet.core import ConfigError
 from jaxdet.models import upsampling
 
 NORM_MODES = ("batch", "group")
@@ -22,7 +23,7 @@ he_init = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
 def choose(field: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise ValueError(f"model.{field}={value!r} is not one of {list(allowed)}")
+        raise ConfigError(f"model.{field}={value!r} is not one of {list(allowed)}")
     return value
 
 

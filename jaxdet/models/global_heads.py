@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet.core import ConfigError
 from jaxdet.models import resnet, vgg
 
 POOL_MODES = ("flatten", "avg", "flatten_avg")
@@ -41,7 +42,7 @@ class GlobalHeadsNet(nn.Module):
     def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
         features = self.backbone(images.astype(jnp.float32), train=train)
         if self.feature not in features:
-            raise ValueError(f"model.feature={self.feature!r}; backbone gives {sorted(features)}")
+            raise ConfigError(f"model.feature={self.feature!r}; backbone gives {sorted(features)}")
         x = features[self.feature].astype(jnp.float32)
         if self.pool == "flatten":
             x = x.reshape(x.shape[0], -1)
@@ -50,7 +51,7 @@ class GlobalHeadsNet(nn.Module):
         elif self.pool == "flatten_avg":
             x = jnp.concatenate([x.reshape(x.shape[0], -1), x.mean(axis=(1, 2))], axis=-1)
         else:
-            raise ValueError(f"model.pool={self.pool!r}; expected one of {list(POOL_MODES)}")
+            raise ConfigError(f"model.pool={self.pool!r}; expected one of {list(POOL_MODES)}")
         if self.hidden:
             x = nn.relu(nn.Dense(self.hidden, kernel_init=_he_init, name="hidden")(x))
         return {
@@ -70,7 +71,7 @@ def create_backbone(model_config: Mapping[str, Any], bn_axis_name: str | None) -
         return resnet.create_resnet(model_config, bn_axis_name=bn_axis_name)
     if name == "vgg":
         return vgg.create_vgg(model_config, bn_axis_name=bn_axis_name)
-    raise ValueError(f"model.backbone={name!r}; expected one of {list(BACKBONES)}")
+    raise ConfigError(f"model.backbone={name!r}; expected one of {list(BACKBONES)}")
 
 
 def create_model(
@@ -80,7 +81,7 @@ def create_model(
     """:class:`GlobalHeadsNet` from a flat ``model`` config section and the task's heads."""
     pool = model_config.get("pool", "flatten")
     if pool not in POOL_MODES:
-        raise ValueError(f"model.pool={pool!r}; expected one of {list(POOL_MODES)}")
+        raise ConfigError(f"model.pool={pool!r}; expected one of {list(POOL_MODES)}")
     return GlobalHeadsNet(
         backbone=create_backbone(model_config, bn_axis_name),
         heads=tuple(heads),

@@ -33,6 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet.core import ConfigError
+
 NORM_MODES = ("batch", "frozen", "group")
 STEM_MODES = ("imagenet", "small")
 BLOCK_TYPES = ("basic", "bottleneck")
@@ -55,7 +57,7 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def _choose(field: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise ValueError(f"backbone.{field}={value!r} is not one of {list(allowed)}")
+        raise ConfigError(f"backbone.{field}={value!r} is not one of {list(allowed)}")
     return value
 
 
@@ -242,20 +244,20 @@ class ResNet(NormSettings):
         if self.stage_sizes:
             sizes = tuple(int(n) for n in self.stage_sizes)
             if not self.block:
-                raise ValueError("backbone.block must be given with backbone.stage_sizes")
+                raise ConfigError("backbone.block must be given with backbone.stage_sizes")
             if not 1 <= len(sizes) <= 4 or min(sizes) < 1:
-                raise ValueError(
+                raise ConfigError(
                     f"backbone.stage_sizes={sizes}: 1 to 4 stages of at least one block each"
                 )
             return sizes, _choose("block", self.block, BLOCK_TYPES)
         if self.depth not in RESNET_PRESETS:
-            raise ValueError(
+            raise ConfigError(
                 f"backbone.depth={self.depth!r} is not one of {sorted(RESNET_PRESETS)}; "
                 "give stage_sizes and block for other layouts"
             )
         sizes, block = RESNET_PRESETS[self.depth]
         if self.block and self.block != block:
-            raise ValueError(
+            raise ConfigError(
                 f"backbone.block={self.block!r} contradicts depth {self.depth} ({block!r}); "
                 "use stage_sizes for a custom layout"
             )
@@ -284,7 +286,7 @@ class ResNet(NormSettings):
         else:
             x = self.conv_norm_relu(x, self.width, 3, 1, "1", train=train)
         if not 0 <= self.frozen_stages <= len(sizes) + 1:
-            raise ValueError(f"backbone.frozen_stages={self.frozen_stages}; expected 0 .. "
+            raise ConfigError(f"backbone.frozen_stages={self.frozen_stages}; expected 0 .. "
                              f"{len(sizes) + 1} (the stem, then one per stage)")
         if self.frozen_stages >= 1:
             x = jax.lax.stop_gradient(x)

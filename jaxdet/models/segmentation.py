@@ -42,6 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet.core import ConfigError
 from jaxdet.models import upsampling
 from jaxdet.models.conv_blocks import (
     NORM_MODES,
@@ -143,13 +144,13 @@ def check_encoder_decoder_modes(
     choose("upsample_input", upsample_input, UPSAMPLE_INPUT_MODES)
     choose("upsample_projection", upsample_projection, UPSAMPLE_PROJECTION_MODES)
     if skip == "add" and upsample_input == "full" and upsample != "transpose_conv":
-        raise ValueError(
+        raise ConfigError(
             "model.skip='add' sums the upsampled map with the encoder map of the same level, "
             "so it needs them to have the same channels: set model.upsample_input to "
             "'reduce_1x1' or 'reduce_3x3' (got 'full')"
         )
     if upsample == "max_unpool" and downsample != "max_pool":
-        raise ValueError(
+        raise ConfigError(
             "model.upsample='max_unpool' needs the switches of a max-pool: set "
             f"model.downsample='max_pool' (got {downsample!r})"
         )
@@ -186,13 +187,13 @@ class EncoderDecoder(ConvNormMixin):
         ]
         blocks = list(self.level_blocks) or [self.blocks_per_level] * len(widths)
         if len(blocks) != len(widths):
-            raise ValueError(
+            raise ConfigError(
                 f"model.level_blocks has {len(blocks)} entries for {len(widths)} levels"
             )
         if min(blocks) < 1:
             # A level without blocks would hand its input (other channels) to the skip and to
             # the switches, which the decoder's width * channels cannot match.
-            raise ValueError(f"model.level_blocks must all be >= 1, got {tuple(blocks)}")
+            raise ConfigError(f"model.level_blocks must all be >= 1, got {tuple(blocks)}")
         return widths, blocks, self.decoder_blocks or self.blocks_per_level
 
     @nn.compact
@@ -253,7 +254,7 @@ class EncoderDecoder(ConvNormMixin):
         assert switches is not None  # guaranteed by check_encoder_decoder_modes
         reps, rest = divmod(x.shape[-1], switches.shape[-1])
         if rest:
-            raise ValueError(
+            raise ConfigError(
                 f"model.upsample='max_unpool' with upsample_input='full' sends channel c of the "
                 f"deeper map to the maximum of encoder channel c mod {switches.shape[-1]}, so "
                 f"its {x.shape[-1]} channels must be a multiple of {switches.shape[-1]}: choose "
@@ -309,7 +310,7 @@ def create_model(
         )
     choose("patch_padding", cfg["patch_padding"], PATCH_PADDING_MODES)
     if cfg["patch_size"] % 2 != 1:
-        raise ValueError(f"model.patch_size must be odd, got {cfg['patch_size']}")
+        raise ConfigError(f"model.patch_size must be odd, got {cfg['patch_size']}")
     fields = ("patch_size", "patch_width", "patch_stages", "patch_padding", "train_stride",
               "eval_stride", "crop_chunk")
     return SlidingWindowClassifier(**common, **{k: cfg[k] for k in fields})

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdet.core import ConfigError
 from jaxdet.models import upsampling
 from jaxdet.models.conv_blocks import ConvNormMixin, choose, he_init, scale_input
 
@@ -82,7 +83,7 @@ class SlidingWindowClassifier(ConvNormMixin):
     def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
         p = self.patch_size
         if p % 2 != 1:
-            raise ValueError(f"model.patch_size must be odd, got {p}")
+            raise ConfigError(f"model.patch_size must be odd, got {p}")
         mode = choose("patch_padding", self.patch_padding, PATCH_PADDING_MODES)
         s = self.train_stride if train else self.eval_stride
         b, h, w, _ = images.shape

@@ -15,6 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from jaxdet.core import ConfigError
 from jaxdet.models.resnet import NormSettings, compute_dtype, normalize_input
 
 
@@ -34,13 +35,13 @@ class SmallVGG(NormSettings):
         """Conv layers of each stage, after checking the configuration."""
         num_stages = len(self.stage_widths)
         if not 2 <= num_stages <= 5:
-            raise ValueError(
+            raise ConfigError(
                 f"backbone.stage_widths={tuple(self.stage_widths)}: 2 to 5 stages needed"
             )
         convs = self.convs_per_stage
         convs = (convs,) * num_stages if isinstance(convs, int) else tuple(convs)
         if len(convs) != num_stages or min(convs) < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"backbone.convs_per_stage={self.convs_per_stage}: one number >= 1, or one per "
                 f"stage ({num_stages})"
             )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import types
 
+from jaxdet.core import ConfigError
+
 
 def get_task(name: str) -> types.ModuleType:
     """The task module for ``config.task``."""
@@ -29,7 +31,7 @@ def get_task(name: str) -> types.ModuleType:
         from jaxdet.tasks import detection
 
         return detection
-    raise ValueError(
+    raise ConfigError(
         f"config.task={name!r}; expected one of 'segmentation', 'localization', 'pose', "
         "'detection'"
     )

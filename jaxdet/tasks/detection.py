@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from jaxdet import visualize
-from jaxdet.core import LossOutput
+from jaxdet.core import ConfigError, LossOutput
 from jaxdet.data import scenes, scenes_tfds, stick_figures
 from jaxdet.detection import faster_rcnn, mask_head, roi_heads
 from jaxdet.detection import rpn as rpn_lib
@@ -61,7 +61,7 @@ _NEEDS_PROPOSALS = ("fast_rcnn", "rcnn")
 def detector_name(config: ml_collections.ConfigDict) -> str:
     name = config.model.get("detector", "faster_rcnn")
     if name not in DETECTORS:
-        raise ValueError(f"config.model.detector={name!r}; expected one of {list(DETECTORS)}")
+        raise ConfigError(f"config.model.detector={name!r}; expected one of {list(DETECTORS)}")
     return name
 
 

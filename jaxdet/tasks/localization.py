@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from jaxdet import visualize
-from jaxdet.core import LossOutput
+from jaxdet.core import ConfigError, LossOutput
 from jaxdet.data import scenes, scenes_tfds
 from jaxdet.losses import regression
 from jaxdet.metrics import localization as loc_metrics
@@ -100,7 +100,7 @@ def encode_boxes(boxes: jax.Array, image_size: tuple[int, int], box_format: str)
         return boxes
     if box_format == "cxcywh":
         return box_ops.xyxy_to_cxcywh(boxes)
-    raise ValueError(f"model.box_format={box_format!r}; expected one of {list(BOX_FORMATS)}")
+    raise ConfigError(f"model.box_format={box_format!r}; expected one of {list(BOX_FORMATS)}")
 
 
 def decode_boxes(numbers: jax.Array, image_size: tuple[int, int], box_format: str) -> jax.Array:
@@ -110,7 +110,7 @@ def decode_boxes(numbers: jax.Array, image_size: tuple[int, int], box_format: st
     if box_format == "cxcywh":
         numbers = box_ops.cxcywh_to_xyxy(numbers)
     elif box_format != "xyxy":
-        raise ValueError(f"model.box_format={box_format!r}; expected one of {list(BOX_FORMATS)}")
+        raise ConfigError(f"model.box_format={box_format!r}; expected one of {list(BOX_FORMATS)}")
     return numbers * jnp.asarray([w, h, w, h], jnp.float32)
 
 

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from jaxdet.core import ConfigError
+
 log = logging.getLogger(__name__)
 
 POLICIES = ("warn", "fail", "off")
@@ -66,7 +68,7 @@ def compilations(fn: Any) -> int:
 class CompilationGuard:
     def __init__(self, policy: str = "warn", after_steps: int = 1):
         if policy not in POLICIES:
-            raise ValueError(f"config.recompile_policy={policy!r}; expected one of {POLICIES}")
+            raise ConfigError(f"config.recompile_policy={policy!r}; expected one of {POLICIES}")
         self.policy = policy
         self.after_steps = int(after_steps)
         self._warm: dict[str, int] = {}  # name -> compilations at the end of its warm-up

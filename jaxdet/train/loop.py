@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdet import core, tasks
+from jaxdet.core import ConfigError
 from jaxdet.data import pipeline
 from jaxdet.models import weights
 from jaxdet.train import checkpointing, compile_guard, metric_writing, preemption
@@ -116,9 +117,13 @@ def split_sources(task, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
             task.datasets(config)
         multihost_utils.sync_global_devices("jaxdet: datasets built")
     sources = task.datasets(config)
+    where = config.data.get("path") or config.data.get("source") or config.data.get("name", "")
+    for split in ("train", config.get("eval_split", "validation")):
+        if split in sources and len(sources[split]) == 0:
+            raise core.UserError(f"the dataset {where} has no {split} examples (config.data)")
     eval_split = config.get("eval_split", "validation")
     if eval_split not in sources:
-        raise ValueError(f"config.eval_split={eval_split!r}; expected one of {sorted(sources)}")
+        raise ConfigError(f"config.eval_split={eval_split!r}; expected one of {sorted(sources)}")
     return sources["train"], sources[eval_split]
 
 
@@ -216,7 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     task = tasks.get_task(config.task)
     mesh = step_lib.make_mesh()
     local_batch = pipeline.per_process_batch_size(config.batch_size, mesh)
-    pipeline.per_process_batch_size(config.eval_batch_size, mesh)
+    pipeline.per_process_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
     train_source, eval_source = split_sources(task, config)
     _write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), workdir_lib.config_as_json(config))
 
@@ -234,11 +239,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         os.path.join(workdir, "checkpoints"), config.checkpoint_every_steps,
         config.get("keep_checkpoints", 3),
     )
-    restored = ckpt.restore_latest(state)
+    restored = ckpt.restore_latest(state, set_aside_unreadable=True)
     if restored is not None:
         state, data_state = restored
         if data_state.get("sweep", []) != names:
-            raise ValueError(
+            raise workdir_lib.WorkdirMismatchError(
                 f"{ckpt.directory} holds a run of the sweep members {data_state.get('sweep', [])}"
                 f", not {names}: use a new workdir for a different config.sweep"
             )

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxdet.core import ConfigError
 from jaxdet.models import resnet
 
 
@@ -47,7 +48,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
         boundaries = {int(s) - warmup: float(opt.decay_factor) for s in opt.decay_steps}
         main = optax.piecewise_constant_schedule(peak, boundaries)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"config.optimizer.schedule={kind!r}; expected one of 'constant', 'cosine', 'step'"
         )
     if warmup == 0:
@@ -69,7 +70,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     name = opt.name
     decay = float(opt.get("weight_decay", 1e-4 if name == "adamw" else 0.0))
     if decay < 0:
-        raise ValueError(f"config.optimizer.weight_decay={decay}; expected >= 0")
+        raise ConfigError(f"config.optimizer.weight_decay={decay}; expected >= 0")
     if name == "sgd":
         tx = optax.sgd(schedule)
     elif name == "momentum":
@@ -80,7 +81,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     elif name == "adamw":
         tx = optax.adamw(schedule, weight_decay=decay)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"config.optimizer.name={name!r}; expected one of 'sgd', 'momentum', 'adam', 'adamw'"
         )
     if decay > 0 and name != "adamw":

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
+from jaxdet.core import ConfigError
 from jaxdet.train import step as step_lib
 
 STRATEGIES = ("vmap", "map", "unroll")
@@ -40,7 +41,7 @@ def _sweep_path(config: ml_collections.ConfigDict, field: str) -> str:
     if field in loss.get("weights", {}):
         return f"loss.weights.{field}"
     weights = sorted([k for k in loss if k.endswith("_weight")] + list(loss.get("weights", {})))
-    raise ValueError(
+    raise ConfigError(
         f"config.sweep.{field}: not a loss weight of config.loss ({weights}) nor "
         "'learning_rate'; other fields are swept by separate runs (experiments/sweeps/sweep.py)"
     )
@@ -56,25 +57,25 @@ def sweep_members(config: ml_collections.ConfigDict) -> list[Member]:
         return []
     strategy = config.get("sweep_strategy", "vmap")
     if strategy not in STRATEGIES:
-        raise ValueError(f"config.sweep_strategy={strategy!r}; expected one of {list(STRATEGIES)}")
+        raise ConfigError(f"config.sweep_strategy={strategy!r}; expected one of {list(STRATEGIES)}")
     axes = []
     for field in sorted(sweep.keys()):
         values = sweep[field]
         if values is None or (isinstance(values, Sequence) and len(values) == 0):
             continue
         if isinstance(values, str) or not isinstance(values, Sequence):
-            raise ValueError(
+            raise ConfigError(
                 f"config.sweep.{field}={values!r}: expected a tuple of numbers, e.g. '(0.1, 1.0)'"
             )
         numbers = []
         for v in values:
             if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ValueError(
+                raise ConfigError(
                     f"config.sweep.{field}={tuple(values)!r}: {v!r} is not a number"
                 )
             numbers.append(float(v))
         if len(set(numbers)) != len(numbers):
-            raise ValueError(f"config.sweep.{field}={tuple(values)!r} repeats a value")
+            raise ConfigError(f"config.sweep.{field}={tuple(values)!r} repeats a value")
         axes.append([(_sweep_path(config, field), v) for v in numbers])
     if not axes:
         return []
@@ -112,7 +113,7 @@ def stacked_hparams(
     """
     base_lr = float(config.optimizer.learning_rate)
     if base_lr <= 0:
-        raise ValueError("config.optimizer.learning_rate must be > 0 to sweep learning rates")
+        raise ConfigError("config.optimizer.learning_rate must be > 0 to sweep learning rates")
     per_member = [member_config(config, m) for m in members]
     terms = sorted(loss_weights(per_member[0]))
     return {
@@ -146,7 +147,7 @@ def _over_members(fn: Callable, strategy: str, members_args: tuple, shared_args:
         num = jax.tree.leaves(members_args)[0].shape[0]
         outs = [fn(*unstack(members_args, k), *shared_args) for k in range(num)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-    raise ValueError(f"config.sweep_strategy={strategy!r}; expected one of {list(STRATEGIES)}")
+    raise ConfigError(f"config.sweep_strategy={strategy!r}; expected one of {list(STRATEGIES)}")
 
 
 def make_sweep_train_body(hparam_body: Callable, hparams: Mapping[str, Any], strategy: str):

@@ -18,6 +18,8 @@ from typing import Any
 
 import ml_collections
 
+from jaxdet import core
+
 CONFIG_FILE = "config.json"
 
 RESUMABLE_FIELDS = frozenset({
@@ -41,7 +43,7 @@ field: weights and loss kinds change the objective, not the state)."""
 RESUMABLE_PREFIXES = ("loss.",)
 
 
-class WorkdirMismatchError(ValueError):
+class WorkdirMismatchError(core.UserError, ValueError):
     """The workdir cannot hold this run: its checkpoints belong to a run with another config,
     its config.json is unreadable, or none of its checkpoints can be restored."""
 

@@ -115,7 +115,7 @@ def test_bad_record_stops_with_file_record_and_problem(tmp_path, case):
     elif case == "missing_image":
         os.remove(root / "images" / "bad.png")
         _save_label(label_path, _label(0), "L")
-        reason, problem = "missing_image", "not found"
+        reason, problem = "missing_image", f"{root / 'images'}/bad.{{jpg,jpeg,png,bmp}} not found"
     else:
         label_path.write_bytes(b"\x89PNG broken")
         reason, problem = "unreadable_image", "label image is unreadable"

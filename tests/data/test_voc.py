@@ -135,7 +135,7 @@ def test_bad_record_stops_with_file_record_and_problem(tmp_path, stem):
         reason, problem, record = "malformed_record", "malformed XML", stem
     elif stem == "noimage":
         xml.write_text(_xml("noimage.png", []))
-        reason, problem, record = "missing_image", "not found", stem
+        reason, problem, record = "missing_image", "images/noimage.png (or noimage.{jpg", stem
     elif stem == "badimage":
         (root / "images" / "badimage.png").write_bytes(b"not a png")
         xml.write_text(_xml("badimage.png", []))
@@ -170,11 +170,11 @@ def test_interrupted_conversion_is_rebuilt_not_read(tmp_path, monkeypatch):
     calls = []
     read_image = local_tfds.read_image
 
-    def interrupted(*args):
+    def interrupted(*args, **kwargs):
         calls.append(args)
         if len(calls) == 2:
             raise KeyboardInterrupt  # e.g. Ctrl-C after the first image
-        return read_image(*args)
+        return read_image(*args, **kwargs)
 
     monkeypatch.setattr(local_tfds, "read_image", interrupted)
     with pytest.raises(KeyboardInterrupt):

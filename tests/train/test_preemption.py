@@ -169,3 +169,22 @@ def test_a_workdir_whose_checkpoints_are_all_unreadable_is_not_trained_over(tmp_
         loop.train_and_evaluate(config, str(workdir))
     assert (workdir / "metrics.jsonl").read_text() == rows
     assert _checkpoint_steps(workdir) == steps
+
+
+def test_corrupt_latest_checkpoint_is_set_aside_and_that_step_trained_and_saved_again(
+        tmp_path, data_dir):
+    config = _config(data_dir, num_train_steps=4, checkpoint_every_steps=2)
+    loop.train_and_evaluate(config, str(tmp_path / "straight"))
+    workdir = tmp_path / "run"
+    loop.train_and_evaluate(config, str(workdir))
+    _corrupt(workdir / "checkpoints" / "4")
+    results = loop.train_and_evaluate(config, str(workdir))  # resumes from step 2
+    assert results["step"] == 4
+    assert _checkpoint_steps(workdir) == [2, 4]
+    [aside] = list((workdir / checkpointing.UNREADABLE_DIR).iterdir())
+    assert aside.name.startswith("4-")
+    a = _restored_params(config, str(tmp_path / "straight"))
+    b = _restored_params(config, str(workdir))  # step 4 is readable again: the retrained one
+    assert int(b.step) == 4
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
