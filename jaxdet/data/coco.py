@@ -258,7 +258,7 @@ class JaxdetCoco(tfds.core.GeneratorBasedBuilder):
             anns_by_image[image_id].append(ann)
         images = sorted((img for img in split.images if isinstance(img, dict)),
                         key=lambda img: (str(type(img.get("id"))), img.get("id")))
-        index = 0
+        index, kept = 0, []
         for img in images:
             try:
                 example = self._example(split, img, anns_by_image[img.get("id")], label_of,
@@ -267,8 +267,13 @@ class JaxdetCoco(tfds.core.GeneratorBasedBuilder):
                 log.handle(name, e)
                 continue
             example["image_id"] = index
+            kept.append(img)
             yield index, example
             index += 1
+        # the dataset's own ids of example 0, 1, ... (results files are written in them)
+        self.info.metadata.setdefault("image_ids", {})[name] = [int(i["id"]) for i in kept]
+        self.info.metadata.setdefault("file_names", {})[name] = [str(i.get("file_name", ""))
+                                                                 for i in kept]
         self.info.metadata["skipped"] = log.as_dict()
         self.info.metadata["dropped"] = {k: dict(v) for k, v in sorted(self._dropped.items())}
         log.report(f"COCO {config.path}", name)

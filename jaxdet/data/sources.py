@@ -96,6 +96,22 @@ def detection_class_names(config: ml_collections.ConfigDict) -> list[str]:
     return list(_detection_builder(config).info.metadata["class_names"])
 
 
+def detection_dataset_ids(config: ml_collections.ConfigDict, split: str) -> dict[str, Any]:
+    """The dataset's own ids of ``split``'s examples 0, 1, ... for results files:
+    ``image_ids`` (COCO ``images[].id``), ``file_names`` and ``category_ids`` (the COCO id of
+    label 0, 1, ...); a key is absent where the source has no such ids (synthetic scenes, TFDS
+    COCO; VOC has no numeric ids)."""
+    if source_name(config) not in ("coco", "voc"):
+        return {}
+    meta = _detection_builder(config).info.metadata
+    out = {key: list(meta[key][split]) for key in ("image_ids", "file_names")
+           if split in meta.get(key, {})}
+    if meta.get("category_ids") and config.data.get("category_labels",
+                                                    "contiguous") == "contiguous":
+        out["category_ids"] = [int(c) for c in meta["category_ids"]]
+    return out
+
+
 AUGMENT_FIELDS = ("pad_sizes", "resize_short", "resize_max", "scale_jitter", "photometric")
 
 

@@ -195,7 +195,7 @@ class JaxdetVoc(tfds.core.GeneratorBasedBuilder):
                   log: local_tfds.SkipLog):
         config = self.builder_config
         index = {n: i for i, n in enumerate(names)}
-        image_id = 0
+        image_id, file_names = 0, []
         for record in records:
             try:
                 example = self._example(record, index, config)
@@ -203,8 +203,11 @@ class JaxdetVoc(tfds.core.GeneratorBasedBuilder):
                 log.handle(split, e)
                 continue
             example["image_id"] = image_id
+            file_names.append(example["file_name"])
             yield image_id, example
             image_id += 1
+        # the image files of example 0, 1, ... (results files name them)
+        self.info.metadata.setdefault("file_names", {})[split] = file_names
         self.info.metadata["skipped"] = log.as_dict()
         log.report(f"VOC {config.path}", split)
 

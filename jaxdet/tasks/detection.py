@@ -316,8 +316,14 @@ def host_evaluator(config: ml_collections.ConfigDict) -> detection_eval.Detectio
     """
     needs_source = config.model.get("mask_head", False) or config.model.get("keypoint_head",
                                                                              False)
-    source = datasets(config)[config.get("eval_split", "validation")] if needs_source else None
-    return detection_eval.DetectionEvaluator(config.model, class_names(config), source)
+    split = config.get("eval_split", "validation")
+    source = datasets(config)[split] if needs_source else None
+    ids = {}
+    if config.data.get("source", "scenes") != "scenes":
+        from jaxdet.data import sources
+
+        ids = sources.detection_dataset_ids(config, split)
+    return detection_eval.DetectionEvaluator(config.model, class_names(config), source, ids)
 
 
 def draw_predictions(

@@ -8,6 +8,7 @@ image size and scores them with pycocotools (:mod:`jaxdet.metrics.coco_eval`).
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,11 +44,13 @@ class DetectionEvaluator:
     """
 
     def __init__(self, model_config: Mapping[str, Any], class_names: Sequence[str],
-                 gt_source: Any = None):
+                 gt_source: Any = None, dataset_ids: Mapping[str, Sequence[Any]] | None = None):
         """``model_config``: ``config.model`` (``mask_head``, ``keypoint_head``,
         ``keypoint_class``); ``gt_source``: the evaluated split's source by ``index``, required
-        (else ValueError) with a mask or keypoint head.
+        (else ValueError) with a mask or keypoint head; ``dataset_ids``: the split's own ids for
+        the results files (:func:`in_dataset_ids`).
         """
+        self.dataset_ids = dict(dataset_ids or {})
         self.with_masks = bool(model_config.get("mask_head", False))
         self.with_keypoints = bool(model_config.get("keypoint_head", False))
         self.coco = coco_eval.CocoEvaluator(
@@ -127,10 +130,39 @@ class DetectionEvaluator:
         """Write the COCO results JSON (plus ``coco_results_segm.json`` / ``_keypoints.json`` with
         masks / keypoints); returns the box results' path.
         """
-        path = os.path.join(directory, RESULTS_FILE)
-        self.coco.write_results(path)
+        files = {"bbox": RESULTS_FILE}
         if self.with_masks:
-            self.coco.write_results(os.path.join(directory, SEGM_RESULTS_FILE), "segm")
+            files["segm"] = SEGM_RESULTS_FILE
         if self.with_keypoints:
-            self.coco.write_results(os.path.join(directory, KEYPOINT_RESULTS_FILE), "keypoints")
-        return path
+            files["keypoints"] = KEYPOINT_RESULTS_FILE
+        for iou_type, name in files.items():
+            records = in_dataset_ids(self.coco.results_json(iou_type), self.dataset_ids,
+                                     self.coco.class_names)
+            with open(os.path.join(directory, name), "w") as f:
+                json.dump(records, f)
+        return os.path.join(directory, RESULTS_FILE)
+
+
+def in_dataset_ids(records: Sequence[Mapping[str, Any]], dataset_ids: Mapping[str, Sequence[Any]],
+                   class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """COCO result records of :meth:`CocoEvaluator.results_json` (``image_id`` = example index,
+    ``category_id`` = label + 1) in the dataset's own ids: ``image_id`` from
+    ``dataset_ids["image_ids"]``, ``category_id`` from ``dataset_ids["category_ids"]`` (each
+    where given, else unchanged); adds ``file_name`` (from ``dataset_ids["file_names"]``) and
+    ``category_name``."""
+    image_ids = dataset_ids.get("image_ids")
+    file_names = dataset_ids.get("file_names")
+    category_ids = dataset_ids.get("category_ids")
+    out = []
+    for record in records:
+        index, label = int(record["image_id"]), int(record["category_id"]) - 1
+        mapped = dict(record)
+        if image_ids is not None:
+            mapped["image_id"] = int(image_ids[index])
+        if category_ids is not None:
+            mapped["category_id"] = int(category_ids[label])
+        if file_names is not None:
+            mapped["file_name"] = str(file_names[index])
+        mapped["category_name"] = str(class_names[label])
+        out.append(mapped)
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -228,3 +230,50 @@ def test_augmentation_flags_wire_the_seeded_chain(voc_config):
     np.testing.assert_allclose(b["objects"]["bbox"], [[4, 4, 60, 28]])
     limit = train.transform.limit
     assert limit.images_truncated >= 1 and "max_instances=1" in limit.report()
+
+
+def test_results_files_are_in_the_datasets_own_ids_and_score_against_its_json(tmp_path):
+    """A COCO folder with category ids 3 and 17 and validation image ids 8 and 7: the results
+    file holds those ids (and file / category names), so pycocotools scores it against the
+    user's own ``instances_val2017.json``: the exact boxes give AP 1."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from tests.data.test_coco import write_coco
+
+    categories = [{"id": 17, "name": "cat"}, {"id": 3, "name": "car"}]
+    val = {"images": [{"id": 8, "file_name": "p.png", "height": 32, "width": 32},
+                      {"id": 7, "file_name": "q.png", "height": 32, "width": 32}],
+           "annotations": [
+               {"id": 1, "image_id": 8, "category_id": 17, "bbox": [2, 3, 10, 12], "area": 120,
+                "iscrowd": 0, "segmentation": [[2, 3, 12, 3, 12, 15, 2, 15]]},
+               {"id": 2, "image_id": 7, "category_id": 3, "bbox": [10, 10, 20, 8], "area": 160,
+                "iscrowd": 0, "segmentation": [[10, 10, 30, 10, 30, 18, 10, 18]]}],
+           "categories": categories}
+    write_coco(tmp_path / "coco", train=val, keypoints=None, val=val)
+    config = load_config("faster_rcnn_shapes", "runlocal")
+    config.data.source = "coco"
+    config.data.path = str(tmp_path / "coco")
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.data.image_size = 32
+    config.data.max_instances = 2
+    assert detection.class_names(config) == ["car", "cat"]  # labels 0, 1 by sorted COCO id
+    batch = next(pipeline.eval_batches(detection.datasets(config)["validation"],
+                                       detection.make_preprocess(config), 2, 0, 1))
+    outputs = {"boxes": batch["gt_boxes"][:, :1].astype(np.float32),
+               "scores": np.full((2, 1), 0.9, np.float32),
+               "classes": batch["gt_labels"][:, :1], "valid": np.ones((2, 1), bool),
+               "recall_hit": np.zeros(2, int), "recall_total": np.ones(2, int)}
+    evaluator = detection.host_evaluator(config)
+    evaluator.add(batch, outputs)
+    path = evaluator.write(str(tmp_path))
+    with open(path) as f:
+        records = sorted(json.load(f), key=lambda r: r["image_id"])
+    assert [(r["image_id"], r["category_id"], r["file_name"], r["category_name"])
+            for r in records] == [(7, 3, "q.png", "car"), (8, 17, "p.png", "cat")]
+    gt = COCO(str(tmp_path / "coco" / "annotations" / "instances_val2017.json"))
+    scored = COCOeval(gt, gt.loadRes(path), "bbox")
+    scored.evaluate()
+    scored.accumulate()
+    scored.summarize()
+    assert scored.stats[0] == pytest.approx(1.0)
