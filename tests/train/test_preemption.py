@@ -141,6 +141,33 @@ def test_watch_turns_sigterm_into_a_flag_and_restores_the_handler():
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_first_ctrl_c_is_a_flag_the_second_interrupts_and_handlers_come_back():
+    before = signal.getsignal(signal.SIGINT)
+    watch = preemption.PreemptionWatch()
+    try:
+        signal.raise_signal(signal.SIGINT)
+        assert watch.reached(1)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        watch.close()
+    assert signal.getsignal(signal.SIGINT) == before
+
+
+def test_ctrl_c_saves_the_step_and_stops_cleanly(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    proc = _popen(workdir, data_dir, _MANY_STEPS, "--config.checkpoint_every_steps=1",
+                  "--config.keep_checkpoints=1")  # old checkpoints deleted every step
+    _wait_for_step(proc, workdir, 3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Ctrl-C: saving a checkpoint after this step" in err
+    stopped_at = int(out.split("saved the checkpoint of step ")[1].split()[0])
+    assert _checkpoint_steps(workdir) == [stopped_at]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(stopped_at)]
+
+
 def test_watch_with_several_processes_asks_the_sync_point(tmp_path):
     asked = []
     watch = preemption.PreemptionWatch(sync_point=lambda s: asked.append(s) or s == 5,
