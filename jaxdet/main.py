@@ -89,8 +89,8 @@ def parse_flags(argv: list[str]) -> list[str]:
                 raise flags.IllegalFlagValueError("; ".join(errors))
         return rest
     except flags.Error as err:
-        sys.stderr.write(f"FATAL Flags parsing error: {err}\n")
-        sys.exit(1)
+        sys.stderr.write(f"jaxdet: error: {err}\n")
+        sys.exit(2)
 
 
 def main(argv: list[str]) -> None:

@@ -34,7 +34,7 @@ def _last_line(result) -> str:
 ])
 def test_bad_config_value_is_one_line_before_anything_is_written(tmp_path, override, message):
     result = _main(tmp_path / "run", "configs/segmentation.py:runlocal", override)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert message in _last_line(result)
     assert not (tmp_path / "run").exists()
 

@@ -21,23 +21,42 @@ def lock_path(data_dir: str, builder_name: str, config_name: str) -> str:
     return os.path.join(os.path.expanduser(data_dir), f"{builder_name}-{config_name}.lock")
 
 
+def earlier_conversions(data_dir: str, builder_name: str, config_name: str) -> list[str]:
+    """Other conversions of the same folder (``<folder>_<other hash>``) under ``data_dir``,
+    oldest first."""
+    base = config_name.rsplit("_", 1)[0] + "_"
+    root = os.path.join(os.path.expanduser(data_dir), builder_name)
+    if not os.path.isdir(root):
+        return []
+    found = [os.path.join(root, d) for d in os.listdir(root)
+             if d.startswith(base) and d != config_name and "_" not in d[len(base):]]
+    return sorted(found, key=os.path.getmtime)
+
+
 def prepare(builder_cls: type, config: tfds.core.BuilderConfig, data_dir: str) -> Any:
     """``builder_cls`` with ``config`` (a predefined config of the same name when there is
     one) under ``data_dir``, generated under the lock unless already prepared."""
     data_dir = os.path.expanduser(data_dir)
     config = {c.name: c for c in builder_cls.BUILDER_CONFIGS}.get(config.name, config)
     builder = builder_cls(data_dir=data_dir, config=config)
+    what = getattr(config, "description", "") or config.name
     if builder.is_prepared():
         logging.info("%s: reusing the conversion in %s (its source files are unchanged)",
-                     getattr(config, "description", "") or config.name, builder.data_dir)
+                     what, builder.data_dir)
+        skipped = builder.info.metadata.get("skipped") if builder.info.metadata else None
+        if skipped:
+            logging.warning("%s: the conversion reused skipped bad records %s", what,
+                            dict(skipped))
         return builder
     os.makedirs(data_dir, exist_ok=True)
     with open(lock_path(data_dir, builder.name, config.name), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         builder = builder_cls(data_dir=data_dir, config=config)
         if not builder.is_prepared():  # not built by a run that held the lock first
-            logging.info("%s: converting into %s", getattr(config, "description", "")
-                         or config.name, builder.data_dir)
+            earlier = earlier_conversions(data_dir, builder.name, config.name)
+            if earlier:
+                logging.warning("%s: converting again into %s: its files or the conversion "
+                                "options changed since %s", what, builder.data_dir, earlier[-1])
             builder.download_and_prepare(
                 file_format="array_record",
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -185,18 +186,21 @@ def test_interrupted_conversion_is_rebuilt_not_read(tmp_path, monkeypatch):
     assert len(builder.as_data_source()["validation"]) == 1
 
 
-def test_replaced_image_converts_again_with_its_new_pixels(tmp_path):
+def test_replaced_image_converts_again_with_its_new_pixels(tmp_path, caplog):
     write_voc(tmp_path / "voc", RECORDS, {"train.txt": ["000001", "000002"],
                                           "val.txt": ["000003"]})
     first = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"))
     black = np.zeros((24, 30, 3), np.uint8)
     PIL.Image.fromarray(black).save(tmp_path / "voc" / "JPEGImages" / "000003.png")
-    second = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"))
+    with caplog.at_level(logging.WARNING):
+        second = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"))
     assert second.data_dir != first.data_dir
+    assert any("converting again" in r.getMessage() and "files or the conversion options "
+               "changed since" in r.getMessage() for r in caplog.records)
     np.testing.assert_array_equal(second.as_data_source()["validation"][0]["image"], black)
 
 
-def test_fixed_unreadable_image_is_included_on_the_next_conversion(tmp_path):
+def test_fixed_unreadable_image_is_included_on_the_next_conversion(tmp_path, caplog):
     write_voc(tmp_path / "voc", RECORDS, {"train.txt": ["000001", "000002"],
                                           "val.txt": ["000003"]})
     image = tmp_path / "voc" / "JPEGImages" / "000002.png"
@@ -204,6 +208,10 @@ def test_fixed_unreadable_image_is_included_on_the_next_conversion(tmp_path):
     image.write_bytes(b"not an image")
     skipped = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"), skip_bad_records=True)
     assert len(skipped.as_data_source()["train"]) == 1
+    with caplog.at_level(logging.WARNING):  # reused: the skipped count is said again
+        voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"), skip_bad_records=True)
+    assert any("reused skipped bad records {'train': {'unreadable_image': 1}}" in r.getMessage()
+               for r in caplog.records)
     image.write_bytes(good)
     fixed = voc.build(str(tmp_path / "voc"), str(tmp_path / "tfds"), skip_bad_records=True)
     assert len(fixed.as_data_source()["train"]) == 2
