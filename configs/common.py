@@ -154,6 +154,7 @@ def training_loop(config: ml_collections.ConfigDict, *, batch_size: int, eval_ba
     config.recompile_policy = "warn"  # a step compiling again after warm-up: warn|fail|off
     config.recompile_after_steps = 1
     config.num_prediction_images = num_prediction_images
+    config.tensorboard_images = 4  # prediction pictures in TensorBoard at each evaluation
     config.progress_bar = True
     config.compilation_cache_dir = ""
 
@@ -169,3 +170,4 @@ def runlocal_loop(config: ml_collections.ConfigDict) -> None:
     config.checkpoint_every_steps = 2
     config.optimizer.warmup_steps = 0
     config.num_prediction_images = 2
+    config.tensorboard_images = 0

@@ -15,7 +15,6 @@ import ml_collections
 import numpy as np
 
 from jaxdet import tasks, visualize
-from jaxdet.data import pipeline
 from jaxdet.train import checkpointing
 from jaxdet.train import loop as loop_lib
 from jaxdet.train import step as step_lib
@@ -62,12 +61,9 @@ def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
     task = tasks.get_task(config.task)
     mesh = step_lib.make_mesh()
     train_source, eval_source = loop_lib.split_sources(task, config)
-    state = jax.device_get(restore_state(task, config, workdir, mesh, train_source))
-    model = task.create_model(config, bn_axis_name=None)
-    count = int(config.get("num_prediction_images", 8))
-    batch = next(pipeline.eval_batches(
-        eval_source, loop_lib.preprocess_fn(task, config), count, 0, 1, limit=count))
-    pictures = task.draw_predictions(model, state.params, state.batch_stats, batch, config)
+    state = restore_state(task, config, workdir, mesh, train_source)
+    pictures = loop_lib.prediction_pictures(task, config, state, eval_source,
+                                            int(config.get("num_prediction_images", 8)))
     path = os.path.join(workdir, "predictions.png")
     if jax.process_index() != 0:  # every process restores (a collective); one writes
         return path

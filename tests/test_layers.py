@@ -84,3 +84,21 @@ def test_task_contract_rejects_a_module_missing_a_function():
     partial = types.SimpleNamespace(PRIMARY_METRIC="x", PRIMARY_METRIC_HIGHER_IS_BETTER=True,
                                     EVALUATES_ON_HOST=False, datasets=lambda c: {})
     assert not isinstance(partial, core.Task)
+
+
+def test_the_runtime_never_imports_tensorflow_or_torch(tmp_path):
+    """Training, evaluation and the dataset conversions run without TensorFlow and torch (only
+    ``config.data.source="tfds_coco"`` needs TensorFlow, as the ``tfds_coco`` extra)."""
+    code = f"""
+import sys
+import jaxdet.main, jaxdet.predict, jaxdet.train.loop
+from jaxdet.data import voc
+from tests.data.test_voc import RECORDS, write_voc
+write_voc({str(tmp_path / "voc")!r}, RECORDS)
+voc.build({str(tmp_path / "voc")!r}, {str(tmp_path / "tfds")!r})
+print(sorted(m for m in ("tensorflow", "torch", "clu") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -22,7 +22,7 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxdet import core, tasks
+from jaxdet import core, tasks, visualize
 from jaxdet.core import ConfigError
 from jaxdet.data import pipeline
 from jaxdet.models import weights
@@ -274,17 +274,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
         disable=jax.process_index() != 0 or not config.get("progress_bar", True),
     )
-    t_last, steps_since = time.perf_counter(), 0
+    train_seconds, steps_since = 0.0, 0  # steps/s: input + step only (no eval, no saving)
     watch = preemption.PreemptionWatch(sync_point=ckpt.reached_preemption)
     preempted_at = None
     guard = compile_guard.CompilationGuard(config.get("recompile_policy", "warn"),
                                            config.get("recompile_after_steps", 1))
     try:
         for step in range(start + 1, total + 1):
+            t_step = time.perf_counter()
             batch = pipeline.to_global_batch(next(train_iter), mesh)
             state, metrics = train_step(state, batch)
             guard.check_train(train_step, step, start)
             metrics = jax.device_get(metrics)
+            train_seconds += time.perf_counter() - t_step
             bad = np.atleast_1d(metrics["nonfinite"]) > 0
             consecutive_nonfinite = np.where(bad, consecutive_nonfinite + 1, 0)
             loss = np.atleast_1d(metrics["loss"])
@@ -304,13 +306,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             bar.update(1)
             bar.set_postfix(loss=f"{headline:.4f}")
             if step % config.log_every_steps == 0 or step == total:
-                now = time.perf_counter()
                 means = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
-                means["steps_per_sec"] = steps_since / (now - t_last)
+                means["steps_per_sec"] = steps_since / max(train_seconds, 1e-9)
                 means["learning_rate"] = float(schedule(step - 1))
                 means["nonfinite_total"] = float(np.sum(state.nonfinite_count))
                 writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
-                history, t_last, steps_since = [], now, 0
+                history, train_seconds, steps_since = [], 0.0, 0
             data_state = {"train": train_iter.get_state(), "sweep": names}
             if watch.reached(step):  # SIGTERM (on any process): save this step and stop
                 ckpt.save(step, state, data_state, force=True)
@@ -321,6 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 results = evaluate(task, config, state, eval_source, mesh, eval_step, members)
                 guard.check("eval_step", eval_step, step)
                 _write_eval(writer, step, results, names)
+                _write_pictures(writer, task, config, state, eval_source, step, members)
                 bar.write(f"step {step}: " + _format_eval(results, names))
     finally:
         watch.close()
@@ -336,6 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        results_dir=workdir)
     guard.check("eval_step", eval_step, final_step)
     _write_eval(writer, final_step, results, names)
+    _write_pictures(writer, task, config, state, eval_source, final_step, members)
     writer.flush()
     writer.close()
     if members:
@@ -349,6 +352,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     _write_json(os.path.join(workdir, "eval_results.json"), results)
     log.info("final evaluation at step %d: %s", final_step, format_results(results))
     return results
+
+
+def prediction_pictures(task: core.Task, config: ml_collections.ConfigDict, state: Any,
+                        source: Any, count: int) -> list[Any]:
+    """PIL pictures of the task's predictions (``task.draw_predictions``) on the first ``count``
+    examples of ``source`` with the host copy of a single run's ``state``."""
+    model = task.create_model(config, bn_axis_name=None)
+    batch = next(pipeline.eval_batches(source, preprocess_fn(task, config), count, 0, 1,
+                                       limit=count))
+    state = jax.device_get(state)
+    return task.draw_predictions(model, state.params, state.batch_stats, batch, config)
+
+
+def _write_pictures(writer, task, config, state, source, step: int, members) -> None:
+    """``config.tensorboard_images`` prediction pictures to TensorBoard (one process, one run)."""
+    count = int(config.get("tensorboard_images", 0))
+    if not count or members or jax.process_count() > 1:
+        return
+    pictures = prediction_pictures(task, config, state, source, count)
+    writer.write_images(step, {"eval/predictions": np.asarray(
+        visualize.stack_vertically(pictures).convert("RGB"))})
 
 
 def _write_eval(writer, step: int, results: Any, names: list[str]) -> None:

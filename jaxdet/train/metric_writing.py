@@ -1,4 +1,5 @@
-"""Metric writing: TensorBoard event files (clu) plus a JSON-lines file in the workdir."""
+"""Metric writing: TensorBoard event files (tensorboardX, no TensorFlow) plus a JSON-lines file
+in the workdir."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from typing import Any
 
 import jax
 import numpy as np
-from clu import metric_writers
 
 
-class JsonlWriter(metric_writers.MetricWriter):
+class JsonlWriter:
     """Appends one JSON object per ``write_scalars`` call: ``{"step": s, "name": value, ...}``."""
 
     def __init__(self, path: str):
@@ -26,32 +26,61 @@ class JsonlWriter(metric_writers.MetricWriter):
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()  # readable while the run goes on (sweeps, tail -f)
 
-    def write_summaries(self, step, values, metadata=None):  # scalars only
-        pass
-
-    def write_images(self, step, images):
-        pass
-
-    def write_videos(self, step, videos):
-        pass
-
-    def write_audios(self, step, audios, *, sample_rate):
-        pass
-
-    def write_texts(self, step, texts):
-        pass
-
-    def write_histograms(self, step, arrays, num_buckets=None):
-        pass
-
-    def write_hparams(self, hparams):
-        self._file.write(json.dumps({"hparams": {k: str(v) for k, v in hparams.items()}}) + "\n")
+    def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+        del step, images  # pictures go to TensorBoard and the workdir's PNGs only
 
     def flush(self) -> None:
         self._file.flush()
 
     def close(self) -> None:
         self._file.close()
+
+
+class TensorBoardWriter:
+    """TensorBoard event files under ``logdir``: scalars and ``[H, W, 3]`` uint8 images."""
+
+    def __init__(self, logdir: str):
+        from tensorboardX import SummaryWriter  # imported here: only process 0 writes
+
+        self._writer = SummaryWriter(logdir)
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        for name, value in scalars.items():
+            self._writer.add_scalar(name, float(np.asarray(value)), int(step))
+
+    def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+        for name, image in images.items():
+            self._writer.add_image(name, np.asarray(image, np.uint8), int(step),
+                                   dataformats="HWC")
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class MultiWriter:
+    """Forwards every call to each of ``writers`` (none: a no-op, e.g. on processes > 0)."""
+
+    def __init__(self, writers: list[Any]):
+        self.writers = list(writers)
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        for writer in self.writers:
+            writer.write_scalars(step, scalars)
+
+    def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+        for writer in self.writers:
+            writer.write_images(step, images)
+
+    def flush(self) -> None:
+        for writer in self.writers:
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
 
 
 def forget_rows_after(path: str, step: int, reevaluated: bool) -> int:
@@ -85,16 +114,12 @@ def forget_rows_after(path: str, step: int, reevaluated: bool) -> int:
     return len(rows) - len(kept) + cut_short
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
+def create_writer(workdir: str) -> MultiWriter:
     """TensorBoard events under ``workdir`` and ``workdir/metrics.jsonl`` (process 0 only)."""
     if jax.process_index() != 0:
-        return metric_writers.MultiWriter([])
-    return metric_writers.MultiWriter(
-        [
-            metric_writers.SummaryWriter(workdir),
-            JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
-        ]
-    )
+        return MultiWriter([])
+    return MultiWriter([TensorBoardWriter(workdir),
+                        JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

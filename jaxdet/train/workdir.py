@@ -25,6 +25,7 @@ CONFIG_FILE = "config.json"
 RESUMABLE_FIELDS = frozenset({
     "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "eval_limit", "eval_split", "eval_batch_size", "num_prediction_images",
+    "tensorboard_images",
     "draw_score_threshold", "progress_bar", "compilation_cache_dir", "recompile_policy",
     "recompile_after_steps", "max_nonfinite_steps", "init_from", "data.data_dir",
     "sweep_strategy", "variant",

@@ -75,6 +75,16 @@ def test_resume_after_process_exit_equals_straight_run(tmp_path, data_dir):
     assert results["step"] == 6 and 0.0 <= results["mean_iou"] <= 1.0
 
 
+def test_prediction_pictures_reach_tensorboard_at_each_evaluation(tmp_path, data_dir):
+    from tests.train.test_metric_writing import read_events
+
+    config = _config(data_dir, num_train_steps=4, eval_every_steps=2, tensorboard_images=2)
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+    steps = [e.step for e in read_events(tmp_path / "run") for v in e.summary.value
+             if v.tag == "eval/predictions" and v.image.height > 0]
+    assert steps == [2, 4]
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
     workdir = str(tmp_path / "nan")
     loop.train_and_evaluate(_config(data_dir, num_train_steps=3), workdir)
