@@ -28,6 +28,12 @@ _MODE = flags.DEFINE_enum(
     "train: train (resuming) + evaluate + draw predictions; eval: evaluate the latest "
     "checkpoint; predict: draw predictions of the latest checkpoint.",
 )
+_IMAGES = flags.DEFINE_string(
+    "images", None, "--mode=predict on your own images: a folder, a glob or one file (any image "
+    "PIL reads, any size); writes records and drawings at each image's size to --output.")
+_OUTPUT = flags.DEFINE_string("output", None, "Where --images predictions go (a folder).")
+_SKIP_BAD_IMAGES = flags.DEFINE_bool(
+    "skip_bad_images", False, "--images: skip unreadable files (listed) instead of stopping.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", os.environ.get("JAXDET_COORDINATOR_ADDRESS", ""),
     "Multi-process job: host:port of process 0 (every process passes the same). Default "
@@ -137,7 +143,7 @@ def _fail(err: Exception) -> None:
 
 def _run_mode(config, workdir: str, members: list) -> None:
     """Runs ``--mode`` (train / eval / predict) for ``config`` in ``workdir``."""
-    from jaxdet import predict
+    from jaxdet import core, predict
     from jaxdet.train import loop, sweep
 
     if _MODE.value == "train":
@@ -154,6 +160,14 @@ def _run_mode(config, workdir: str, members: list) -> None:
         print(f"prediction picture: {path}")
     elif _MODE.value == "eval":
         print(loop.format_results(predict.evaluate_checkpoint(config, workdir)))
+    elif _IMAGES.value:
+        if not _OUTPUT.value:
+            raise core.UserError("--images needs --output=DIR")
+        done = predict.predict_images(config, workdir, _IMAGES.value,
+                                      os.path.abspath(os.path.expanduser(_OUTPUT.value)),
+                                      skip_bad_images=_SKIP_BAD_IMAGES.value)
+        skipped = f"; skipped {len(done['skipped'])}: {done['skipped']}" if done["skipped"] else ""
+        print(f"predicted {done['images']} images into {done['output']}{skipped}")
     else:
         print(f"prediction picture: {predict.write_predictions(config, workdir)}")
 

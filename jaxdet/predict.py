@@ -1,20 +1,28 @@
-"""Prediction pictures and evaluation of a trained checkpoint.
+"""Prediction pictures, evaluation and prediction on the user's images of a trained checkpoint.
 
   python -m jaxdet.main --mode=predict --config=configs/segmentation.py --workdir=DIR
 
 writes ``DIR/predictions/NNNN.png`` for the first ``config.num_prediction_images`` validation
-images and ``DIR/predictions.png`` with all of them.
+images and ``DIR/predictions.png`` with all of them. With ``--images=PATTERN --output=OUT``
+(:func:`predict_images`) it predicts on a folder, a glob or one file of any images instead.
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import logging
 import os
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import PIL.Image
+import tqdm
 
-from jaxdet import tasks, visualize
+from jaxdet import core, tasks, visualize
+from jaxdet.tasks import on_images
 from jaxdet.train import checkpointing
 from jaxdet.train import loop as loop_lib
 from jaxdet.train import step as step_lib
@@ -73,3 +81,126 @@ def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
         picture.save(os.path.join(out_dir, f"{i:04d}.png"))
     visualize.stack_vertically(pictures).save(path)
     return path
+
+
+#: Extensions :func:`find_images` takes from a folder (any file PIL reads is taken when named).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+RECORDS_FILE = "predictions.json"
+
+
+def find_images(pattern: str) -> list[str]:
+    """The images of ``pattern``: a folder (its image files, sorted), a glob, or one file;
+    :class:`~jaxdet.core.UserError` when nothing matches."""
+    pattern = os.path.expanduser(pattern)
+    if os.path.isdir(pattern):
+        files = [os.path.join(pattern, f) for f in sorted(os.listdir(pattern))
+                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+    elif os.path.isfile(pattern):
+        files = [pattern]
+    else:
+        files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
+    if not files:
+        raise core.UserError(f"--images={pattern}: no image files there")
+    return files
+
+
+def load_image(path: str) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of any image PIL reads (grey, palette, RGBA: converted);
+    :class:`~jaxdet.core.UserError` naming the file otherwise."""
+    try:
+        with PIL.Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except Exception as err:  # noqa: BLE001 - PIL raises several types for bad files
+        raise core.UserError(f"{path}: not a readable image ({type(err).__name__}: {err})"
+                             ) from None
+
+
+def _output_names(files: list[str]) -> list[str]:
+    """A unique output stem per input file (its stem; ``stem_N`` when two share one)."""
+    seen: dict[str, int] = {}
+    out = []
+    for f in files:
+        stem = os.path.splitext(os.path.basename(f))[0]
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return out
+
+
+def predict_images(config: ml_collections.ConfigDict, workdir: str, pattern: str, output: str,
+                   skip_bad_images: bool = False) -> dict[str, Any]:
+    """Predicts on the images of ``pattern`` with the latest checkpoint in ``workdir`` and writes
+    under ``output``: detection, localisation, pose: ``predictions.json`` (records of
+    :func:`jaxdet.tasks.on_images.image_results` with ``file_name``) and ``<stem>.png`` drawings;
+    segmentation: ``<stem>.png`` (palette PNG of class indices), ``<stem>_overlay.png`` and
+    ``classes.json``. Every output is at the image's original size. Images go through the model
+    ``config.eval_batch_size`` at a time (the last batch padded: one compiled program). Returns
+    ``{"images": n, "skipped": [files], "output": output}``.
+    """
+    workdir_lib.check_same_run(config, workdir)
+    files = find_images(pattern)
+    task = tasks.get_task(config.task)
+    mesh = step_lib.make_mesh()
+    train_source, _ = loop_lib.split_sources(task, config)
+    state = jax.device_get(restore_state(task, config, workdir, mesh, train_source))
+    model = task.create_model(config, bn_axis_name=None)
+    predict_fn = jax.jit(on_images.make_batch_predict_fn(model, config))
+    names = list(task.class_names(config)) if hasattr(task, "class_names") else ["person"]
+    ids: dict[str, Any] = {}
+    if config.task == "detection" and config.data.get("source", "scenes") != "scenes":
+        from jaxdet.data import sources
+
+        ids = sources.detection_dataset_ids(config, "train")
+    os.makedirs(output, exist_ok=True)
+    batch_size = max(1, int(config.get("eval_batch_size", 1)))
+    stems = _output_names(files)
+    records, skipped, done = [], [], 0
+    bar = tqdm.tqdm(total=len(files), desc="predict", unit="image",
+                    disable=not config.get("progress_bar", True))
+    for start in range(0, len(files), batch_size):
+        chunk = []
+        for path, stem in zip(files[start:start + batch_size], stems[start:start + batch_size],
+                              strict=True):
+            try:
+                image = load_image(path)
+            except core.UserError as err:
+                if not skip_bad_images:
+                    raise
+                logging.warning("skipping %s", err)
+                skipped.append(path)
+                bar.update(1)
+                continue
+            chunk.append((path, stem, image, on_images.fit_image(image, config)))
+        if not chunk:
+            continue
+        fields = {k: np.stack([c[3][k] for c in chunk]) for k in chunk[0][3]}
+        fields["mask"] = np.ones(len(chunk), np.float32)  # padding rows get 0
+        fields["index"] = np.arange(len(chunk), dtype=np.int32)
+        pad = batch_size - len(chunk)
+        batch = {k: np.concatenate([v, np.repeat(v[:1] * 0, pad, 0)]) if pad else v
+                 for k, v in fields.items()}
+        outputs = jax.device_get(predict_fn(state.params, state.batch_stats, batch))
+        for i, (path, stem, image, fitted) in enumerate(chunk):
+            result, picture = on_images.image_results(
+                image, fitted, {k: v[i] for k, v in outputs.items()}, config, names,
+                ids.get("category_ids"))
+            if config.task == "segmentation":
+                label_png = PIL.Image.frombytes("P", result.shape[::-1], result.tobytes())
+                label_png.putpalette(visualize.PALETTE.astype(np.uint8).reshape(-1).tolist())
+                label_png.save(os.path.join(output, f"{stem}.png"))
+                picture.save(os.path.join(output, f"{stem}_overlay.png"))
+            else:
+                records += [{"file_name": os.path.basename(path), **r} for r in result]
+                picture.save(os.path.join(output, f"{stem}.png"))
+            done += 1
+            bar.update(1)
+    bar.close()
+    if config.task == "segmentation":
+        classes = [{"index": i, "name": n,
+                    "color": visualize.PALETTE[i % len(visualize.PALETTE)].tolist()}
+                   for i, n in enumerate(names)]
+        with open(os.path.join(output, "classes.json"), "w") as f:
+            json.dump(classes, f, indent=1)
+    else:
+        with open(os.path.join(output, RECORDS_FILE), "w") as f:
+            json.dump(records, f)
+    return {"images": done, "skipped": skipped, "output": output}

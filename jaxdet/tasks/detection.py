@@ -58,6 +58,11 @@ DETECTORS = {
 _NEEDS_PROPOSALS = ("fast_rcnn", "rcnn")
 
 
+def needs_proposals(config: ml_collections.ConfigDict) -> bool:
+    """Whether the detector reads precomputed proposals (R-CNN, Fast R-CNN) from its data."""
+    return detector_name(config) in _NEEDS_PROPOSALS
+
+
 def detector_name(config: ml_collections.ConfigDict) -> str:
     name = config.model.get("detector", "faster_rcnn")
     if name not in DETECTORS:
