@@ -120,7 +120,7 @@ def _category(label: int, names: Sequence[str], category_ids: Sequence[int] | No
             "category_name": str(names[label])}
 
 
-def _detection_results(image, out, config, names, category_ids):
+def _detection_results(image, out, config, names, category_ids, draw):
     h, w = image.shape[:2]
     threshold = float(config.get("draw_score_threshold", 0.5))
     valid = np.asarray(out["valid"], bool)
@@ -142,6 +142,8 @@ def _detection_results(image, out, config, names, category_ids):
             record["keypoints"] = np.concatenate(
                 [kp[:, :2], np.ones((len(kp), 1), np.float32)], 1).reshape(-1).tolist()
         records.append(record)
+    if not draw:
+        return records, None
     shown = valid & (np.asarray(scores) >= threshold)
     picture = np.asarray(image, np.uint8)
     if masks is not None:
@@ -155,7 +157,7 @@ def _detection_results(image, out, config, names, category_ids):
     return records, visualize.boxes_panel(picture, gt=[], pred=pred, scale=1)
 
 
-def _segmentation_results(image, out, fitted):
+def _segmentation_results(image, out, fitted, draw):
     h, w = image.shape[:2]
     labels = np.asarray(out["labels"])
     ih, iw = fitted["image"].shape[:2]
@@ -166,6 +168,8 @@ def _segmentation_results(image, out, fitted):
     nh, nw = (int(v) for v in fitted["image_hw"])
     label_map = np.asarray(PIL.Image.fromarray(labels[:nh, :nw].astype(np.uint8)).resize(
         (w, h), PIL.Image.NEAREST))
+    if not draw:
+        return label_map, None
     overlay = np.asarray(image, np.float32) * 0.45 + visualize.colorize(label_map) * 0.55
     overlay = np.where((label_map == 0)[..., None], image, overlay).astype(np.uint8)
     return label_map, PIL.Image.fromarray(overlay)
@@ -173,17 +177,18 @@ def _segmentation_results(image, out, fitted):
 
 def image_results(image: np.ndarray, fitted: Mapping[str, np.ndarray],
                   out: Mapping[str, np.ndarray], config: ml_collections.ConfigDict,
-                  names: Sequence[str], category_ids: Sequence[int] | None = None
-                  ) -> tuple[Any, PIL.Image.Image]:
+                  names: Sequence[str], category_ids: Sequence[int] | None = None,
+                  draw: bool = True) -> tuple[Any, PIL.Image.Image | None]:
     """``(results, picture)`` of one image (``image`` its original uint8 pixels, ``fitted`` its
     :func:`fit_image` fields, ``out`` its slice of the batch outputs): detection / localisation /
     pose: a list of records; segmentation: the ``[h, w]`` uint8 label map. The picture is at the
-    original size; ``config.draw_score_threshold`` applies to it only."""
+    original size (None without ``draw``); ``config.draw_score_threshold`` applies to it
+    only."""
     task = config.task
     if task == "detection":
-        return _detection_results(image, out, config, names, category_ids)
+        return _detection_results(image, out, config, names, category_ids, draw)
     if task == "segmentation":
-        return _segmentation_results(image, out, fitted)
+        return _segmentation_results(image, out, fitted, draw)
     if task == "localization":
         label = int(out["classes"])
         record = {**_category(label, names, category_ids),
