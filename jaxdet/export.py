@@ -123,7 +123,7 @@ class Predictor:
         with open(os.path.join(directory, PROGRAM_FILE), "rb") as f:
             self.program = jax_export.deserialize(bytearray(f.read()))
         with np.load(os.path.join(directory, WEIGHTS_FILE)) as stored:
-            self.weights = [stored[k] for k in sorted(stored.files)]
+            self.weights = jax.device_put([stored[k] for k in sorted(stored.files)])
         meta = self.metadata
         height, width = meta["input"]["size"]
         self.config = ml_collections.ConfigDict({
