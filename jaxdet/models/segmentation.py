@@ -35,6 +35,7 @@ Config fields (a FLAT ``model`` section; defaults in :data:`DEFAULT_MODEL_FIELDS
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -314,3 +315,15 @@ def create_model(
     fields = ("patch_size", "patch_width", "patch_stages", "patch_padding", "train_stride",
               "eval_stride", "crop_chunk")
     return SlidingWindowClassifier(**common, **{k: cfg[k] for k in fields})
+
+
+def size_multiple(model_config: Mapping[str, Any]) -> int:
+    """What an input's height and width must be a multiple of for the model of
+    ``model_config``: ``2 ** (levels - 1)`` for the encoder-decoder, the least common multiple of
+    the train and eval strides for the sliding window, else 1."""
+    model = create_model(model_config, num_classes=2)
+    if isinstance(model, EncoderDecoder):
+        return 2 ** (len(model.levels()[0]) - 1)
+    if isinstance(model, SlidingWindowClassifier):
+        return math.lcm(int(model.train_stride), int(model.eval_stride))
+    return 1

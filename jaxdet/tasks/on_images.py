@@ -31,20 +31,24 @@ from pycocotools import mask as mask_utils
 from jaxdet import visualize
 from jaxdet.core import ConfigError
 from jaxdet.data import augment, stick_figures
+from jaxdet.models import segmentation as seg_models
 from jaxdet.tasks import detection, detection_eval, localization, pose, segmentation
 from jaxdet.tasks.model_apply import model_input
 
 
 def input_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
-    """``(height, width)`` of the padded network input the config evaluates at."""
+    """``(height, width)`` of the padded network input the config evaluates at (for
+    segmentation rounded up to what the model needs, as its training pads)."""
     sizes = [tuple(int(v) for v in s) for s in config.data.get("pad_sizes", ()) or ()]
-    if sizes:
-        return sizes[-1]
     size = int(config.data.get("image_size", 0) or 0)
-    if size <= 0:
+    if not sizes and size <= 0:
         raise ConfigError("config.data.image_size (or data.pad_sizes) is needed to predict on "
                           "images")
-    return size, size
+    height, width = sizes[-1] if sizes else (size, size)
+    if config.task == "segmentation" and len(config.get("model", {})):
+        m = seg_models.size_multiple(config.model)
+        height, width = -(-height // m) * m, -(-width // m) * m
+    return height, width
 
 
 def fit_image(image: np.ndarray, config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:

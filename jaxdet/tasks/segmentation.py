@@ -78,10 +78,27 @@ def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {"image": image, "label": label.astype(np.int32)}
 
 
+def pad_to_multiple(example: Mapping[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
+    """``image`` (zeros) and ``label`` (:data:`IGNORE_LABEL`, so no loss or metric sees the
+    padding) padded bottom/right to the next multiple of ``multiple``."""
+    h, w = example["label"].shape
+    ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    if (ph, pw) == (h, w):
+        return dict(example)
+    image = np.zeros((ph, pw, 3), np.uint8)
+    image[:h, :w] = example["image"]
+    label = np.full((ph, pw), IGNORE_LABEL, np.int32)
+    label[:h, :w] = example["label"]
+    return {**example, "image": image, "label": label}
+
+
 def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str, Any]], dict]:
-    """:func:`preprocess` (its output shapes do not depend on ``config``)."""
-    del config
-    return preprocess
+    """:func:`preprocess`, then :func:`pad_to_multiple` of what the model's input size must be
+    a multiple of (:func:`jaxdet.models.segmentation.size_multiple`)."""
+    multiple = seg_models.size_multiple(config.model)
+    if multiple == 1:
+        return preprocess
+    return lambda example: pad_to_multiple(preprocess(example), multiple)
 
 
 

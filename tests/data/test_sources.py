@@ -57,10 +57,11 @@ def test_unknown_source_and_missing_path_are_refused(voc_config):
 
 
 @pytest.mark.slow
-def test_segmentation_folder_trains_two_steps_and_evaluates(tmp_path):
+@pytest.mark.parametrize("variant", ["colour", "unpool"])
+def test_segmentation_folder_trains_two_steps_and_evaluates(tmp_path, variant):
     write_folder(tmp_path / "seg", n=4, splits={"train.txt": ["im0", "im1", "im2", "im3"],
                                                 "val.txt": ["im1", "im3"]})
-    config = load_config("segmentation_folder", "colour,runlocal")
+    config = load_config("segmentation_folder", f"{variant},runlocal")
     config.data.path = str(tmp_path / "seg")
     config.data.data_dir = str(tmp_path / "tfds")
     config.batch_size = 8
@@ -71,6 +72,10 @@ def test_segmentation_folder_trains_two_steps_and_evaluates(tmp_path):
     assert segmentation.class_names(config) == ["background", "cat", "dog"]
     val = sources.segmentation_datasets(config)["validation"]
     np.testing.assert_array_equal(val[1]["segmentation"][..., 0], _label(3))
+    if variant == "unpool":  # 30 x 30: not a multiple of the encoder-decoder's 4, padded
+        config.data.image_size = 30
+        assert loop.train_and_evaluate(config, str(tmp_path / "work"))["num_pixels"] > 0
+        return
     results = loop.train_and_evaluate(config, str(tmp_path / "work"))
     ignored = int(np.sum(_label(1) == 255) + np.sum(_label(3) == 255))
     assert results["num_pixels"] == 2 * 32 * 32 - ignored

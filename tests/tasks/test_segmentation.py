@@ -21,6 +21,18 @@ def test_preprocess_shapes_and_bad_input():
         seg_task.preprocess(dict(example, segmentation=np.ones((4, 8), np.uint8)))
 
 
+def test_inputs_are_padded_to_what_the_encoder_decoder_needs_with_ignored_labels():
+    config = load_config("segmentation", "runlocal")  # encoder-decoder, 3 levels: multiple of 4
+    example = {"image": np.full((5, 10, 3), 7, np.uint8),
+               "segmentation": np.ones((5, 10, 1), np.uint8)}
+    out = seg_task.make_preprocess(config)(example)
+    assert out["image"].shape == (8, 12, 3) and out["label"].shape == (8, 12)
+    assert (out["image"][:5, :10] == 7).all() and out["image"][5:].max() == 0
+    assert (out["label"][:5, :10] == 1).all()
+    assert (out["label"][5:] == seg_task.IGNORE_LABEL).all()
+    assert (out["label"][:, 10:] == seg_task.IGNORE_LABEL).all()
+
+
 def test_overfits_four_images_to_pixel_accuracy_099(tmp_path, data_dir):
     config = load_config("segmentation", "runlocal")
     config.data.data_dir = data_dir
