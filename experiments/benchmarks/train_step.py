@@ -34,6 +34,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
+from experiments.benchmarks.random_batches import random_detection_batch  # noqa: E402
 from experiments.benchmarks.timing import first_and_median  # noqa: E402
 
 
@@ -50,7 +51,6 @@ def main() -> None:
     args = parser.parse_args()
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from jaxdet import config_files
     from jaxdet.data import pipeline
@@ -68,31 +68,7 @@ def main() -> None:
         det_task.class_names = lambda _config: names
     batch_size = args.batch or config.batch_size
     size = config.data.image_size
-    g = config.data.max_instances
-    rng = np.random.default_rng(0)
-    counts = rng.integers(2, min(6, g) + 1, batch_size)
-    xy = rng.uniform(0, size * 0.6, (batch_size, g, 2))
-    wh = rng.uniform(10, size * 0.4, (batch_size, g, 2))
-    batch = {
-        "image": rng.integers(0, 255, (batch_size, size, size, 3), dtype=np.uint8),
-        "gt_boxes": np.concatenate([xy, np.minimum(xy + wh, size)], -1).astype(np.float32),
-        "gt_labels": rng.integers(0, 4, (batch_size, g)).astype(np.int32),
-        "gt_valid": np.arange(g)[None] < counts[:, None],
-        "image_hw": np.full((batch_size, 2), size, np.int32),
-        "orig_hw": np.full((batch_size, 2), size, np.int32),
-        "index": np.arange(batch_size, dtype=np.int32),
-        "mask": np.ones(batch_size, np.float32),
-    }
-    if config.model.get("mask_head", False):
-        m = int(config.data.get("mask_crop_size", 56))
-        batch["gt_masks"] = np.full((batch_size, g, m, m), 255, np.uint8)
-    if config.model.get("keypoint_head", False):
-        k = int(config.model.get("num_keypoints", 17))
-        boxes = batch["gt_boxes"]
-        u = rng.uniform(0, 1, (batch_size, g, k, 2))
-        x = boxes[..., None, 0] + u[..., 0] * (boxes[..., None, 2] - boxes[..., None, 0])
-        y = boxes[..., None, 1] + u[..., 1] * (boxes[..., None, 3] - boxes[..., None, 1])
-        batch["gt_keypoints"] = np.stack([x, y, np.full_like(x, 2.0)], -1).astype(np.float32)
+    batch = random_detection_batch(config, batch_size)
     mesh = step_lib.make_mesh()
     example = {k: v[0] for k, v in batch.items()}
     state = loop.initial_state(det_task, config, mesh, example)

@@ -1,0 +1,173 @@
+"""jaxdet against torchvision: the same detector, batch, size and precision, train step and
+inference timed interleaved in one process.
+
+  python experiments/benchmarks/vs_torchvision.py [--model=faster|mask] [--depth=18|50]
+      [--batch=4 --image_size=256 --rounds=5] [--precision=f32|bf16] [--device=cpu|cuda]
+      [--out=FILE]
+
+Both sides: ResNet-``depth``-FPN from scratch, frozen batch norm, stem and layer1 frozen
+(torchvision's ``trainable_layers=3``), torchvision's defaults for everything else (anchors,
+2,000 / 1,000 proposals kept in training / inference, 512 sampled RoIs, NMS 0.7 / 0.5, 100
+detections), ``--image_size`` squared inputs (torchvision: ``min_size = max_size``, so its
+transform does not resize), SGD (lr 0.02, momentum 0.9, weight decay 1e-4). jaxdet:
+``configs/faster_rcnn_coco.py`` / ``mask_rcnn_coco.py`` with those sizes, ``model.depth``,
+``model.frozen_stages=2`` and, for ``bf16``, ``model.dtype=bfloat16``; torchvision under
+``torch.autocast`` for ``bf16``. The batch: random images with 2-6 random boxes (masks filling
+the boxes), the same for both. Each round runs one jaxdet train step, one torchvision train
+step, one jaxdet inference batch, one torchvision inference batch; the first round
+(compilation, warm-up) is left out of the medians. ``torch.set_num_threads(os.cpu_count())``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+sys.modules.setdefault("triton", None)  # torchvision.ops beside other native libraries
+
+from experiments.benchmarks.random_batches import random_detection_batch  # noqa: E402
+
+
+def torchvision_side(batch, model_kind: str, depth: int, num_classes: int, size: int,
+                     device: str):
+    """``(model, optimizer, images, targets)`` of torchvision on the same batch."""
+    import numpy as np
+    import torch
+    from torchvision.models.detection import FasterRCNN, MaskRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    backbone = resnet_fpn_backbone(backbone_name=f"resnet{depth}", weights=None,
+                                   trainable_layers=3)
+    cls = MaskRCNN if model_kind == "mask" else FasterRCNN
+    model = cls(backbone, num_classes=num_classes + 1, min_size=size, max_size=size).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
+    images, targets = [], []
+    for i in range(len(batch["image"])):
+        images.append(torch.from_numpy(batch["image"][i]).permute(2, 0, 1).float().div(255)
+                      .to(device))
+        n = int(np.sum(batch["gt_valid"][i]))
+        boxes = torch.from_numpy(batch["gt_boxes"][i, :n]).to(device)
+        target = {"boxes": boxes,
+                  "labels": torch.from_numpy(batch["gt_labels"][i, :n].astype(np.int64) + 1)
+                  .to(device)}
+        if model_kind == "mask":
+            masks = torch.zeros((n, size, size), dtype=torch.uint8)
+            for k, (x1, y1, x2, y2) in enumerate(batch["gt_boxes"][i, :n].astype(int)):
+                masks[k, y1:y2, x1:x2] = 1
+            target["masks"] = masks.to(device)
+        targets.append(target)
+    return model, opt, images, targets
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=["faster", "mask"], default="faster")
+    p.add_argument("--depth", type=int, choices=[18, 50], default=18)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--image_size", type=int, default=256)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--num_classes", type=int, default=80)
+    p.add_argument("--out", default="")
+    args = p.parse_args()
+
+    import jax
+    import torch
+
+    from jaxdet import config_files
+    from jaxdet.data import pipeline
+    from jaxdet.tasks import detection as det_task
+    from jaxdet.train import compile_guard, loop
+    from jaxdet.train import state as state_lib
+    from jaxdet.train import step as step_lib
+
+    name = "mask_rcnn_coco.py" if args.model == "mask" else "faster_rcnn_coco.py"
+    config = config_files.load(os.path.join(REPO, "configs", name))
+    for item in [f"data.image_size={args.image_size}", f"model.depth={args.depth}",
+                 "model.frozen_stages=2", f"batch_size={args.batch}", "optimizer.warmup_steps=0",
+                 "data.max_instances=8", "data.mask_crop_size=28",
+                 *(["model.dtype=bfloat16"] if args.precision == "bf16" else [])]:
+        config_files.override(config, item)
+    names = [f"class_{i}" for i in range(args.num_classes)]
+    det_task.class_names = lambda _config: names  # no dataset is read here
+    batch = random_detection_batch(config, args.batch)
+    mesh = step_lib.make_mesh()
+    state = loop.initial_state(det_task, config, mesh, {k: v[0] for k, v in batch.items()})
+    train_step = loop.make_train_step(det_task, config, mesh, state_lib.make_optimizer(config),
+                                      [])
+    model = det_task.create_model(config, bn_axis_name=None)
+    predict = jax.jit(det_task.make_predict_fn(model, config))
+    sharded = pipeline.to_global_batch(batch, mesh)
+    plain = {k: jax.numpy.asarray(v) for k, v in batch.items()}
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    tv_model, tv_opt, images, targets = torchvision_side(
+        batch, args.model, args.depth, args.num_classes, args.image_size, args.device)
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16,
+                              enabled=args.precision == "bf16")
+
+    def sync():
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    holder = [state]
+    times: dict[str, list[float]] = {k: [] for k in ("jax_train", "tv_train", "jax_infer",
+                                                     "tv_infer")}
+    for r in range(args.rounds + 1):
+        t = time.perf_counter()
+        holder[0], metrics = train_step(holder[0], sharded)
+        jax.block_until_ready(metrics["loss"])
+        times["jax_train"].append(time.perf_counter() - t)
+        tv_model.train()
+        t = time.perf_counter()
+        with autocast:
+            loss = sum(tv_model(images, targets).values())
+        tv_opt.zero_grad()
+        loss.backward()
+        tv_opt.step()
+        sync()
+        times["tv_train"].append(time.perf_counter() - t)
+        st = holder[0]
+        t = time.perf_counter()
+        jax.block_until_ready(predict(st.params, st.batch_stats, plain)["boxes"])
+        times["jax_infer"].append(time.perf_counter() - t)
+        tv_model.eval()
+        t = time.perf_counter()
+        with torch.no_grad(), autocast:
+            tv_model(images)
+        sync()
+        times["tv_infer"].append(time.perf_counter() - t)
+        print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items())
+              + f"; jaxdet train-step compilations {compile_guard.compilations(train_step)}",
+              flush=True)
+    med = {k: statistics.median(v[1:]) for k, v in times.items()}
+    b = args.batch
+    kind = "Mask R-CNN" if args.model == "mask" else "Faster R-CNN"
+    text = "\n".join([
+        f"{kind} ResNet-{args.depth}-FPN, batch {b} at {args.image_size}², {args.precision}, "
+        f"{args.rounds} interleaved rounds; {platform.machine()} {os.cpu_count()} CPUs, "
+        f"device {args.device} ({jax.devices()[0].device_kind}); jax {jax.__version__}, "
+        f"torch {torch.__version__}; load {os.getloadavg()[0]:.2f}.",
+        "", "| | jaxdet images/s | torchvision images/s | jaxdet / torchvision |",
+        "|---|---:|---:|---:|",
+        f"| train step | {b / med['jax_train']:.2f} | {b / med['tv_train']:.2f} | "
+        f"**{med['tv_train'] / med['jax_train']:.2f}×** |",
+        f"| inference | {b / med['jax_infer']:.2f} | {b / med['tv_infer']:.2f} | "
+        f"**{med['tv_infer'] / med['jax_infer']:.2f}×** |", ""])
+    print(text)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
