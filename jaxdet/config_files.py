@@ -86,8 +86,8 @@ def dataclass_from_section(cls: type[T], section: Mapping[str, Any], **fixed: An
     return cls(**fixed, **kwargs)
 
 
-#: Loop fields that must be integers >= 1 (``eval_every_steps`` may also be 0: no evaluation
-#: during training); checked by :func:`check_loop_fields`.
+#: Loop fields that must be integers >= 1 (``eval_every_steps``, ``eval_limit`` and the picture
+#: counts may also be 0: none); checked by :func:`check_loop_fields`.
 POSITIVE_INT_FIELDS = ("num_train_steps", "batch_size", "eval_batch_size", "log_every_steps",
                        "checkpoint_every_steps", "keep_checkpoints")
 
@@ -95,7 +95,8 @@ POSITIVE_INT_FIELDS = ("num_train_steps", "batch_size", "eval_batch_size", "log_
 def check_loop_fields(config: ml_collections.ConfigDict) -> list[str]:
     """One message per loop field of ``config`` out of range (``config.x=v: expected ...``)."""
     errors = []
-    for field in POSITIVE_INT_FIELDS + ("eval_every_steps", "eval_limit"):
+    for field in POSITIVE_INT_FIELDS + ("eval_every_steps", "eval_limit",
+                                        "num_prediction_images", "tensorboard_images"):
         if field not in config:
             continue
         value, low = config[field], 1 if field in POSITIVE_INT_FIELDS else 0

@@ -157,7 +157,8 @@ def _run_mode(config, workdir: str, members: list) -> None:
             config = sweep.member_config(config, members[results["best_member"]])
             workdir = os.path.join(workdir, "best")
         path = predict.write_predictions(config, workdir)
-        print(f"prediction picture: {path}")
+        if path:
+            print(f"prediction picture: {path}")
     elif _MODE.value == "eval":
         print(loop.format_results(predict.evaluate_checkpoint(config, workdir)))
     elif _IMAGES.value:
@@ -169,7 +170,9 @@ def _run_mode(config, workdir: str, members: list) -> None:
         skipped = f"; skipped {len(done['skipped'])}: {done['skipped']}" if done["skipped"] else ""
         print(f"predicted {done['images']} images into {done['output']}{skipped}")
     else:
-        print(f"prediction picture: {predict.write_predictions(config, workdir)}")
+        path = predict.write_predictions(config, workdir)
+        print(f"prediction picture: {path}" if path else "config.num_prediction_images=0: "
+              "nothing drawn")
 
 
 if __name__ == "__main__":

@@ -63,9 +63,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     return {**results, "step": int(np.max(jax.device_get(state.step)))}
 
 
-def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Draws predictions of the latest checkpoint; returns the combined picture's path."""
+def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+    """Draws predictions of the latest checkpoint; returns the combined picture's path (None
+    with ``config.num_prediction_images=0``: nothing drawn)."""
     workdir_lib.check_same_run(config, workdir)
+    if int(config.get("num_prediction_images", 8)) <= 0:
+        return None
     task = tasks.get_task(config.task)
     mesh = step_lib.make_mesh()
     train_source, eval_source = loop_lib.split_sources(task, config)

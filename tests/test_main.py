@@ -79,3 +79,82 @@ def test_bad_or_empty_voc_folder_is_one_line_naming_the_file(tmp_path, case):
     assert result.returncode == 2
     assert _last_line(result).startswith(expected)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _segmentation_run(tmp_path, data_dir, *args):
+    return _main(tmp_path / "run", "configs/segmentation.py:runlocal",
+                 f"--config.data.data_dir={data_dir}", *args)
+
+
+def test_a_corrupt_newest_checkpoint_is_set_aside_trained_again_and_eval_names_its_step(
+        tmp_path, data_dir):
+    from tests.train.test_preemption import _corrupt
+
+    assert _segmentation_run(tmp_path, data_dir).returncode == 0  # steps 2 and 4 saved
+    _corrupt(tmp_path / "run" / "checkpoints" / "4")
+    rerun = _segmentation_run(tmp_path, data_dir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "moved the unreadable checkpoint of step 4" in rerun.stderr
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["2", "4"]
+    assert len(list((tmp_path / "run" / "unreadable_checkpoints").iterdir())) == 1
+    evaluated = _segmentation_run(tmp_path, data_dir, "--mode=eval")
+    assert evaluated.returncode == 0 and "step=4" in evaluated.stdout
+
+
+def test_replaced_images_are_converted_again_and_evaluated_with_their_new_pixels(tmp_path):
+    import numpy as np
+    import PIL.Image
+
+    from tests.data.test_segmentation_folder import write_folder
+
+    write_folder(tmp_path / "seg", n=4, splits={"train.txt": ["im0", "im1", "im2", "im3"],
+                                                "val.txt": ["im1", "im3"]})
+    args = ["configs/segmentation_folder.py:colour,runlocal", f"--config.data.path={tmp_path}/seg",
+            f"--config.data.data_dir={tmp_path}/tfds"]
+    first = _main(tmp_path / "run", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    picture = tmp_path / "run" / "predictions" / "0000.png"  # input | truth | prediction
+    assert np.asarray(PIL.Image.open(picture))[:, :32].max() > 0
+    for k in range(4):
+        PIL.Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(
+            tmp_path / "seg" / "images" / f"im{k}.png")
+    after = _main(tmp_path / "run", *args, "--mode=predict")
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert "converting again" in after.stderr
+    assert np.asarray(PIL.Image.open(picture))[:, :32].max() == 0  # the new, black pixels
+
+
+def test_coco_results_of_a_run_are_in_the_users_ids_and_score_the_same(tmp_path):
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from tests.data.test_coco import write_coco
+
+    categories = [{"id": 17, "name": "cat"}, {"id": 3, "name": "car"}]
+    images = [{"id": 8, "file_name": "p.png", "height": 48, "width": 64},
+              {"id": 7, "file_name": "q.png", "height": 64, "width": 48}]
+    anns = [{"id": 1, "image_id": 8, "category_id": 17, "bbox": [2, 3, 30, 20], "area": 600,
+             "iscrowd": 0, "segmentation": [[2, 3, 32, 3, 32, 23, 2, 23]]},
+            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [10, 10, 20, 30], "area": 600,
+             "iscrowd": 0, "segmentation": [[10, 10, 30, 10, 30, 40, 10, 40]]}]
+    data = {"images": images, "annotations": anns, "categories": categories}
+    write_coco(tmp_path / "coco", train=data, keypoints=None, val=data)
+    result = _main(tmp_path / "run", "configs/faster_rcnn_coco.py:runlocal",
+                   f"--config.data.path={tmp_path}/coco", f"--config.data.data_dir={tmp_path}/tfds",
+                   "--config.data.category_labels=contiguous", "--config.num_prediction_images=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = tmp_path / "run" / "coco_results.json"
+    records = json.loads(path.read_text())
+    assert records and {r["image_id"] for r in records} <= {7, 8}
+    assert {r["category_id"] for r in records} <= {3, 17}
+    assert {r["file_name"] for r in records} <= {"p.png", "q.png"}
+    gt = COCO(str(tmp_path / "coco" / "annotations" / "instances_val2017.json"))
+    scored = COCOeval(gt, gt.loadRes(str(path)), "bbox")
+    scored.evaluate()
+    scored.accumulate()
+    scored.summarize()
+    internal = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert scored.stats[0] == pytest.approx(internal["AP"], abs=1e-6)
+    assert scored.stats[1] == pytest.approx(internal["AP50"], abs=1e-6)
