@@ -95,16 +95,22 @@ def test_random_flip_doubles_the_training_split_only(voc_config):
     np.testing.assert_array_equal(train[3]["image"][32:], 0)
 
 
-def test_mask_rcnn_reads_a_coco_folder_with_crowds_kept_out_of_the_targets(tmp_path):
-    from tests.data.test_coco import write_coco
-
-    write_coco(tmp_path / "coco")
-    config = load_config("mask_rcnn_shapes", "runlocal")
+def _coco_config(tmp_path, name: str, max_instances: int):
+    """``name``'s runlocal config reading the COCO folder ``tmp_path/coco`` at 32 px."""
+    config = load_config(name, "runlocal")
     config.data.source = "coco"
     config.data.path = str(tmp_path / "coco")
     config.data.data_dir = str(tmp_path / "tfds")
     config.data.image_size = 32
-    config.data.max_instances = 4
+    config.data.max_instances = max_instances
+    return config
+
+
+def test_mask_rcnn_reads_a_coco_folder_with_crowds_kept_out_of_the_targets(tmp_path):
+    from tests.data.test_coco import write_coco
+
+    write_coco(tmp_path / "coco")
+    config = _coco_config(tmp_path, "mask_rcnn_shapes", max_instances=4)
     config.data.mask_crop_size = 8
     assert detection.class_names(config) == ["person", "car", "dog"]
     a = detection.datasets(config)["train"][1]  # a.png: annotation 2 is a crowd
@@ -256,12 +262,7 @@ def test_results_files_are_in_the_datasets_own_ids_and_score_against_its_json(tm
                 "iscrowd": 0, "segmentation": [[10, 10, 30, 10, 30, 18, 10, 18]]}],
            "categories": categories}
     write_coco(tmp_path / "coco", train=val, keypoints=None, val=val)
-    config = load_config("faster_rcnn_shapes", "runlocal")
-    config.data.source = "coco"
-    config.data.path = str(tmp_path / "coco")
-    config.data.data_dir = str(tmp_path / "tfds")
-    config.data.image_size = 32
-    config.data.max_instances = 2
+    config = _coco_config(tmp_path, "faster_rcnn_shapes", max_instances=2)
     assert detection.class_names(config) == ["car", "cat"]  # labels 0, 1 by sorted COCO id
     batch = next(pipeline.eval_batches(detection.datasets(config)["validation"],
                                        detection.make_preprocess(config), 2, 0, 1))
