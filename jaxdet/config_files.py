@@ -127,8 +127,9 @@ def _fits(template: Any, value: Any) -> bool:
     kind = kinds.pop()
     for v in value:
         got = _kind(v)
-        if kind == "float" and got == "int":
-            continue
+        if (kind == "float" and got == "int") or (
+                kind == "int" and got == "float" and float(v).is_integer()):
+            continue  # numbers of the other kind that mean the same
         if got != kind or (kind == "tuple" and template[0] and not _fits(template[0], v)):
             return False
     return True

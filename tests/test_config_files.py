@@ -59,7 +59,7 @@ def test_loop_fields_out_of_range_are_named(field, value, ok):
 
 @pytest.mark.parametrize(("value", "ok"), [
     ((8, 16), True), ((8.5, 16), False), (("8", 16), False), ((True, 16), False),
-    ((), True),
+    ((), True), ((8.0, 16), True),
 ])
 def test_tuple_elements_must_have_the_defaults_kind(value, ok):
     defaults = ml_collections.ConfigDict({"model": {"widths": (8, 16, 32), "ratios": (0.5, 1.0),

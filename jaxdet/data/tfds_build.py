@@ -11,9 +11,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 from typing import Any
 
 import tensorflow_datasets as tfds
+
+HASHED = re.compile(r"[0-9a-f]{10}")
 
 
 def lock_path(data_dir: str, builder_name: str, config_name: str) -> str:
@@ -22,14 +25,15 @@ def lock_path(data_dir: str, builder_name: str, config_name: str) -> str:
 
 
 def earlier_conversions(data_dir: str, builder_name: str, config_name: str) -> list[str]:
-    """Other conversions of the same folder (``<folder>_<other hash>``) under ``data_dir``,
-    oldest first."""
-    base = config_name.rsplit("_", 1)[0] + "_"
+    """Other conversions of the same local folder (``<folder>_<10 hex digits>``, the names of
+    :func:`jaxdet.data.local_tfds.config_name`) under ``data_dir``, oldest first; [] for
+    other names."""
+    base, _, digest = config_name.rpartition("_")
     root = os.path.join(os.path.expanduser(data_dir), builder_name)
-    if not os.path.isdir(root):
+    if not HASHED.fullmatch(digest) or not os.path.isdir(root):
         return []
-    found = [os.path.join(root, d) for d in os.listdir(root)
-             if d.startswith(base) and d != config_name and "_" not in d[len(base):]]
+    found = [os.path.join(root, d) for d in os.listdir(root) if d != config_name
+             and d.rpartition("_")[0] == base and HASHED.fullmatch(d.rpartition("_")[2])]
     return sorted(found, key=os.path.getmtime)
 
 

@@ -44,3 +44,12 @@ def test_two_processes_building_one_dataset_both_succeed(tmp_path):
     for run, (out, err) in zip(runs, outs, strict=True):
         assert run.returncode == 0, err[-2000:]
         assert out.strip().splitlines()[-1] == "2"
+
+
+def test_earlier_conversions_are_other_hashes_of_the_same_folder_only(tmp_path):
+    root = tmp_path / "jaxdet_voc"
+    for name in ("voc_0123456789", "voc_abcdef0123", "voc_x_abcdef0123", "img64_seed0"):
+        (root / name).mkdir(parents=True)
+    found = tfds_build.earlier_conversions(str(tmp_path), "jaxdet_voc", "voc_fedcba9876")
+    assert sorted(os.path.basename(f) for f in found) == ["voc_0123456789", "voc_abcdef0123"]
+    assert tfds_build.earlier_conversions(str(tmp_path), "jaxdet_voc", "img64_seed1") == []
