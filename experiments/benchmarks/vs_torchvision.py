@@ -76,6 +76,11 @@ def main() -> None:
     p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--num_classes", type=int, default=80)
+    p.add_argument("--mask_rois", type=int, default=0,
+                   help="jaxdet's static mask-head RoI slots per image in training (0: every "
+                        "foreground slot, 128 of 512; torchvision runs the head on the actual "
+                        "positives, a random subset of N of them is the same loss in "
+                        "expectation)")
     p.add_argument("--out", default="")
     args = p.parse_args()
 
@@ -94,6 +99,8 @@ def main() -> None:
     for item in [f"data.image_size={args.image_size}", f"model.depth={args.depth}",
                  "model.frozen_stages=2", f"batch_size={args.batch}", "optimizer.warmup_steps=0",
                  "data.max_instances=8", "data.mask_crop_size=28",
+                 *([f"model.mask_rois_per_image={args.mask_rois}"] if args.model == "mask"
+                   else []),
                  *(["model.dtype=bfloat16"] if args.precision == "bf16" else [])]:
         config_files.override(config, item)
     names = [f"class_{i}" for i in range(args.num_classes)]
@@ -153,7 +160,9 @@ def main() -> None:
     b = args.batch
     kind = "Mask R-CNN" if args.model == "mask" else "Faster R-CNN"
     text = "\n".join([
-        f"{kind} ResNet-{args.depth}-FPN, batch {b} at {args.image_size}², {args.precision}, "
+        f"{kind} ResNet-{args.depth}-FPN, batch {b} at {args.image_size}², {args.precision}"
+        + (f", jaxdet mask RoI slots {args.mask_rois or 'all'}" if args.model == "mask" else "")
+        + ", "
         f"{args.rounds} interleaved rounds; {platform.machine()} {os.cpu_count()} CPUs, "
         f"device {args.device} ({jax.devices()[0].device_kind}); jax {jax.__version__}, "
         f"torch {torch.__version__}; load {os.getloadavg()[0]:.2f}.",
