@@ -90,15 +90,16 @@ def test_a_corrupt_newest_checkpoint_is_set_aside_trained_again_and_eval_names_i
         tmp_path, data_dir):
     from tests.train.test_preemption import _corrupt
 
-    assert _segmentation_run(tmp_path, data_dir).returncode == 0  # steps 2 and 4 saved
-    _corrupt(tmp_path / "run" / "checkpoints" / "4")
+    assert _segmentation_run(tmp_path, data_dir).returncode == 0  # steps 3 and 6 saved
+    _corrupt(tmp_path / "run" / "checkpoints" / "6")
     rerun = _segmentation_run(tmp_path, data_dir)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "moved the unreadable checkpoint of step 4" in rerun.stderr
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["2", "4"]
+    assert "moved the unreadable checkpoint of step 6" in rerun.stderr
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["3", "6"]
     assert len(list((tmp_path / "run" / "unreadable_checkpoints").iterdir())) == 1
     evaluated = _segmentation_run(tmp_path, data_dir, "--mode=eval")
-    assert evaluated.returncode == 0 and "step=4" in evaluated.stdout
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "step=6" in evaluated.stdout
 
 
 def test_replaced_images_are_converted_again_and_evaluated_with_their_new_pixels(tmp_path):
