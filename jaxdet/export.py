@@ -82,12 +82,7 @@ def export_model(config: ml_collections.ConfigDict, workdir: str, output: str,
         exported = jax_export.export(program, platforms=PLATFORMS)(*specs)
     except Exception:  # noqa: BLE001 - an op without a lowering for some platform: CPU only
         exported = jax_export.export(program, platforms=("cpu",))(*specs)
-    names = list(task.class_names(config)) if hasattr(task, "class_names") else ["person"]
-    ids: dict[str, Any] = {}
-    if config.task == "detection" and config.data.get("source", "scenes") != "scenes":
-        from jaxdet.data import sources
-
-        ids = sources.detection_dataset_ids(config, "train")
+    names, category_ids = on_images.label_names_and_ids(task, config)
     outputs = jax.eval_shape(program, *specs)
     metadata = {
         "task": config.task,
@@ -96,7 +91,7 @@ def export_model(config: ml_collections.ConfigDict, workdir: str, output: str,
                   "resize_max": int(config.data.get("resize_max", 0) or 0)},
         "batch_size": batch_size,
         "class_names": names,
-        "category_ids": ids.get("category_ids"),
+        "category_ids": category_ids,
         "model": {k: config.model.get(k) for k in ("mask_head", "keypoint_head",
                                                    "keypoint_class") if k in config.model},
         "draw_score_threshold": float(config.get("draw_score_threshold", 0.5)),
@@ -140,12 +135,9 @@ class Predictor:
         for start in range(0, len(images), n):
             chunk = [np.asarray(im, np.uint8) for im in images[start:start + n]]
             fitted = [on_images.fit_image(im, self.config) for im in chunk]
-            fields = [np.stack([f[k] for f in fitted]) for k in ("image", "image_hw", "orig_hw")]
-            fields.append(np.ones(len(chunk), np.float32))  # the padding rows get 0
-            pad = n - len(chunk)
-            if pad:
-                fields = [np.concatenate([v, np.repeat(v[:1] * 0, pad, 0)]) for v in fields]
-            outputs = jax.device_get(self.program.call(self.weights, *fields))
+            batch = on_images.stack_batch(fitted, n)
+            outputs = jax.device_get(self.program.call(
+                self.weights, *(batch[k] for k in ("image", "image_hw", "orig_hw", "mask"))))
             for i, (image, fit) in enumerate(zip(chunk, fitted, strict=True)):
                 result, _ = on_images.image_results(
                     image, fit, {k: v[i] for k, v in outputs.items()}, self.config,

@@ -147,12 +147,7 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, pattern: str
     state = jax.device_get(restore_state(task, config, workdir, mesh, train_source))
     model = task.create_model(config, bn_axis_name=None)
     predict_fn = jax.jit(on_images.make_batch_predict_fn(model, config))
-    names = list(task.class_names(config)) if hasattr(task, "class_names") else ["person"]
-    ids: dict[str, Any] = {}
-    if config.task == "detection" and config.data.get("source", "scenes") != "scenes":
-        from jaxdet.data import sources
-
-        ids = sources.detection_dataset_ids(config, "train")
+    names, category_ids = on_images.label_names_and_ids(task, config)
     os.makedirs(output, exist_ok=True)
     batch_size = max(1, int(config.get("eval_batch_size", 1)))
     stems = _output_names(files)
@@ -175,17 +170,12 @@ def predict_images(config: ml_collections.ConfigDict, workdir: str, pattern: str
             chunk.append((path, stem, image, on_images.fit_image(image, config)))
         if not chunk:
             continue
-        fields = {k: np.stack([c[3][k] for c in chunk]) for k in chunk[0][3]}
-        fields["mask"] = np.ones(len(chunk), np.float32)  # padding rows get 0
-        fields["index"] = np.arange(len(chunk), dtype=np.int32)
-        pad = batch_size - len(chunk)
-        batch = {k: np.concatenate([v, np.repeat(v[:1] * 0, pad, 0)]) if pad else v
-                 for k, v in fields.items()}
+        batch = on_images.stack_batch([c[3] for c in chunk], batch_size)
         outputs = jax.device_get(predict_fn(state.params, state.batch_stats, batch))
         for i, (path, stem, image, fitted) in enumerate(chunk):
             result, picture = on_images.image_results(
                 image, fitted, {k: v[i] for k, v in outputs.items()}, config, names,
-                ids.get("category_ids"))
+                category_ids)
             if config.task == "segmentation":
                 label_png = PIL.Image.frombytes("P", result.shape[::-1], result.tobytes())
                 label_png.putpalette(visualize.PALETTE.astype(np.uint8).reshape(-1).tolist())

@@ -323,12 +323,16 @@ def host_evaluator(config: ml_collections.ConfigDict) -> detection_eval.Detectio
                                                                              False)
     split = config.get("eval_split", "validation")
     source = datasets(config)[split] if needs_source else None
-    ids = {}
-    if config.data.get("source", "scenes") != "scenes":
-        from jaxdet.data import sources
+    return detection_eval.DetectionEvaluator(config.model, class_names(config), source,
+                                             dataset_ids(config, split))
 
-        ids = sources.detection_dataset_ids(config, split)
-    return detection_eval.DetectionEvaluator(config.model, class_names(config), source, ids)
+
+def dataset_ids(config: ml_collections.ConfigDict, split: str) -> dict[str, Any]:
+    """The source's own ids of ``split`` (:func:`jaxdet.data.sources.detection_dataset_ids`;
+    {} for the synthetic scenes)."""
+    from jaxdet.data import sources  # not imported for the synthetic scenes
+
+    return sources.detection_dataset_ids(config, split)
 
 
 def draw_predictions(

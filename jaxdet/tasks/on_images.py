@@ -61,6 +61,28 @@ def fit_image(image: np.ndarray, config: ml_collections.ConfigDict) -> dict[str,
             "orig_hw": np.asarray(out["orig_hw"], np.int32)}
 
 
+def stack_batch(fitted: Sequence[Mapping[str, np.ndarray]], batch_size: int
+                ) -> dict[str, np.ndarray]:
+    """The :func:`fit_image` fields of up to ``batch_size`` images as one batch padded to
+    ``batch_size`` with zeros, plus ``mask`` (1 real, 0 padding) and ``index``."""
+    batch = {k: np.stack([f[k] for f in fitted]) for k in ("image", "image_hw", "orig_hw")}
+    batch["mask"] = np.ones(len(fitted), np.float32)
+    batch["index"] = np.arange(len(fitted), dtype=np.int32)
+    pad = batch_size - len(fitted)
+    return {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) if pad else v
+            for k, v in batch.items()}
+
+
+def label_names_and_ids(task: Any, config: ml_collections.ConfigDict
+                        ) -> tuple[list[str], list[int] | None]:
+    """``(class names, dataset category ids or None)`` that :func:`image_results` names its
+    labels with (pose: its one class, ``person``)."""
+    if config.task == "pose":
+        return ["person"], None
+    ids = detection.dataset_ids(config, "train") if config.task == "detection" else {}
+    return list(task.class_names(config)), ids.get("category_ids")
+
+
 def _ratio(batch: Mapping[str, jax.Array]) -> jax.Array:
     """``[B, 2]`` (x, y) factors from network-input pixels to original pixels."""
     return (batch["orig_hw"].astype(jnp.float32)

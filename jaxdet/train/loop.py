@@ -117,11 +117,11 @@ def split_sources(task, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
             task.datasets(config)
         multihost_utils.sync_global_devices("jaxdet: datasets built")
     sources = task.datasets(config)
+    eval_split = config.get("eval_split", "validation")
     where = config.data.get("path") or config.data.get("source") or config.data.get("name", "")
-    for split in ("train", config.get("eval_split", "validation")):
+    for split in ("train", eval_split):
         if split in sources and len(sources[split]) == 0:
             raise core.UserError(f"the dataset {where} has no {split} examples (config.data)")
-    eval_split = config.get("eval_split", "validation")
     if eval_split not in sources:
         raise ConfigError(f"config.eval_split={eval_split!r}; expected one of {sorted(sources)}")
     return sources["train"], sources[eval_split]

@@ -138,3 +138,17 @@ def test_fit_image_follows_the_configs_resize_and_padding():
     np.testing.assert_array_equal(fitted["image_hw"], [48, 64])
     np.testing.assert_array_equal(fitted["orig_hw"], [H, W])
     assert fitted["image"][48:].max() == 0  # padding below the fitted image
+
+
+def test_stack_batch_pads_with_zeros_and_masks_the_padding():
+    config = load_config("faster_rcnn_shapes", "runlocal")
+    config.data.image_size = 64
+    fitted = [on_images.fit_image(_photo(), config),
+              on_images.fit_image(np.full((20, 10, 3), 9, np.uint8), config)]
+    batch = on_images.stack_batch(fitted, 3)
+    np.testing.assert_array_equal(batch["mask"], [1, 1, 0])
+    np.testing.assert_array_equal(batch["index"], [0, 1, 0])
+    np.testing.assert_array_equal(batch["image_hw"], [[48, 64], [64, 32], [0, 0]])
+    np.testing.assert_array_equal(batch["orig_hw"], [[H, W], [20, 10], [0, 0]])
+    assert batch["image"].shape == (3, 64, 64, 3) and batch["image"][2].max() == 0
+    np.testing.assert_array_equal(batch["image"][1], fitted[1]["image"])
