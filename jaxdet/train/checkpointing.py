@@ -29,7 +29,6 @@ class Checkpointer:
 
     def __init__(self, directory: str, save_every: int, max_to_keep: int = 3):
         self.directory = os.path.abspath(directory)
-        self.restored_step: int | None = None
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -57,13 +56,12 @@ class Checkpointer:
     def restore_latest(self, abstract_state: Any, set_aside_unreadable: bool = False
                        ) -> tuple[Any, dict[str, Any]] | None:
         """The newest readable checkpoint as ``(state, data_state)``, or None; ``abstract_state``
-        gives structure, shapes, dtypes and shardings (e.g. the initial state). Skips are logged;
-        :attr:`restored_step` is the step read (None if none). ``set_aside_unreadable``: when an
-        older step was read, the unreadable newer ones are moved to :data:`UNREADABLE_DIR` (kept
-        for inspection, no longer in the way of saving those steps again).
+        gives structure, shapes, dtypes and shardings (e.g. the initial state). Skips are logged.
+        ``set_aside_unreadable``: when an older step was read, the unreadable newer ones are moved
+        to :data:`UNREADABLE_DIR` (kept for inspection, no longer in the way of saving those steps
+        again).
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-        self.restored_step = None
         unreadable = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
@@ -83,7 +81,6 @@ class Checkpointer:
                 continue
             if set_aside_unreadable and unreadable:
                 self._set_aside(unreadable)
-            self.restored_step = step
             return restored["state"], dict(restored["data"] or {})
         return None
 
