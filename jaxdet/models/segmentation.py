@@ -197,6 +197,10 @@ class EncoderDecoder(ConvNormMixin):
             raise ConfigError(f"model.level_blocks must all be >= 1, got {tuple(blocks)}")
         return widths, blocks, self.decoder_blocks or self.blocks_per_level
 
+    def size_multiple(self) -> int:
+        """What the input's height and width must be a multiple of: ``2 ** (levels - 1)``."""
+        return 2 ** (len(self.levels()[0]) - 1)
+
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
         check_encoder_decoder_modes(
@@ -205,7 +209,7 @@ class EncoderDecoder(ConvNormMixin):
         )
         widths, blocks, decoder_blocks = self.levels()
         num_levels = len(widths)
-        factor = 2 ** (num_levels - 1)
+        factor = self.size_multiple()
         if images.shape[1] % factor or images.shape[2] % factor:
             raise ValueError(
                 f"image size {images.shape[1:3]} must be a multiple of {factor} "
@@ -323,7 +327,7 @@ def size_multiple(model_config: Mapping[str, Any]) -> int:
     the train and eval strides for the sliding window, else 1."""
     model = create_model(model_config, num_classes=2)
     if isinstance(model, EncoderDecoder):
-        return 2 ** (len(model.levels()[0]) - 1)
+        return model.size_multiple()
     if isinstance(model, SlidingWindowClassifier):
         return math.lcm(int(model.train_stride), int(model.eval_stride))
     return 1
