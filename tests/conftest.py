@@ -27,6 +27,38 @@ def data_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("tensorflow_datasets"))
 
 
+def _session_root(tmp_path_factory, worker_id: str) -> pathlib.Path:
+    """A folder every xdist worker of this pytest session shares (not older sessions')."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def trained_runlocal(tmp_path_factory, worker_id):
+    """``trained_runlocal(name) -> (workdir, data_dir)``: ``configs/<name>.py:runlocal`` trained
+    once per test session by the command line on one CPU device (``helpers.run_main``), shared by
+    every worker; callers read the workdir and must not write into it."""
+    import filelock
+
+    from tests import helpers
+
+    root = _session_root(tmp_path_factory, worker_id) / "trained_runlocal"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str) -> tuple[pathlib.Path, str]:
+        workdir, shared_data = root / name, str(root / "tensorflow_datasets")
+        with filelock.FileLock(str(root / f"{name}.lock")):
+            if not (workdir / "DONE").exists():
+                trained = helpers.run_main(f"--config=configs/{name}.py:runlocal",
+                                           f"--workdir={workdir}",
+                                           f"--config.data.data_dir={shared_data}")
+                assert trained.returncode == 0, trained.stderr[-3000:]
+                (workdir / "DONE").write_text("")
+        return workdir, shared_data
+
+    return get
+
+
 # Scheduling hint for the two pytest-xdist workers. `--dist loadfile` (pyproject.toml) runs each
 # module on one worker, as one unit: the units start in the order of this list, then the
 # unlisted modules in collection order (`--no-loadscope-reorder`). The modules that take longest

@@ -4,7 +4,10 @@ jit / no-jit variants of a test."""
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import jax
@@ -18,6 +21,26 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # jax.monitoring's event for each jit trace (a trace precedes every compilation); the event's
 # `fun_name` keyword names the traced function.
 JAXPR_TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+
+
+def run_main(*args: str, devices: int | None = 1) -> subprocess.CompletedProcess:
+    """``python -m jaxdet.main ARGS --config.progress_bar=False`` in a fresh process on
+    ``devices`` simulated CPU devices (None: the test session's 8), output captured as text."""
+    env = {k: v for k, v in os.environ.items() if k != "JAXDET_TRACEBACK"}
+    if devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return subprocess.run([sys.executable, "-m", "jaxdet.main", *args,
+                           "--config.progress_bar=False"], cwd=REPO, capture_output=True,
+                          text=True, timeout=900, env=env)
+
+
+def corrupt_checkpoint(step_dir: pathlib.Path) -> None:
+    """Overwrites every file of a saved train state (``<workdir>/checkpoints/<step>``) with
+    garbage of about the same length."""
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        p.write_bytes(b"\x00garbage" * (p.stat().st_size // 8 + 1))
 
 
 def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,6 @@ import PIL.Image
 import pytest
 
 from jaxdet import export, predict
-from jaxdet.train import loop
 from tests.helpers import REPO, load_config
 
 
@@ -23,13 +23,14 @@ def _photo(path, hw, seed):
 
 
 @pytest.mark.parametrize("name", ["mask_rcnn_shapes", "segmentation"])
-def test_exported_program_gives_what_predict_writes(tmp_path, data_dir, name):
+def test_exported_program_gives_what_predict_writes(tmp_path, trained_runlocal, name):
+    trained, data_dir = trained_runlocal(name)
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained, workdir)
     config = load_config(name, "runlocal")
     config.data.data_dir = data_dir
     config.progress_bar = False
-    config.batch_size = config.eval_batch_size = 8  # a multiple of the test's 8 CPU devices
-    workdir = str(tmp_path / "run")
-    loop.train_and_evaluate(config, workdir)
+    config.eval_batch_size = 8  # a multiple of the test's 8 CPU devices
     os.makedirs(tmp_path / "photos")
     _photo(tmp_path / "photos" / "a.png", (360, 480), 0)
     _photo(tmp_path / "photos" / "b.png", (50, 30), 1)

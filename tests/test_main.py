@@ -2,21 +2,16 @@
 nothing written (config values, missing workdir, bad or empty data folders)."""
 
 import os
-import subprocess
-import sys
+import shutil
 
 import pytest
 
 from tests.data.test_voc import RECORDS, write_voc
-from tests.helpers import REPO
+from tests.helpers import corrupt_checkpoint, run_main
 
 
 def _main(workdir, config, *args, devices: int = 1):
-    env = {k: v for k, v in os.environ.items() if k != "JAXDET_TRACEBACK"}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    cmd = [sys.executable, "-m", "jaxdet.main", f"--config={config}", f"--workdir={workdir}",
-           "--config.progress_bar=False", *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    return run_main(f"--config={config}", f"--workdir={workdir}", *args, devices=devices)
 
 
 def _last_line(result) -> str:
@@ -87,11 +82,10 @@ def _segmentation_run(tmp_path, data_dir, *args):
 
 
 def test_a_corrupt_newest_checkpoint_is_set_aside_trained_again_and_eval_names_its_step(
-        tmp_path, data_dir):
-    from tests.train.test_preemption import _corrupt
-
-    assert _segmentation_run(tmp_path, data_dir).returncode == 0  # steps 3 and 6 saved
-    _corrupt(tmp_path / "run" / "checkpoints" / "6")
+        tmp_path, trained_runlocal):
+    trained, data_dir = trained_runlocal("segmentation")
+    shutil.copytree(trained, tmp_path / "run")  # steps 3 and 6 saved
+    corrupt_checkpoint(tmp_path / "run" / "checkpoints" / "6")
     rerun = _segmentation_run(tmp_path, data_dir)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "moved the unreadable checkpoint of step 6" in rerun.stderr

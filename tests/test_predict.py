@@ -7,25 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import PIL.Image
 import pytest
 from pycocotools import mask as mask_utils
 
-from tests.helpers import REPO
+from tests.helpers import run_main
 
 SIZES = {"photo.jpg": (360, 480), "grey.png": (50, 70), "rgba.png": (90, 40)}
-
-
-def _main(*args):
-    env = {k: v for k, v in os.environ.items() if k != "JAXDET_TRACEBACK"}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-    return subprocess.run([sys.executable, "-m", "jaxdet.main", *args,
-                           "--config.progress_bar=False"], cwd=REPO, capture_output=True,
-                          text=True, timeout=900, env=env)
 
 
 def _photos(folder):
@@ -38,14 +28,14 @@ def _photos(folder):
 
 
 @pytest.mark.parametrize("config", ["segmentation", "localization", "pose", "mask_rcnn_shapes"])
-def test_predict_on_photos_of_any_size_through_the_command_line(tmp_path, data_dir, config):
-    common = [f"--config=configs/{config}.py:runlocal", f"--workdir={tmp_path / 'run'}",
+def test_predict_on_photos_of_any_size_through_the_command_line(tmp_path, trained_runlocal,
+                                                               config):
+    workdir, data_dir = trained_runlocal(config)
+    common = [f"--config=configs/{config}.py:runlocal", f"--workdir={workdir}",
               f"--config.data.data_dir={data_dir}"]
-    trained = _main(*common)
-    assert trained.returncode == 0, trained.stderr[-3000:]
     _photos(tmp_path / "photos")
     out = tmp_path / "out"
-    result = _main(*common, "--mode=predict", f"--images={tmp_path / 'photos'}",
+    result = run_main(*common, "--mode=predict", f"--images={tmp_path / 'photos'}",
                    f"--output={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"predicted 3 images into {out}" in result.stdout
@@ -77,23 +67,23 @@ def test_predict_on_photos_of_any_size_through_the_command_line(tmp_path, data_d
         assert sorted(r["file_name"] for r in records) == sorted(SIZES)
 
 
-def test_an_unreadable_image_is_one_line_or_skipped(tmp_path, data_dir):
-    common = ["--config=configs/localization.py:runlocal", f"--workdir={tmp_path / 'run'}",
+def test_an_unreadable_image_is_one_line_or_skipped(tmp_path, trained_runlocal):
+    workdir, data_dir = trained_runlocal("localization")
+    common = ["--config=configs/localization.py:runlocal", f"--workdir={workdir}",
               f"--config.data.data_dir={data_dir}"]
-    assert _main(*common).returncode == 0
     _photos(tmp_path / "photos")
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
     args = [*common, "--mode=predict", f"--images={tmp_path / 'photos'}/*.jpg",
             f"--output={tmp_path / 'out'}"]
-    stopped = _main(*args)
+    stopped = run_main(*args)
     assert stopped.returncode == 2
     assert stopped.stderr.strip().splitlines()[-1].startswith(
         f"jaxdet: error: {tmp_path / 'photos' / 'broken.jpg'}: not a readable image")
-    skipped = _main(*args, "--skip_bad_images")
+    skipped = run_main(*args, "--skip_bad_images")
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     assert "predicted 1 images" in skipped.stdout and "broken.jpg" in skipped.stdout
     records = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert [r["file_name"] for r in records] == ["photo.jpg"]
-    missing = _main(*common, "--mode=predict", f"--images={tmp_path / 'nothing'}",
+    missing = run_main(*common, "--mode=predict", f"--images={tmp_path / 'nothing'}",
                     f"--output={tmp_path / 'out2'}")
     assert missing.returncode == 2 and "no image files there" in missing.stderr

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +13,7 @@ from jaxdet.data import pipeline
 from jaxdet.metrics import confusion
 from jaxdet.train import loop, metric_writing
 from jaxdet.train import step as step_lib
-from tests.helpers import REPO, load_config
+from tests.helpers import load_config, run_main
 
 
 def _config(data_dir, **overrides):
@@ -40,12 +38,9 @@ def _restored_params(config, workdir):
 
 
 def _main(workdir, data_dir, *overrides):
-    cmd = [
-        sys.executable, "-m", "jaxdet.main", "--config=configs/segmentation.py:runlocal",
-        f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
-        "--config.optimizer.schedule=constant", "--config.progress_bar=False", *overrides,
-    ]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return run_main("--config=configs/segmentation.py:runlocal", f"--workdir={workdir}",
+                    f"--config.data.data_dir={data_dir}", "--config.optimizer.schedule=constant",
+                    *overrides, devices=None)
 
 
 def test_resume_after_process_exit_equals_straight_run(tmp_path, data_dir):

@@ -21,7 +21,7 @@ import pytest
 
 from jaxdet.train import checkpointing, loop, preemption
 from jaxdet.train import workdir as workdir_lib
-from tests.helpers import REPO
+from tests.helpers import REPO, corrupt_checkpoint
 from tests.train.test_loop import _config, _restored_params
 
 _MANY_STEPS = "--config.num_train_steps=100000"
@@ -94,14 +94,6 @@ def test_sigterm_saves_then_sigkill_mid_save_resumes_to_the_straight_run(tmp_pat
         np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
 
 
-def _corrupt(step_dir: pathlib.Path) -> None:
-    """Overwrites every file of the saved train state with garbage of the same length."""
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
-    assert files
-    for p in files:
-        p.write_bytes(b"\x00garbage" * (p.stat().st_size // 8 + 1))
-
-
 def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, data_dir, caplog):
     workdir = tmp_path / "run"
     config = _config(data_dir, num_train_steps=4, checkpoint_every_steps=2)
@@ -109,7 +101,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, data_dir,
     assert _checkpoint_steps(workdir) == [2, 4]
     at_two = tmp_path / "two"
     shutil.copytree(workdir / "checkpoints" / "2", at_two)
-    _corrupt(workdir / "checkpoints" / "4")
+    corrupt_checkpoint(workdir / "checkpoints" / "4")
     # an unfinished save that a killed process left behind is never listed
     os.makedirs(workdir / "checkpoints" / "6.orbax-checkpoint-tmp-1234567" / "state")
     with caplog.at_level(logging.WARNING, logger=checkpointing.__name__):
@@ -189,7 +181,7 @@ def test_a_workdir_whose_checkpoints_are_all_unreadable_is_not_trained_over(tmp_
     loop.train_and_evaluate(config, str(workdir))
     steps = _checkpoint_steps(workdir)
     for step in steps:
-        _corrupt(workdir / "checkpoints" / str(step))
+        corrupt_checkpoint(workdir / "checkpoints" / str(step))
     rows = (workdir / "metrics.jsonl").read_text()
     with pytest.raises(workdir_lib.WorkdirMismatchError, match="no checkpoint in .* can be "
                        "restored"):
@@ -204,7 +196,7 @@ def test_corrupt_latest_checkpoint_is_set_aside_and_that_step_trained_and_saved_
     loop.train_and_evaluate(config, str(tmp_path / "straight"))
     workdir = tmp_path / "run"
     loop.train_and_evaluate(config, str(workdir))
-    _corrupt(workdir / "checkpoints" / "4")
+    corrupt_checkpoint(workdir / "checkpoints" / "4")
     results = loop.train_and_evaluate(config, str(workdir))  # resumes from step 2
     assert results["step"] == 4
     assert _checkpoint_steps(workdir) == [2, 4]

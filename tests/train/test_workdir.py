@@ -1,15 +1,12 @@
 """jaxdet.train.workdir: a workdir is one run; a rerun with another config is refused."""
 
 import json
-import os
-import subprocess
-import sys
 
 import ml_collections
 import pytest
 
 from jaxdet.train import workdir as workdir_lib
-from tests.helpers import REPO
+from tests.helpers import run_main
 
 
 def test_differences_ignore_resumable_fields_and_name_the_others():
@@ -56,11 +53,9 @@ def test_check_same_run_refuses_only_a_workdir_with_checkpoints(tmp_path):
 
 
 def _main(workdir, data_dir, *overrides, mode="train"):
-    cmd = [sys.executable, "-m", "jaxdet.main", "--config=configs/segmentation.py:runlocal",
-           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", f"--mode={mode}",
-           "--config.progress_bar=False", *overrides]
-    env = {k: v for k, v in os.environ.items() if k != "JAXDET_TRACEBACK"}
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    return run_main("--config=configs/segmentation.py:runlocal", f"--workdir={workdir}",
+                    f"--config.data.data_dir={data_dir}", f"--mode={mode}", *overrides,
+                    devices=None)
 
 
 def _snapshot(workdir):
