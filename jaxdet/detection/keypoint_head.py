@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet.models.conv import SameConv
 from jaxdet.ops.keypoints import (
     heatmaps_to_keypoints,
     heatmaps_to_keypoints_local_mean,
@@ -65,8 +66,8 @@ class KeypointRCNNHeads(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i in range(self.num_convs):
-            x = nn.Conv(self.width, (3, 3), padding="SAME", dtype=self.dtype,
-                        kernel_init=_KAIMING_FAN_OUT, name=str(2 * i))(x)
+            x = SameConv(self.width, (3, 3), dtype=self.dtype, kernel_init=_KAIMING_FAN_OUT,
+                         name=str(2 * i))(x)
             x = nn.relu(x)
         return x
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from jaxdet import ops
 from jaxdet.losses.regression import smooth_l1
+from jaxdet.models.conv import SameConv
 
 __all__ = [
     "RPNHead",
@@ -58,10 +59,9 @@ class RPNHead(nn.Module):
         channels = features[0].shape[-1]
         names = ["conv"] if self.conv_depth == 1 else [f"conv_{i}" for i in range(self.conv_depth)]
         convs = [
-            nn.Conv(
+            SameConv(
                 channels,
                 (3, 3),
-                padding="SAME",
                 dtype=self.dtype,
                 kernel_init=_init,
                 bias_init=nn.initializers.zeros,
@@ -70,8 +70,9 @@ class RPNHead(nn.Module):
             for name in names
         ]
         a = self.num_anchors
-        cls_logits = nn.Conv(a, (1, 1), dtype=self.dtype, kernel_init=_init, name="cls_logits")
-        bbox_pred = nn.Conv(4 * a, (1, 1), dtype=self.dtype, kernel_init=_init, name="bbox_pred")
+        cls_logits = SameConv(a, (1, 1), dtype=self.dtype, kernel_init=_init, name="cls_logits")
+        bbox_pred = SameConv(4 * a, (1, 1), dtype=self.dtype, kernel_init=_init,
+                             name="bbox_pred")
         objectness, deltas = [], []
         for x in features:
             if x.shape[-1] != channels:

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet.models.conv import SameConv
+
 _KAIMING_UNIFORM_A1 = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 
 
@@ -51,9 +53,9 @@ class FPN(nn.Module):
     def __call__(self, features: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         keys = level_keys(features)
 
-        def conv(name: str, kernel: int) -> nn.Conv:
-            return nn.Conv(self.out_channels, (kernel, kernel), padding=kernel // 2,
-                           kernel_init=_KAIMING_UNIFORM_A1, dtype=self.dtype, name=name)
+        def conv(name: str, kernel: int) -> SameConv:
+            return SameConv(self.out_channels, (kernel, kernel),
+                            kernel_init=_KAIMING_UNIFORM_A1, dtype=self.dtype, name=name)
 
         outputs: dict[str, jax.Array] = {}
         top = None
