@@ -3,9 +3,11 @@ full-resolution path, the loss over positives only with the gt class's channel, 
 parameter names, and the wiring into FasterRCNN (traced with eval_shape, nothing compiled)."""
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxdet import ops
 from jaxdet.detection import faster_rcnn, mask_head
@@ -142,6 +144,26 @@ def test_select_class_picks_the_channel():
     got = jax.jit(mask_head.select_class)(x, np.array([3, 1]))
     np.testing.assert_array_equal(got[0], x[0, :, :, 3])
     np.testing.assert_array_equal(got[1], x[1, :, :, 1])
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_block_conv_transpose_equals_flax_conv_transpose_with_its_gradients(stride):
+    x = jax.random.normal(jax.random.key(1), (3, 5, 6, 7))
+    ref = nn.ConvTranspose(4, (stride, stride), strides=(stride, stride), padding="VALID",
+                           kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
+    block = mask_head.BlockConvTranspose(4, stride)
+    v = block.init(jax.random.key(0), x)
+    # the same parameter names, shapes and initial values as the Flax layer
+    jax.tree.map(np.testing.assert_array_equal, v, ref.init(jax.random.key(0), x))
+    v = {"params": {**v["params"], "bias": jnp.arange(4.0) - 1.5}}
+    np.testing.assert_allclose(np.asarray(block.apply(v, x)), np.asarray(ref.apply(v, x)),
+                               atol=1e-5)
+    grads = [jax.grad(lambda v, x, m=m: jnp.sum(jnp.sin(m.apply(v, x))), (0, 1))(v, x)
+             for m in (block, ref)]
+    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+    half = mask_head.BlockConvTranspose(4, stride, dtype=jnp.bfloat16).apply(v, x)
+    assert half.dtype == jnp.bfloat16 and half.shape == (3, 5 * stride, 6 * stride, 4)
 
 
 def test_head_and_predictor_shapes_and_names():
