@@ -9,7 +9,10 @@ Both sides: ResNet-``depth``-FPN from scratch, frozen batch norm, stem and layer
 (torchvision's ``trainable_layers=3``), torchvision's defaults for everything else (anchors,
 2,000 / 1,000 proposals kept in training / inference, 512 sampled RoIs, NMS 0.7 / 0.5, 100
 detections), ``--image_size`` squared inputs (torchvision: ``min_size = max_size``, so its
-transform does not resize), SGD (lr 0.02, momentum 0.9, weight decay 1e-4). jaxdet:
+transform does not resize), SGD (momentum 0.9, weight decay 1e-4, ``--learning_rate``: its
+default 1e-4 keeps both models near their initialisation, so torchvision's data-dependent
+proposal and detection counts stay at their maxima as a trained model's do; at 0.02 without
+warm-up its RPN degenerates within a few random batches and it times fewer boxes). jaxdet:
 ``configs/faster_rcnn_coco.py`` / ``mask_rcnn_coco.py`` with those sizes, ``model.depth``,
 ``model.frozen_stages=2`` and, for ``bf16``, ``model.dtype=bfloat16``; torchvision under
 ``torch.autocast`` for ``bf16``. The batch: random images with 2-6 random boxes (masks filling
@@ -35,7 +38,7 @@ from experiments.benchmarks.random_batches import random_detection_batch  # noqa
 
 
 def torchvision_side(batch, model_kind: str, depth: int, num_classes: int, size: int,
-                     device: str):
+                     device: str, learning_rate: float, score_thresh: float):
     """``(model, optimizer, images, targets)`` of torchvision on the same batch."""
     import numpy as np
     import torch
@@ -45,9 +48,10 @@ def torchvision_side(batch, model_kind: str, depth: int, num_classes: int, size:
     backbone = resnet_fpn_backbone(backbone_name=f"resnet{depth}", weights=None,
                                    trainable_layers=3)
     cls = MaskRCNN if model_kind == "mask" else FasterRCNN
-    model = cls(backbone, num_classes=num_classes + 1, min_size=size, max_size=size).to(device)
+    model = cls(backbone, num_classes=num_classes + 1, min_size=size, max_size=size,
+                box_score_thresh=score_thresh).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(params, lr=learning_rate, momentum=0.9, weight_decay=1e-4)
     images, targets = [], []
     for i in range(len(batch["image"])):
         images.append(torch.from_numpy(batch["image"][i]).permute(2, 0, 1).float().div(255)
@@ -76,6 +80,11 @@ def main() -> None:
     p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--num_classes", type=int, default=80)
+    p.add_argument("--learning_rate", type=float, default=1e-4)
+    p.add_argument("--score_thresh", type=float, default=0.0,
+                   help="detection score threshold of both sides (torchvision's default 0.05 "
+                        "drops every detection of an untrained 81-class model, whose scores are "
+                        "~1/81, so it would skip NMS and the mask head: 0 keeps 100 per image)")
     p.add_argument("--mask_rois", type=int, default=0,
                    help="jaxdet's static mask-head RoI slots per image in training (0: every "
                         "foreground slot, 128 of 512; torchvision runs the head on the actual "
@@ -98,6 +107,8 @@ def main() -> None:
     config = config_files.load(os.path.join(REPO, "configs", name))
     for item in [f"data.image_size={args.image_size}", f"model.depth={args.depth}",
                  "model.frozen_stages=2", f"batch_size={args.batch}", "optimizer.warmup_steps=0",
+                 f"optimizer.learning_rate={args.learning_rate}",
+                 f"model.score_thresh={args.score_thresh}",
                  "data.max_instances=8", "data.mask_crop_size=28",
                  *([f"model.mask_rois_per_image={args.mask_rois}"] if args.model == "mask"
                    else []),
@@ -118,7 +129,8 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
     tv_model, tv_opt, images, targets = torchvision_side(
-        batch, args.model, args.depth, args.num_classes, args.image_size, args.device)
+        batch, args.model, args.depth, args.num_classes, args.image_size, args.device,
+        args.learning_rate, args.score_thresh)
     autocast = torch.autocast(args.device, dtype=torch.bfloat16,
                               enabled=args.precision == "bf16")
 
@@ -126,6 +138,17 @@ def main() -> None:
         if args.device == "cuda":
             torch.cuda.synchronize()
 
+    # The RoIs torchvision's mask head runs on in training: the sampled positives per image.
+    positives: list[float] = []
+    select = tv_model.roi_heads.select_training_samples
+
+    def counting_select(*a, **k):
+        out = select(*a, **k)
+        positives.append(sum(int((labels > 0).sum()) for labels in out[2]) / len(out[2]))
+        return out
+
+    tv_model.roi_heads.select_training_samples = counting_select
+    jax_positives: list[float] = []
     holder = [state]
     times: dict[str, list[float]] = {k: [] for k in ("jax_train", "tv_train", "jax_infer",
                                                      "tv_infer")}
@@ -133,6 +156,7 @@ def main() -> None:
         t = time.perf_counter()
         holder[0], metrics = train_step(holder[0], sharded)
         jax.block_until_ready(metrics["loss"])
+        jax_positives.append(float(metrics.get("fg_rois_per_image", float("nan"))))
         times["jax_train"].append(time.perf_counter() - t)
         tv_model.train()
         t = time.perf_counter()
@@ -171,7 +195,10 @@ def main() -> None:
         f"| train step | {b / med['jax_train']:.2f} | {b / med['tv_train']:.2f} | "
         f"**{med['tv_train'] / med['jax_train']:.2f}×** |",
         f"| inference | {b / med['jax_infer']:.2f} | {b / med['tv_infer']:.2f} | "
-        f"**{med['tv_infer'] / med['jax_infer']:.2f}×** |", ""])
+        f"**{med['tv_infer'] / med['jax_infer']:.2f}×** |", "",
+        f"Sampled positive RoIs per image (the mask head's training RoIs in torchvision): jaxdet "
+        f"{statistics.mean(jax_positives):.1f}, torchvision {statistics.mean(positives):.1f}; "
+        f"detection score threshold {args.score_thresh} on both sides.", ""])
     print(text)
     if args.out:
         with open(args.out, "a", encoding="utf-8") as f:
