@@ -43,6 +43,27 @@ def corrupt_checkpoint(step_dir: pathlib.Path) -> None:
         p.write_bytes(b"\x00garbage" * (p.stat().st_size // 8 + 1))
 
 
+def assert_same_layer(ours, reference, x: jax.Array, variables=None) -> None:
+    """``ours`` computes what Flax module ``reference`` does: the same initial variables (names,
+    shapes; values too unless ``variables`` is given, then both run on those), the same outputs
+    and the same gradients of a non-linear loss for the variables and the input."""
+    import numpy as np
+
+    v = ours.init(jax.random.key(0), x)
+    ref_v = reference.init(jax.random.key(0), x)
+    if variables is None:
+        jax.tree.map(np.testing.assert_array_equal, v, ref_v)
+        variables = jax.tree.map(lambda a: a + 0.25, v)  # a non-zero bias
+    else:
+        assert jax.tree.map(jax.numpy.shape, v) == jax.tree.map(jax.numpy.shape, ref_v)
+    np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x),
+                               rtol=0, atol=1e-5)
+    grads = [jax.grad(lambda v, x, m=m: jax.numpy.sum(jax.numpy.sin(m.apply(v, x))), (0, 1))(
+        variables, x) for m in (ours, reference)]
+    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """``configs/<name>.py``'s ``get_config(arg)``, as the launcher loads it."""
     return config_files.load(str(REPO / "configs" / f"{name}.py") + (f":{arg}" if arg else ""))

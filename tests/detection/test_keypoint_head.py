@@ -9,6 +9,7 @@ import pytest
 from jaxdet.data import augment, stick_figures
 from jaxdet.detection import faster_rcnn
 from jaxdet.detection import keypoint_head as kh
+from tests.helpers import assert_same_layer
 
 
 def _np_cells(kp: np.ndarray, roi: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,14 +70,8 @@ def test_sub_pixel_conv_transpose_equals_flax_conv_transpose_with_gradients():
     ref = flax.linen.ConvTranspose(4, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))
     sub = kh.SubPixelConvTranspose(4)
     v = sub.init(jax.random.key(0), x)
-    assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, ref.init(jax.random.key(0), x))
     v = {"params": {**v["params"], "bias": jnp.arange(4.0) - 1.5}}
-    np.testing.assert_allclose(np.asarray(sub.apply(v, x)), np.asarray(ref.apply(v, x)),
-                               atol=1e-5)
-    grads = [jax.grad(lambda v, x, m=m: jnp.sum(jnp.sin(m.apply(v, x))), (0, 1))(v, x)
-             for m in (sub, ref)]
-    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+    assert_same_layer(sub, ref, x, v)
     half = kh.SubPixelConvTranspose(4, dtype=jnp.bfloat16).apply(v, x)
     assert half.dtype == jnp.bfloat16 and half.shape == (3, 10, 12, 4)
 
