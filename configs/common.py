@@ -60,6 +60,33 @@ def scenes_detection_data(**overrides) -> ml_collections.ConfigDict:
     return data
 
 
+def voc_detection_data(image_size: int, runlocal: bool) -> ml_collections.ConfigDict:
+    """The data section of a detector on a Pascal VOC folder (``jaxdet.data.voc``; the fields
+    are explained in ``configs/faster_rcnn_voc.py``); ``--config.data.path`` is required."""
+    data = ml_collections.ConfigDict()
+    data.source = "voc"
+    data.path = ""  # required: --config.data.path=<VOC folder>
+    data.data_dir = DATA_DIR
+    data.image_size = image_size  # every image fitted into image_size squared and padded
+    data.max_instances = 64  # G (VOC2012's most crowded image has 56 objects)
+    data.class_names = ()  # () = the names in the XMLs, sorted
+    data.keep_difficult = False
+    data.skip_bad_records = False
+    data.image_dir = "JPEGImages"
+    data.annotation_dir = "Annotations"
+    data.split_dir = "ImageSets/Main"
+    data.val_fraction = 0.1  # without split files
+    data.split_seed = 0
+    # jaxdet.data.sources / augment (0 / () / False = off)
+    data.random_flip = not runlocal
+    data.resize_short = 0  # 0: fitted into the padded size
+    data.resize_max = 0
+    data.pad_sizes = ()  # () = ((image_size, image_size),)
+    data.scale_jitter = ()  # e.g. (0.75, 1.25) for long schedules
+    data.photometric = 0.0
+    return data
+
+
 def resnet_backbone(model: ml_collections.ConfigDict, width: int = 16) -> None:
     """ResNet-18 fields of ``model`` (:func:`jaxdet.models.resnet.create_resnet`)."""
     model.depth = 18

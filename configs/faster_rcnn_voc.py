@@ -49,27 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.base_config(__file__, "faster_rcnn_shapes.py", "runlocal" if runlocal else "")
     config.init_from = ""
 
-    config.data = ml_collections.ConfigDict()
-    config.data.source = "voc"
-    config.data.path = ""  # required: --config.data.path=<VOC folder>
-    config.data.data_dir = common.DATA_DIR
-    config.data.image_size = 512  # every image fitted into 512 x 512 and padded
-    config.data.max_instances = 64  # G (VOC2012's most crowded image has 56 objects)
-    config.data.class_names = ()  # () = the names in the XMLs, sorted
-    config.data.keep_difficult = False
-    config.data.skip_bad_records = False
-    config.data.image_dir = "JPEGImages"
-    config.data.annotation_dir = "Annotations"
-    config.data.split_dir = "ImageSets/Main"
-    config.data.val_fraction = 0.1  # without split files
-    config.data.split_seed = 0
-    # jaxdet.data.sources / augment (0 / () / False = off)
-    config.data.random_flip = not runlocal
-    config.data.resize_short = 0  # 0: fitted into the padded size
-    config.data.resize_max = 0
-    config.data.pad_sizes = ()  # () = ((image_size, image_size),)
-    config.data.scale_jitter = ()  # e.g. (0.75, 1.25) for long schedules
-    config.data.photometric = 0.0
+    config.data = common.voc_detection_data(image_size=512, runlocal=runlocal)
 
     # torchvision's detection recipe: SGD with heavy-ball momentum and L2 weight decay.
     config.optimizer.name = "momentum"

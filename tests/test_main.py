@@ -153,3 +153,21 @@ def test_coco_results_of_a_run_are_in_the_users_ids_and_score_the_same(tmp_path)
     internal = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert scored.stats[0] == pytest.approx(internal["AP"], abs=1e-6)
     assert scored.stats[1] == pytest.approx(internal["AP50"], abs=1e-6)
+
+
+@pytest.mark.parametrize("config", ["ssd_voc", "yolo_voc"])
+def test_single_shot_voc_configs_train_and_evaluate_on_a_voc_folder(tmp_path, config):
+    import json
+
+    from jaxdet.data import synthetic_voc
+    from tests.tasks.test_detection_voc_learning import SMALL
+
+    synthetic_voc.write_voc_folder(str(tmp_path / "voc"), SMALL, num_train=8, num_val=4)
+    result = _main(tmp_path / "run", f"configs/{config}.py:runlocal",
+                   f"--config.data.path={tmp_path}/voc", f"--config.data.data_dir={tmp_path}/tfds",
+                   "--config.num_prediction_images=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines()]
+    evaluated = [r for r in rows if "eval/AP" in r]
+    assert [r["step"] for r in evaluated] == [4] and evaluated[0]["eval/num_images"] == 4
