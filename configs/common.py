@@ -87,6 +87,16 @@ def voc_detection_data(image_size: int, runlocal: bool) -> ml_collections.Config
     return data
 
 
+def on_voc_folder(config: ml_collections.ConfigDict, runlocal: bool) -> None:
+    """A scenes detector's config moved to a VOC folder: :func:`voc_detection_data` at 256 px
+    (runlocal: 64) and the comparison budget, 1,000 steps x batch 4, evaluated at the end."""
+    config.data = voc_detection_data(image_size=64 if runlocal else 256, runlocal=runlocal)
+    if not runlocal:
+        config.batch_size = 4
+        config.num_train_steps = 1000
+        config.eval_every_steps = 1000
+
+
 def resnet_backbone(model: ml_collections.ConfigDict, width: int = 16) -> None:
     """ResNet-18 fields of ``model`` (:func:`jaxdet.models.resnet.create_resnet`)."""
     model.depth = 18

@@ -23,10 +23,5 @@ common = config_files.load_module(__file__, "common.py")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _, runlocal = common.parse_arg(arg, __file__)
     config = common.base_config(__file__, "ssd_shapes.py", "runlocal" if runlocal else "")
-    config.data = common.voc_detection_data(image_size=64 if runlocal else 256,
-                                            runlocal=runlocal)
-    if not runlocal:
-        config.batch_size = 4
-        config.num_train_steps = 1000
-        config.eval_every_steps = 1000
+    common.on_voc_folder(config, runlocal)
     return config

@@ -25,12 +25,8 @@ common = config_files.load_module(__file__, "common.py")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _, runlocal = common.parse_arg(arg, __file__)
     config = common.base_config(__file__, "yolo_shapes.py", "runlocal" if runlocal else "")
-    config.data = common.voc_detection_data(image_size=64 if runlocal else 256,
-                                            runlocal=runlocal)
+    common.on_voc_folder(config, runlocal)
     if not runlocal:
         config.model.stage_sizes = (2, 2, 2)
         config.model.yolo_grid_size = 256 // 16
-        config.batch_size = 4
-        config.num_train_steps = 1000
-        config.eval_every_steps = 1000
     return config
