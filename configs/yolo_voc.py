@@ -28,5 +28,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.on_voc_folder(config, runlocal)
     if not runlocal:
         config.model.stage_sizes = (2, 2, 2)
-        config.model.yolo_grid_size = 256 // 16
+        config.model.yolo_grid_size = config.data.image_size // 16
     return config

@@ -31,11 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdet.models.conv import SameConv
+from jaxdet.models.conv import BlockConvTranspose, SameConv
 from jaxdet.ops.masks import crop_and_resize_masks
 
 __all__ = [
-    "BlockConvTranspose",
     "MaskRCNNHeads",
     "MaskRCNNPredictor",
     "crop_gt_mask_values",
@@ -203,36 +202,10 @@ class MaskRCNNHeads(nn.Module):
         return x
 
 
-class BlockConvTranspose(nn.Module):
-    """Flax ``ConvTranspose(features, (s, s), strides=(s, s), padding="VALID")`` (kernel size =
-    stride, so output blocks do not overlap): same ``kernel [s, s, Cin, features]`` / ``bias``
-    and output, computed as one matmul to ``s * s * features`` channels plus depth-to-space
-    (XLA:CPU runs the transpose conv's weight gradient as a slow dilated convolution).
-
-    Call: ``[N, H, W, Cin]`` -> ``[N, sH, sW, features]`` in ``dtype``.
-    """
-
-    features: int
-    stride: int = 2
-    dtype: Any = jnp.float32
-    kernel_init: Any = _KAIMING_FAN_OUT
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        s, f = self.stride, self.features
-        n, h, w, cin = x.shape
-        kernel = self.param("kernel", self.kernel_init, (s, s, cin, f))
-        bias = self.param("bias", nn.initializers.zeros_init(), (f,))
-        # Output pixel (s*i + a, s*j + b) reads input pixel (i, j) through kernel[s-1-a, s-1-b].
-        blocks = kernel[::-1, ::-1].transpose(2, 0, 1, 3).reshape(cin, s * s * f)
-        y = x.astype(self.dtype).reshape(n * h * w, cin) @ blocks.astype(self.dtype)
-        y = y.reshape(n, h, w, s, s, f).transpose(0, 1, 3, 2, 4, 5)
-        return y.reshape(n, s * h, s * w, f) + bias.astype(self.dtype)
-
-
 class MaskRCNNPredictor(nn.Module):
     """torchvision's ``MaskRCNNPredictor``: ``conv5_mask`` (2x2 stride-2 transpose conv,
-    ``width``, :class:`BlockConvTranspose`) + ReLU, ``mask_fcn_logits`` (1x1, ``C + 1``).
+    ``width``, :class:`~jaxdet.models.conv.BlockConvTranspose`) + ReLU, ``mask_fcn_logits``
+    (1x1, ``C + 1``).
 
     Call: ``[R, 14, 14, Ch]`` -> ``[R, 28, 28, C + 1]`` float32 logits.
     """
@@ -243,7 +216,8 @@ class MaskRCNNPredictor(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = BlockConvTranspose(self.width, 2, dtype=self.dtype, name="conv5_mask")(x)
+        x = BlockConvTranspose(self.width, 2, dtype=self.dtype, kernel_init=_KAIMING_FAN_OUT,
+                               name="conv5_mask")(x)
         x = nn.relu(x)
         x = SameConv(self.num_classes + 1, (1, 1), dtype=self.dtype,
                      kernel_init=_KAIMING_FAN_OUT, name="mask_fcn_logits")(x)

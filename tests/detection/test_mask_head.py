@@ -3,15 +3,12 @@ full-resolution path, the loss over positives only with the gt class's channel, 
 parameter names, and the wiring into FasterRCNN (traced with eval_shape, nothing compiled)."""
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxdet import ops
 from jaxdet.detection import faster_rcnn, mask_head
-from tests.helpers import assert_same_layer
 
 
 def _np_roi_align_mask(mask: np.ndarray, box, size: int, ratio: int = 2) -> np.ndarray:
@@ -145,18 +142,6 @@ def test_select_class_picks_the_channel():
     got = jax.jit(mask_head.select_class)(x, np.array([3, 1]))
     np.testing.assert_array_equal(got[0], x[0, :, :, 3])
     np.testing.assert_array_equal(got[1], x[1, :, :, 1])
-
-
-@pytest.mark.parametrize("stride", [2, 3])
-def test_block_conv_transpose_equals_flax_conv_transpose_with_its_gradients(stride):
-    x = jax.random.normal(jax.random.key(1), (3, 5, 6, 7))
-    ref = nn.ConvTranspose(4, (stride, stride), strides=(stride, stride), padding="VALID",
-                           kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
-    block = mask_head.BlockConvTranspose(4, stride)
-    assert_same_layer(block, ref, x)
-    v = block.init(jax.random.key(0), x)
-    half = mask_head.BlockConvTranspose(4, stride, dtype=jnp.bfloat16).apply(v, x)
-    assert half.dtype == jnp.bfloat16 and half.shape == (3, 5 * stride, 6 * stride, 4)
 
 
 def test_head_and_predictor_shapes_and_names():

@@ -1,12 +1,13 @@
-"""jaxdet.models.conv.SameConv: flax.linen.Conv(padding="SAME")'s parameter names, shapes,
-initial values, outputs and gradients; the compute dtype as nn.Conv's."""
+"""jaxdet.models.conv: SameConv has flax.linen.Conv(padding="SAME")'s and BlockConvTranspose
+flax.linen.ConvTranspose(kernel = stride)'s parameter names, shapes, initial values, outputs
+and gradients; the compute dtype as theirs."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxdet.models.conv import SameConv
+from jaxdet.models.conv import BlockConvTranspose, SameConv
 from tests.helpers import assert_same_layer
 
 
@@ -20,3 +21,15 @@ def test_same_parameters_outputs_and_gradients_as_flax_conv(kernel_size, use_bia
     v = ours.init(jax.random.key(0), x)
     half = SameConv(6, kernel_size, use_bias=use_bias, dtype=jnp.bfloat16).apply(v, x)
     assert half.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_block_conv_transpose_equals_flax_conv_transpose_with_its_gradients(stride):
+    x = jax.random.normal(jax.random.key(1), (3, 5, 6, 7))
+    ref = nn.ConvTranspose(4, (stride, stride), strides=(stride, stride), padding="VALID",
+                           kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
+    block = BlockConvTranspose(4, stride, kernel_init=ref.kernel_init)
+    assert_same_layer(block, ref, x)
+    v = block.init(jax.random.key(0), x)
+    half = BlockConvTranspose(4, stride, dtype=jnp.bfloat16).apply(v, x)
+    assert half.dtype == jnp.bfloat16 and half.shape == (3, 5 * stride, 6 * stride, 4)
