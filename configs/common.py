@@ -208,3 +208,11 @@ def runlocal_loop(config: ml_collections.ConfigDict) -> None:
     config.optimizer.warmup_steps = 0
     config.num_prediction_images = 2
     config.tensorboard_images = 0
+
+
+def postprocess(score_thresh: float = 0.05, nms_thresh: float = 0.5,
+                detections_per_img: int = 100) -> ml_collections.ConfigDict:
+    """``config.model.postprocess`` of every detector: keep scores ``> score_thresh``, NMS per
+    class at ``nms_thresh``, at most ``detections_per_img`` per image."""
+    return ml_collections.ConfigDict(dict(score_thresh=score_thresh, nms_thresh=nms_thresh,
+                                          detections_per_img=detections_per_img))

@@ -51,13 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.stem = "small"  # 24-32 px crops: no stride-4 stem
     # RoI sampling and inference, as Faster R-CNN's (jaxdet.detection.fast_rcnn.ClassicSpec)
     config.model.roi_feature = "C3"  # Fast R-CNN pools from C3 (stride 8) at 128 px
-    config.model.roi_output_size = 7
-    config.model.roi_fg_iou = 0.5
-    config.model.roi_bg_iou = 0.5
-    config.model.roi_batch_size_per_image = 128
-    config.model.roi_positive_fraction = 0.25
-    config.model.roi_smooth_l1_beta = 1.0 / 9
-    config.model.representation_size = 256
+    config.model.roi = ml_collections.ConfigDict(dict(
+        output_size=7, fg_iou=0.5, bg_iou=0.5, batch_size_per_image=128, positive_fraction=0.25,
+        smooth_l1_beta=1.0 / 9, representation_size=256))
     config.model.rcnn_crop_size = 32
     config.model.rcnn_context = 0.0
     # the window grid (jaxdet.detection.sliding_window.WindowSpec)
@@ -70,9 +66,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.window_batch_size_per_image = 64
     config.model.window_positive_fraction = 0.25
     config.model.window_box_regression = False
-    config.model.score_thresh = 0.05
-    config.model.nms_thresh = 0.5
-    config.model.detections_per_img = 100
+    config.model.postprocess = common.postprocess(score_thresh=0.05, nms_thresh=0.5,
+                                                  detections_per_img=100)
     config.model.recall_top_n = 100
 
     common.loss_weights_and_sweeps(config, LOSS_TERMS)
@@ -87,13 +82,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.proposals.max_proposals = 50
         common.tiny_resnet(config.model)
         config.model.stage_sizes = (1, 1, 1)
-        config.model.representation_size = 16
-        config.model.roi_batch_size_per_image = 16
+        config.model.roi.representation_size = 16
+        config.model.roi.batch_size_per_image = 16
         config.model.rcnn_crop_size = 16
         config.model.window_sizes = (16, 32)
         config.model.window_crop_size = 12
         config.model.window_batch_size_per_image = 16
-        config.model.detections_per_img = 10
+        config.model.postprocess.detections_per_img = 10
         config.model.recall_top_n = 20
         common.runlocal_loop(config)
     return config

@@ -9,9 +9,9 @@ Import torchvision's weights, then train or evaluate from them:
   python -m jaxdet.main --config=configs/faster_rcnn_coco.py --workdir=workdirs/frcnn_coco \
       --config.init_from=weights/frcnn_r50_fpn_coco
 
-The model is exactly torchvision's ``fasterrcnn_resnet50_fpn`` (v1; with
-``--config.model.mask_head=True`` its ``maskrcnn_resnet50_fpn``, whose weights convert the same
-way): ResNet-50 v1.5 (stride in the 3x3 conv) with frozen BatchNorm statistics, FPN of 256
+The model is exactly torchvision's ``fasterrcnn_resnet50_fpn`` (v1; with the ``mask`` arg,
+``configs/faster_rcnn_coco.py:mask``, its ``maskrcnn_resnet50_fpn``, whose weights convert the
+same way): ResNet-50 v1.5 (stride in the 3x3 conv) with frozen BatchNorm statistics, FPN of 256
 channels with ``P6`` from ``P5`` by stride-2 max-pool, one RPN head shared across ``P2``-``P6``
 (anchors 32-512, one size per level, ratios 0.5/1/2 in torchvision's order), RoIAlign 7x7 over
 ``P2``-``P5`` with torchvision's ``aligned=False``, box head 1024-1024 over NCHW-flattened
@@ -54,7 +54,7 @@ LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    _, runlocal = common.parse_arg(arg, __file__)
+    variant, runlocal = common.parse_arg(arg, __file__, ("mask",), default="")
     config = ml_collections.ConfigDict()
     config.task = "detection"
     config.seed = 0
@@ -83,42 +83,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.resnet_backbone(config.model, width=64)
     config.model.depth = 50
     config.model.norm = "frozen"
-    # detector (jaxdet.detection.faster_rcnn.DetectorSpec): torchvision's defaults
+    # detector (jaxdet.detection.faster_rcnn.DetectorSpec, one section per part):
+    # torchvision's defaults
     config.model.levels = "fpn"
     config.model.fpn_channels = 256
-    config.model.anchor_sizes = ((32,), (64,), (128,), (256,), (512,))
-    config.model.aspect_ratios = (0.5, 1.0, 2.0)
-    config.model.rpn_fg_iou = 0.7
-    config.model.rpn_bg_iou = 0.3
-    config.model.rpn_batch_size_per_image = 256
-    config.model.rpn_positive_fraction = 0.5
-    config.model.rpn_pre_nms_top_n_train = 2000
-    config.model.rpn_post_nms_top_n_train = 2000
-    config.model.rpn_pre_nms_top_n_test = 1000
-    config.model.rpn_post_nms_top_n_test = 1000
-    config.model.rpn_nms_thresh = 0.7
-    config.model.rpn_min_size = 1e-3
-    config.model.rpn_smooth_l1_beta = 1.0 / 9
-    config.model.roi_fg_iou = 0.5
-    config.model.roi_bg_iou = 0.5
-    config.model.roi_batch_size_per_image = 512
-    config.model.roi_positive_fraction = 0.25
-    config.model.roi_output_size = 7
-    config.model.roi_sampling_ratio = 2
-    config.model.roi_aligned = False  # torchvision's MultiScaleRoIAlign
-    config.model.roi_canonical_size = 224.0
-    config.model.roi_canonical_level = 4
-    config.model.roi_smooth_l1_beta = 1.0 / 9
-    config.model.representation_size = 1024
-    config.model.score_thresh = 0.05
-    config.model.nms_thresh = 0.5
-    config.model.detections_per_img = 100
     config.model.recall_top_n = 100
-    # True: Mask R-CNN, for maskrcnn_resnet50_fpn weights (torchvision: 4 convs of 256,
-    # RoIAlign 14x14 -> 28x28 masks)
-    config.model.mask_head = False
-    config.model.mask_head_width = 256
-    config.model.mask_roi_output_size = 14
+    config.model.rpn = ml_collections.ConfigDict(dict(
+        anchor_sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=(0.5, 1.0, 2.0),
+        fg_iou=0.7, bg_iou=0.3, batch_size_per_image=256, positive_fraction=0.5,
+        pre_nms_top_n_train=2000, post_nms_top_n_train=2000, pre_nms_top_n_test=1000,
+        post_nms_top_n_test=1000, nms_thresh=0.7, min_size=1e-3, smooth_l1_beta=1.0 / 9))
+    config.model.roi = ml_collections.ConfigDict(dict(
+        fg_iou=0.5, bg_iou=0.5, batch_size_per_image=512, positive_fraction=0.25,
+        output_size=7, sampling_ratio=2,
+        aligned=False,  # torchvision's MultiScaleRoIAlign
+        canonical_size=224.0, canonical_level=4, smooth_l1_beta=1.0 / 9,
+        representation_size=1024))
+    config.model.postprocess = common.postprocess(score_thresh=0.05, nms_thresh=0.5,
+                                                  detections_per_img=100)
+    if variant == "mask":  # maskrcnn_resnet50_fpn: 4 convs of 256, RoIAlign 14x14 -> 28x28
+        config.model.mask = ml_collections.ConfigDict(dict(
+            width=256, roi_output_size=14, rois_per_image=0))
 
     common.loss_weights_and_sweeps(config, LOSS_TERMS)
     # torchvision's reference recipe, approximately: SGD 0.02 (batch 16), momentum 0.9, 26
@@ -138,10 +123,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         common.tiny_resnet(config.model)
         config.model.block = "bottleneck"
         config.model.fpn_channels = 8
-        config.model.representation_size = 16
-        config.model.rpn_pre_nms_top_n_test = 50
-        config.model.rpn_post_nms_top_n_test = 20
-        config.model.detections_per_img = 10
+        config.model.roi.representation_size = 16
+        config.model.rpn.pre_nms_top_n_test = 50
+        config.model.rpn.post_nms_top_n_test = 20
+        config.model.postprocess.detections_per_img = 10
         config.batch_size = 2
         config.eval_batch_size = 2
         config.num_train_steps = 2

@@ -28,54 +28,52 @@ LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
 
 
 def two_stage_detector(model: ml_collections.ConfigDict, levels: str) -> None:
-    """The RPN, RoI and box-head fields of ``model`` (``DetectorSpec`` of
-    ``jaxdet.detection.faster_rcnn``) for 128 px scenes; torchvision's COCO values in the
-    comments."""
+    """The parts of ``model`` (``DetectorSpec`` of ``jaxdet.detection.faster_rcnn``: one section
+    per part) for 128 px scenes; torchvision's COCO values in the comments."""
     model.levels = levels  # "fpn" (P2-P6) or "c4" (one stride-16 level)
     model.fpn_channels = 64  # 256
-    model.anchor_sizes = ((12,), (24,), (48,), (96,), (192,))  # (32,) ... (512,)
-    if levels == "c4":
-        model.anchor_sizes = ((12, 24, 48, 96),)
-    model.aspect_ratios = (0.5, 1.0, 2.0)
-    model.rpn_fg_iou = 0.7
-    model.rpn_bg_iou = 0.3
-    model.rpn_batch_size_per_image = 256
-    model.rpn_positive_fraction = 0.5
-    model.rpn_pre_nms_top_n_train = 300  # 2000
-    model.rpn_post_nms_top_n_train = 300  # 2000
-    model.rpn_pre_nms_top_n_test = 200  # 1000
-    model.rpn_post_nms_top_n_test = 100  # 1000
-    model.rpn_nms_thresh = 0.7
-    model.rpn_smooth_l1_beta = 1.0 / 9
-    model.roi_fg_iou = 0.5
-    model.roi_bg_iou = 0.5
-    model.roi_batch_size_per_image = 128  # 512
-    model.roi_positive_fraction = 0.25
-    model.roi_output_size = 7
-    model.roi_sampling_ratio = 2
-    model.roi_canonical_size = 64.0  # 224: a 16 px box reads P2, 32 px P3, 64 px P4
-    model.roi_canonical_level = 4
-    model.roi_smooth_l1_beta = 1.0 / 9
-    model.representation_size = 256  # 1024
-    model.score_thresh = 0.05
-    model.nms_thresh = 0.5
-    model.detections_per_img = 100
     model.recall_top_n = 100
+    model.rpn = ml_collections.ConfigDict()
+    model.rpn.anchor_sizes = ((12,), (24,), (48,), (96,), (192,))  # (32,) ... (512,)
+    if levels == "c4":
+        model.rpn.anchor_sizes = ((12, 24, 48, 96),)
+    model.rpn.aspect_ratios = (0.5, 1.0, 2.0)
+    model.rpn.fg_iou = 0.7
+    model.rpn.bg_iou = 0.3
+    model.rpn.batch_size_per_image = 256
+    model.rpn.positive_fraction = 0.5
+    model.rpn.pre_nms_top_n_train = 300  # 2000
+    model.rpn.post_nms_top_n_train = 300  # 2000
+    model.rpn.pre_nms_top_n_test = 200  # 1000
+    model.rpn.post_nms_top_n_test = 100  # 1000
+    model.rpn.nms_thresh = 0.7
+    model.rpn.smooth_l1_beta = 1.0 / 9
+    model.roi = ml_collections.ConfigDict()
+    model.roi.fg_iou = 0.5
+    model.roi.bg_iou = 0.5
+    model.roi.batch_size_per_image = 128  # 512
+    model.roi.positive_fraction = 0.25
+    model.roi.output_size = 7
+    model.roi.sampling_ratio = 2
+    model.roi.canonical_size = 64.0  # 224: a 16 px box reads P2, 32 px P3, 64 px P4
+    model.roi.canonical_level = 4
+    model.roi.smooth_l1_beta = 1.0 / 9
+    model.roi.representation_size = 256  # 1024
+    model.postprocess = common.postprocess(score_thresh=0.05, nms_thresh=0.5,
+                                           detections_per_img=100)
 
 
 def tiny_two_stage_detector(model: ml_collections.ConfigDict) -> None:
     """``runlocal``'s detector: a tiny ResNet, 8 FPN channels, few proposals and RoIs."""
     common.tiny_resnet(model)
     model.fpn_channels = 8
-    model.representation_size = 16
-    model.rpn_batch_size_per_image = 32
-    model.rpn_pre_nms_top_n_train = 50
-    model.rpn_post_nms_top_n_train = 50
-    model.rpn_pre_nms_top_n_test = 50
-    model.rpn_post_nms_top_n_test = 20
-    model.roi_batch_size_per_image = 16
-    model.detections_per_img = 10
     model.recall_top_n = 20
+    model.roi.representation_size = 16
+    model.roi.batch_size_per_image = 16
+    model.rpn.update(dict(batch_size_per_image=32, pre_nms_top_n_train=50,
+                          post_nms_top_n_train=50, pre_nms_top_n_test=50,
+                          post_nms_top_n_test=20))
+    model.postprocess.detections_per_img = 10
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

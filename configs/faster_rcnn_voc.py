@@ -66,14 +66,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if not runlocal:
         config.model.width = 64
         config.model.fpn_channels = 128
-        config.model.anchor_sizes = ((32,), (64,), (128,), (256,), (512,))
-        config.model.roi_canonical_size = 224.0
-        config.model.rpn_pre_nms_top_n_train = 2000
-        config.model.rpn_post_nms_top_n_train = 1000
-        config.model.rpn_pre_nms_top_n_test = 1000
-        config.model.rpn_post_nms_top_n_test = 1000
-        config.model.roi_batch_size_per_image = 256
-        config.model.representation_size = 1024
+        config.model.rpn.anchor_sizes = ((32,), (64,), (128,), (256,), (512,))
+        config.model.rpn.update(dict(pre_nms_top_n_train=2000, post_nms_top_n_train=1000,
+                                     pre_nms_top_n_test=1000, post_nms_top_n_test=1000))
+        config.model.roi.canonical_size = 224.0
+        config.model.roi.batch_size_per_image = 256
+        config.model.roi.representation_size = 1024
         config.batch_size = 4
         config.eval_batch_size = 8
         config.num_train_steps = 20000

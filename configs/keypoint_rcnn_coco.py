@@ -17,7 +17,7 @@ Import torchvision's COCO weights, then evaluate or fine-tune from them; or trai
 
 Model: ``configs/faster_rcnn_coco.py`` (ResNet-50 v1.5 with frozen BatchNorm statistics, FPN
 256 with ``P6`` by max-pool, shared RPN head, RoIAlign 7x7 with ``aligned=False``, box head
-1024-1024) with 2 classes, background and person (1 jaxdet class, ``keypoint_class=0``), plus
+1024-1024) with 2 classes, background and person (1 jaxdet class, ``keypoint.class_index=0``), plus
 torchvision's keypoint branch (:mod:`jaxdet.detection.keypoint_head`): RoIAlign 14x14
 (sampling 2, ``aligned=False``) over ``P2``-``P5`` -> 8 conv 3x3 of 512 + ReLU ->
 ``kps_score_lowres`` (4x4 stride-2 transpose conv to 17 channels, 28x28) -> 2x bilinear
@@ -25,8 +25,8 @@ upsampling -> 17 heatmaps of 56x56. Training: the keypoints of every person-posi
 RoI (torchvision's: up to 128 of the 512 per image), softmax cross-entropy over the 56x56
 positions averaged over labelled keypoints (loss ``roi_keypoint``). Inference: arg-max with
 torchvision's bicubic refinement (``jaxdet.ops.heatmaps_to_keypoints``, exact for RoIs up to
-``keypoint_decode_window`` px a side and for peaked heatmaps), for the first
-``keypoint_detections_per_img`` = 20 person detections (pycocotools' keypoint AP reads 20 per
+``keypoint.decode_window`` px a side and for peaked heatmaps), for the first
+``keypoint.detections_per_img`` = 20 person detections (pycocotools' keypoint AP reads 20 per
 image; torchvision decodes all 100: set 0 for that). Every one of those numbers is torchvision's
 (``tests/test_convert.py`` checks the converted model's detections and keypoints against it).
 
@@ -69,21 +69,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.base_config(__file__, "faster_rcnn_coco.py", "runlocal" if runlocal else "")
 
     # keypoint branch (jaxdet.detection.keypoint_head): torchvision's keypointrcnn_resnet50_fpn
-    config.model.keypoint_head = True
-    config.model.keypoint_head_width = 512
-    config.model.keypoint_head_convs = 8
-    config.model.keypoint_roi_output_size = 14  # heatmaps 56x56
-    config.model.num_keypoints = 17
-    config.model.keypoint_class = 0  # person, the only class
-    config.model.keypoint_rois_per_image = 0  # all foreground slots (torchvision)
-    config.model.keypoint_detections_per_img = 20  # 0: all detections_per_img (torchvision)
-    config.model.keypoint_decode_window = 32
+    config.model.keypoint = ml_collections.ConfigDict()
+    config.model.keypoint.width = 512
+    config.model.keypoint.num_convs = 8
+    config.model.keypoint.roi_output_size = 14  # heatmaps 56x56
+    config.model.keypoint.num_keypoints = 17
+    config.model.keypoint.class_index = 0  # person, the only class
+    config.model.keypoint.rois_per_image = 0  # all foreground slots (torchvision)
+    config.model.keypoint.detections_per_img = 20  # 0: all detections_per_img (torchvision)
+    config.model.keypoint.decode_window = 32
     # torchvision's rules; the options configs/keypoint_rcnn_shapes.py documents and measures
-    config.model.keypoint_roi_scale = 1.0
-    config.model.keypoint_target = "cell"  # or "bilinear" (sub-cell targets)
-    config.model.keypoint_decode = "bicubic"  # or "local_mean" (with bilinear targets)
-    config.model.keypoint_rescore = False  # or True: box score x mean keypoint confidence
-    config.model.keypoint_flip_test = False  # True: heatmaps averaged with the mirrored image's
+    config.model.keypoint.roi_scale = 1.0
+    config.model.keypoint.target = "cell"  # or "bilinear" (sub-cell targets)
+    config.model.keypoint.decode = "bicubic"  # or "local_mean" (with bilinear targets)
+    config.model.keypoint.rescore = False  # or True: box score x mean keypoint confidence
+    config.model.keypoint.flip_test = False  # True: heatmaps averaged with the mirrored image's
     config.loss.roi_keypoint_weight = 1.0
     config.sweep.roi_keypoint_weight = ()
 
@@ -113,10 +113,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if runlocal:
         config.data.max_instances = 20
-        config.model.keypoint_head_width = 8
-        config.model.keypoint_head_convs = 2
-        config.model.keypoint_roi_output_size = 7
-        config.model.keypoint_rois_per_image = 4
-        config.model.keypoint_detections_per_img = 4
+        config.model.keypoint.width = 8
+        config.model.keypoint.num_convs = 2
+        config.model.keypoint.roi_output_size = 7
+        config.model.keypoint.rois_per_image = 4
+        config.model.keypoint.detections_per_img = 4
         config.optimizer.warmup_steps = 0
     return config

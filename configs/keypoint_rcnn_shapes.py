@@ -14,16 +14,16 @@ scenes (built once, about 2 min); the dataset directory is named by these option
 (``..._size32-96_train10000_val200_seed0_person0.5``), the default scenes are untouched.
 
 Model: builds on ``configs/faster_rcnn_shapes.py`` (ResNet-18 of width 16 from scratch, FPN
-64, its box branch) and adds the keypoint branch (``config.model.keypoint_head``,
+64, its box branch) and adds the keypoint branch (``config.model.keypoint``,
 :mod:`jaxdet.detection.keypoint_head`): RoIAlign 14x14 (sampling 2) from P2-P5 -> 8 conv 3x3
 -> 4x4 stride-2 transpose conv -> 2x bilinear upsampling -> 17 heatmaps of 56x56, slimmed for
 2 CPU cores: 48 channels (COCO: 512), at most 4 person-positive RoIs per image to the head in
 training, keypoints decoded for the 20 best person detections per image (all that pycocotools
 ``keypoints`` reads). Three changes from torchvision's recipe for these small figures: the
-keypoint branch reads boxes enlarged 1.25x about their centres (``keypoint_roi_scale``); RoIs
-map to finer FPN levels (``roi_canonical_size`` 256: every object here reads P2); and the
+keypoint branch reads boxes enlarged 1.25x about their centres (``keypoint.roi_scale``); RoIs
+map to finer FPN levels (``roi.canonical_size`` 256: every object here reads P2); and the
 keypoint results are scored by the box score times the mean peak softmax probability of the
-17 heatmaps (``keypoint_rescore``, as top-down pose estimators rescore; box results keep the
+17 heatmaps (``keypoint.rescore``, as top-down pose estimators rescore; box results keep the
 box score). 4,000 steps (Adam 2e-3, cosine, 100 warm-up), evaluation every 2,000. Loss term
 ``roi_keypoint`` (softmax cross-entropy over the 56x56 positions, averaged over labelled
 keypoints), weight ``config.loss.roi_keypoint_weight``.
@@ -53,22 +53,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_instances = 4  # G: ground truth padded to this many rows
 
     # Every box under 128 px reads P2 (stride 4): joints are a few px apart (224 in torchvision).
-    config.model.roi_canonical_size = 256.0
+    config.model.roi.canonical_size = 256.0
     # keypoint branch (jaxdet.detection.keypoint_head; torchvision's COCO values in comments)
-    config.model.keypoint_head = True
-    config.model.keypoint_head_width = 48  # 512
-    config.model.keypoint_head_convs = 8  # 8
-    config.model.keypoint_roi_output_size = 14  # 14 (heatmaps 56x56)
-    config.model.num_keypoints = 17
-    config.model.keypoint_class = 4  # "person", after the 4 shapes (COCO: 0)
-    config.model.keypoint_rois_per_image = 4  # 0 = as many as the foreground slots
-    config.model.keypoint_detections_per_img = 20  # 0 = all; pycocotools keeps 20 per image
-    config.model.keypoint_decode_window = 32
-    config.model.keypoint_roi_scale = 1.25  # keypoint RoIs 1.25x the boxes (1.0 torchvision)
-    config.model.keypoint_target = "cell"  # "cell" (torchvision) or "bilinear" (sub-cell)
-    config.model.keypoint_decode = "bicubic"  # "bicubic" (torchvision) or "local_mean"
-    config.model.keypoint_rescore = True  # False (torchvision): scored by the box score alone
-    config.model.keypoint_flip_test = True  # average with the mirrored image's heatmaps
+    config.model.keypoint = ml_collections.ConfigDict()
+    config.model.keypoint.width = 48  # 512
+    config.model.keypoint.num_convs = 8  # 8
+    config.model.keypoint.roi_output_size = 14  # 14 (heatmaps 56x56)
+    config.model.keypoint.num_keypoints = 17
+    config.model.keypoint.class_index = 4  # "person", after the 4 shapes (COCO: 0)
+    config.model.keypoint.rois_per_image = 4  # 0 = as many as the foreground slots
+    config.model.keypoint.detections_per_img = 20  # 0 = all; pycocotools keeps 20 per image
+    config.model.keypoint.decode_window = 32
+    config.model.keypoint.roi_scale = 1.25  # keypoint RoIs 1.25x the boxes (1.0 torchvision)
+    config.model.keypoint.target = "cell"  # "cell" (torchvision) or "bilinear" (sub-cell)
+    config.model.keypoint.decode = "bicubic"  # "bicubic" (torchvision) or "local_mean"
+    config.model.keypoint.rescore = True  # False (torchvision): scored by the box score alone
+    config.model.keypoint.flip_test = True  # average with the mirrored image's heatmaps
     config.loss.roi_keypoint_weight = 1.0
     config.sweep.roi_keypoint_weight = ()
 
@@ -80,9 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     else:
         config.data.object_min_size = 0
         config.data.object_max_size = 0
-        config.model.keypoint_head_width = 8
-        config.model.keypoint_head_convs = 2
-        config.model.keypoint_roi_output_size = 7
-        config.model.keypoint_rois_per_image = 2
-        config.model.keypoint_detections_per_img = 4
+        config.model.keypoint.width = 8
+        config.model.keypoint.num_convs = 2
+        config.model.keypoint.roi_output_size = 7
+        config.model.keypoint.rois_per_image = 2
+        config.model.keypoint.detections_per_img = 4
     return config

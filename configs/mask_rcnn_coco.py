@@ -42,13 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 90k steps, x0.1 at 60k and 80k (faster_rcnn_coco.py keeps torchvision's 26 epochs)
     config.num_train_steps = 2 if runlocal else 90_000
     config.optimizer.decay_steps = (60_000, 80_000)
-    config.model.mask_head = True
-    config.model.mask_rois_per_image = 0  # all foreground slots (torchvision)
+    config.model.mask = ml_collections.ConfigDict(dict(
+        width=256, roi_output_size=14,
+        rois_per_image=0))  # all foreground slots (torchvision)
     config.loss.roi_mask_weight = 1.0
     config.sweep.roi_mask_weight = ()
     if runlocal:
-        config.model.mask_head_width = 8
-        config.model.mask_rois_per_image = 4
+        config.model.mask.width = 8
+        config.model.mask.rois_per_image = 4
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "coco"

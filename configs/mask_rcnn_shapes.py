@@ -7,7 +7,7 @@ Launch:
 
 Builds on ``configs/faster_rcnn_shapes.py`` (its scenes, backbone and box branch: (128x128, 2-6
 objects of 4 shape classes with occlusion; ResNet-18 of width 16 from scratch, FPN 64) and adds
-the mask branch (``config.model.mask_head``, :mod:`jaxdet.detection.mask_head`): RoIAlign
+the mask branch (``config.model.mask``, :mod:`jaxdet.detection.mask_head`): RoIAlign
 14x14 (sampling 2) from P2-P5 -> 4 conv 3x3 -> 2x transpose conv -> per-class 28x28 logits,
 slimmed for 2 CPU cores: 32 channels (COCO: 256) and 8 positive RoIs per image sent to the
 head (COCO: all 128 foreground slots of 512), 1,000 steps (Faster R-CNN's config: 3,000).
@@ -29,10 +29,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _, runlocal = common.parse_arg(arg, __file__, ("fpn",), default="fpn")
     config = common.base_config(__file__, "faster_rcnn_shapes.py", "runlocal" if runlocal else "")
     # mask branch (jaxdet.detection.mask_head; torchvision's COCO values in the comments)
-    config.model.mask_head = True
-    config.model.mask_head_width = 32  # 256
-    config.model.mask_roi_output_size = 14  # 14 (logits 28x28)
-    config.model.mask_rois_per_image = 8  # 0 = all foreground slots (128 of 512)
+    config.model.mask = ml_collections.ConfigDict()
+    config.model.mask.width = 32  # 256
+    config.model.mask.roi_output_size = 14  # 14 (logits 28x28)
+    config.model.mask.rois_per_image = 8  # 0 = all foreground slots (128 of 512)
     config.data.mask_crop_size = 48  # gt masks cropped to their boxes, uint8 [G, 48, 48]
     config.loss.roi_mask_weight = 1.0
     config.sweep.roi_mask_weight = ()
@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval_every_steps = 500
         config.checkpoint_every_steps = 1000
     else:
-        config.model.mask_head_width = 8
-        config.model.mask_rois_per_image = 4
+        config.model.mask.width = 8
+        config.model.mask.rois_per_image = 4
         config.data.mask_crop_size = 16
     return config

@@ -53,9 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.ssd_smooth_l1_beta = 1.0
     config.model.ssd_pre_nms_top_n = 400
     config.model.box_weights = (10.0, 10.0, 5.0, 5.0)
-    config.model.score_thresh = 0.05
-    config.model.nms_thresh = 0.5
-    config.model.detections_per_img = 100
+    config.model.postprocess = common.postprocess(score_thresh=0.05, nms_thresh=0.5,
+                                                  detections_per_img=100)
     config.model.recall_top_n = 100
 
     common.loss_weights_and_sweeps(config, ("ssd_classifier", "ssd_box"))
@@ -70,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.ssd_extra_channels = (8,)
         config.model.ssd_head_channels = 8
         config.model.ssd_pre_nms_top_n = 50
-        config.model.detections_per_img = 10
+        config.model.postprocess.detections_per_img = 10
         config.model.recall_top_n = 20
         common.runlocal_loop(config)
     return config

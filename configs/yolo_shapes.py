@@ -57,9 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.yolo_fc_size = 512
     config.model.yolo_dropout = 0.0  # the paper: 0.5 after its FC layer
     config.model.yolo_rescore = False  # confidence target 1, not the IoU (darknet's rescore=1)
-    config.model.score_thresh = 0.001
-    config.model.nms_thresh = 0.5
-    config.model.detections_per_img = 100
+    config.model.postprocess = common.postprocess(score_thresh=0.001, nms_thresh=0.5,
+                                                  detections_per_img=100)
     config.model.recall_top_n = 100
 
     # lambda_coord 5, lambda_noobj 0.5 as the paper; class 2 (the paper: 1)
@@ -75,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.yolo_grid_size = 8  # C3 of a 64 px input
         config.model.yolo_head_convs = 1
         config.model.yolo_head_channels = 8
-        config.model.detections_per_img = 10
+        config.model.postprocess.detections_per_img = 10
         config.model.recall_top_n = 20
         common.runlocal_loop(config)
     return config

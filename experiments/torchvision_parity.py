@@ -92,7 +92,7 @@ def keypoint_rows(detections: int) -> list[dict]:
     from jaxdet.detection import keypoint_head
 
     out = tc.krcnn_parity_outputs(detections=detections)
-    window = helpers.load_config("keypoint_rcnn_coco").model.keypoint_decode_window
+    window = helpers.load_config("keypoint_rcnn_coco").model.keypoint.decode_window
     rows = []
     for i, ((g, r), (kps, kps_ref, kp_scores_ref), (hm, hm_ref), masks) in enumerate(zip(
             out["detections"], out["keypoints"], out["heatmaps"], out["masks"], strict=True)):

@@ -2,7 +2,8 @@
 
 :func:`load` is ``--config=configs/x.py:arg``; :func:`override` is ``--config.a.b=2.0``
 (Python literal, else string); :func:`dataclass_from_section` builds a frozen spec dataclass
-from a flat ``config.model``-like section.
+from a flat ``config.model``-like section, :func:`spec_from_section` from one nested section
+(``config.model.rpn``) that may hold nothing else.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import ml_collections
+
+from jaxdet.core import ConfigError
 
 T = TypeVar("T")
 
@@ -66,6 +69,20 @@ def override(config: ml_collections.ConfigDict, item: str) -> None:
         node[leaf] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
         node[leaf] = value
+
+
+def spec_from_section(cls: type[T], section: Mapping[str, Any] | None, name: str) -> T:
+    """``cls(**section)`` for the nested config section ``name`` (e.g. ``"model.rpn"``; None or
+    absent: ``cls()``); sequences become tuples. Raises :class:`~jaxdet.core.ConfigError` naming
+    ``name.key`` for a key that is not a field of ``cls``.
+    """
+    section = dict(section or {})
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"config.{name}.{unknown[0]}: not a field of {name} (expected one of "
+                          f"{sorted(known)})")
+    return cls(**{k: _frozen(v) for k, v in section.items()})
 
 
 def _frozen(value: Any) -> Any:

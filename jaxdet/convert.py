@@ -14,7 +14,7 @@ checkpoint takes precedence). Input: a ``state_dict`` (or ``{"model" | "state_di
 ``resnet`` (ImageNet resnet18/34/50 under ``--scope``, default ``body`` for detection,
 ``backbone`` otherwise; ``fc.*`` unused), ``faster_rcnn`` (classes from ``cls_score``,
 background counted: torchvision label ``l`` = jaxdet class ``l - 1``), ``mask_rcnn``
-(``model.mask_head=True``), ``keypoint_rcnn`` (1 class, ``model.keypoint_head=True``),
+(a ``model.mask`` section), ``keypoint_rcnn`` (1 class, a ``model.keypoint`` section),
 ``keypoint_mask_rcnn``. New models: rows ``(torchvision module regex, jaxdet path template,
 layer kind)`` in :data:`ARCHITECTURES`.
 
@@ -49,6 +49,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from jaxdet.detection import faster_rcnn
 from jaxdet.models import weights
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ FASTER_RCNN_RULES: tuple[Rule, ...] = (
 )
 
 #: torchvision's ``maskrcnn_resnet50_fpn``: Faster R-CNN plus the mask branch, which jaxdet
-#: keeps at the detector's root (:mod:`jaxdet.detection.mask_head`, ``model.mask_head=True``).
+#: keeps at the detector's root (:mod:`jaxdet.detection.mask_head`, a ``model.mask`` section).
 MASK_RCNN_RULES: tuple[Rule, ...] = (
     *FASTER_RCNN_RULES,
     (r"roi_heads\.mask_head\.(\d+)\.0", r"mask_head/\1", "conv"),
@@ -366,7 +367,7 @@ def convert_file(
     t1 = time.perf_counter()
     variables, report = convert_state_dict(
         state_dict, target, ARCHITECTURES[arch], scope=scope,
-        pooled_size=int(config.model.get("roi_output_size", 7)), exclude=exclude)
+        pooled_size=faster_rcnn.roi_output_size(config.model), exclude=exclude)
     t_convert = time.perf_counter() - t1
     info = {
         "source": os.path.abspath(os.path.expanduser(input_path)),

@@ -92,8 +92,9 @@ def export_model(config: ml_collections.ConfigDict, workdir: str, output: str,
         "batch_size": batch_size,
         "class_names": names,
         "category_ids": category_ids,
-        "model": {k: config.model.get(k) for k in ("mask_head", "keypoint_head",
-                                                   "keypoint_class") if k in config.model},
+        # the R-CNN branch sections the drawing reads (a config.model subset)
+        "model": {k: config.model[k].to_dict() for k in ("mask", "keypoint")
+                  if k in config.model},
         "draw_score_threshold": float(config.get("draw_score_threshold", 0.5)),
         "platforms": list(exported.platforms),
         "outputs": {k: [list(v.shape), str(v.dtype)] for k, v in outputs.items()},

@@ -97,3 +97,23 @@ def _without_jit(fn):
 with_and_without_jit = pytest.mark.parametrize(
     "variant", [jax.jit, _without_jit], ids=["with_jit", "without_jit"]
 )
+
+
+def tiny_two_stage_detector(roi_batch_size: int = 8, *, mask=None, keypoint=None,
+                            **postprocess):
+    """A tiny Faster R-CNN (width-4 ResNet, FPN 8, 64 px anchors scale) on 3 classes with the
+    given ``mask`` / ``keypoint`` branch specs (None: off) and ``roi_batch_size`` sampled RoIs."""
+    from jaxdet.detection import faster_rcnn, roi_heads, rpn, select
+
+    spec = faster_rcnn.DetectorSpec(
+        num_classes=3, fpn_channels=8, recall_top_n=10,
+        rpn=rpn.RPNSpec(anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
+                        batch_size_per_image=16, pre_nms_top_n_train=20,
+                        post_nms_top_n_train=20, pre_nms_top_n_test=20,
+                        post_nms_top_n_test=10),
+        roi=roi_heads.RoiSpec(batch_size_per_image=roi_batch_size, representation_size=16),
+        postprocess=select.PostprocessSpec(**{"detections_per_img": 5, **postprocess}),
+        mask=mask, keypoint=keypoint)
+    backbone = {"depth": 0, "width": 4, "stage_sizes": (1, 1, 1, 1), "block": "basic",
+                "stem": "imagenet", "norm": "batch"}
+    return faster_rcnn.FasterRCNN(spec=spec, backbone=backbone)

@@ -287,7 +287,7 @@ def frcnn_parity_outputs(mask: bool = False) -> dict:
     also printed by experiments/torchvision_parity.py.
 
     ``mask=True``: the same with ``maskrcnn_resnet50_fpn`` (``mask_fcn_logits`` x5 so mask
-    probabilities are not all near 0.5) and jaxdet's ``mask_head=True``; adds ``"masks"``:
+    probabilities are not all near 0.5) and jaxdet's ``faster_rcnn_coco.py:mask``; adds ``"masks"``:
     per image ``(jaxdet [K, 28, 28], torchvision [K, 28, 28])`` probabilities and the pasted
     binary masks ``[K, H, W]`` of both (torchvision's ``paste_masks_in_image``, jaxdet's
     ``ops.paste_masks``). Too costly for the test budget (a second R50-FPN compilation): run
@@ -309,11 +309,10 @@ def frcnn_parity_outputs(mask: bool = False) -> dict:
     tv.rpn._pre_nms_top_n = {"training": PRE_NMS, "testing": PRE_NMS}
     tv.rpn._post_nms_top_n = {"training": POST_NMS, "testing": POST_NMS}
 
-    config = load_config("faster_rcnn_coco")
-    config.model.rpn_pre_nms_top_n_test = PRE_NMS
-    config.model.rpn_post_nms_top_n_test = POST_NMS
+    config = load_config("faster_rcnn_coco", "mask" if mask else "")
+    config.model.rpn.pre_nms_top_n_test = PRE_NMS
+    config.model.rpn.post_nms_top_n_test = POST_NMS
     config.model.input_norm = "none"  # both get the normalised tensor
-    config.model.mask_head = mask
     model = faster_rcnn.create_model(config, num_classes=90)
     variables, report = convert.convert_state_dict(
         _state_dict(tv), convert.abstract_variables(model),
@@ -420,30 +419,31 @@ def test_coco_config_has_torchvision_fasterrcnn_numbers():
     config = load_config("faster_rcnn_coco")
     m = config.model
     tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
-    rpn, heads, transform = tv.rpn, tv.roi_heads, tv.transform
+    tv_rpn, heads, transform = tv.rpn, tv.roi_heads, tv.transform
     spec = faster_rcnn.DetectorSpec.from_config(m, num_classes=90)
-    assert spec.anchor_sizes == rpn.anchor_generator.sizes
-    assert all(spec.aspect_ratios == r for r in rpn.anchor_generator.aspect_ratios)
-    assert (spec.rpn_fg_iou, spec.rpn_bg_iou) == (rpn.proposal_matcher.high_threshold,
-                                                  rpn.proposal_matcher.low_threshold)
-    assert (spec.rpn_batch_size_per_image, spec.rpn_positive_fraction) == (
-        rpn.fg_bg_sampler.batch_size_per_image, rpn.fg_bg_sampler.positive_fraction)
-    assert (spec.rpn_pre_nms_top_n_train, spec.rpn_pre_nms_top_n_test) == (
-        rpn._pre_nms_top_n["training"], rpn._pre_nms_top_n["testing"])
-    assert (spec.rpn_post_nms_top_n_train, spec.rpn_post_nms_top_n_test) == (
-        rpn._post_nms_top_n["training"], rpn._post_nms_top_n["testing"])
-    assert (spec.rpn_nms_thresh, spec.rpn_min_size) == (rpn.nms_thresh, rpn.min_size)
-    assert (spec.roi_fg_iou, spec.roi_bg_iou) == (heads.proposal_matcher.high_threshold,
+    assert spec.rpn.anchor_sizes == tv_rpn.anchor_generator.sizes
+    assert all(spec.rpn.aspect_ratios == r for r in tv_rpn.anchor_generator.aspect_ratios)
+    assert (spec.rpn.fg_iou, spec.rpn.bg_iou) == (tv_rpn.proposal_matcher.high_threshold,
+                                                  tv_rpn.proposal_matcher.low_threshold)
+    assert (spec.rpn.batch_size_per_image, spec.rpn.positive_fraction) == (
+        tv_rpn.fg_bg_sampler.batch_size_per_image, tv_rpn.fg_bg_sampler.positive_fraction)
+    assert (spec.rpn.pre_nms_top_n_train, spec.rpn.pre_nms_top_n_test) == (
+        tv_rpn._pre_nms_top_n["training"], tv_rpn._pre_nms_top_n["testing"])
+    assert (spec.rpn.post_nms_top_n_train, spec.rpn.post_nms_top_n_test) == (
+        tv_rpn._post_nms_top_n["training"], tv_rpn._post_nms_top_n["testing"])
+    assert (spec.rpn.nms_thresh, spec.rpn.min_size) == (tv_rpn.nms_thresh, tv_rpn.min_size)
+    assert (spec.roi.fg_iou, spec.roi.bg_iou) == (heads.proposal_matcher.high_threshold,
                                                   heads.proposal_matcher.low_threshold)
-    assert (spec.roi_batch_size_per_image, spec.roi_positive_fraction) == (
+    assert (spec.roi.batch_size_per_image, spec.roi.positive_fraction) == (
         heads.fg_bg_sampler.batch_size_per_image, heads.fg_bg_sampler.positive_fraction)
-    assert (spec.score_thresh, spec.nms_thresh, spec.detections_per_img) == (
+    post = spec.postprocess
+    assert (post.score_thresh, post.nms_thresh, post.detections_per_img) == (
         heads.score_thresh, heads.nms_thresh, heads.detections_per_img)
-    assert spec.box_weights == heads.box_coder.weights
-    assert (spec.roi_output_size,) * 2 == heads.box_roi_pool.output_size
-    assert spec.roi_sampling_ratio == heads.box_roi_pool.sampling_ratio
-    assert not spec.roi_aligned  # MultiScaleRoIAlign calls roi_align(aligned=False)
-    assert spec.representation_size == heads.box_head.fc6.out_features
+    assert spec.roi.box_weights == heads.box_coder.weights
+    assert (spec.roi.output_size,) * 2 == heads.box_roi_pool.output_size
+    assert spec.roi.sampling_ratio == heads.box_roi_pool.sampling_ratio
+    assert not spec.roi.aligned  # MultiScaleRoIAlign calls roi_align(aligned=False)
+    assert spec.roi.representation_size == heads.box_head.fc6.out_features
     assert spec.fpn_channels == tv.backbone.out_channels
     assert (m.depth, m.width, m.norm, m.input_norm) == (50, 64, "frozen", "imagenet")
     assert list(resnet.IMAGENET_MEAN) == transform.image_mean
@@ -516,9 +516,8 @@ def test_maskrcnn_state_dict_maps_onto_the_mask_rcnn_detector():
     tv = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     sd = _state_dict(tv)
     assert convert.detect_architecture(sd) == "mask_rcnn"
-    config = load_config("faster_rcnn_coco")
-    assert config.model.mask_roi_output_size == tv.roi_heads.mask_roi_pool.output_size[0]
-    config.model.mask_head = True
+    config = load_config("faster_rcnn_coco", "mask")
+    assert config.model.mask.roi_output_size == tv.roi_heads.mask_roi_pool.output_size[0]
     target = convert.abstract_variables(faster_rcnn.create_model(config, num_classes=90))
     _, report = convert.convert_state_dict(sd, target, convert.MASK_RCNN_RULES)
     assert len(report.converted) == 295 + 12 and len(report.ignored) == 53
@@ -540,7 +539,7 @@ KP_NMS = 0.7  # box NMS in both (torchvision's 0.5 leaves 4-7 of the random mode
 
 def krcnn_parity_outputs(detections: int = KP_DETECTIONS, decode_window: int = 0) -> dict:
     """torchvision's ``keypointrcnn_resnet50_fpn`` given a Mask R-CNN branch too, and jaxdet's
-    ``configs/keypoint_rcnn_coco.py`` with ``mask_head=True``: both branches in ONE compiled
+    ``configs/keypoint_rcnn_coco.py`` plus a ``model.mask`` section: both branches in ONE compiled
     R50-FPN (a second and third one would each cost as much as the Faster R-CNN test).
 
     torchvision's ``RoIHeads`` runs a mask and a keypoint branch together when it has both,
@@ -549,11 +548,11 @@ def krcnn_parity_outputs(detections: int = KP_DETECTIONS, decode_window: int = 0
     keypoint model. Weights made informative as in :func:`frcnn_parity_outputs`, plus
     ``kps_score_lowres`` x8 (heatmap logits of std ~1). Converted with the
     ``keypoint_mask_rcnn`` table into ``configs/keypoint_rcnn_coco.py``'s detector with
-    ``mask_head=True``; the plain ``keypointrcnn_resnet50_fpn`` keys (all but the mask
+    a ``model.mask`` section; the plain ``keypointrcnn_resnet50_fpn`` keys (all but the mask
     branch's) also alone with the ``keypoint_rcnn`` table (``"plain_report"``: only the mask
     leaves left without a source). ``detections`` per image in both
     (``box_detections_per_img``; box NMS at ``KP_NMS``); keypoints decoded for all of them
-    (``keypoint_detections_per_img=0``, as torchvision) with a search window ``decode_window``
+    (``keypoint.detections_per_img=0``, as torchvision) with a search window ``decode_window``
     (0: 256, the largest RoI side here, so the decoding is exact whatever the heatmaps; the
     config's 32 is exact for RoIs up to 32 px and for peaked heatmaps).
     """
@@ -586,10 +585,12 @@ def krcnn_parity_outputs(detections: int = KP_DETECTIONS, decode_window: int = 0
              if not k.startswith(("roi_heads.mask_head.", "roi_heads.mask_predictor."))}
 
     config = load_config("keypoint_rcnn_coco")
-    config.model.update(rpn_pre_nms_top_n_test=PRE_NMS, rpn_post_nms_top_n_test=POST_NMS,
-                        input_norm="none", detections_per_img=detections, nms_thresh=KP_NMS,
-                        keypoint_detections_per_img=0, mask_head=True,
-                        keypoint_decode_window=decode_window or max(max(SIZES)))
+    config.model.input_norm = "none"
+    config.model.rpn.update(pre_nms_top_n_test=PRE_NMS, post_nms_top_n_test=POST_NMS)
+    config.model.postprocess.update(detections_per_img=detections, nms_thresh=KP_NMS)
+    config.model.keypoint.update(detections_per_img=0,
+                                 decode_window=decode_window or max(max(SIZES)))
+    config.model.mask = load_config("faster_rcnn_coco", "mask").model.mask
     model = faster_rcnn.create_model(config, num_classes=1)
     target = convert.abstract_variables(model)
     variables, report = convert.convert_state_dict(

@@ -151,7 +151,7 @@ def main() -> None:
                  "resize_short": args.resize_short, "resize_max": args.resize_max,
                  "scale_jitter": tuple(float(v) for v in args.scale_jitter.split(",") if v),
                  "photometric": args.photometric},
-        "model": {"mask_head": True, "detector": "faster_rcnn"}})
+        "model": {"mask": {}, "detector": "faster_rcnn"}})
     source = detection.datasets(config)["train"]
     ds = pipeline.train_dataset(source, detection.make_preprocess(config), args.batch, seed=0,
                                 process_index=0, process_count=1)

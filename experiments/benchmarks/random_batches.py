@@ -9,8 +9,8 @@ import numpy as np
 
 def random_detection_batch(config: Any, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
     """uint8 images of ``config.data.image_size`` squared, 2-6 random boxes per image (labels
-    0-3); with ``model.mask_head`` box-filling ``gt_masks`` of ``data.mask_crop_size``, with
-    ``model.keypoint_head`` visible keypoints inside each box; ``index`` and ``mask`` as the
+    0-3); with a ``model.mask`` section box-filling ``gt_masks`` of ``data.mask_crop_size``, with
+    a ``model.keypoint`` section visible keypoints inside each box; ``index`` and ``mask`` as the
     input pipeline adds them."""
     size = config.data.image_size
     g = config.data.max_instances
@@ -28,11 +28,11 @@ def random_detection_batch(config: Any, batch_size: int, seed: int = 0) -> dict[
         "index": np.arange(batch_size, dtype=np.int32),
         "mask": np.ones(batch_size, np.float32),
     }
-    if config.model.get("mask_head", False):
+    if "mask" in config.model:
         m = int(config.data.get("mask_crop_size", 56))
         batch["gt_masks"] = np.full((batch_size, g, m, m), 255, np.uint8)
-    if config.model.get("keypoint_head", False):
-        k = int(config.model.get("num_keypoints", 17))
+    if "keypoint" in config.model:
+        k = int(config.model.keypoint.get("num_keypoints", 17))
         boxes = batch["gt_boxes"]
         u = rng.uniform(0, 1, (batch_size, g, k, 2))
         x = boxes[..., None, 0] + u[..., 0] * (boxes[..., None, 2] - boxes[..., None, 0])

@@ -8,8 +8,8 @@ On a machine without TensorFlow/TFDS/grain (the lent GPU machines), run it throu
 ``experiments/benchmarks/without_input_stack.py``.
 
 Three programs are compiled on the same random batch (uint8 images of the config's size, 2-6
-random boxes per image; with ``model.mask_head`` box-shaped ``gt_masks`` of
-``data.mask_crop_size``, with ``model.keypoint_head`` 17 visible keypoints inside each box; no
+random boxes per image; with a ``model.mask`` section box-shaped ``gt_masks`` of
+``data.mask_crop_size``, with a ``model.keypoint`` section 17 visible keypoints inside each box; no
 input pipeline) and each is timed as the median of ``--steps`` calls after a compile call:
 
 1. ``backbone``: forward + backward of ResNet + FPN (loss = mean of every pyramid level);
@@ -123,8 +123,8 @@ def main() -> None:
         rows.append((name, compile_s, per_call))
     full = rows[-1][2]
     parts = [rows[0][2], rows[1][2] - rows[0][2], rows[2][2] - rows[1][2]]
-    kind = ("Mask R-CNN" if config.model.get("mask_head", False) else
-            "Keypoint R-CNN" if config.model.get("keypoint_head", False) else "Faster R-CNN")
+    kind = ("Mask R-CNN" if "mask" in config.model else
+            "Keypoint R-CNN" if "keypoint" in config.model else "Faster R-CNN")
     lines = [
         f"{kind} train step, `{args.config}` {' '.join(args.overrides)}, batch "
         f"{batch_size} at {size}x{size}, backbone ResNet-{config.model.depth} width "

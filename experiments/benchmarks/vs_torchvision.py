@@ -108,9 +108,9 @@ def main() -> None:
     for item in [f"data.image_size={args.image_size}", f"model.depth={args.depth}",
                  "model.frozen_stages=2", f"batch_size={args.batch}", "optimizer.warmup_steps=0",
                  f"optimizer.learning_rate={args.learning_rate}",
-                 f"model.score_thresh={args.score_thresh}",
+                 f"model.postprocess.score_thresh={args.score_thresh}",
                  "data.max_instances=8", "data.mask_crop_size=28",
-                 *([f"model.mask_rois_per_image={args.mask_rois}"] if args.model == "mask"
+                 *([f"model.mask.rois_per_image={args.mask_rois}"] if args.model == "mask"
                    else []),
                  *(["model.dtype=bfloat16"] if args.precision == "bf16" else [])]:
         config_files.override(config, item)

@@ -34,7 +34,8 @@ import ml_collections
 
 from jaxdet import config_files, core, ops
 from jaxdet.core import ConfigError
-from jaxdet.detection import roi_heads, rpn
+from jaxdet.detection import faster_rcnn, roi_heads, rpn
+from jaxdet.detection.select import PostprocessSpec, postprocess_from_config
 from jaxdet.models import resnet
 
 SumCount = tuple[jax.Array, jax.Array]
@@ -43,60 +44,40 @@ LOSS_TERMS = ("roi_classifier", "roi_box")
 
 @dataclasses.dataclass(frozen=True)
 class ClassicSpec:
-    """Static numbers of R-CNN / Fast R-CNN, from ``config.model``.
-
-    ``roi_*``, score and NMS fields mean what they mean in
-    :class:`~jaxdet.detection.faster_rcnn.DetectorSpec`, with its (torchvision's) defaults so the
-    three detectors share RoI sampling and losses (the papers: 128 RoIs/image, 64 in Fast R-CNN,
-    smooth-L1 beta 1, background IoU ``[0.1, 0.5)``).
-    ``roi_feature``: ``"C3"`` or ``"C4"`` (Fast R-CNN's pooled map). ``rcnn_crop_size``: side of
-    R-CNN's warped crops (pixels). ``rcnn_context``: fraction of the box's width/height added on
-    each side before warping (the paper's 16 px at 227 is ~0.08; 0 warps the box itself).
-    Raises ValueError on other ``roi_feature``, ``rcnn_crop_size < 1`` or ``rcnn_context < 0``.
+    """Static numbers of R-CNN / Fast R-CNN, from ``config.model``: ``roi`` and ``postprocess``
+    sections as in :class:`~jaxdet.detection.faster_rcnn.DetectorSpec` (RoI sampling, box
+    head, losses, detection selection; R-CNN reads only the sampling, losses and box weights),
+    plus ``roi_feature`` (``"C3"`` or ``"C4"``, Fast R-CNN's pooled map), ``rcnn_crop_size``
+    (side of R-CNN's warped crops, pixels), ``rcnn_context`` (fraction of the box's width /
+    height added on each side before warping; the paper's 16 px at 227 is ~0.08) and
+    ``recall_top_n``. ConfigError on another ``roi_feature``, ``rcnn_crop_size < 1`` or
+    ``rcnn_context < 0``.
     """
 
     num_classes: int
     roi_feature: str = "C3"
-    roi_output_size: int = 7
-    roi_fg_iou: float = 0.5
-    roi_bg_iou: float = 0.5
-    roi_batch_size_per_image: int = 512
-    roi_positive_fraction: float = 0.25
-    roi_smooth_l1_beta: float = 1.0 / 9
-    representation_size: int = 1024
-    box_weights: tuple[float, float, float, float] = roi_heads.BOX_CODER_WEIGHTS
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.5
-    detections_per_img: int = 100
-    recall_top_n: int = 100
     rcnn_crop_size: int = 32
     rcnn_context: float = 0.0
+    recall_top_n: int = 100
+    roi: roi_heads.RoiSpec = roi_heads.RoiSpec()
+    postprocess: PostprocessSpec = PostprocessSpec()
 
     def __post_init__(self) -> None:
         if self.roi_feature not in ("C3", "C4"):
-            raise ConfigError(f"model.roi_feature={self.roi_feature!r}; expected 'C3' or 'C4'")
+            raise ConfigError(f"config.model.roi_feature={self.roi_feature!r}; expected 'C3' or "
+                              f"'C4'")
         if self.rcnn_crop_size < 1 or self.rcnn_context < 0:
-            raise ConfigError("model.rcnn_crop_size must be >= 1 and rcnn_context >= 0")
+            raise ConfigError("config.model.rcnn_crop_size must be >= 1 and rcnn_context >= 0")
 
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> ClassicSpec:
-        """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
-        return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
-
-
-def sample_rois(spec: ClassicSpec, proposals: jax.Array, proposal_valid: jax.Array,
-                targets: Mapping[str, jax.Array], rng: jax.Array,
-                real: jax.Array) -> roi_heads.RoiTargets:
-    """Vmapped :func:`~jaxdet.detection.roi_heads.roi_targets`: ``[B, S, ...]`` RoIs
-    (``S = roi_batch_size_per_image``); padded examples' RoIs are invalid.
-    """
-    t = jax.vmap(lambda p, v, g, lab, gv, k: roi_heads.roi_targets(
-        p, v, g, lab, gv, k, fg_iou=spec.roi_fg_iou, bg_iou=spec.roi_bg_iou,
-        batch_size_per_image=spec.roi_batch_size_per_image,
-        positive_fraction=spec.roi_positive_fraction, weights=spec.box_weights))(
-        proposals, proposal_valid, targets["gt_boxes"], targets["gt_labels"],
-        targets["gt_valid"], rng)
-    return t._replace(valid=t.valid & real[:, None])
+        """The spec from ``config.model`` (its ``roi`` / ``postprocess`` sections and the fields
+        above; other keys are the backbone's). ConfigError on a field outside its section."""
+        faster_rcnn.check_no_flat_fields(model, keep=("roi_feature",))
+        return config_files.dataclass_from_section(
+            cls, model, num_classes=num_classes,
+            roi=config_files.spec_from_section(roi_heads.RoiSpec, model.get("roi"), "model.roi"),
+            postprocess=postprocess_from_config(model))
 
 
 def proposal_recall(spec: ClassicSpec, proposals: jax.Array, proposal_valid: jax.Array,
@@ -117,7 +98,7 @@ def train_outputs(spec: ClassicSpec, logits: jax.Array, deltas: jax.Array,
     """The training dict (module docstring) from ``[B, S, C + 1]`` logits and ``[B, S, 4 (C + 1)]``
     deltas of the sampled RoIs ``t``.
     """
-    losses = roi_heads.roi_losses(logits, deltas, t, smooth_l1_beta=spec.roi_smooth_l1_beta)
+    losses = roi_heads.roi_losses(logits, deltas, t, smooth_l1_beta=spec.roi.smooth_l1_beta)
     return {
         "terms": {"roi_classifier": losses["loss_classifier"], "roi_box": losses["loss_box_reg"]},
         "recall": proposal_recall(spec, proposals, proposal_valid, targets, real),
@@ -127,15 +108,13 @@ def train_outputs(spec: ClassicSpec, logits: jax.Array, deltas: jax.Array,
 
 
 def inference_outputs(spec: ClassicSpec, logits: jax.Array, deltas: jax.Array,
-                 proposals: jax.Array, proposal_valid: jax.Array,
-                 image_hw: jax.Array) -> dict[str, Any]:
-    """Vmapped :func:`~jaxdet.detection.roi_heads.postprocess_detections` over ``[B, P, ...]`` head
-    outputs: the Detections fields plus the proposals, as a dict.
+                      proposals: jax.Array, proposal_valid: jax.Array,
+                      image_hw: jax.Array) -> dict[str, Any]:
+    """:func:`~jaxdet.detection.roi_heads.detect` over ``[B, P, ...]`` head outputs: the
+    Detections fields plus the proposals, as a dict.
     """
-    post = lambda lg, dl, p, v, hw: roi_heads.postprocess_detections(  # noqa: E731
-        lg, dl, p, v, hw, weights=spec.box_weights, score_thresh=spec.score_thresh,
-        nms_thresh=spec.nms_thresh, detections_per_img=spec.detections_per_img)
-    dets = jax.vmap(post)(logits, deltas, proposals, proposal_valid, image_hw)
+    dets = roi_heads.detect(spec.roi, spec.postprocess, logits, deltas, proposals,
+                            proposal_valid, image_hw)
     out: dict[str, Any] = dets._asdict()
     out["proposals"], out["proposal_valid"] = proposals, proposal_valid
     return out
@@ -166,12 +145,12 @@ class FastRCNN(nn.Module):
         self.body = resnet.create_resnet(config, bn_axis_name=self.bn_axis_name)
         self.stride = self.body.output_strides()[self.spec.roi_feature]
         self.roi_heads = roi_heads.BoxHead(
-            self.spec.num_classes, self.spec.representation_size,
+            self.spec.num_classes, self.spec.roi.representation_size,
             dtype=self.dtype or jnp.float32)
 
     def _head(self, features: jax.Array, rois: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``[B, h, w, Ch]`` map, ``[B, R, 4]`` RoIs -> ``([B, R, C + 1], [B, R, 4 (C + 1)])``."""
-        s = self.spec.roi_output_size
+        s = self.spec.roi.output_size
         pooled = jax.vmap(lambda f, b: ops.roi_pool(f, b, (s, s), 1.0 / self.stride))(
             features, rois)
         b, r = rois.shape[:2]
@@ -202,7 +181,7 @@ class FastRCNN(nn.Module):
             return inference_outputs(self.spec, logits, deltas, proposals, proposal_valid, image_hw)
         assert targets is not None and rng is not None
         real = core.example_mask(targets, batch)
-        t = sample_rois(self.spec, proposals, proposal_valid, targets, rng, real)
+        t = roi_heads.sample_rois(self.spec.roi, proposals, proposal_valid, targets, rng, real)
         logits, deltas = self._head(features, t.rois)
         return train_outputs(self.spec, logits, deltas, t, proposals, proposal_valid, targets,
                              real)

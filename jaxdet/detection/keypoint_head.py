@@ -22,12 +22,16 @@ on the flipped kernel; ``jaxdet/convert.py``).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet.core import ConfigError, Detections
+from jaxdet.detection.roi_heads import RoiSpec, RoiTargets
 from jaxdet.models.conv import SameConv
 from jaxdet.ops.keypoints import (
     heatmaps_to_keypoints,
@@ -40,6 +44,9 @@ __all__ = [
     "COCO_FLIP_PAIRS",
     "KEYPOINT_DECODES",
     "KEYPOINT_TARGETS",
+    "LOSS_TERMS",
+    "KeypointBranch",
+    "KeypointSpec",
     "KeypointRCNNHeads",
     "KeypointRCNNPredictor",
     "SubPixelConvTranspose",
@@ -52,6 +59,9 @@ __all__ = [
 ]
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+LOSS_TERMS = ("roi_keypoint",)
+#: ``pool(rois [B, R, 4], bins) -> [B, R, bins, bins, C]``: RoIAlign of the detector's features.
+RoiPool = Callable[[jax.Array, int], jax.Array]
 
 
 class KeypointRCNNHeads(nn.Module):
@@ -203,7 +213,7 @@ def unflip_heatmaps(logits: jax.Array, flip_pairs: tuple[tuple[int, int], ...]) 
 
 def keypoint_confidence(logits: jax.Array) -> jax.Array:
     """``[..., S, S, K]`` logits -> ``[...]`` float32 mean over ``K`` of each heatmap's peak softmax
-    probability, in ``(0, 1]`` (``DetectorSpec.keypoint_rescore`` multiplies it into the box score).
+    probability, in ``(0, 1]`` (``KeypointSpec.rescore`` multiplies it into the box score).
     """
     *lead, s, s2, k = logits.shape
     x = logits.astype(jnp.float32).reshape(*lead, s * s2, k)
@@ -225,3 +235,152 @@ def decode_keypoints(logits: jax.Array, rois: jax.Array, window: int = 32,
     if method == "local_mean":
         return heatmaps_to_keypoints_local_mean(maps, rois)
     raise ValueError(f"keypoint decode method {method!r}; expected one of {KEYPOINT_DECODES}")
+
+
+@dataclasses.dataclass(frozen=True)
+class KeypointSpec:
+    """``config.model.keypoint`` (the section present: the keypoint branch is on).
+
+    Head: ``num_convs`` 3x3 convs of ``width`` on RoIAlign ``roi_output_size`` bins ``P``
+    (heatmaps ``4P``), ``num_keypoints`` channels. Training: up to ``rois_per_image``
+    foreground RoIs of class ``class_index`` (0-based; 0: the sampler's foreground budget),
+    ``target`` (:data:`KEYPOINT_TARGETS`). Inference: the first ``detections_per_img`` detections
+    of that class (0: all), ``decode`` (:data:`KEYPOINT_DECODES`) exact within ``decode_window``
+    px; ``roi_scale`` scales keypoint RoIs about their centres; ``rescore`` multiplies the mean
+    keypoint confidence into the score; ``flip_test`` averages with the mirrored image's
+    heatmaps, ``flip_pairs`` swapped. ConfigError on an unknown target or decode, or flip pairs
+    outside ``[0, num_keypoints)``.
+    """
+
+    width: int = 512
+    num_convs: int = 8
+    roi_output_size: int = 14
+    num_keypoints: int = 17
+    class_index: int = 0
+    rois_per_image: int = 0
+    detections_per_img: int = 0
+    decode_window: int = 32
+    roi_scale: float = 1.0
+    target: str = "cell"
+    decode: str = "bicubic"
+    rescore: bool = False
+    flip_test: bool = False
+    flip_pairs: tuple[tuple[int, int], ...] = COCO_FLIP_PAIRS
+
+    def __post_init__(self) -> None:
+        if self.target not in KEYPOINT_TARGETS:
+            raise ConfigError(f"config.model.keypoint.target={self.target!r}; expected one of "
+                              f"{KEYPOINT_TARGETS}")
+        if self.decode not in KEYPOINT_DECODES:
+            raise ConfigError(f"config.model.keypoint.decode={self.decode!r}; expected one of "
+                              f"{KEYPOINT_DECODES}")
+        if any(not 0 <= k < self.num_keypoints for pair in self.flip_pairs for k in pair):
+            raise ConfigError(f"config.model.keypoint.flip_pairs={self.flip_pairs}; expected "
+                              f"pairs of keypoint indices < {self.num_keypoints}")
+
+
+def _scale_boxes(boxes: jax.Array, scale: float) -> jax.Array:
+    """``[..., 4]`` ``(x1, y1, x2, y2)`` scaled about their centres by static ``scale``."""
+    if scale == 1.0:
+        return boxes
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+    half = (boxes[..., 2:] - boxes[..., :2]) * (scale / 2)
+    return jnp.concatenate([centre - half, centre + half], axis=-1)
+
+
+class KeypointBranch(nn.Module):
+    """Keypoint R-CNN's branch of a two-stage detector. Its parameters sit at the detector's root
+    (``keypoint_head``, ``keypoint_predictor``) when the detector shares its scope
+    (:func:`flax.linen.share_scope`). ``roi``: the detector's RoI sampling;
+    ``detections_per_img``: the detector's detection rows.
+    """
+
+    spec: KeypointSpec
+    roi: RoiSpec
+    detections_per_img: int
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.keypoint_head = KeypointRCNNHeads(self.spec.width, self.spec.num_convs,
+                                               dtype=self.dtype)
+        self.keypoint_predictor = KeypointRCNNPredictor(self.spec.num_keypoints, dtype=self.dtype)
+
+    @property
+    def num_rois(self) -> int:
+        """Foreground RoI slots of the keypoint class per image sent to the head in training."""
+        return min(self.spec.rois_per_image or self.roi.num_foreground_slots,
+                   self.roi.batch_size_per_image)
+
+    @property
+    def num_detections(self) -> int:
+        """Detections per image decoded at inference."""
+        return min(self.spec.detections_per_img or self.detections_per_img,
+                   self.detections_per_img)
+
+    def logits(self, pool: RoiPool, rois: jax.Array) -> jax.Array:
+        """``[B, R, 4]`` RoIs -> ``[B, R, 4P, 4P, num_keypoints]`` float32 heatmap logits."""
+        b, r = rois.shape[:2]
+        pooled = pool(rois, self.spec.roi_output_size)
+        x = self.keypoint_predictor(
+            self.keypoint_head(pooled.reshape((b * r,) + pooled.shape[2:])))
+        return x.reshape((b, r) + x.shape[1:])
+
+    def loss_terms(self, pool: RoiPool, roi_t: RoiTargets,
+                   targets: Mapping[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """``{"roi_keypoint": (sum, count)}`` over up to :attr:`num_rois` foreground RoIs of the
+        keypoint class per image; ``targets`` needs ``gt_keypoints`` ``[B, G, K, 3]`` float32
+        ``(x, y, v)`` (else ValueError).
+        """
+        if "gt_keypoints" not in targets:
+            raise ValueError("the keypoint branch's training needs targets['gt_keypoints'] "
+                             "[B, G, K, 3] float32 (x, y, v)")
+        s = self.spec
+        rois, matched, _ = jax.vmap(lambda r, lab, m, v: select_person_rois(
+            r, lab, m, v, s.class_index, self.num_rois))(
+            roi_t.rois, roi_t.labels, roi_t.matched_gt, roi_t.valid)
+        rois = _scale_boxes(rois, s.roi_scale)
+        size = 4 * s.roi_output_size
+        cells, weights, kp_valid = jax.vmap(lambda r, m, g: keypoint_targets(
+            r, m, g, size, s.target))(rois, matched, targets["gt_keypoints"])
+        return {"roi_keypoint": keypoint_loss(self.logits(pool, rois), cells, weights, kp_valid)}
+
+    def heatmaps(self, pool: RoiPool, mirror_pool: RoiPool | None, rois: jax.Array,
+                 image_width: int) -> jax.Array:
+        """``[B, R, 4P, 4P, K]`` heatmap logits of ``[B, R, 4]`` RoIs; given ``mirror_pool`` (the
+        horizontally flipped images' features, padded width ``image_width``), averaged with the
+        mirrored RoIs' heatmaps there mapped back (:func:`unflip_heatmaps`).
+        """
+        logits = self.logits(pool, rois)
+        if mirror_pool is None:
+            return logits
+        w = jnp.float32(image_width)
+        mirrored = jnp.stack([w - rois[..., 2], rois[..., 1], w - rois[..., 0], rois[..., 3]],
+                             axis=-1)
+        flipped = unflip_heatmaps(self.logits(mirror_pool, mirrored), self.spec.flip_pairs)
+        return (logits + flipped) / 2
+
+    def predict(self, pool: RoiPool, detections: Detections, mirror_pool: RoiPool | None = None,
+                image_width: int = 0) -> dict[str, jax.Array]:
+        """``keypoints`` ``[B, K, num_keypoints, 3]`` ``(x, y, score)`` of the first
+        :attr:`num_detections` detections of the keypoint class (zeros elsewhere) and
+        ``keypoint_scores`` ``[B, K]`` (box scores, times the mean keypoint confidence with
+        ``rescore``; 0 off the class). ``mirror_pool``: see :meth:`heatmaps`.
+        """
+        s = self.spec
+        dets = detections
+        person = dets.valid & (dets.classes == s.class_index)
+        order = jnp.argsort(~person, axis=1, stable=True)[:, :self.num_detections]  # [B, n]
+        rois = _scale_boxes(jnp.take_along_axis(dets.boxes, order[..., None], axis=1),
+                            s.roi_scale)
+        logits = self.heatmaps(pool, mirror_pool, rois, image_width)
+        decode = lambda lg, r: decode_keypoints(  # noqa: E731
+            lg, r, window=s.decode_window, method=s.decode)
+        kept = jnp.take_along_axis(person, order, axis=1)  # [B, n]
+        kps = jnp.where(kept[..., None, None], jax.vmap(decode)(logits, rois), 0.0)
+        scatter = jax.vmap(lambda o, i, v: o.at[i].set(v))
+        out = scatter(jnp.zeros(dets.boxes.shape[:2] + kps.shape[2:], jnp.float32), order, kps)
+        scores = dets.scores.astype(jnp.float32)
+        if s.rescore:
+            conf = jnp.where(kept, keypoint_confidence(logits), 0.0)  # [B, n]
+            scores = scores * scatter(jnp.zeros_like(scores), order, conf)
+        return {"keypoints": out, "keypoint_scores": jnp.where(person, scores, 0.0)}

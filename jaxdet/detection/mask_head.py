@@ -23,7 +23,9 @@ Conv ``kernel = weight.transpose(2, 3, 1, 0)``; ``conv5_mask`` (``ConvTranspose2
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -31,10 +33,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdet.core import Detections
+from jaxdet.detection.roi_heads import RoiSpec, RoiTargets
 from jaxdet.models.conv import BlockConvTranspose, SameConv
 from jaxdet.ops.masks import crop_and_resize_masks
 
 __all__ = [
+    "LOSS_TERMS",
+    "MaskBranch",
+    "MaskSpec",
     "MaskRCNNHeads",
     "MaskRCNNPredictor",
     "crop_gt_mask_values",
@@ -45,6 +52,22 @@ __all__ = [
 ]
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+LOSS_TERMS = ("roi_mask",)
+#: ``pool(rois [B, R, 4], bins) -> [B, R, bins, bins, C]``: RoIAlign of the detector's features.
+RoiPool = Callable[[jax.Array, int], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSpec:
+    """``config.model.mask`` (the section present: the mask branch is on). ``width``: channels of
+    the 4 convs and the transpose conv; ``roi_output_size``: RoIAlign bins (the logits are twice
+    that); ``rois_per_image``: leading sampled-RoI slots (foreground first) sent to the head in
+    training, 0 for the sampler's whole foreground budget.
+    """
+
+    width: int = 256
+    roi_output_size: int = 14
+    rois_per_image: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,3 +245,57 @@ class MaskRCNNPredictor(nn.Module):
         x = SameConv(self.num_classes + 1, (1, 1), dtype=self.dtype,
                      kernel_init=_KAIMING_FAN_OUT, name="mask_fcn_logits")(x)
         return x.astype(jnp.float32)
+
+
+class MaskBranch(nn.Module):
+    """Mask R-CNN's branch of a two-stage detector. Its parameters sit at the detector's root
+    (``mask_head``, ``mask_predictor``) when the detector shares its scope
+    (:func:`flax.linen.share_scope`). ``roi``: the detector's RoI sampling (foreground budget,
+    sampling ratio of the targets). ValueError if ``spec.rois_per_image`` exceeds
+    ``roi.batch_size_per_image``.
+    """
+
+    spec: MaskSpec
+    num_classes: int
+    roi: RoiSpec
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.mask_head = MaskRCNNHeads(self.spec.width, dtype=self.dtype)
+        self.mask_predictor = MaskRCNNPredictor(self.num_classes, self.spec.width,
+                                                dtype=self.dtype)
+
+    @property
+    def num_rois(self) -> int:
+        """RoI slots per image sent to the head in training."""
+        return self.spec.rois_per_image or self.roi.num_foreground_slots
+
+    def logits(self, pool: RoiPool, rois: jax.Array) -> jax.Array:
+        """``[B, R, 4]`` RoIs -> ``[B, R, 28, 28, C + 1]`` float32 mask logits."""
+        b, r = rois.shape[:2]
+        pooled = pool(rois, self.spec.roi_output_size)
+        x = self.mask_predictor(self.mask_head(pooled.reshape((b * r,) + pooled.shape[2:])))
+        return x.reshape((b, r) + x.shape[1:])
+
+    def loss_terms(self, pool: RoiPool, roi_t: RoiTargets,
+                   targets: Mapping[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """``{"roi_mask": (sum, count)}`` over the first :attr:`num_rois` sampled RoI slots;
+        ``targets`` needs ``gt_boxes`` and ``gt_masks`` ``[B, G, M, M]`` uint8 (else ValueError).
+        """
+        if "gt_masks" not in targets:
+            raise ValueError("the mask branch's training needs targets['gt_masks'] [B, G, M, M] "
+                             "uint8 (gt masks cropped to their boxes)")
+        n = self.num_rois
+        rois, labels = roi_t.rois[:, :n], roi_t.labels[:, :n]
+        matched = roi_t.matched_gt[:, :n]
+        positive = roi_t.valid[:, :n] & (labels > 0) & (matched >= 0)
+        size = 2 * self.spec.roi_output_size
+        mask_t = jax.vmap(lambda r, m, g, gm: mask_targets(
+            r, m, g, gm, mask_size=size, sampling_ratio=self.roi.sampling_ratio))(
+            rois, jnp.where(positive, matched, -1), targets["gt_boxes"], targets["gt_masks"])
+        return {"roi_mask": mask_loss(self.logits(pool, rois), labels, mask_t, positive)}
+
+    def predict(self, pool: RoiPool, detections: Detections) -> dict[str, jax.Array]:
+        """``{"masks": [B, K, 28, 28]}`` float32 probabilities of each detection's class."""
+        logits = self.logits(pool, detections.boxes)
+        return {"masks": jax.nn.sigmoid(select_class(logits, detections.classes + 1))}

@@ -60,7 +60,7 @@ def warp_crops(images: jax.Array, boxes: jax.Array, size: int,
 
 class RCNN(nn.Module):
     """See the module docstring. ``spec``: :class:`~jaxdet.detection.fast_rcnn.ClassicSpec`
-    (``roi_feature``, ``roi_output_size``, ``representation_size`` unused); ``backbone``: config
+    (``roi_feature``, ``roi.output_size``, ``roi.representation_size`` unused); ``backbone``: config
     section for :func:`jaxdet.models.resnet.create_resnet`, run on the crops; ``bn_axis_name``,
     ``dtype`` as in :class:`~jaxdet.detection.fast_rcnn.FastRCNN`.
     """
@@ -111,7 +111,7 @@ class RCNN(nn.Module):
         rng = fast_rcnn.check_train_args(targets, rng, batch, "RCNN")
         assert targets is not None
         real = core.example_mask(targets, batch)
-        t = fast_rcnn.sample_rois(spec, proposals, proposal_valid, targets, rng, real)
+        t = roi_heads.sample_rois(spec.roi, proposals, proposal_valid, targets, rng, real)
         logits, deltas = self._head(images, t.rois, train=True)
         return fast_rcnn.train_outputs(spec, logits, deltas, t, proposals, proposal_valid,
                                        targets, real)

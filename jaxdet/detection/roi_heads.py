@@ -13,8 +13,9 @@ Training: vmapped :func:`roi_targets` -> RoIAlign of ``t.rois`` -> :class:`BoxHe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdet.core import Detections
-from jaxdet.detection.select import select_detections
+from jaxdet.detection.select import PostprocessSpec, select_detections
 from jaxdet.losses.regression import smooth_l1
 from jaxdet.ops.box_coder import decode_boxes, encode_boxes
 from jaxdet.ops.boxes import box_iou, clip_boxes
@@ -33,7 +34,10 @@ __all__ = [
     "BOX_CODER_WEIGHTS",
     "BoxHead",
     "FastRCNNPredictor",
+    "RoiSpec",
     "RoiTargets",
+    "detect",
+    "sample_rois",
     "TwoMLPHead",
     "postprocess_detections",
     "rescale_boxes",
@@ -43,6 +47,39 @@ __all__ = [
 
 #: torchvision's RoI-heads box-coder weights ``(wx, wy, ww, wh)``.
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoiSpec:
+    """``config.model.roi``: RoI sampling, pooling and the box head (torchvision's COCO defaults).
+
+    Sampling: a proposal is foreground at IoU ``>= fg_iou``, background below ``bg_iou``;
+    ``batch_size_per_image`` RoIs per image, at most ``positive_fraction`` of them foreground.
+    Pooling: RoIAlign ``output_size`` bins with ``sampling_ratio`` samples per bin and axis,
+    ``aligned`` half-pixel offset (True: detectron2's ROIAlignV2; False: torchvision's
+    ``MultiScaleRoIAlign``, for its weights); FPN level ``floor(canonical_level + log2(sqrt(wh) /
+    canonical_size))``. Box head: ``representation_size`` wide MLP; losses with
+    ``smooth_l1_beta``; deltas scaled by ``box_weights`` ``(wx, wy, ww, wh)``.
+    """
+
+    fg_iou: float = 0.5
+    bg_iou: float = 0.5
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    output_size: int = 7
+    sampling_ratio: int = 2
+    aligned: bool = True
+    canonical_size: float = 224.0
+    canonical_level: int = 4
+    smooth_l1_beta: float = 1.0 / 9
+    representation_size: int = 1024
+    box_weights: tuple[float, float, float, float] = BOX_CODER_WEIGHTS
+
+    @property
+    def num_foreground_slots(self) -> int:
+        """The sampler's foreground budget per image, ``int(batch_size * positive_fraction)``
+        (at least 1)."""
+        return max(int(self.batch_size_per_image * self.positive_fraction), 1)
 
 
 def _f32(x: jax.typing.ArrayLike) -> jax.Array:
@@ -296,6 +333,35 @@ def postprocess_detections(
         jnp.tile(jnp.arange(c, dtype=jnp.int32), r),
         jnp.repeat(jnp.asarray(proposal_valid, bool), c), score_thresh=score_thresh,
         nms_thresh=nms_thresh, detections_per_img=detections_per_img, min_size=min_size)
+
+
+def sample_rois(spec: RoiSpec, proposals: jax.Array, proposal_valid: jax.Array,
+                targets: Mapping[str, jax.Array], rng: jax.Array,
+                real: jax.Array) -> RoiTargets:
+    """Vmapped :func:`roi_targets` of ``[B, P, 4]`` proposals against ``targets`` (``gt_boxes``,
+    ``gt_labels``, ``gt_valid``), one key per image in ``rng`` ``[B]``: ``[B, S, ...]`` RoIs
+    (``S = spec.batch_size_per_image``); the RoIs of examples with ``real`` ``[B]`` False are
+    invalid.
+    """
+    t = jax.vmap(lambda p, v, g, lab, gv, k: roi_targets(
+        p, v, g, lab, gv, k, fg_iou=spec.fg_iou, bg_iou=spec.bg_iou,
+        batch_size_per_image=spec.batch_size_per_image,
+        positive_fraction=spec.positive_fraction, weights=spec.box_weights))(
+        proposals, proposal_valid, targets["gt_boxes"], targets["gt_labels"],
+        targets["gt_valid"], rng)
+    return t._replace(valid=t.valid & real[:, None])
+
+
+def detect(roi: RoiSpec, post: PostprocessSpec, class_logits: jax.Array,
+           box_deltas: jax.Array, proposals: jax.Array, proposal_valid: jax.Array,
+           image_hw: jax.Array) -> Detections:
+    """Vmapped :func:`postprocess_detections` over ``[B, P, ...]`` box-head outputs and
+    ``image_hw`` ``[B, 2]``: :class:`Detections` fields ``[B, post.detections_per_img]``.
+    """
+    one = lambda lg, dl, p, v, hw: postprocess_detections(  # noqa: E731
+        lg, dl, p, v, hw, weights=roi.box_weights, score_thresh=post.score_thresh,
+        nms_thresh=post.nms_thresh, detections_per_img=post.detections_per_img)
+    return jax.vmap(one)(class_logits, box_deltas, proposals, proposal_valid, image_hw)
 
 
 def default_image_hw(images: jax.Array, image_hw: jax.Array | None) -> jax.Array:

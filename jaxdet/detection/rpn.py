@@ -14,7 +14,8 @@ batch (and cross-device) mean is exact::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -27,6 +28,9 @@ from jaxdet.models.conv import SameConv
 
 __all__ = [
     "RPNHead",
+    "RPNSpec",
+    "batch_losses",
+    "batch_proposals",
     "rpn_targets",
     "rpn_losses",
     "generate_proposals",
@@ -34,6 +38,38 @@ __all__ = [
 ]
 
 _init = nn.initializers.normal(stddev=0.01)
+
+
+@dataclasses.dataclass(frozen=True)
+class RPNSpec:
+    """``config.model.rpn`` (torchvision's COCO defaults).
+
+    Anchors: ``anchor_sizes`` one tuple of sides (pixels) per pyramid level, ``aspect_ratios``
+    height / width. Targets: positive at IoU ``>= fg_iou`` (or a gt's best anchor), negative
+    below ``bg_iou``; ``batch_size_per_image`` sampled anchors, at most ``positive_fraction``
+    positive; box loss smooth-L1 with ``smooth_l1_beta``. Proposals: the best
+    ``pre_nms_top_n_*`` per level, NMS at ``nms_thresh``, sides ``>= min_size`` pixels, the best
+    ``post_nms_top_n_*`` per image (``_train`` / ``_test``).
+    """
+
+    anchor_sizes: tuple[tuple[float, ...], ...] = ((32,), (64,), (128,), (256,), (512,))
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    fg_iou: float = 0.7
+    bg_iou: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    pre_nms_top_n_train: int = 2000
+    post_nms_top_n_train: int = 2000
+    pre_nms_top_n_test: int = 1000
+    post_nms_top_n_test: int = 1000
+    nms_thresh: float = 0.7
+    min_size: float = 1e-3
+    smooth_l1_beta: float = 1.0 / 9
+
+    @property
+    def num_anchors(self) -> int:
+        """Anchors per feature-map location."""
+        return len(self.anchor_sizes[0]) * len(self.aspect_ratios)
 
 
 class RPNHead(nn.Module):
@@ -251,3 +287,44 @@ def proposal_recall(
     gv = jnp.asarray(gt_valid, bool)
     recalled = gv & (best >= iou_threshold)
     return jnp.sum(recalled, dtype=jnp.int32), jnp.sum(gv, dtype=jnp.int32)
+
+
+def batch_proposals(spec: RPNSpec, objectness: Sequence[jax.Array], deltas: Sequence[jax.Array],
+                    anchors: Sequence[jax.Array], image_hw: jax.Array, train: bool
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Vmapped :func:`generate_proposals` with ``spec``'s train or test counts: per level
+    ``[B, N_l]`` logits and ``[B, N_l, 4]`` deltas, ``[N_l, 4]`` anchors, ``image_hw`` ``[B, 2]``
+    -> ``(proposals [B, P, 4] (no gradient), scores [B, P], valid [B, P])``.
+    """
+    pre = spec.pre_nms_top_n_train if train else spec.pre_nms_top_n_test
+    post = spec.post_nms_top_n_train if train else spec.post_nms_top_n_test
+
+    def one(obj, dl, hw):
+        return generate_proposals(obj, dl, anchors, hw, pre_nms_top_n=pre, post_nms_top_n=post,
+                                  nms_thresh=spec.nms_thresh, min_size=spec.min_size)
+
+    boxes, scores, valid = jax.vmap(one)(objectness, deltas, image_hw)
+    return jax.lax.stop_gradient(boxes), scores, valid
+
+
+def batch_losses(spec: RPNSpec, objectness: Sequence[jax.Array], deltas: Sequence[jax.Array],
+                 anchors: jax.Array, targets: Mapping[str, jax.Array], rng: jax.Array,
+                 real: jax.Array) -> tuple[dict[str, tuple[jax.Array, jax.Array]],
+                                           dict[str, jax.Array]]:
+    """The RPN's loss terms over a batch: per level ``[B, N_l]`` logits and ``[B, N_l, 4]``
+    deltas, ``anchors`` ``[N, 4]`` (levels concatenated), ``targets`` ``gt_boxes`` / ``gt_valid``,
+    one key per image in ``rng`` ``[B]``; examples with ``real`` ``[B]`` False add nothing.
+
+    Returns ``({"rpn_objectness": (sum, count), "rpn_box": (sum, count)}, rpn_targets)``, the
+    second the vmapped :func:`rpn_targets` (for inspection).
+    """
+    t = jax.vmap(lambda g, v, k: rpn_targets(
+        anchors, g, v, k, fg_iou=spec.fg_iou, bg_iou=spec.bg_iou,
+        batch_size_per_image=spec.batch_size_per_image,
+        positive_fraction=spec.positive_fraction))(targets["gt_boxes"], targets["gt_valid"], rng)
+    losses = jax.vmap(lambda o, d, tt: rpn_losses(o, d, tt, smooth_l1_beta=spec.smooth_l1_beta))(
+        jnp.concatenate(objectness, axis=1), jnp.concatenate(deltas, axis=1), t)
+    losses = {k: jnp.where(real, v, 0.0) for k, v in losses.items()}
+    count = jnp.sum(losses["count"])
+    return {"rpn_objectness": (jnp.sum(losses["objectness_sum"]), count),
+            "rpn_box": (jnp.sum(losses["box_sum"]), count)}, t

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
-from jaxdet.core import Detections
+from jaxdet import config_files
+from jaxdet.core import ConfigError, Detections
 from jaxdet.ops.boxes import as_float32
 from jaxdet.ops.nms import batched_nms
+
+
+@dataclasses.dataclass(frozen=True)
+class PostprocessSpec:
+    """``config.model.postprocess`` of every detector: keep scores ``> score_thresh``, NMS per
+    class at IoU ``> nms_thresh``, at most ``detections_per_img`` rows (torchvision's defaults).
+    """
+
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+
+def postprocess_from_config(model: Mapping[str, Any],
+                            defaults: PostprocessSpec = PostprocessSpec()) -> PostprocessSpec:
+    """``defaults`` updated by the section ``config.model.postprocess`` (absent: ``defaults``).
+    ConfigError on an unknown key there, or on one of its fields directly in ``config.model``.
+    """
+    for field in dataclasses.fields(PostprocessSpec):
+        if field.name in model:
+            raise ConfigError(f"config.model.{field.name}: set it as "
+                              f"config.model.postprocess.{field.name}")
+    given = config_files.spec_from_section(PostprocessSpec, model.get("postprocess"),
+                                           "model.postprocess")
+    explicit = {k: getattr(given, k) for k in (model.get("postprocess") or {})}
+    return dataclasses.replace(defaults, **explicit)
 
 
 def select_detections(

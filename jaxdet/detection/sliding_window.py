@@ -36,6 +36,7 @@ import numpy as np
 from jaxdet import config_files, core, ops
 from jaxdet.core import ConfigError
 from jaxdet.detection import roi_heads, rpn
+from jaxdet.detection.select import PostprocessSpec, postprocess_from_config
 from jaxdet.models import resnet
 
 SumCount = tuple[jax.Array, jax.Array]
@@ -64,9 +65,7 @@ class WindowSpec:
     window_box_regression: bool = False  # add a class-specific box-offset head
     window_smooth_l1_beta: float = 1.0 / 9
     box_weights: tuple[float, float, float, float] = roi_heads.BOX_CODER_WEIGHTS
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.5
-    detections_per_img: int = 100
+    postprocess: PostprocessSpec = PostprocessSpec()
 
     def __post_init__(self) -> None:
         if not self.window_sizes or not self.window_aspect_ratios:
@@ -79,7 +78,9 @@ class WindowSpec:
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> WindowSpec:
         """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
-        return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
+        return config_files.dataclass_from_section(
+            cls, model, num_classes=num_classes,
+            postprocess=postprocess_from_config(model, PostprocessSpec()))
 
 
 def loss_terms_for(model: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
@@ -248,8 +249,7 @@ class SlidingWindowDetector(nn.Module):
         if not train:
             logits, deltas = self._classify_all(images, windows_np)
             post = lambda lg, dl, v, hw: roi_heads.postprocess_detections(  # noqa: E731
-                lg, dl, windows, v, hw, weights=s.box_weights, score_thresh=s.score_thresh,
-                nms_thresh=s.nms_thresh, detections_per_img=s.detections_per_img)
+                lg, dl, windows, v, hw, weights=s.box_weights, **dataclasses.asdict(s.postprocess))
             dets = jax.vmap(post)(logits, deltas, window_valid, image_hw)
             out: dict[str, Any] = dets._asdict()
             out["proposals"] = jnp.broadcast_to(windows, (batch,) + windows.shape)

@@ -36,7 +36,7 @@ import numpy as np
 from jaxdet import config_files, core, ops
 from jaxdet.core import ConfigError
 from jaxdet.detection import roi_heads, rpn
-from jaxdet.detection.select import select_detections
+from jaxdet.detection.select import PostprocessSpec, postprocess_from_config, select_detections
 from jaxdet.detection.ssd_default_boxes import default_boxes
 from jaxdet.losses.regression import smooth_l1
 from jaxdet.models import resnet
@@ -67,10 +67,8 @@ class SSDSpec:
     ssd_smooth_l1_beta: float = 1.0
     ssd_pre_nms_top_n: int = 400
     box_weights: tuple[float, float, float, float] = SSD_BOX_WEIGHTS
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.5
-    detections_per_img: int = 100
     recall_top_n: int = 100
+    postprocess: PostprocessSpec = PostprocessSpec()
 
     def __post_init__(self) -> None:
         names = self.ssd_feature_maps
@@ -107,7 +105,9 @@ class SSDSpec:
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> SSDSpec:
         """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
-        return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
+        return config_files.dataclass_from_section(
+            cls, model, num_classes=num_classes,
+            postprocess=postprocess_from_config(model, PostprocessSpec()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,8 +272,7 @@ def postprocess(
                            spec.box_weights)
     dec = ops.clip_boxes(dec, image_hw[0], image_hw[1])
     return select_detections(
-        dec, scores, classes, jnp.ones(scores.shape, bool), score_thresh=spec.score_thresh,
-        nms_thresh=spec.nms_thresh, detections_per_img=spec.detections_per_img,
+        dec, scores, classes, jnp.ones(scores.shape, bool), **dataclasses.asdict(spec.postprocess),
         min_size=min_size)
 
 

@@ -39,7 +39,7 @@ import ml_collections
 from jaxdet import config_files, core, ops
 from jaxdet.core import ConfigError
 from jaxdet.detection import roi_heads
-from jaxdet.detection.select import select_detections
+from jaxdet.detection.select import PostprocessSpec, postprocess_from_config, select_detections
 from jaxdet.models import resnet
 
 SumCount = tuple[jax.Array, jax.Array]
@@ -63,10 +63,8 @@ class YoloSpec:
     yolo_fc_size: int = 512  # "fc" head only
     yolo_dropout: float = 0.0  # dropout rate before the output layer in training (paper: 0.5)
     yolo_rescore: bool = True  # confidence target IoU (True) or 1 (False)
-    score_thresh: float = 0.01
-    nms_thresh: float = 0.5
-    detections_per_img: int = 100
     min_size: float = 1e-2
+    postprocess: PostprocessSpec = PostprocessSpec(score_thresh=0.01)
 
     def __post_init__(self) -> None:
         if self.yolo_grid_size < 1 or self.yolo_boxes_per_cell < 1:
@@ -84,7 +82,9 @@ class YoloSpec:
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> YoloSpec:
         """The spec from a flat ``config.model`` section (unknown keys are ignored)."""
-        return config_files.dataclass_from_section(cls, model, num_classes=num_classes)
+        return config_files.dataclass_from_section(
+            cls, model, num_classes=num_classes,
+            postprocess=postprocess_from_config(model, PostprocessSpec(score_thresh=0.01)))
 
 
 class Predictions(NamedTuple):
@@ -332,8 +332,7 @@ class Yolo(nn.Module):
         pred = jax.vmap(lambda r: decode_predictions(r, s.yolo_boxes_per_cell, image_size))(raw)
         if not train:
             post = lambda p, hw: postprocess(  # noqa: E731
-                p, hw, score_thresh=s.score_thresh, nms_thresh=s.nms_thresh,
-                detections_per_img=s.detections_per_img, min_size=s.min_size)
+                p, hw, **dataclasses.asdict(s.postprocess), min_size=s.min_size)
             dets, cand, cand_valid = jax.vmap(post)(pred, image_hw)
             out: dict[str, Any] = dets._asdict()
             out["proposals"] = cand

@@ -8,8 +8,8 @@ Batch (``G = config.data.max_instances``): ``image`` uint8 ``[B, H, W, 3]``; ``g
 float32 ``[B, G, 4]`` ``(x1, y1, x2, y2)`` absolute input pixels, ``gt_labels`` int32 0-based,
 ``gt_valid`` bool; COCO: ``gt_iscrowd`` (not targets, ``iscrowd=1`` in evaluation);
 ``image_hw`` int32 ``[B, 2]`` (image inside the padding; outputs clipped to it); ``orig_hw``
-int32 ``[B, 2]`` (evaluation size); ``index``, ``mask``; ``mask_head``: ``gt_masks`` uint8
-``[B, G, M, M]`` (``M = config.data.mask_crop_size``, 56); ``keypoint_head``:
+int32 ``[B, 2]`` (evaluation size); ``index``, ``mask``; a mask branch: ``gt_masks`` uint8
+``[B, G, M, M]`` (``M = config.data.mask_crop_size``, 56); a keypoint branch:
 ``gt_keypoints`` float32 ``[B, G, 17, 3]`` ``(x, y, v)`` input pixels.
 
 Loss: the detector's terms weighted by ``config.loss.<term>_weight``. Evaluation
@@ -158,14 +158,15 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
 
     ValueError naming the example for a malformed image, boxes not ``[N, 4]`` ``(x1, y1, x2, y2)``
     inside the image, labels outside the class range, more than ``G`` objects, or missing
-    keypoints with ``keypoint_head``.
+    keypoints with a keypoint branch.
     """
     max_instances = int(config.data.max_instances)
     num_classes = len(class_names(config))
-    with_masks = bool(config.model.get("mask_head", False))
+    with_masks = "mask" in config.model
     crop_size = int(config.data.get("mask_crop_size", 56))
-    with_keypoints = bool(config.model.get("keypoint_head", False))
-    num_keypoints = int(config.model.get("num_keypoints", stick_figures.NUM_KEYPOINTS))
+    with_keypoints = "keypoint" in config.model
+    num_keypoints = (int(config.model.keypoint.get("num_keypoints", stick_figures.NUM_KEYPOINTS))
+                     if with_keypoints else 0)
 
     def preprocess(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
         where = f"detection example {example.get('image_id', '?')}"
@@ -206,7 +207,7 @@ def make_preprocess(config: ml_collections.ConfigDict) -> Callable[[Mapping[str,
             out["gt_masks"][:n] = mask_head.crop_gt_masks(masks, boxes, crop_size)
         if with_keypoints:
             if "keypoints" not in example["objects"]:
-                raise ValueError(f"{where}: keypoint_head needs objects.keypoints (scenes "
+                raise ValueError(f"{where}: the keypoint branch needs objects.keypoints (scenes "
                                  "built with config.data.person_fraction > 0)")
             out["gt_keypoints"] = np.zeros((max_instances, num_keypoints, 3), np.float32)
             out["gt_keypoints"][:n] = np.asarray(
@@ -319,8 +320,7 @@ def host_evaluator(config: ml_collections.ConfigDict) -> detection_eval.Detectio
     """COCO evaluation of ``config.eval_split`` (its source is read for gt masks / areas when the
     model has a mask or keypoint head).
     """
-    needs_source = config.model.get("mask_head", False) or config.model.get("keypoint_head",
-                                                                             False)
+    needs_source = "mask" in config.model or "keypoint" in config.model
     split = config.get("eval_split", "validation")
     source = datasets(config)[split] if needs_source else None
     return detection_eval.DetectionEvaluator(config.model, class_names(config), source,
@@ -363,7 +363,7 @@ def draw_predictions(
             image = visualize.overlay_masks(image, pasted[keep], out["classes"][i][keep] + 1)
         if "keypoints" in out:
             keep = out["valid"][i] & (out["scores"][i] >= threshold) & (
-                out["classes"][i] == int(config.model.get("keypoint_class", 0)))
+                out["classes"][i] == faster_rcnn.keypoint_class(config.model))
             image = visualize.draw_skeletons(image, out["keypoints"][i][keep],
                                              stick_figures.SKELETON)
         pictures.append(visualize.boxes_panel(image, gt=gt, pred=pred))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdet import ops
+from jaxdet.detection import faster_rcnn
 from jaxdet.metrics import coco_eval
 
 RESULTS_FILE = "coco_results.json"
@@ -35,9 +36,9 @@ def paste_binary_masks(masks: jax.Array, boxes: jax.Array, height: int, width: i
 class DetectionEvaluator:
     """Host-side COCO evaluation of the detection task: box AP and ``AR100@0.5``.
 
-    ``mask_head``: also mask AP (``mask_AP`` ...), ``[K, 28, 28]`` probabilities pasted at the
+    a mask branch: also mask AP (``mask_AP`` ...), ``[K, 28, 28]`` probabilities pasted at the
     original size (``> 0.5``) against the source's full-resolution gt masks (by ``index``).
-    ``keypoint_head``: also keypoint AP (``kp_AP`` ...) of person detections against
+    a keypoint branch: also keypoint AP (``kp_AP`` ...) of person detections against
     ``gt_keypoints`` (OKS with COCO's 17 sigmas). With masks or keypoints the gt ``area`` is the
     source's ``objects/area`` (OKS scale and size ranges, as COCO); the box-only path reads no
     source and uses box areas.
@@ -45,18 +46,18 @@ class DetectionEvaluator:
 
     def __init__(self, model_config: Mapping[str, Any], class_names: Sequence[str],
                  gt_source: Any = None, dataset_ids: Mapping[str, Sequence[Any]] | None = None):
-        """``model_config``: ``config.model`` (``mask_head``, ``keypoint_head``,
-        ``keypoint_class``); ``gt_source``: the evaluated split's source by ``index``, required
+        """``model_config``: ``config.model`` (its ``mask`` and ``keypoint``
+        sections); ``gt_source``: the evaluated split's source by ``index``, required
         (else ValueError) with a mask or keypoint head; ``dataset_ids``: the split's own ids for
         the results files (:func:`in_dataset_ids`).
         """
         self.dataset_ids = dict(dataset_ids or {})
-        self.with_masks = bool(model_config.get("mask_head", False))
-        self.with_keypoints = bool(model_config.get("keypoint_head", False))
+        self.with_masks = "mask" in model_config
+        self.with_keypoints = "keypoint" in model_config
         self.coco = coco_eval.CocoEvaluator(
             list(class_names), with_masks=self.with_masks,
             with_keypoints=self.with_keypoints,
-            keypoint_class=int(model_config.get("keypoint_class", 0)))
+            keypoint_class=faster_rcnn.keypoint_class(model_config))
         if (self.with_masks or self.with_keypoints) and gt_source is None:
             raise ValueError("DetectionEvaluator: a mask or keypoint head needs gt_source")
         self.gt_source = gt_source

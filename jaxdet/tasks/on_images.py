@@ -31,6 +31,7 @@ from pycocotools import mask as mask_utils
 from jaxdet import visualize
 from jaxdet.core import ConfigError
 from jaxdet.data import augment, stick_figures
+from jaxdet.detection import faster_rcnn
 from jaxdet.models import segmentation as seg_models
 from jaxdet.tasks import detection, detection_eval, localization, pose, segmentation
 from jaxdet.tasks.model_apply import model_input
@@ -175,7 +176,7 @@ def _detection_results(image, out, config, names, category_ids, draw):
     if masks is not None:
         picture = visualize.overlay_masks(picture, masks[shown], np.asarray(classes)[shown] + 1)
     if "keypoints" in out:
-        people = shown & (np.asarray(classes) == int(config.model.get("keypoint_class", 0)))
+        people = shown & (np.asarray(classes) == faster_rcnn.keypoint_class(config.model))
         picture = visualize.draw_skeletons(picture, np.asarray(out["keypoints"])[people],
                                            stick_figures.SKELETON)
     pred = [(boxes[k], f"{names[int(classes[k])]} {float(scores[k]):.2f}")

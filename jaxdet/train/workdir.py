@@ -33,10 +33,11 @@ RESUMABLE_FIELDS = frozenset({
     "optimizer.learning_rate", "optimizer.schedule", "optimizer.warmup_steps",
     "optimizer.decay_steps", "optimizer.decay_factor",
     # inference only: post-processing and test-time options of the detectors
-    "model.score_thresh", "model.nms_thresh", "model.detections_per_img", "model.recall_top_n",
-    "model.rpn_pre_nms_top_n_test", "model.rpn_post_nms_top_n_test", "model.ssd_pre_nms_top_n",
-    "model.keypoint_detections_per_img", "model.keypoint_decode", "model.keypoint_decode_window",
-    "model.keypoint_rescore", "model.keypoint_flip_test",
+    "model.postprocess.score_thresh", "model.postprocess.nms_thresh",
+    "model.postprocess.detections_per_img", "model.recall_top_n",
+    "model.rpn.pre_nms_top_n_test", "model.rpn.post_nms_top_n_test", "model.ssd_pre_nms_top_n",
+    "model.keypoint.detections_per_img", "model.keypoint.decode", "model.keypoint.decode_window",
+    "model.keypoint.rescore", "model.keypoint.flip_test",
 })
 """Dotted config keys that may differ between a run and its resumption (with every ``loss.*``
 field: weights and loss kinds change the objective, not the state)."""

@@ -137,7 +137,7 @@ def test_keypoint_rcnn_coco_reads_the_person_keypoints_files_alone(tmp_path):
     config.data.image_size = 32
     config.data.resize_short = config.data.resize_max = 0  # fitted into 32 x 32: as they are
     config.data.max_instances = 4
-    config.model.num_keypoints = 2  # the tiny folder's person has 2 named keypoints
+    config.model.keypoint.num_keypoints = 2  # the tiny folder's person has 2 named keypoints
     assert detection.class_names(config) == ["person"]
     splits = detection.datasets(config)
     assert list(splits) == ["train"] and len(splits["train"]) == 6  # no val keypoint file; flips

@@ -24,9 +24,9 @@ P = 24  # proposals per image, the last 4 padded
 def _model_config(**overrides: Any) -> ml_collections.ConfigDict:
     config = {
         "depth": 0, "stage_sizes": (1, 1, 1, 1), "block": "basic", "width": 4,
-        "stem": "imagenet", "norm": "group", "gn_groups": 2, "representation_size": 16,
-        "roi_batch_size_per_image": 16, "detections_per_img": 10, "recall_top_n": 8,
-        "rcnn_crop_size": 16,
+        "stem": "imagenet", "norm": "group", "gn_groups": 2, "recall_top_n": 8,
+        "roi": {"representation_size": 16, "batch_size_per_image": 16},
+        "postprocess": {"detections_per_img": 10}, "rcnn_crop_size": 16,
     }
     config.update(overrides)
     return ml_collections.ConfigDict(config)
@@ -160,8 +160,11 @@ def _check_adam_lowers_the_loss(model: nn.Module, steps: int = 15) -> None:
 
 def test_spec_reads_the_config_and_checks():
     spec = fast_rcnn.ClassicSpec.from_config(_model_config(roi_feature="C4"), NUM_CLASSES)
-    assert spec.roi_feature == "C4" and spec.roi_batch_size_per_image == 16
-    assert spec.box_weights == (10.0, 10.0, 5.0, 5.0)
+    assert spec.roi_feature == "C4" and spec.roi.batch_size_per_image == 16
+    assert spec.roi.box_weights == (10.0, 10.0, 5.0, 5.0)
+    assert spec.postprocess.detections_per_img == 10 and spec.postprocess.score_thresh == 0.05
+    with pytest.raises(ValueError, match="config.model.roi_batch_size_per_image: the R-CNN"):
+        fast_rcnn.ClassicSpec.from_config(_model_config(roi_batch_size_per_image=16), 3)
     with pytest.raises(ValueError, match="roi_feature"):
         fast_rcnn.ClassicSpec(num_classes=3, roi_feature="C5")
 

@@ -8,20 +8,22 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdet.detection import faster_rcnn
+from jaxdet.core import ConfigError
+from jaxdet.detection import faster_rcnn, keypoint_head, rpn
 
 
 def _model_config(levels="fpn"):
     return ml_collections.ConfigDict({
         "depth": 0, "stage_sizes": (1, 1, 1, 1), "block": "basic", "width": 4,
         "stem": "imagenet", "norm": "group", "gn_groups": 2, "levels": levels,
-        "fpn_channels": 8, "representation_size": 16,
-        "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)) if levels == "fpn"
-        else ((8, 16, 32),),
-        "rpn_batch_size_per_image": 32, "rpn_pre_nms_top_n_train": 40,
-        "rpn_post_nms_top_n_train": 30, "rpn_pre_nms_top_n_test": 40,
-        "rpn_post_nms_top_n_test": 20, "roi_batch_size_per_image": 16,
-        "roi_canonical_size": 32.0, "detections_per_img": 10, "recall_top_n": 20,
+        "fpn_channels": 8, "recall_top_n": 20,
+        "rpn": {"anchor_sizes": ((8,), (16,), (32,), (64,), (128,)) if levels == "fpn"
+                else ((8, 16, 32),),
+                "batch_size_per_image": 32, "pre_nms_top_n_train": 40,
+                "post_nms_top_n_train": 30, "pre_nms_top_n_test": 40,
+                "post_nms_top_n_test": 20},
+        "roi": {"batch_size_per_image": 16, "canonical_size": 32.0, "representation_size": 16},
+        "postprocess": {"detections_per_img": 10},
     })
 
 
@@ -49,30 +51,64 @@ def _inputs(batch=2, size=32):
 
 def test_spec_checks_and_reads_the_config():
     spec = faster_rcnn.DetectorSpec.from_config(_model_config(), num_classes=3)
-    assert spec.num_anchors == 3 and spec.rpn_batch_size_per_image == 32
-    assert spec.anchor_sizes[0] == (8.0,)
-    assert faster_rcnn.DetectorSpec.from_config(_model_config("c4"), 3).num_anchors == 9
+    assert spec.rpn.num_anchors == 3 and spec.rpn.batch_size_per_image == 32
+    assert spec.rpn.anchor_sizes[0] == (8.0,)
+    assert spec.roi.canonical_size == 32.0 and spec.roi.fg_iou == 0.5  # given / default
+    assert spec.postprocess.detections_per_img == 10 and spec.postprocess.nms_thresh == 0.5
+    assert spec.mask is None and spec.keypoint is None
+    assert faster_rcnn.DetectorSpec.from_config(_model_config("c4"), 3).rpn.num_anchors == 9
     with pytest.raises(ValueError, match="anchor_sizes needs 5 entries"):
-        faster_rcnn.DetectorSpec(num_classes=3, anchor_sizes=((32,),))
+        faster_rcnn.DetectorSpec(num_classes=3, rpn=rpn.RPNSpec(anchor_sizes=((32,),)))
     with pytest.raises(ValueError, match="levels"):
         faster_rcnn.DetectorSpec(num_classes=3, levels="p3")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("rpn_fg_iou", 0.6, r"config.model.rpn_fg_iou: the R-CNN fields live in the sections"),
+    ("score_thresh", 0.1, r"config.model.score_thresh: the R-CNN fields live in"),
+    ("mask_head", True, r"config.model.mask_head: the R-CNN fields live in"),
+])
+def test_spec_rejects_fields_outside_their_section(key, value, message):
+    config = _model_config()
+    config[key] = value
+    with pytest.raises(ConfigError, match=message):
+        faster_rcnn.DetectorSpec.from_config(config, 3)
+
+
+def test_spec_rejects_unknown_fields_inside_a_section():
+    config = _model_config()
+    config.rpn.fg_iuo = 0.6
+    with pytest.raises(ConfigError, match=r"config.model.rpn.fg_iuo: not a field of model.rpn"):
+        faster_rcnn.DetectorSpec.from_config(config, 3)
+
+
+def test_sections_switch_the_branches_and_their_loss_terms():
+    config = _model_config()
+    assert faster_rcnn.loss_terms_for(config, 3) == faster_rcnn.LOSS_TERMS
+    config.mask = {"width": 8}
+    config.keypoint = {"num_keypoints": 5, "flip_pairs": ((1, 2),)}
+    spec = faster_rcnn.DetectorSpec.from_config(config, 3)
+    assert spec.mask.width == 8 and spec.mask.roi_output_size == 14
+    assert spec.keypoint.num_keypoints == 5
+    assert faster_rcnn.loss_terms_for(config, 3)[-2:] == ("roi_mask", "roi_keypoint")
 
 
 def test_keypoint_roi_scale_enlarges_boxes_about_their_centres():
     from jaxdet import ops
 
     boxes = jnp.array([[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(faster_rcnn._scale_boxes(boxes, 1.25),
+    np.testing.assert_allclose(keypoint_head._scale_boxes(boxes, 1.25),
                                [[7.5, 15.0, 32.5, 65.0], [0.0, 0.0, 0.0, 0.0]])
-    assert faster_rcnn._scale_boxes(boxes, 1.0) is boxes
-    config = ml_collections.ConfigDict({**_model_config(), "keypoint_roi_scale": 1.25})
-    assert faster_rcnn.DetectorSpec.from_config(config, 3).keypoint_roi_scale == 1.25
-    assert faster_rcnn.DetectorSpec(num_classes=3).keypoint_roi_scale == 1.0  # torchvision
+    assert keypoint_head._scale_boxes(boxes, 1.0) is boxes
+    config = _model_config()
+    config.keypoint = {"roi_scale": 1.25}
+    assert faster_rcnn.DetectorSpec.from_config(config, 3).keypoint.roi_scale == 1.25
+    assert keypoint_head.KeypointSpec().roi_scale == 1.0  # torchvision
     # A wrist 2 px right of the box has no heatmap cell; in the 1.25x box it gets column
     # floor((32 - 7.5) * 56 / 25) = 54, row floor((40 - 15) * 56 / 50) = 28.
     kp = jnp.array([[[32.0, 40.0, 2.0]]])
     _, valid = ops.keypoints_to_heatmap(kp, boxes[:1], 56)
-    cell, valid_big = ops.keypoints_to_heatmap(kp, faster_rcnn._scale_boxes(boxes[:1], 1.25), 56)
+    cell, valid_big = ops.keypoints_to_heatmap(kp, keypoint_head._scale_boxes(boxes[:1], 1.25), 56)
     assert not valid[0, 0] and valid_big[0, 0] and int(cell[0, 0]) == 28 * 56 + 54
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from jaxdet.data import augment, stick_figures
-from jaxdet.detection import faster_rcnn
+from jaxdet.detection import faster_rcnn, roi_heads
 from jaxdet.detection import keypoint_head as kh
+from tests import helpers
 from tests.helpers import assert_same_layer
 
 
@@ -237,22 +238,13 @@ def test_decode_round_trip_recovers_keypoints_within_a_cell():
 
 
 def _tiny_detector(keypoints: bool, **options) -> faster_rcnn.FasterRCNN:
-    spec = faster_rcnn.DetectorSpec(
-        num_classes=3, fpn_channels=8, anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
-        rpn_batch_size_per_image=16, rpn_pre_nms_top_n_train=20, rpn_post_nms_top_n_train=20,
-        rpn_pre_nms_top_n_test=20, rpn_post_nms_top_n_test=10, roi_batch_size_per_image=8,
-        representation_size=16, detections_per_img=5, keypoint_head=keypoints,
-        keypoint_head_width=8, keypoint_head_convs=2, keypoint_roi_output_size=7,
-        keypoint_class=2, keypoint_rois_per_image=3, keypoint_detections_per_img=4, **options)
-    backbone = {"depth": 0, "width": 4, "stage_sizes": (1, 1, 1, 1), "block": "basic",
-                "stem": "imagenet", "norm": "batch"}
-    return faster_rcnn.FasterRCNN(spec=spec, backbone=backbone)
+    spec = kh.KeypointSpec(width=8, num_convs=2, roi_output_size=7, class_index=2,
+                           rois_per_image=3, detections_per_img=4, **options)
+    return helpers.tiny_two_stage_detector(8, keypoint=spec if keypoints else None)
 
 
-@pytest.mark.parametrize("options", [{}, {"keypoint_target": "bilinear",
-                                           "keypoint_decode": "local_mean",
-                                           "keypoint_rescore": True,
-                                           "keypoint_flip_test": True}])
+@pytest.mark.parametrize("options", [{}, {"target": "bilinear", "decode": "local_mean",
+                                           "rescore": True, "flip_test": True}])
 def test_faster_rcnn_keypoint_branch_wiring(options):
     model = _tiny_detector(keypoints=True, **options)
     images = jnp.zeros((2, 64, 64, 3))
@@ -275,21 +267,20 @@ def test_faster_rcnn_keypoint_branch_wiring(options):
     assert test["keypoints"].shape == (2, 5, 17, 3)
     assert test["keypoint_scores"].shape == (2, 5)
     assert set(train["terms"]) == set(faster_rcnn.LOSS_TERMS) | {"roi_keypoint"}
-    assert faster_rcnn.loss_terms_for({"keypoint_head": True}, 3)[-1] == "roi_keypoint"
+    assert faster_rcnn.loss_terms_for({"keypoint": {}}, 3)[-1] == "roi_keypoint"
     assert faster_rcnn.loss_terms_for({}, 3) == faster_rcnn.LOSS_TERMS
-    assert not _tiny_detector(keypoints=False).spec.keypoint_head
+    assert _tiny_detector(keypoints=False).spec.keypoint is None
 
 
 def test_keypoint_target_and_decode_options_are_checked():
-    spec = faster_rcnn.DetectorSpec(num_classes=3, keypoint_target="bilinear",
-                                    keypoint_decode="local_mean")
-    assert (spec.keypoint_target, spec.keypoint_decode) == ("bilinear", "local_mean")
-    defaults = faster_rcnn.DetectorSpec(num_classes=3)
-    assert (defaults.keypoint_target, defaults.keypoint_decode) == ("cell", "bicubic")
-    with pytest.raises(ValueError, match="model.keypoint_target='soft'"):
-        faster_rcnn.DetectorSpec(num_classes=3, keypoint_target="soft")
-    with pytest.raises(ValueError, match="model.keypoint_decode='mean'"):
-        faster_rcnn.DetectorSpec(num_classes=3, keypoint_decode="mean")
+    spec = kh.KeypointSpec(target="bilinear", decode="local_mean")
+    assert (spec.target, spec.decode) == ("bilinear", "local_mean")
+    defaults = kh.KeypointSpec()
+    assert (defaults.target, defaults.decode) == ("cell", "bicubic")
+    with pytest.raises(ValueError, match="config.model.keypoint.target='soft'"):
+        kh.KeypointSpec(target="soft")
+    with pytest.raises(ValueError, match="config.model.keypoint.decode='mean'"):
+        kh.KeypointSpec(decode="mean")
 
 
 def test_unflip_heatmaps_reverses_columns_and_swaps_pairs():
@@ -302,8 +293,8 @@ def test_unflip_heatmaps_reverses_columns_and_swaps_pairs():
     np.testing.assert_array_equal(out[0, 1, :, 4], [33, 23, 13, 3])
     np.testing.assert_array_equal(
         np.asarray(kh.unflip_heatmaps(jnp.asarray(out), ((1, 2), (3, 4)))), x)
-    with pytest.raises(ValueError, match="keypoint_flip_pairs"):
-        faster_rcnn.DetectorSpec(num_classes=3, keypoint_flip_pairs=((1, 17),))
+    with pytest.raises(ValueError, match="config.model.keypoint.flip_pairs"):
+        kh.KeypointSpec(flip_pairs=((1, 17),))
     # The model's COCO pairs are the data side's (kept apart so detection does not import
     # the synthetic data): the stick figures' table and the pairs read from the 17 names.
     assert kh.COCO_FLIP_PAIRS == stick_figures.FLIP_PAIRS
@@ -321,9 +312,12 @@ def test_flip_test_heatmaps_are_mirror_equivariant():
 
     def heatmaps(m, images, rois, flip):
         flipped = m._features(jnp.flip(images, axis=2), False) if flip else None
-        return m._keypoint_heatmaps(m._features(images, False), flipped, rois, 64)
+        features = m._features(images, False)
+        pool = lambda r, size: m._pool(features, r, size)  # noqa: E731
+        mirror_pool = (lambda r, size: m._pool(flipped, r, size)) if flip else None  # noqa: E731
+        return m.keypoint.heatmaps(pool, mirror_pool, rois, 64)
 
-    model = _tiny_detector(keypoints=True, keypoint_flip_test=True)
+    model = _tiny_detector(keypoints=True, flip_test=True)
     v = jax.jit(lambda k: model.init(k, images, train=False))(jax.random.key(0))
     run = jax.jit(lambda v, im, r, flip: model.apply(v, im, r, flip, method=heatmaps),
                   static_argnums=3)
@@ -339,6 +333,6 @@ def test_flip_test_heatmaps_are_mirror_equivariant():
 
 @pytest.mark.parametrize("budget, want", [(0, 2), (3, 3), (100, 8)])
 def test_keypoint_roi_budget(budget, want):
-    spec = faster_rcnn.DetectorSpec(num_classes=3, roi_batch_size_per_image=8,
-                                    keypoint_rois_per_image=budget)
-    assert spec.num_keypoint_rois == want
+    branch = kh.KeypointBranch(kh.KeypointSpec(rois_per_image=budget),
+                               roi_heads.RoiSpec(batch_size_per_image=8), detections_per_img=5)
+    assert branch.num_rois == want

@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxdet import ops
 from jaxdet.detection import faster_rcnn, mask_head
+from tests import helpers
 
 
 def _np_roi_align_mask(mask: np.ndarray, box, size: int, ratio: int = 2) -> np.ndarray:
@@ -162,15 +163,8 @@ def test_head_and_predictor_shapes_and_names():
 
 
 def _tiny_detector(mask: bool):
-    spec = faster_rcnn.DetectorSpec(
-        num_classes=3, fpn_channels=8, anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
-        rpn_batch_size_per_image=16, rpn_pre_nms_top_n_train=20, rpn_post_nms_top_n_train=20,
-        rpn_pre_nms_top_n_test=20, rpn_post_nms_top_n_test=10, roi_batch_size_per_image=16,
-        representation_size=16, detections_per_img=5, recall_top_n=10, mask_head=mask,
-        mask_head_width=8, mask_rois_per_image=3)
-    backbone = {"depth": 0, "width": 4, "stage_sizes": (1, 1, 1, 1), "block": "basic",
-                "stem": "imagenet", "norm": "batch"}
-    return faster_rcnn.FasterRCNN(spec=spec, backbone=backbone)
+    spec = mask_head.MaskSpec(width=8, rois_per_image=3)
+    return helpers.tiny_two_stage_detector(16, mask=spec if mask else None)
 
 
 def test_faster_rcnn_mask_branch_wiring():
@@ -194,10 +188,10 @@ def test_faster_rcnn_mask_branch_wiring():
     assert params["mask_predictor/mask_fcn_logits/kernel"].shape == (1, 1, 8, 4)
     assert test["masks"].shape == (2, 5, 28, 28)
     assert set(train["terms"]) == set(faster_rcnn.LOSS_TERMS) | {"roi_mask"}
-    assert faster_rcnn.loss_terms_for({"mask_head": True}, 3)[-1] == "roi_mask"
+    assert faster_rcnn.loss_terms_for({"mask": {}}, 3)[-1] == "roi_mask"
     # Off by default: no mask loss term (the detector tests cover the plain model).
     assert faster_rcnn.loss_terms_for({}, 3) == faster_rcnn.LOSS_TERMS
-    assert not _tiny_detector(mask=False).spec.mask_head
+    assert _tiny_detector(mask=False).spec.mask is None
 
 
 def test_crop_gt_masks_on_a_full_resolution_mask_equals_the_full_products():

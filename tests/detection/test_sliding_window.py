@@ -18,7 +18,8 @@ def _config(**overrides) -> ml_collections.ConfigDict:
         "norm": "group", "gn_groups": 2, "input_norm": "none",
         "window_sizes": (16, 32, 64), "window_aspect_ratios": (0.5, 1.0, 2.0),
         "window_stride_fraction": 0.5, "window_crop_size": 8,
-        "window_batch_size_per_image": 16, "window_chunk_size": 8, "detections_per_img": 6,
+        "window_batch_size_per_image": 16, "window_chunk_size": 8,
+        "postprocess": {"detections_per_img": 6},
     }
     model.update(overrides)
     return ml_collections.ConfigDict({"model": model})
@@ -175,7 +176,7 @@ def test_adam_steps_lower_the_loss(setup):
 
 def test_detections_sorted_padded_and_windows(setup):
     model, variables, images, _, _ = setup
-    low = _model(score_thresh=0.0)
+    low = _model(postprocess={"detections_per_img": 6, "score_thresh": 0.0})
     out = jax.jit(lambda v: low.apply(v, images, train=False))(variables)
     scores, valid = np.asarray(out["scores"]), np.asarray(out["valid"])
     assert np.all(np.diff(scores, axis=1) <= 0)
@@ -183,7 +184,7 @@ def test_detections_sorted_padded_and_windows(setup):
     windows = np.asarray(out["proposals"][0])
     for box in np.asarray(out["boxes"])[valid]:  # no box head: every detection is a window
         assert np.min(np.abs(windows - box).max(axis=1)) < 1e-4
-    high = _model(score_thresh=0.999)
+    high = _model(postprocess={"detections_per_img": 6, "score_thresh": 0.999})
     none = jax.jit(lambda v: high.apply(v, images, train=False))(variables)
     assert not np.any(none["valid"])
     np.testing.assert_array_equal(none["boxes"], 0.0)

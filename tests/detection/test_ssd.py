@@ -22,7 +22,7 @@ def _config(**overrides) -> ml_collections.ConfigDict:
         # C4 (stride 4: 8x8) + one extra map (4x4), 4 boxes per location: A = 80 * 4
         "ssd_feature_maps": ("C4",), "ssd_extra_channels": (8,), "ssd_min_scale": 0.3,
         "ssd_max_scale": 0.6, "ssd_aspect_ratios": (2.0, 0.5), "ssd_pre_nms_top_n": 50,
-        "detections_per_img": 6, "recall_top_n": 10,
+        "postprocess": {"detections_per_img": 6}, "recall_top_n": 10,
     }
     model.update(overrides)
     return ml_collections.ConfigDict({"model": model})
@@ -270,7 +270,8 @@ def test_adam_steps_lower_the_loss(setup):
 
 def test_detections_sorted_and_thresholded(setup):
     _, variables, images, _ = setup
-    low = ssd.create_model(_config(score_thresh=0.0), num_classes=2)
+    low = ssd.create_model(_config(postprocess={"detections_per_img": 6, "score_thresh": 0.0}),
+                           num_classes=2)
     out = jax.jit(lambda v: low.apply(v, images, train=False))(variables)
     scores, valid = np.asarray(out["scores"]), np.asarray(out["valid"])
     assert valid.all()  # 50 candidates above 0 for 6 slots

@@ -17,7 +17,8 @@ def _config(**overrides) -> ml_collections.ConfigDict:
     model = {
         "depth": 0, "stage_sizes": (1, 1), "block": "basic", "width": 4, "stem": "imagenet",
         "norm": "batch", "input_norm": "none", "yolo_grid_size": 4, "yolo_boxes_per_cell": 2,
-        "yolo_head_convs": 1, "yolo_head_channels": 8, "detections_per_img": 6,
+        "yolo_head_convs": 1, "yolo_head_channels": 8,
+        "postprocess": {"detections_per_img": 6},
     }
     model.update(overrides)
     return ml_collections.ConfigDict({"model": model})

@@ -129,10 +129,10 @@ def test_loss_and_predict_functions():
     for name, (total, count) in out.terms.items():
         assert np.isfinite(total) and count > 0, name
     # 4 images x 32 sampled anchors; the box terms only see positives
-    assert float(out.terms["rpn_objectness"][1]) == 4 * config.model.rpn_batch_size_per_image
+    assert float(out.terms["rpn_objectness"][1]) == 4 * config.model.rpn.batch_size_per_image
     preds = jax.jit(det_task.make_predict_fn(model, config))(
         variables["params"], variables["batch_stats"], batch)
-    k = config.model.detections_per_img
+    k = config.model.postprocess.detections_per_img
     chex.assert_shape([preds["boxes"], preds["scores"], preds["classes"], preds["valid"]],
                       [(4, k, 4), (4, k), (4, k), (4, k)])
     chex.assert_type([preds["boxes"], preds["classes"]], [jnp.float32, jnp.int32])
@@ -142,7 +142,7 @@ def test_loss_and_predict_functions():
 def test_eight_devices_equal_one_device_with_padded_examples():
     config = _config()
     # the single-level C4 detector: the same step body, a third of the program to compile
-    config.model.levels, config.model.anchor_sizes = "c4", ((8, 16, 32),)
+    config.model.levels, config.model.rpn.anchor_sizes = "c4", ((8, 16, 32),)
     batch = _batch(config, 8)
     batch["mask"][-2:] = 0.0  # padding: must add nothing to any loss
     init_model = det_task.create_model(config, bn_axis_name=None)

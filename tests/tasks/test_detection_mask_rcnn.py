@@ -42,8 +42,8 @@ def test_overfits_two_images_to_box_and_mask_ap50_one(tmp_path, data_dir, monkey
     config.eval_split = "train"
     config.model.width = 8
     config.model.fpn_channels = 16
-    config.model.representation_size = 64
-    config.model.mask_head_width = 16
+    config.model.roi.representation_size = 64
+    config.model.mask.width = 16
     config.optimizer.learning_rate = 3e-3
     config.optimizer.schedule = "constant"
     config.batch_size = 8

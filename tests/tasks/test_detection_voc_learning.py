@@ -34,7 +34,7 @@ def test_voc_recipe_learns_an_unseen_folder(tmp_path):
     config.model.norm = "group"
     config.model.width = 8
     config.model.fpn_channels = 16
-    config.model.representation_size = 64
+    config.model.roi.representation_size = 64
     config.batch_size = 8
     config.eval_batch_size = 8
     config.num_train_steps = 150

@@ -77,7 +77,7 @@ def _run(config, task):
     fitted = on_images.fit_image(image, config)
     batch = {k: jnp.asarray(v[None]) for k, v in fitted.items()}
     batch["mask"] = jnp.ones((1,), jnp.float32)
-    oracle = Oracle(task, masks=bool(config.get("model", {}).get("mask_head", False)))
+    oracle = Oracle(task, masks="mask" in config.get("model", {}))
     out = on_images.make_batch_predict_fn(oracle, config)({}, {}, batch)
     out = {k: np.asarray(v[0]) for k, v in out.items()}
     return on_images.image_results(image, fitted, out, config, ["a", "b"], [3, 17])

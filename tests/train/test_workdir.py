@@ -21,9 +21,11 @@ def test_differences_ignore_resumable_fields_and_name_the_others():
         ("seed", "(absent)", 1)]
     assert workdir_lib.differences(saved, saved) == []
     # legacy and off-valued one-sided keys, inference options, schedule: resumable
-    old = {"variant": "fpn", "model": {"score_thresh": 0.05, "keypoint_flip_test": False},
+    old = {"variant": "fpn", "model": {"postprocess": {"score_thresh": 0.05},
+                                       "keypoint": {"flip_test": False}},
            "optimizer": {"name": "adam", "learning_rate": 1.0, "grad_clip_norm": 0.0}}
-    new = {"model": {"score_thresh": 0.5, "keypoint_flip_test": True, "frozen_stages": 0},
+    new = {"model": {"postprocess": {"score_thresh": 0.5}, "keypoint": {"flip_test": True},
+                     "frozen_stages": 0},
            "optimizer": {"name": "adam", "learning_rate": 0.1, "grad_clip_norm": 10.0},
            "sweep_strategy": "unroll"}
     # clipping on/off changes the optimizer state's structure: not resumable
