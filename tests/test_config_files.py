@@ -6,6 +6,8 @@ import ml_collections
 import pytest
 
 from jaxdet import config_files
+from jaxdet.core import ConfigError
+from jaxdet.detection import faster_rcnn
 
 
 def test_load_with_arg_and_overrides():
@@ -32,6 +34,33 @@ def test_dataclass_from_section_takes_declared_fields_as_tuples():
     spec = config_files.dataclass_from_section(_Spec, section, num_classes=4)
     assert spec == _Spec(num_classes=4, sizes=((8, 16), (32,)))
     hash(spec)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    sizes: tuple = ((1,),)
+    ratio: float = 0.5
+
+
+def test_spec_from_section_reads_a_nested_section_strictly():
+    section = ml_collections.ConfigDict({"sizes": [[8, 16], [32]]})
+    part = config_files.spec_from_section(_Part, section, "model.part")
+    assert part == _Part(sizes=((8, 16), (32,)), ratio=0.5)
+    hash(part)
+    assert config_files.spec_from_section(_Part, None, "model.part") == _Part()
+    section.ratoi = 0.3
+    with pytest.raises(ConfigError, match=r"config.model.part.ratoi: not a field of model.part "
+                                          r"\(expected one of \['ratio', 'sizes'\]\)"):
+        config_files.spec_from_section(_Part, section, "model.part")
+
+
+def test_nested_sections_take_command_line_overrides():
+    config = config_files.load("configs/mask_rcnn_shapes.py:runlocal",
+                               ["model.rpn.fg_iou=0.6", "model.mask.width=4"])
+    assert config.model.rpn.fg_iou == 0.6 and config.model.mask.width == 4
+    config_files.override(config, "model.rpn.fg_iuo=0.6")  # a misspelt key: refused by the spec
+    with pytest.raises(ConfigError, match="config.model.rpn.fg_iuo: not a field of model.rpn"):
+        faster_rcnn.DetectorSpec.from_config(config.model, num_classes=4)
 
 
 def test_load_module_loads_a_sibling_file_once(tmp_path):
