@@ -173,6 +173,46 @@ def optimizer(name: str = "adam", learning_rate: float = 2e-3, warmup_steps: int
         grad_clip_norm=grad_clip_norm))
 
 
+def sgd_detection_optimizer() -> ml_collections.ConfigDict:
+    """torchvision's detection optimizer: SGD lr 0.02, heavy-ball momentum 0.9, L2 weight decay
+    1e-4, 50 warm-up steps, cosine; gradients clipped at global norm 10 (a guard: without it lr
+    0.02 can diverge early)."""
+    config = optimizer("momentum", 0.02, warmup_steps=50, grad_clip_norm=10.0, schedule="cosine")
+    config.update(dict(momentum=0.9, nesterov=False, weight_decay=1e-4))
+    return config
+
+
+def small_budget_two_stage(model: ml_collections.ConfigDict) -> None:
+    """A two-stage detector's ``model`` fields for training from scratch on a small budget
+    (``configs/faster_rcnn_voc.py``'s recipe): ResNet-18 of width 64 with group norm, FPN of 128
+    channels, torchvision's anchors (32-512 px), 1,000 training proposals, 256 sampled RoIs."""
+    model.update(dict(depth=18, width=64, norm="group", frozen_stages=0, fpn_channels=128))
+    model.rpn.anchor_sizes = ((32,), (64,), (128,), (256,), (512,))
+    model.rpn.update(dict(pre_nms_top_n_train=2000, post_nms_top_n_train=1000,
+                          pre_nms_top_n_test=1000, post_nms_top_n_test=1000))
+    model.roi.update(dict(canonical_size=224.0, batch_size_per_image=256,
+                          representation_size=1024))
+
+
+def small_budget_on_coco(config: ml_collections.ConfigDict, runlocal: bool) -> None:
+    """A COCO config (torchvision's architecture and schedule) moved to training from scratch on
+    a small budget: contiguous labels, :func:`sgd_detection_optimizer`, group norm, aligned
+    RoIAlign and (unless ``runlocal``) :func:`small_budget_two_stage`, images fitted into 256 px,
+    1,000 steps x batch 4 evaluated at the end (``configs/faster_rcnn_voc.py``'s comparison
+    budget)."""
+    config.init_from = ""
+    config.data.category_labels = "contiguous"
+    config.optimizer = sgd_detection_optimizer()
+    config.model.norm = "group"
+    config.model.roi.aligned = True
+    if runlocal:
+        return
+    small_budget_two_stage(config.model)
+    config.data.update(dict(image_size=256, resize_short=0, resize_max=0, max_instances=64))
+    config.batch_size, config.eval_batch_size = 4, 8
+    config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 1000
+
+
 def training_loop(config: ml_collections.ConfigDict, *, batch_size: int, eval_batch_size: int,
                   num_train_steps: int, log_every_steps: int, eval_every_steps: int,
                   checkpoint_every_steps: int, keep_checkpoints: int = 2,

@@ -40,8 +40,14 @@ released weights evaluate without remapping:
       --config.init_from=weights/frcnn_coco
 
 (published: 37.0 box AP for ``fasterrcnn_resnet50_fpn`` COCO_V1; not run here: no COCO on this
-machine). ``arg``: ``runlocal`` shrinks the detector (seconds to compile; shape and converter
-smoke tests).
+machine). ``arg``: ``mask`` (the Mask R-CNN layout, for ``maskrcnn_resnet50_fpn`` weights),
+``small`` (training from scratch on a small budget, ``configs/faster_rcnn_voc.py``'s recipe on a
+COCO folder: ResNet-18 with group norm, 256 px, SGD, 1,000 steps x batch 4, contiguous labels;
+results in ``experiments/results/peer_training.md``), and/or ``runlocal`` (a detector that
+compiles in seconds; shape and converter smoke tests):
+
+  python -m jaxdet.main --config=configs/faster_rcnn_coco.py:small --workdir=workdirs/frcnn_small \
+      --config.data.path=<COCO folder>
 """
 
 import ml_collections
@@ -54,7 +60,7 @@ LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant, runlocal = common.parse_arg(arg, __file__, ("mask",), default="")
+    variant, runlocal = common.parse_arg(arg, __file__, ("mask", "small"), default="")
     config = ml_collections.ConfigDict()
     config.task = "detection"
     config.seed = 0
@@ -118,6 +124,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                          log_every_steps=100, eval_every_steps=0, checkpoint_every_steps=5000)
     config.draw_score_threshold = 0.5
 
+    if variant == "small":
+        common.small_budget_on_coco(config, runlocal)
     if runlocal:
         config.data.image_size = 128
         common.tiny_resnet(config.model)

@@ -51,27 +51,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.data = common.voc_detection_data(image_size=512, runlocal=runlocal)
 
-    # torchvision's detection recipe: SGD with heavy-ball momentum and L2 weight decay.
-    config.optimizer.name = "momentum"
-    config.optimizer.learning_rate = 0.02
-    config.optimizer.momentum = 0.9
-    config.optimizer.nesterov = False
-    config.optimizer.weight_decay = 1e-4
-    config.optimizer.grad_clip_norm = 10.0  # a guard: without it lr 0.02 can diverge early
-    config.optimizer.warmup_steps = 50
-    config.optimizer.schedule = "cosine"
+    config.optimizer = common.sgd_detection_optimizer()
     config.model.norm = "group"  # "batch" / "frozen" (with imported ImageNet weights)
     config.model.frozen_stages = 0  # 2: stem + layer1 frozen (torchvision's trainable_layers=3)
 
     if not runlocal:
-        config.model.width = 64
-        config.model.fpn_channels = 128
-        config.model.rpn.anchor_sizes = ((32,), (64,), (128,), (256,), (512,))
-        config.model.rpn.update(dict(pre_nms_top_n_train=2000, post_nms_top_n_train=1000,
-                                     pre_nms_top_n_test=1000, post_nms_top_n_test=1000))
-        config.model.roi.canonical_size = 224.0
-        config.model.roi.batch_size_per_image = 256
-        config.model.roi.representation_size = 1024
+        common.small_budget_two_stage(config.model)
         config.batch_size = 4
         config.eval_batch_size = 8
         config.num_train_steps = 20000

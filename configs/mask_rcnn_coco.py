@@ -25,7 +25,12 @@ training images doubled with their horizontal flips; at most 100 objects per ima
 excess counted and logged. Off by default, as torchvision's recipe: ``scale_jitter`` (e.g.
 ``'(0.5, 2.0)'``, large-scale jitter with crop), ``photometric`` (e.g. 0.2), several
 ``pad_sizes`` (one per batch). Bad records stop the conversion naming the file, or are
-skipped and counted with ``--config.data.skip_bad_records=True``. ``arg``: ``runlocal``.
+skipped and counted with ``--config.data.skip_bad_records=True``. ``arg``: ``small``
+(training from scratch on a small budget: ``configs/faster_rcnn_coco.py``'s ``small`` recipe, a
+mask head of 128 channels over 16 RoIs per image) and/or ``runlocal``:
+
+  python -m jaxdet.main --config=configs/mask_rcnn_coco.py:small --workdir=workdirs/mrcnn_small \
+      --config.data.path=<COCO folder>
 """
 
 import ml_collections
@@ -36,7 +41,7 @@ common = config_files.load_module(__file__, "common.py")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    _, runlocal = common.parse_arg(arg, __file__)
+    variant, runlocal = common.parse_arg(arg, __file__, ("small",), default="")
     config = common.base_config(__file__, "faster_rcnn_coco.py", "runlocal" if runlocal else "")
     # the classic R50-FPN "1x" recipe (Detectron): batch 16, LR 0.02 with 1,000 warm-up steps,
     # 90k steps, x0.1 at 60k and 80k (faster_rcnn_coco.py keeps torchvision's 26 epochs)
@@ -69,4 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.keypoints = False
     config.data.random_flip = True
     config.data.skip_bad_records = False
+    if variant == "small":  # from scratch on a CPU: a lighter mask head, 16 of 64 fg slots
+        common.small_budget_on_coco(config, runlocal)
+        if not runlocal:
+            config.model.mask.update(dict(width=128, rois_per_image=16))
     return config

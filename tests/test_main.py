@@ -171,3 +171,24 @@ def test_single_shot_voc_configs_train_and_evaluate_on_a_voc_folder(tmp_path, co
             .splitlines()]
     evaluated = [r for r in rows if "eval/AP" in r]
     assert [r["step"] for r in evaluated] == [4] and evaluated[0]["eval/num_images"] == 4
+
+
+def test_small_budget_mask_rcnn_coco_trains_and_evaluates_on_a_coco_folder(tmp_path):
+    """``mask_rcnn_coco.py:small`` (built on ``faster_rcnn_coco.py:small``'s recipe) end to end
+    on a COCO folder with masks written here."""
+    import json
+
+    from jaxdet.data import synthetic_voc
+    from tests.tasks.test_detection_voc_learning import SMALL
+
+    synthetic_voc.write_coco_folder(str(tmp_path / "coco"), SMALL, num_train=8, num_val=4)
+    result = _main(tmp_path / "run", "configs/mask_rcnn_coco.py:small,runlocal",
+                   f"--config.data.path={tmp_path}/coco",
+                   f"--config.data.data_dir={tmp_path}/tfds", "--config.num_train_steps=4",
+                   "--config.eval_every_steps=4", "--config.num_prediction_images=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines()]
+    evaluated = [r for r in rows if "eval/AP" in r]
+    assert [r["step"] for r in evaluated] == [4] and evaluated[0]["eval/num_images"] == 4
+    assert "eval/mask_AP" in evaluated[0]

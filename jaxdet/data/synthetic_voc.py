@@ -10,20 +10,24 @@ shapes, 8 px to half the image, distractors, blur/sharpen, JPEG 35-95). Objects 
 than :data:`MIN_VISIBLE` showing are not annotated. Each image is a function of ``(style,
 seed, index)``.
 
+:func:`write_coco_folder` writes the same images as a COCO folder with visible-pixel masks.
+
 Command line: ``python -m jaxdet.data.synthetic_voc --out=DIR --style=shapes
-[--num_train=2000 --num_val=200 --seed=0]``.
+[--num_train=2000 --num_val=200 --seed=0 --format=voc|coco]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from pycocotools import mask as mask_utils
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,11 +155,22 @@ def _distractors(img: np.ndarray, count: int, rng: np.random.Generator) -> np.nd
     return np.asarray(pil).astype(np.float32) / 255
 
 
+Box = tuple[int, int, int, int]
+
+
 def draw_example(style: VocStyle, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, list[tuple[str, tuple[int, int, int, int]]]]:
+                 ) -> tuple[np.ndarray, list[tuple[str, Box]]]:
     """One image and its objects: ``(uint8 [H, W, 3], [(class, (xmin, ymin, xmax, ymax))])``, VOC's
     1-based inclusive indices.
     """
+    image, objects = draw_example_with_masks(style, rng)
+    return image, [(kind, box) for kind, box, _ in objects]
+
+
+def draw_example_with_masks(style: VocStyle, rng: np.random.Generator
+                            ) -> tuple[np.ndarray, list[tuple[str, Box, np.ndarray]]]:
+    """:func:`draw_example` plus each object's visible pixels (bool ``[H, W]``: its shape less
+    the objects drawn over it)."""
     height, width = (int(v) for v in rng.integers(style.image_sides[0],
                                                    style.image_sides[1] + 1, 2))
     img = _background(style, height, width, rng)
@@ -178,8 +193,9 @@ def draw_example(style: VocStyle, rng: np.random.Generator
                                    int(xs.max()) + 1, int(ys.max()) + 1)))
     objects, covered = [], np.zeros(img.shape[:2], bool)
     for kind, mask, box in reversed(drawn):  # the last drawn is on top
-        if np.count_nonzero(mask & ~covered) >= MIN_VISIBLE * np.count_nonzero(mask):
-            objects.append((kind, box))
+        visible = mask & ~covered
+        if np.count_nonzero(visible) >= MIN_VISIBLE * np.count_nonzero(mask):
+            objects.append((kind, box, visible))
         covered |= mask
     objects.reverse()
     pil = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
@@ -201,18 +217,23 @@ def _xml(stem: str, height: int, width: int,
     return "\n".join(rows) + "\n"
 
 
+def _style_and_salt(style: str | VocStyle, num_train: int, num_val: int
+                    ) -> tuple[VocStyle, int]:
+    if isinstance(style, str) and style not in STYLES:
+        raise ValueError(f"style={style!r}; expected one of {sorted(STYLES)}")
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f"num_train={num_train}, num_val={num_val}; expected counts >= 0")
+    spec = STYLES[style] if isinstance(style, str) else style
+    return spec, (sorted(STYLES).index(style) if isinstance(style, str) else len(STYLES))
+
+
 def write_voc_folder(path: str, style: str | VocStyle, num_train: int, num_val: int,
                      seed: int = 0) -> dict[str, int]:
     """Write a VOC2007-layout folder of ``num_train`` + ``num_val`` images in ``style`` (name in
     :data:`STYLES` or a :class:`VocStyle`); returns ``{"images": ..., "objects": ...}``. Raises
     ValueError on an unknown style or a negative count.
     """
-    if isinstance(style, str) and style not in STYLES:
-        raise ValueError(f"style={style!r}; expected one of {sorted(STYLES)}")
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f"num_train={num_train}, num_val={num_val}; expected counts >= 0")
-    spec = STYLES[style] if isinstance(style, str) else style
-    salt = sorted(STYLES).index(style) if isinstance(style, str) else len(STYLES)
+    spec, salt = _style_and_salt(style, num_train, num_val)
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(path, sub), exist_ok=True)
     stems = [f"{i:06d}" for i in range(num_train + num_val)]
@@ -232,6 +253,47 @@ def write_voc_folder(path: str, style: str | VocStyle, num_train: int, num_val: 
     return {"images": len(stems), "objects": n_objects}
 
 
+def write_coco_folder(path: str, style: str | VocStyle, num_train: int, num_val: int,
+                      seed: int = 0) -> dict[str, int]:
+    """The same images as :func:`write_voc_folder` (same style, seed and index) as a COCO folder:
+    ``train2017/`` and ``val2017/`` JPEGs, ``annotations/instances_{train,val}2017.json`` with
+    ``bbox`` (the VOC box as ``[x, y, w, h]`` pixels), the visible pixels as an RLE
+    ``segmentation`` and their count as ``area``, ``iscrowd`` 0, categories ``1..C`` in the
+    sorted class names. Returns and raises as :func:`write_voc_folder`.
+    """
+    spec, salt = _style_and_salt(style, num_train, num_val)
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(sorted(set(spec.classes)))]
+    category_id = {c["name"]: c["id"] for c in categories}
+    os.makedirs(os.path.join(path, "annotations"), exist_ok=True)
+    n_objects = 0
+    for split, indices in (("train2017", range(num_train)),
+                           ("val2017", range(num_train, num_train + num_val))):
+        os.makedirs(os.path.join(path, split), exist_ok=True)
+        images, annotations = [], []
+        for i in indices:
+            rng = np.random.default_rng([seed, i, salt])
+            image, objects = draw_example_with_masks(spec, rng)
+            quality = int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1))
+            name = f"{i:06d}.jpg"
+            Image.fromarray(image).save(os.path.join(path, split, name), quality=quality)
+            images.append({"id": i + 1, "file_name": name, "height": int(image.shape[0]),
+                           "width": int(image.shape[1])})
+            for kind, (x1, y1, x2, y2), visible in objects:
+                rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": i + 1, "iscrowd": 0,
+                    "category_id": category_id[kind],
+                    "bbox": [x1 - 1, y1 - 1, x2 - x1 + 1, y2 - y1 + 1],
+                    "area": int(np.count_nonzero(visible)),
+                    "segmentation": {"size": list(rle["size"]),
+                                     "counts": rle["counts"].decode("ascii")}})
+        n_objects += len(annotations)
+        with open(os.path.join(path, "annotations", f"instances_{split}.json"), "w") as f:
+            json.dump({"images": images, "annotations": annotations,
+                       "categories": categories}, f)
+    return {"images": num_train + num_val, "objects": n_objects}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to write (created)")
@@ -239,10 +301,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_train", type=int, default=2000)
     parser.add_argument("--num_val", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--format", default="voc", choices=["voc", "coco"],
+                        help="VOC2007 layout or a COCO folder with masks")
     args = parser.parse_args(argv)
-    counts = write_voc_folder(os.path.expanduser(args.out), args.style, args.num_train,
-                              args.num_val, args.seed)
-    print(f"{args.out}: {counts['images']} images, {counts['objects']} objects ({args.style})")
+    write = write_voc_folder if args.format == "voc" else write_coco_folder
+    counts = write(os.path.expanduser(args.out), args.style, args.num_train, args.num_val,
+                   args.seed)
+    print(f"{args.out}: {counts['images']} images, {counts['objects']} objects ({args.style}, "
+          f"{args.format})")
 
 
 if __name__ == "__main__":

@@ -90,3 +90,36 @@ def test_command_line(tmp_path, capsys):
     synthetic_voc.main([f"--out={out}", "--style=textures", "--num_train=2", "--num_val=1"])
     assert "3 images" in capsys.readouterr().out
     assert len(os.listdir(out / "JPEGImages")) == 3
+
+
+def test_coco_folder_holds_the_voc_folders_images_boxes_and_visible_masks(tmp_path):
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    synthetic_voc.write_voc_folder(str(tmp_path / "voc"), "textures", 3, 2)
+    counts = synthetic_voc.write_coco_folder(str(tmp_path / "coco"), "textures", 3, 2)
+    names = sorted(set(synthetic_voc.STYLES["textures"].classes))
+    n_objects = 0
+    for split, stems in (("train2017", range(3)), ("val2017", range(3, 5))):
+        data = json.loads((tmp_path / "coco" / "annotations" / f"instances_{split}.json")
+                          .read_text())
+        assert [c["name"] for c in data["categories"]] == names
+        for image in data["images"]:
+            i = image["id"] - 1
+            assert i in stems and image["file_name"] == f"{i:06d}.jpg"
+            assert ((tmp_path / "coco" / split / image["file_name"]).read_bytes()
+                    == (tmp_path / "voc" / "JPEGImages" / f"{i:06d}.jpg").read_bytes())
+            record = voc.parse_xml(str(tmp_path / "voc" / "Annotations" / f"{i:06d}.xml"))
+            anns = [a for a in data["annotations"] if a["image_id"] == image["id"]]
+            assert [names[a["category_id"] - 1] for a in anns] == [o.name for o in
+                                                                   record.objects]
+            for ann, obj in zip(anns, record.objects, strict=True):
+                x, y, w, h = ann["bbox"]
+                np.testing.assert_allclose([x, y, x + w, y + h], obj.box)  # VOC: 0-based here
+                mask = mask_utils.decode(ann["segmentation"])
+                ys, xs = np.nonzero(mask)
+                assert ann["area"] == len(xs) > 0 and ann["iscrowd"] == 0
+                assert x <= xs.min() and xs.max() < x + w and y <= ys.min() and ys.max() < y + h
+            n_objects += len(anns)
+    assert n_objects == counts["objects"] > 0 and counts["images"] == 5
