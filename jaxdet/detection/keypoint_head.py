@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from jaxdet.core import ConfigError, Detections
 from jaxdet.detection.roi_heads import RoiSpec, RoiTargets
-from jaxdet.models.conv import SameConv
+from jaxdet.models.conv import SameConv, SubPixelConvTranspose
 from jaxdet.ops.keypoints import (
     heatmaps_to_keypoints,
     heatmaps_to_keypoints_local_mean,
@@ -49,7 +49,6 @@ __all__ = [
     "KeypointSpec",
     "KeypointRCNNHeads",
     "KeypointRCNNPredictor",
-    "SubPixelConvTranspose",
     "decode_keypoints",
     "keypoint_confidence",
     "keypoint_loss",
@@ -82,40 +81,10 @@ class KeypointRCNNHeads(nn.Module):
         return x
 
 
-class SubPixelConvTranspose(nn.Module):
-    """Flax ``ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))``: same
-    ``kernel [4, 4, Cin, features]`` / ``bias`` and output, computed as a stride-1 3x3 conv to
-    ``4 * features`` plus depth-to-space (faster on XLA:CPU).
-
-    Call: ``[N, H, W, Cin]`` -> ``[N, 2H, 2W, features]`` in ``dtype``.
-    """
-
-    features: int
-    dtype: Any = jnp.float32
-    kernel_init: Any = _KAIMING_FAN_OUT
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        cin = x.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (4, 4, cin, self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        # taps[a][d]: kernel row read by output phase a at input offset d - 1 (4 = a zero row).
-        taps = jnp.asarray([[0, 2, 4], [4, 1, 3]])
-        padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # [5, 5, Cin, F]
-        # [3 (dy), 3 (dx), Cin, 2 (a), 2 (b), F] -> [3, 3, Cin, 4F] with channel (a, b, f).
-        sub = padded[taps.T[:, None, :, None], taps.T[None, :, None, :]]  # [3, 3, 2, 2, Cin, F]
-        sub = jnp.moveaxis(sub, 4, 2).reshape(3, 3, cin, 4 * self.features)
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), sub.astype(self.dtype), (1, 1), "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        n, h, w, _ = y.shape
-        y = y.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-        return y.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)
-
-
 class KeypointRCNNPredictor(nn.Module):
-    """torchvision's ``KeypointRCNNPredictor``: ``kps_score_lowres`` (:class:`SubPixelConvTranspose`
-    to ``num_keypoints``) then 2x bilinear. Call: ``[R, P, P, Ch]`` -> ``[R, 4P, 4P, K]`` float32.
+    """torchvision's ``KeypointRCNNPredictor``: ``kps_score_lowres``
+    (:class:`~jaxdet.models.conv.SubPixelConvTranspose` to ``num_keypoints``) then 2x bilinear.
+    Call: ``[R, P, P, Ch]`` -> ``[R, 4P, 4P, K]`` float32.
     """
 
     num_keypoints: int = 17
@@ -124,7 +93,7 @@ class KeypointRCNNPredictor(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = SubPixelConvTranspose(self.num_keypoints, dtype=self.dtype,
-                                  name="kps_score_lowres")(x)
+                                  kernel_init=_KAIMING_FAN_OUT, name="kps_score_lowres")(x)
         x = x.astype(jnp.float32)
         r, h, w, k = x.shape
         # jax.image.resize "bilinear" upsampling = PyTorch's align_corners=False interpolate.

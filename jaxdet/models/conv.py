@@ -3,7 +3,8 @@
 
 * :class:`SameConv`: ``flax.linen.Conv`` with stride 1 and SAME padding, computed by
   :func:`jaxdet.ops.conv.conv2d_same` (whose kernel gradient is one matmul on CPU);
-* :class:`BlockConvTranspose`: ``flax.linen.ConvTranspose`` with kernel size = stride.
+* :class:`BlockConvTranspose`: ``flax.linen.ConvTranspose`` with kernel size = stride;
+* :class:`SubPixelConvTranspose`: ``flax.linen.ConvTranspose`` 4x4, stride 2, padding 2.
 """
 
 from __future__ import annotations
@@ -66,3 +67,34 @@ class BlockConvTranspose(nn.Module):
         y = x.astype(self.dtype).reshape(n * h * w, cin) @ blocks.astype(self.dtype)
         y = y.reshape(n, h, w, s, s, f).transpose(0, 1, 3, 2, 4, 5)
         return y.reshape(n, s * h, s * w, f) + bias.astype(self.dtype)
+
+
+class SubPixelConvTranspose(nn.Module):
+    """Flax ``ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))``: same
+    ``kernel [4, 4, Cin, features]`` / ``bias`` and output, computed as a stride-1 3x3 conv to
+    ``4 * features`` plus depth-to-space (faster on XLA:CPU).
+
+    Call: ``[N, H, W, Cin]`` -> ``[N, 2H, 2W, features]`` in ``dtype``.
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+    kernel_init: Initializer = nn.linear.default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cin = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (4, 4, cin, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        # taps[a][d]: kernel row read by output phase a at input offset d - 1 (4 = a zero row).
+        taps = jnp.asarray([[0, 2, 4], [4, 1, 3]])
+        padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # [5, 5, Cin, F]
+        # [3 (dy), 3 (dx), Cin, 2 (a), 2 (b), F] -> [3, 3, Cin, 4F] with channel (a, b, f).
+        sub = padded[taps.T[:, None, :, None], taps.T[None, :, None, :]]  # [3, 3, 2, 2, Cin, F]
+        sub = jnp.moveaxis(sub, 4, 2).reshape(3, 3, cin, 4 * self.features)
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype), sub.astype(self.dtype), (1, 1), "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        n, h, w, _ = y.shape
+        y = y.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+        return y.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(self.dtype)

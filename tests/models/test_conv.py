@@ -5,9 +5,10 @@ and gradients; the compute dtype as theirs."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from jaxdet.models.conv import BlockConvTranspose, SameConv
+from jaxdet.models.conv import BlockConvTranspose, SameConv, SubPixelConvTranspose
 from tests.helpers import assert_same_layer
 
 
@@ -33,3 +34,16 @@ def test_block_conv_transpose_equals_flax_conv_transpose_with_its_gradients(stri
     v = block.init(jax.random.key(0), x)
     half = BlockConvTranspose(4, stride, dtype=jnp.bfloat16).apply(v, x)
     assert half.dtype == jnp.bfloat16 and half.shape == (3, 5 * stride, 6 * stride, 4)
+
+
+def test_sub_pixel_conv_transpose_equals_flax_conv_transpose_with_gradients():
+    """Same parameters, same outputs and gradients as the input-dilated transpose conv it
+    replaces (non-square map, bias, a non-linear loss so every tap's gradient differs)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 6, 7)), jnp.float32)
+    ref = nn.ConvTranspose(4, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))
+    sub = SubPixelConvTranspose(4)
+    v = sub.init(jax.random.key(0), x)
+    v = {"params": {**v["params"], "bias": jnp.arange(4.0) - 1.5}}
+    assert_same_layer(sub, ref, x, v)
+    half = SubPixelConvTranspose(4, dtype=jnp.bfloat16).apply(v, x)
+    assert half.dtype == jnp.bfloat16 and half.shape == (3, 10, 12, 4)
