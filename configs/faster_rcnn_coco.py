@@ -78,6 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.resize_max = 1333
     config.data.image_size = 1344  # static padded side (a multiple of 32 >= max_size)
     config.data.max_instances = 100
+    config.data.pad_sizes = ()  # declared padded sizes; () = ((image_size, image_size),)
+    config.data.group_by_aspect_ratio = False  # True: batches padded to the nearest pad_sizes
     config.data.masks = False
     config.data.keypoints = False
     config.data.random_flip = True

@@ -24,7 +24,9 @@ and padded into 1344 x 1344 with their validity ``image_hw`` (evaluated at the o
 training images doubled with their horizontal flips; at most 100 objects per image, the
 excess counted and logged. Off by default, as torchvision's recipe: ``scale_jitter`` (e.g.
 ``'(0.5, 2.0)'``, large-scale jitter with crop), ``photometric`` (e.g. 0.2), several
-``pad_sizes`` (one per batch). Bad records stop the conversion naming the file, or are
+``pad_sizes`` (one per batch; with ``group_by_aspect_ratio=True`` the one nearest the batch's
+images' aspect ratio, e.g. ``'((800, 1344), (1344, 800), (1344, 1344))'``: evaluation pads to
+the last). Bad records stop the conversion naming the file, or are
 skipped and counted with ``--config.data.skip_bad_records=True``. ``arg``: ``small``
 (training from scratch on a small budget: ``configs/faster_rcnn_coco.py``'s ``small`` recipe, a
 mask head of 128 channels over 16 RoIs per image) and/or ``runlocal``:
@@ -66,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.resize_short = 96 if runlocal else 800  # shorter side ...
     config.data.resize_max = 128 if runlocal else 1333  # ... longer side at most
     config.data.pad_sizes = ()  # declared padded sizes; () = ((image_size, image_size),)
+    config.data.group_by_aspect_ratio = False  # True: batches padded to the nearest pad_sizes
     config.data.scale_jitter = ()  # (min, max) factor, then cropped to the padded size
     config.data.photometric = 0.0  # brightness / contrast / saturation strength
     config.data.max_instances = 100  # G (excess counted and logged)

@@ -308,6 +308,8 @@ class Augmented:
     def __init__(self, source: Sequence[Mapping[str, Any]],
                  transform: Callable[[Mapping[str, Any], int], Mapping[str, Any]]):
         self.source, self.transform = source, transform
+        # the training stream's order when the transform groups batches by bucket
+        self.order = getattr(transform, "order", None)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -323,8 +325,10 @@ class GeometryTransform:
     """The configured chain of :mod:`jaxdet.data.sources`, one example at a time.
 
     Size from ``pad_sizes``: evaluation the last; training one per global batch of
-    ``batch_size`` draws, from ``(seed, position // batch_size)``. Then scale (``short > 0``:
-    :func:`shorter_side_size`, else fit; evaluation always fits), training
+    ``batch_size`` draws, from ``(seed, position // batch_size)``, or with ``order`` (a
+    :class:`jaxdet.data.buckets.BucketedOrder`) the size of the batch's aspect-ratio bucket.
+    Then scale (``short > 0``: :func:`shorter_side_size`, else fit; evaluation always fits),
+    training
     :func:`scale_jitter_crop` and :func:`photometric_jitter`, :func:`pad_to`, ``limit``.
     Evaluation examples also carry ``orig_hw`` int32 ``[2]`` and ``orig_objects``. Training
     draws: ``default_rng((seed, position))`` for jitter, row, column, photometric factors.
@@ -333,7 +337,9 @@ class GeometryTransform:
     def __init__(self, pad_sizes: Sequence[Sequence[int]], *, train: bool, seed: int = 0,
                  batch_size: int = 1, short: int = 0, max_size: int = 0,
                  scale_range: Sequence[float] = (), photometric: float = 0.0,
-                 ignore_index: int = 255, limit: InstanceLimit | None = None):
+                 ignore_index: int = 255, limit: InstanceLimit | None = None,
+                 order: Any = None):
+        self.order = order  # a jaxdet.data.buckets.BucketedOrder: size by the batch's bucket
         self.sizes = [(int(s[0]), int(s[1])) for s in pad_sizes]
         if not self.sizes:
             raise ValueError("GeometryTransform needs at least one pad size")
@@ -347,6 +353,8 @@ class GeometryTransform:
     def size(self, position: int) -> tuple[int, int]:
         if not self.train or len(self.sizes) == 1:
             return self.sizes[-1]
+        if self.order is not None:
+            return self.sizes[self.order.locate(position)[1]]
         batch_rng = np.random.default_rng((self.seed, position // self.batch_size, 1))
         return self.sizes[int(batch_rng.integers(len(self.sizes)))]
 

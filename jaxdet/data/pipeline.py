@@ -59,7 +59,8 @@ def train_dataset(
     One seeded order (reshuffled every epoch) is cut into global batches of ``batch_size *
     process_count``; process ``p`` reads rows ``[p * batch_size, (p + 1) * batch_size)`` of each.
     A source with ``draw(index, position)`` (:class:`jaxdet.data.augment.Augmented`) is read
-    through it with the global stream position.
+    through it with the global stream position; one with an ``order``
+    (:class:`jaxdet.data.buckets.BucketedOrder`) takes its examples in that order instead.
 
     Args:
       source: random-access examples. preprocess: raw example -> dict of fixed-shape arrays.
@@ -75,10 +76,11 @@ def train_dataset(
     offset = process_index * batch_size
 
     draw = getattr(source, "draw", None)  # augmenting sources: draw(index, position)
+    bucketed = getattr(source, "order", None)  # a buckets.BucketedOrder: batches by bucket
 
     def example(j: int) -> Example:  # j-th example of this process -> its global position
         position = (j // batch_size) * global_batch + offset + j % batch_size
-        index = int(order[position])
+        index = int(order[position]) if bucketed is None else bucketed.locate(position)[0]
         return with_index(index, source[index] if draw is None else draw(index, position))
 
     with_index = _with_index(preprocess)

@@ -12,7 +12,10 @@ segmentation ``"folder"``. Folders are converted once into TFDS under ``data_dir
 (:class:`~jaxdet.data.augment.FlipDoubled`), ``max_instances`` [0] (detection).
 Augmentation (:class:`~jaxdet.data.augment.GeometryTransform`, on when any is set):
 ``pad_sizes`` [()], ``resize_short`` / ``resize_max`` [0], ``scale_jitter`` [()],
-``photometric`` [0.0], ``augment_seed`` [``config.seed``].
+``photometric`` [0.0], ``augment_seed`` [``config.seed``], ``group_by_aspect_ratio`` [False]
+(training batches of one ``pad_sizes`` entry, the nearest to their images' aspect ratio:
+:mod:`jaxdet.data.buckets`; evaluation uses the last entry, e.g. ``((800, 1344), (1344, 800),
+(1344, 1344))``).
 
 COCO crowds stay in the examples (not training targets, ``iscrowd=1`` in evaluation); VOC
 ``difficult`` objects are dropped unless ``keep_difficult``. With augmentation, evaluation
@@ -28,7 +31,7 @@ from typing import Any
 import ml_collections
 
 from jaxdet.core import ConfigError
-from jaxdet.data import augment, local_tfds
+from jaxdet.data import augment, buckets, local_tfds
 
 DETECTION_SOURCES = ("coco", "tfds_coco", "voc")
 SEGMENTATION_SOURCES = ("folder",)
@@ -116,9 +119,11 @@ AUGMENT_FIELDS = ("pad_sizes", "resize_short", "resize_max", "scale_jitter", "ph
 
 
 def _geometry(config: ml_collections.ConfigDict, splits: dict[str, Any], ignore: int = 255,
-              max_instances: int = 0) -> dict[str, Any]:
+              max_instances: int = 0, sizes_cache: str = "") -> dict[str, Any]:
     """Each split fitted into ``image_size`` (default) or through the augmentation chain, then
-    limited to ``max_instances`` objects (> 0).
+    limited to ``max_instances`` objects (> 0). ``data.group_by_aspect_ratio``: training batches
+    by the ``pad_sizes`` bucket of their images' aspect ratio (:mod:`jaxdet.data.buckets`; the
+    training images' sizes kept in ``sizes_cache``).
     """
     data = config.data
     size = int(data.get("image_size", 0) or 0)
@@ -133,15 +138,23 @@ def _geometry(config: ml_collections.ConfigDict, splits: dict[str, Any], ignore:
                          f"config.data.{'/'.join(AUGMENT_FIELDS[1:])}")
     common = dict(short=int(data.get("resize_short", 0)), max_size=int(data.get("resize_max", 0)),
                   ignore_index=ignore)
+    seed = int(data.get("augment_seed", config.get("seed", 0)))
+    order = None
+    if data.get("group_by_aspect_ratio", False) and "train" in splits:
+        if len(sizes) < 2:
+            raise ConfigError("config.data.group_by_aspect_ratio=True needs two or more "
+                              f"config.data.pad_sizes, got {sizes}")
+        hw = buckets.image_sizes(splits["train"], sizes_cache)
+        order = buckets.BucketedOrder([buckets.nearest_size(h, w, sizes) for h, w in hw],
+                                      len(sizes), int(config.get("batch_size", 1)), seed)
     out = {}
     for k, v in splits.items():
         train = k == "train"
         transform = augment.GeometryTransform(
-            sizes, train=train, seed=int(data.get("augment_seed", config.get("seed", 0))),
-            batch_size=int(config.get("batch_size", 1)),
+            sizes, train=train, seed=seed, batch_size=int(config.get("batch_size", 1)),
             scale_range=tuple(data.get("scale_jitter", ())) if train else (),
             photometric=float(data.get("photometric", 0.0)) if train else 0.0,
-            limit=limits.get(k), **common)
+            limit=limits.get(k), order=order if train else None, **common)
         out[k] = augment.Augmented(v, transform) if train else augment.Mapped(v, transform)
     return out
 
@@ -165,7 +178,10 @@ def detection_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
             _detection_builder(config).info.metadata.get("keypoint_names", []))
         splits["train"] = augment.FlipDoubled(splits["train"],
                                               augment.flip_pairs_from_names(names))
-    return _geometry(config, splits, max_instances=int(config.data.get("max_instances", 0)))
+    cache = "" if source_name(config) == "tfds_coco" else os.path.join(
+        str(_detection_builder(config).data_path), "train_image_sizes.npy")
+    return _geometry(config, splits, max_instances=int(config.data.get("max_instances", 0)),
+                     sizes_cache=cache)
 
 
 def _folder_options(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -283,3 +283,38 @@ def test_results_files_are_in_the_datasets_own_ids_and_score_against_its_json(tm
     scored.accumulate()
     scored.summarize()
     assert scored.stats[0] == pytest.approx(1.0)
+
+
+def test_group_by_aspect_ratio_pads_each_training_batch_to_its_images_bucket(tmp_path):
+    import dataclasses
+
+    from jaxdet.data import buckets, synthetic_voc
+    from tests.tasks.test_detection_voc_learning import SMALL
+
+    style = dataclasses.replace(SMALL, image_sides=(40, 96))  # landscape, portrait, square
+    synthetic_voc.write_voc_folder(str(tmp_path / "voc"), style, num_train=24, num_val=4)
+    config = load_config("faster_rcnn_voc", "runlocal")
+    config.data.path = str(tmp_path / "voc")
+    config.data.data_dir = str(tmp_path / "tfds")
+    sizes = ((64, 96), (96, 64), (96, 96))
+    config.data.pad_sizes, config.data.group_by_aspect_ratio = sizes, True
+    config.data.random_flip, config.batch_size = True, 4
+    train = detection.datasets(config)["train"]
+    originals = [tuple(np.shape(train.source[i]["image"])[:2]) for i in range(len(train))]
+    ds = pipeline.train_dataset(train, detection.make_preprocess(config), 4, seed=0,
+                                process_index=0, process_count=1)
+    seen, batches = set(), iter(ds)
+    for _ in range(8):
+        batch = next(batches)
+        hw = batch["image"].shape[1:3]
+        bucket = sizes.index(hw)
+        seen.add(bucket)
+        for i in batch["index"]:
+            assert buckets.nearest_size(*originals[i], sizes) == bucket
+    assert len(seen) >= 2
+    cached = list((tmp_path / "tfds").rglob("train_image_sizes.npy"))
+    assert len(cached) == 1 and np.load(cached[0]).shape == (len(train) // 2, 2)
+
+    config.data.pad_sizes = ((96, 96),)
+    with pytest.raises(ValueError, match="group_by_aspect_ratio=True needs two or more"):
+        detection.datasets(config)
