@@ -83,6 +83,7 @@ def voc_detection_data(image_size: int, runlocal: bool) -> ml_collections.Config
     data.resize_max = 0
     data.pad_sizes = ()  # () = ((image_size, image_size),)
     data.group_by_aspect_ratio = False  # True: batches padded to the nearest pad_sizes entry
+    data.num_workers = 0  # > 0: input batches made in that many worker processes
     data.scale_jitter = ()  # e.g. (0.75, 1.25) for long schedules
     data.photometric = 0.0
     return data

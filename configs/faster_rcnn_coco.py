@@ -80,6 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_instances = 100
     config.data.pad_sizes = ()  # declared padded sizes; () = ((image_size, image_size),)
     config.data.group_by_aspect_ratio = False  # True: batches padded to the nearest pad_sizes
+    config.data.num_workers = 0  # > 0: input batches made in that many worker processes
     config.data.masks = False
     config.data.keypoints = False
     config.data.random_flip = True

@@ -99,6 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.resize_max = 128 if runlocal else 1333  # ... longer side at most
     config.data.pad_sizes = ()  # declared padded sizes; () = ((image_size, image_size),)
     config.data.group_by_aspect_ratio = False  # True: batches padded to the nearest pad_sizes
+    config.data.num_workers = 0  # > 0: input batches made in that many worker processes
     config.data.scale_jitter = ()  # (min, max) factor, then cropped to the padded size
     config.data.photometric = 0.0  # brightness / contrast / saturation strength
     config.data.max_instances = 100  # G (excess counted and logged)

@@ -3,6 +3,7 @@
   python experiments/benchmarks/input_pipeline.py [--num_images=48] [--image_size=1344]
       [--batch=2] [--batches=6] [--workdir=/tmp/jaxdet_input_bench]
       [--resize_short=800 --resize_max=1333] [--scale_jitter=0.5,2.0] [--photometric=0.2]
+      [--num_workers=2]
 
 Writes a synthetic COCO-format folder (``--num_images`` 640 x 480 JPEG images, quality 90,
 textured, each with 7 polygon instances of 3 categories, COCO's mean per image), then times
@@ -15,7 +16,8 @@ time is the steadier measure of the work.
 2. the input pipeline of Mask R-CNN at the COCO input size: ``config.data.source="coco"``
    sources (images fitted into ``--image_size`` squares) through the
    detection task's ``make_preprocess`` (mask head on: ``[G, 56, 56]`` box-cropped gt masks)
-   and :func:`jaxdet.data.pipeline.train_dataset` (2 reader threads): batches/s over
+   and :func:`jaxdet.data.pipeline.train_dataset` (2 reader threads, then ``--num_workers``
+   worker processes): batches/s over
    ``--batches`` batches after the first; with ``--resize_short`` / ``--scale_jitter`` /
    ``--photometric`` through the seeded augmentation chain instead of the fitting
    (:class:`jaxdet.data.augment.GeometryTransform`, padded to ``--image_size``);
@@ -127,6 +129,8 @@ def main() -> None:
     parser.add_argument("--resize_max", type=int, default=0)
     parser.add_argument("--scale_jitter", default="", help="min,max")
     parser.add_argument("--photometric", type=float, default=0.0)
+    parser.add_argument("--num_workers", type=int, default=2,
+                        help="also time the pipeline with this many worker processes (0: not)")
     parser.add_argument("--workdir", default="/tmp/jaxdet_input_bench")
     args = parser.parse_args()
 
@@ -153,19 +157,22 @@ def main() -> None:
                  "photometric": args.photometric},
         "model": {"mask": {}, "detector": "faster_rcnn"}})
     source = detection.datasets(config)["train"]
-    ds = pipeline.train_dataset(source, detection.make_preprocess(config), args.batch, seed=0,
-                                process_index=0, process_count=1)
-    it = iter(ds)
-    batch = next(it)
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(args.batches):
-        batch = next(it)
-    pipe_s, pipe_cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(f"input pipeline: {args.batches} batches of {args.batch} at "
-          f"{args.image_size}x{args.image_size} (image {batch['image'].shape}, gt_masks "
-          f"{batch['gt_masks'].shape}) in {pipe_s:.2f} s wall = {args.batches / pipe_s:.2f} "
-          f"batches/s ({pipe_cpu:.2f} s CPU = {args.batches / pipe_cpu:.2f} batches per "
-          "CPU-second)")
+    for workers in sorted({0, args.num_workers}):
+        ds = pipeline.train_dataset(source, detection.make_preprocess(config), args.batch,
+                                    seed=0, process_index=0, process_count=1,
+                                    num_workers=workers)
+        it = iter(ds)
+        batch = next(it)  # worker start-up and the first batch are left out
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(args.batches):
+            batch = next(it)
+        pipe_s, pipe_cpu = time.perf_counter() - start, time.process_time() - cpu
+        getattr(it, "close", lambda: None)()
+        how = f"{workers} worker processes" if workers else "2 reader threads"
+        print(f"input pipeline ({how}): {args.batches} batches of {args.batch} at "
+              f"{args.image_size}x{args.image_size} (image {batch['image'].shape}, gt_masks "
+              f"{batch['gt_masks'].shape}) in {pipe_s:.2f} s wall = "
+              f"{args.batches / pipe_s:.2f} batches/s ({pipe_cpu:.2f} s CPU of this process)")
     raw = coco.build(folder, os.path.join(args.workdir, "tfds"),
                      splits={"train": "train2017"}).as_data_source()["train"]
     per_image(source, raw, detection.make_preprocess(config), args.image_size, args.per_image)

@@ -263,6 +263,13 @@ class InstanceLimit:
         self.images_truncated = self.instances_dropped = 0
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:  # picklable for input worker processes
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __call__(self, example: Mapping[str, Any]) -> Mapping[str, Any]:
         if "objects" not in example:
             return example

@@ -14,6 +14,7 @@ from typing import Any
 import grain
 import jax
 import numpy as np
+from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdet.core import AXIS_NAME, ConfigError
@@ -53,6 +54,7 @@ def train_dataset(
     process_index: int | None = None,
     process_count: int | None = None,
     num_threads: int = 2,
+    num_workers: int = 0,
 ) -> grain.IterDataset:
     """Infinite shuffled batches: this process's rows of each global batch.
 
@@ -66,8 +68,11 @@ def train_dataset(
       source: random-access examples. preprocess: raw example -> dict of fixed-shape arrays.
       batch_size: examples per batch for this process. seed: shuffle seed.
       process_index, process_count: default JAX's. num_threads: reader threads.
+      num_workers: > 0: batches made in that many worker processes (grain's ``mp_prefetch``;
+        the same batches in the same order; ``source`` and ``preprocess`` must pickle).
 
-    Returns a grain ``IterDataset`` whose iterator's ``get_state()`` is ``{"next_index": k}``.
+    Returns a grain ``IterDataset`` whose iterator has ``get_state()`` / ``set_state()``
+    (``{"next_index": k}`` without workers; grain's per-worker states with them).
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -86,9 +91,14 @@ def train_dataset(
     with_index = _with_index(preprocess)
     ds = grain.MapDataset.range(0, len(order)).map(example)
     ds = ds.batch(batch_size, drop_remainder=True)
-    return ds.to_iter_dataset(
+    out = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size)
     )
+    if num_workers > 0:
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (defaults suffice)
+            flags.FLAGS.mark_as_parsed()
+        out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return out
 
 
 def num_eval_batches(num_examples: int, global_batch_size: int) -> int:

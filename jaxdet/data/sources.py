@@ -12,7 +12,9 @@ segmentation ``"folder"``. Folders are converted once into TFDS under ``data_dir
 (:class:`~jaxdet.data.augment.FlipDoubled`), ``max_instances`` [0] (detection).
 Augmentation (:class:`~jaxdet.data.augment.GeometryTransform`, on when any is set):
 ``pad_sizes`` [()], ``resize_short`` / ``resize_max`` [0], ``scale_jitter`` [()],
-``photometric`` [0.0], ``augment_seed`` [``config.seed``], ``group_by_aspect_ratio`` [False]
+``photometric`` [0.0], ``augment_seed`` [``config.seed``], ``num_workers`` [0: batches made by
+reader threads in the training process; N: in N worker processes], ``group_by_aspect_ratio``
+[False]
 (training batches of one ``pad_sizes`` entry, the nearest to their images' aspect ratio:
 :mod:`jaxdet.data.buckets`; evaluation uses the last entry, e.g. ``((800, 1344), (1344, 800),
 (1344, 1344))``).

@@ -233,7 +233,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
     train_iter = iter(
         pipeline.train_dataset(
-            train_source, preprocess_fn(task, config), local_batch, seed=config.seed)
+            train_source, preprocess_fn(task, config), local_batch, seed=config.seed,
+            num_workers=int(config.data.get("num_workers", 0)))
     )
     ckpt = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"), config.checkpoint_every_steps,
@@ -328,6 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         watch.close()
         bar.close()
         ckpt.close()
+        getattr(train_iter, "close", lambda: None)()  # input worker processes, if any
     if preempted_at is not None:
         writer.flush()
         writer.close()

@@ -59,3 +59,24 @@ def test_iterator_state_resumes_the_same_batches():
     again.set_state(state)
     for a, b in zip(rest, _batches(again, 4), strict=True):
         np.testing.assert_array_equal(a["index"], b["index"])
+
+
+def test_worker_processes_give_the_same_batches_and_resume():
+    source = _source(11)
+    kwargs = dict(seed=2, process_index=0, process_count=1)
+    plain = _batches(iter(pipeline.train_dataset(source, _preprocess, 3, **kwargs)), 7)
+    ds = pipeline.train_dataset(source, _preprocess, 3, num_workers=2, **kwargs)
+    it = iter(ds)
+    first = _batches(it, 3)
+    state = it.get_state()
+    rest = _batches(it, 4)
+    again = iter(ds)
+    again.set_state(state)
+    resumed = _batches(again, 4)
+    for it_ in (it, again):
+        it_.close()
+    for a, b in zip(plain, first + rest, strict=True):
+        np.testing.assert_array_equal(a["index"], b["index"])
+        np.testing.assert_array_equal(a["x"], b["x"])
+    for a, b in zip(rest, resumed, strict=True):
+        np.testing.assert_array_equal(a["index"], b["index"])
