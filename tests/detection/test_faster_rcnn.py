@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxdet.core import ConfigError
-from jaxdet.detection import faster_rcnn, keypoint_head, rpn
+from jaxdet.detection import faster_rcnn, rpn
 
 
 def _model_config(levels="fpn"):
@@ -86,30 +86,11 @@ def test_sections_switch_the_branches_and_their_loss_terms():
     config = _model_config()
     assert faster_rcnn.loss_terms_for(config, 3) == faster_rcnn.LOSS_TERMS
     config.mask = {"width": 8}
-    config.keypoint = {"num_keypoints": 5, "flip_pairs": ((1, 2),)}
+    config.keypoint = {"num_keypoints": 5, "flip_pairs": ((1, 2),), "roi_scale": 1.25}
     spec = faster_rcnn.DetectorSpec.from_config(config, 3)
     assert spec.mask.width == 8 and spec.mask.roi_output_size == 14
-    assert spec.keypoint.num_keypoints == 5
+    assert spec.keypoint.num_keypoints == 5 and spec.keypoint.roi_scale == 1.25
     assert faster_rcnn.loss_terms_for(config, 3)[-2:] == ("roi_mask", "roi_keypoint")
-
-
-def test_keypoint_roi_scale_enlarges_boxes_about_their_centres():
-    from jaxdet import ops
-
-    boxes = jnp.array([[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(keypoint_head._scale_boxes(boxes, 1.25),
-                               [[7.5, 15.0, 32.5, 65.0], [0.0, 0.0, 0.0, 0.0]])
-    assert keypoint_head._scale_boxes(boxes, 1.0) is boxes
-    config = _model_config()
-    config.keypoint = {"roi_scale": 1.25}
-    assert faster_rcnn.DetectorSpec.from_config(config, 3).keypoint.roi_scale == 1.25
-    assert keypoint_head.KeypointSpec().roi_scale == 1.0  # torchvision
-    # A wrist 2 px right of the box has no heatmap cell; in the 1.25x box it gets column
-    # floor((32 - 7.5) * 56 / 25) = 54, row floor((40 - 15) * 56 / 50) = 28.
-    kp = jnp.array([[[32.0, 40.0, 2.0]]])
-    _, valid = ops.keypoints_to_heatmap(kp, boxes[:1], 56)
-    cell, valid_big = ops.keypoints_to_heatmap(kp, keypoint_head._scale_boxes(boxes[:1], 1.25), 56)
-    assert not valid[0, 0] and valid_big[0, 0] and int(cell[0, 0]) == 28 * 56 + 54
 
 
 def test_parameter_names_follow_torchvision():

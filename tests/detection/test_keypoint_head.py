@@ -322,3 +322,19 @@ def test_keypoint_roi_budget(budget, want):
     branch = kh.KeypointBranch(kh.KeypointSpec(rois_per_image=budget),
                                roi_heads.RoiSpec(batch_size_per_image=8), detections_per_img=5)
     assert branch.num_rois == want
+
+
+def test_keypoint_roi_scale_enlarges_boxes_about_their_centres():
+    from jaxdet import ops
+
+    boxes = jnp.array([[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(kh._scale_boxes(boxes, 1.25),
+                               [[7.5, 15.0, 32.5, 65.0], [0.0, 0.0, 0.0, 0.0]])
+    assert kh._scale_boxes(boxes, 1.0) is boxes
+    assert kh.KeypointSpec().roi_scale == 1.0  # torchvision
+    # A wrist 2 px right of the box has no heatmap cell; in the 1.25x box it gets column
+    # floor((32 - 7.5) * 56 / 25) = 54, row floor((40 - 15) * 56 / 50) = 28.
+    kp = jnp.array([[[32.0, 40.0, 2.0]]])
+    _, valid = ops.keypoints_to_heatmap(kp, boxes[:1], 56)
+    cell, valid_big = ops.keypoints_to_heatmap(kp, kh._scale_boxes(boxes[:1], 1.25), 56)
+    assert not valid[0, 0] and valid_big[0, 0] and int(cell[0, 0]) == 28 * 56 + 54
