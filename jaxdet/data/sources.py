@@ -180,8 +180,9 @@ def detection_datasets(config: ml_collections.ConfigDict) -> dict[str, Any]:
             _detection_builder(config).info.metadata.get("keypoint_names", []))
         splits["train"] = augment.FlipDoubled(splits["train"],
                                               augment.flip_pairs_from_names(names))
-    cache = "" if source_name(config) == "tfds_coco" else os.path.join(
-        str(_detection_builder(config).data_path), "train_image_sizes.npy")
+    grouped = config.data.get("group_by_aspect_ratio", False)
+    cache = os.path.join(str(_detection_builder(config).data_path), "train_image_sizes.npy") if (
+        grouped and source_name(config) != "tfds_coco") else ""
     return _geometry(config, splits, max_instances=int(config.data.get("max_instances", 0)),
                      sizes_cache=cache)
 

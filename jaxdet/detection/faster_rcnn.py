@@ -53,9 +53,8 @@ from jaxdet.models import resnet
 SumCount = tuple[jax.Array, jax.Array]
 LOSS_TERMS = ("rpn_objectness", "rpn_box", "roi_classifier", "roi_box")
 
-#: Sections of ``config.model`` holding the parts' fields (``mask`` / ``keypoint``: absent = off).
-SECTIONS = ("rpn", "roi", "postprocess", "mask", "keypoint")
-#: Flat ``config.model`` keys of earlier versions, now in :data:`SECTIONS`.
+#: Flat ``config.model`` keys of earlier versions, now in the sections ``rpn``, ``roi``,
+#: ``postprocess``, ``mask`` and ``keypoint``.
 _MOVED_PREFIXES = ("rpn_", "roi_", "mask_", "keypoint_")
 _MOVED_KEYS = ("anchor_sizes", "aspect_ratios", "representation_size", "box_weights",
                "score_thresh", "nms_thresh", "detections_per_img", "num_keypoints")
@@ -126,7 +125,8 @@ class DetectorSpec:
     @classmethod
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> DetectorSpec:
         """The spec from ``config.model``: its ``levels``, ``fpn_channels``, ``recall_top_n`` and
-        :data:`SECTIONS` (other keys are the backbone's). ConfigError on a field outside its
+        the sections ``rpn``, ``roi``, ``postprocess``, ``mask``, ``keypoint`` (other keys are the
+        backbone's). ConfigError on a field outside its
         section or unknown inside one.
         """
         check_no_flat_fields(model)

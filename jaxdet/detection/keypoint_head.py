@@ -23,7 +23,7 @@ on the flipped kernel; ``jaxdet/convert.py``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdet.core import ConfigError, Detections
-from jaxdet.detection.roi_heads import RoiSpec, RoiTargets
+from jaxdet.detection.roi_heads import RoiPool, RoiSpec, RoiTargets
 from jaxdet.models.conv import SameConv, SubPixelConvTranspose
 from jaxdet.ops.keypoints import (
     heatmaps_to_keypoints,
@@ -59,8 +59,6 @@ __all__ = [
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 LOSS_TERMS = ("roi_keypoint",)
-#: ``pool(rois [B, R, 4], bins) -> [B, R, bins, bins, C]``: RoIAlign of the detector's features.
-RoiPool = Callable[[jax.Array, int], jax.Array]
 
 
 class KeypointRCNNHeads(nn.Module):

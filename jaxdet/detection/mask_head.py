@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdet.core import Detections
-from jaxdet.detection.roi_heads import RoiSpec, RoiTargets
+from jaxdet.detection.roi_heads import RoiPool, RoiSpec, RoiTargets
 from jaxdet.models.conv import BlockConvTranspose, SameConv
 from jaxdet.ops.masks import crop_and_resize_masks
 
@@ -53,8 +53,6 @@ __all__ = [
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 LOSS_TERMS = ("roi_mask",)
-#: ``pool(rois [B, R, 4], bins) -> [B, R, bins, bins, C]``: RoIAlign of the detector's features.
-RoiPool = Callable[[jax.Array, int], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,8 +249,8 @@ class MaskBranch(nn.Module):
     """Mask R-CNN's branch of a two-stage detector. Its parameters sit at the detector's root
     (``mask_head``, ``mask_predictor``) when the detector shares its scope
     (:func:`flax.linen.share_scope`). ``roi``: the detector's RoI sampling (foreground budget,
-    sampling ratio of the targets). ValueError if ``spec.rois_per_image`` exceeds
-    ``roi.batch_size_per_image``.
+    sampling ratio of the targets; ``DetectorSpec`` checks ``spec.rois_per_image`` against its
+    ``batch_size_per_image``).
     """
 
     spec: MaskSpec

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -34,6 +34,7 @@ __all__ = [
     "BOX_CODER_WEIGHTS",
     "BoxHead",
     "FastRCNNPredictor",
+    "RoiPool",
     "RoiSpec",
     "RoiTargets",
     "detect",
@@ -47,6 +48,10 @@ __all__ = [
 
 #: torchvision's RoI-heads box-coder weights ``(wx, wy, ww, wh)``.
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+#: ``pool(rois [B, R, 4], bins) -> [B, R, bins, bins, C]``: RoIAlign of a detector's features,
+#: what its RoI branches (mask, keypoint) are given.
+RoiPool = Callable[[jax.Array, int], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
