@@ -79,21 +79,19 @@ def main() -> None:
 
     def backbone_loss(params, stats):
         feats, _ = model.apply({"params": params, "batch_stats": stats}, images,
-                               method=lambda m, x: m._features(x, True), mutable=["batch_stats"])
+                               method=lambda m, x: m.features(x, True), mutable=["batch_stats"])
         return sum(jnp.mean(f) for f in feats)
 
     def rpn_loss(params, stats):
         def run(m, x):
-            feats = m._features(x, True)
+            feats = m.features(x, True)
             obj, deltas = m.rpn(feats)
-            anchors = jnp.concatenate(m._anchors(feats, x.shape[1:3]))
-            t = jax.vmap(lambda gb, gv, k: rpn.rpn_targets(anchors, gb, gv, k))(
-                gbatch["gt_boxes"], gbatch["gt_valid"], keys)
-            losses = jax.vmap(rpn.rpn_losses)(
-                jnp.concatenate(obj, 1), jnp.concatenate(deltas, 1), t)
-            props, _, valid = m._proposals(obj, deltas, m._anchors(feats, x.shape[1:3]),
-                                           gbatch["image_hw"].astype(jnp.float32), True)
-            return (jnp.sum(losses["objectness_sum"]) + jnp.sum(losses["box_sum"])
+            anchors = m.anchors(feats, x.shape[1:3])
+            terms, _ = rpn.batch_losses(m.spec.rpn, obj, deltas, jnp.concatenate(anchors),
+                                        gbatch, keys, jnp.ones(len(keys), bool))
+            props, _, valid = rpn.batch_proposals(m.spec.rpn, obj, deltas, anchors,
+                                                  gbatch["image_hw"].astype(jnp.float32), True)
+            return (terms["rpn_objectness"][0] + terms["rpn_box"][0]
                     + 0.0 * jnp.sum(jnp.where(valid[..., None], props, 0.0)))
         out, _ = model.apply({"params": params, "batch_stats": stats}, images, method=run,
                              mutable=["batch_stats"])

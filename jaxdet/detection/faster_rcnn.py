@@ -185,14 +185,17 @@ class FasterRCNN(nn.Module):
         return [getattr(self, name) for name in ("mask", "keypoint")
                 if getattr(self.spec, name) is not None]
 
-    def _features(self, images: jax.Array, train: bool) -> list[jax.Array]:
+    def features(self, images: jax.Array, train: bool) -> list[jax.Array]:
+        """``[B, H, W, 3]`` images -> the RPN's maps ``[B, H_l, W_l, C]``: ``[C4]`` or FPN
+        ``P2..P6`` (finest first)."""
         c = self.body(images, train=train)
         if self.spec.levels == "c4":
             return [c["C4"]]
         p = self.fpn(c)
         return [p[f"P{k}"] for k in feature_levels(self.spec)]
 
-    def _anchors(self, features: list[jax.Array], image_size: tuple[int, int]) -> list[jax.Array]:
+    def anchors(self, features: list[jax.Array], image_size: tuple[int, int]) -> list[jax.Array]:
+        """Per map ``[H_l * W_l * A, 4]`` anchors, ``(x1, y1, x2, y2)`` input pixels."""
         sizes = [f.shape[1:3] for f in features]
         # torchvision: stride = image size // feature size, per axis
         strides = [(image_size[0] // h, image_size[1] // w) for h, w in sizes]
@@ -200,8 +203,8 @@ class FasterRCNN(nn.Module):
             sizes, strides, self.spec.rpn.anchor_sizes,
             [self.spec.rpn.aspect_ratios] * len(sizes))
 
-    def _pool(self, features: list[jax.Array], rois: jax.Array,
-              output_size: int | None = None) -> jax.Array:
+    def pool_rois(self, features: list[jax.Array], rois: jax.Array,
+                  output_size: int | None = None) -> jax.Array:
         """``[B, R, 4]`` RoIs -> ``[B, R, s, s, C]`` RoIAlign (default ``s = roi.output_size``)."""
         r = self.spec.roi
         size = output_size or r.output_size
@@ -218,7 +221,7 @@ class FasterRCNN(nn.Module):
 
     def _box_head(self, features, rois):
         b, r = rois.shape[:2]
-        pooled = self._pool(features, rois)
+        pooled = self.pool_rois(features, rois)
         logits, deltas = self.roi_heads(pooled.reshape((b * r,) + pooled.shape[2:]))
         return logits.reshape(b, r, -1), deltas.reshape(b, r, -1)
 
@@ -240,10 +243,10 @@ class FasterRCNN(nn.Module):
         s = self.spec
         image_size = images.shape[1:3]
         images = images.astype(self.dtype or jnp.float32)
-        features = self._features(images, train)
-        pool = lambda rois, size: self._pool(features, rois, size)  # noqa: E731
+        features = self.features(images, train)
+        pool = lambda rois, size: self.pool_rois(features, rois, size)  # noqa: E731
         objectness, deltas = self.rpn(features)
-        anchors = self._anchors(features, image_size)
+        anchors = self.anchors(features, image_size)
         image_hw = roi_heads.default_image_hw(images, image_hw)
         proposals, _, proposal_valid = rpn.batch_proposals(
             s.rpn, objectness, deltas, anchors, image_hw, train)
@@ -257,8 +260,8 @@ class FasterRCNN(nn.Module):
             if s.keypoint is not None:
                 mirror_pool = None
                 if s.keypoint.flip_test:
-                    flipped = self._features(jnp.flip(images, axis=2), train)
-                    mirror_pool = lambda rois, size: self._pool(flipped, rois, size)  # noqa: E731
+                    flipped = self.features(jnp.flip(images, axis=2), train)
+                    mirror_pool = lambda rois, size: self.pool_rois(flipped, rois, size)  # noqa: E731
                 out.update(self.keypoint.predict(pool, dets, mirror_pool, image_size[1]))
             out["proposals"], out["proposal_valid"] = proposals, proposal_valid
             return out

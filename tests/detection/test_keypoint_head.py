@@ -297,10 +297,10 @@ def test_flip_test_heatmaps_are_mirror_equivariant():
                           rois[..., 3]], axis=-1)
 
     def heatmaps(m, images, rois, flip):
-        flipped = m._features(jnp.flip(images, axis=2), False) if flip else None
-        features = m._features(images, False)
-        pool = lambda r, size: m._pool(features, r, size)  # noqa: E731
-        mirror_pool = (lambda r, size: m._pool(flipped, r, size)) if flip else None  # noqa: E731
+        flipped = m.features(jnp.flip(images, axis=2), False) if flip else None
+        features = m.features(images, False)
+        pool = lambda r, size: m.pool_rois(features, r, size)  # noqa: E731
+        mirror_pool = (lambda r, size: m.pool_rois(flipped, r, size)) if flip else None  # noqa: E731
         return m.keypoint.heatmaps(pool, mirror_pool, rois, 64)
 
     model = _tiny_detector(keypoints=True, flip_test=True)
