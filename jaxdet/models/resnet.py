@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxdet.core import ConfigError
+from jaxdet.models.conv import SameConv
+from jaxdet.ops.conv import WINOGRAD_MIN_CHANNELS
 
 NORM_MODES = ("batch", "frozen", "group")
 STEM_MODES = ("imagenet", "small")
@@ -116,7 +118,12 @@ class NormSettings(nn.Module):
     def conv(
         self, x: jax.Array, features: int, kernel_size: int, strides: int, name: str
     ) -> jax.Array:
-        """Bias-free conv with torchvision's symmetric ``k // 2`` padding and init."""
+        """Bias-free conv with torchvision's symmetric ``k // 2`` padding and init (wide
+        stride-1 3x3 convs through :class:`~jaxdet.models.conv.SameConv`: Winograd on CPU)."""
+        if (kernel_size == 3 and strides == 1 and x.shape[-1] >= WINOGRAD_MIN_CHANNELS
+                and features >= WINOGRAD_MIN_CHANNELS):
+            return SameConv(features, (3, 3), use_bias=False, kernel_init=conv_init,
+                            dtype=self.dtype, name=name)(x)
         pad = kernel_size // 2
         return nn.Conv(
             features,
