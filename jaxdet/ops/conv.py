@@ -6,10 +6,11 @@ XLA:CPU runs a convolution directly (about 9 multiply-adds per output and input 
 several times slower per FLOP than the forward pass. :func:`conv2d_same` has the semantics of
 ``lax.conv_general_dilated`` (stride 1, SAME padding) everywhere; on CPU
 
-- float32 3x3 kernels with at least :data:`WINOGRAD_MIN_CHANNELS` input and output channels go
-  through :func:`winograd_conv3x3` (2.25x fewer multiplies; forward and both gradients are
-  batched matmuls over the 16 transformed tile positions; results equal the direct convolution
-  to float32 rounding, relative error ~1e-6);
+- float32 3x3 kernels with at least :data:`WINOGRAD_MIN_CHANNELS` input and output channels on
+  maps of at least :data:`WINOGRAD_MIN_PIXELS` pixels go through :func:`winograd_conv3x3`
+  (2.25x fewer multiplies; forward and both gradients are batched matmuls over the 16
+  transformed tile positions; results equal the direct convolution to float32 rounding,
+  relative error ~1e-6);
 - other kernels keep the convolution's forward pass and input gradient, with the kernel
   gradient ``patches^T @ grad`` over the ``kh * kw`` shifted copies of the padded input.
 
@@ -22,13 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["conv2d_same", "winograd_conv3x3", "WINOGRAD_MIN_CHANNELS"]
+__all__ = ["conv2d_same", "winograd_conv3x3", "WINOGRAD_MIN_CHANNELS", "WINOGRAD_MIN_PIXELS"]
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 WINOGRAD_MIN_CHANNELS = 128
 """Input and output channels from which :func:`conv2d_same` uses Winograd on CPU (narrower
 convolutions are bound by the tile transforms' memory traffic, not by multiplies)."""
+
+WINOGRAD_MIN_PIXELS = 144
+"""``H * W`` from which :func:`conv2d_same` uses Winograd on CPU (smaller maps cost little either
+way, and each Winograd convolution adds ~100 operations to the program XLA compiles)."""
 
 # Winograd F(2x2, 3x3) (Lavin & Gray 2016): Y = A^T [(G g G^T) * (B^T d B)] A per 4x4 tile d.
 _BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -79,7 +84,8 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def _use_winograd(x: jax.Array, kernel: jax.Array) -> bool:
     kh, kw, cin, cout = kernel.shape
     return ((kh, kw) == (3, 3) and x.dtype == jnp.float32 and kernel.dtype == jnp.float32
-            and min(cin, cout) >= WINOGRAD_MIN_CHANNELS)
+            and min(cin, cout) >= WINOGRAD_MIN_CHANNELS
+            and x.shape[-3] * x.shape[-2] >= WINOGRAD_MIN_PIXELS)
 
 
 def _kernel_grad_by_matmul(x: jax.Array, kernel: jax.Array, g: jax.Array) -> jax.Array:

@@ -8,7 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdet.ops.conv import WINOGRAD_MIN_CHANNELS, conv2d_same, winograd_conv3x3
+from jaxdet.ops.conv import (
+    WINOGRAD_MIN_CHANNELS,
+    WINOGRAD_MIN_PIXELS,
+    conv2d_same,
+    winograd_conv3x3,
+)
 
 
 def _reference(x, kernel):
@@ -57,10 +62,12 @@ def test_winograd_equals_the_convolution_with_its_gradients(hw):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("channels, winograd", [(WINOGRAD_MIN_CHANNELS, True),
-                                                (WINOGRAD_MIN_CHANNELS // 2, False)])
-def test_wide_3x3_kernels_go_through_winograd_on_cpu(channels, winograd):
-    x = jax.random.normal(jax.random.key(0), (1, 6, 6, channels))
+@pytest.mark.parametrize("channels, side, winograd", [
+    (WINOGRAD_MIN_CHANNELS, 12, True), (WINOGRAD_MIN_CHANNELS // 2, 12, False),
+    (WINOGRAD_MIN_CHANNELS, 11, False)])
+def test_wide_3x3_kernels_on_large_maps_go_through_winograd_on_cpu(channels, side, winograd):
+    assert 11 * 11 < WINOGRAD_MIN_PIXELS <= 12 * 12
+    x = jax.random.normal(jax.random.key(0), (1, side, side, channels))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, channels)) * 0.05
     step = jax.jit(jax.value_and_grad(lambda x, k: jnp.sum(conv2d_same(x, k) ** 2), (0, 1)))
     hlo = step.lower(x, kernel).compile().as_text()
