@@ -126,8 +126,7 @@ class DetectorSpec:
     def from_config(cls, model: Mapping[str, Any], num_classes: int) -> DetectorSpec:
         """The spec from ``config.model``: its ``levels``, ``fpn_channels``, ``recall_top_n`` and
         the sections ``rpn``, ``roi``, ``postprocess``, ``mask``, ``keypoint`` (other keys are the
-        backbone's). ConfigError on a field outside its
-        section or unknown inside one.
+        backbone's). ConfigError on a field outside its section or unknown inside one.
         """
         check_no_flat_fields(model)
         parts = {

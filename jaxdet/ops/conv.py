@@ -71,8 +71,8 @@ def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
                             preferred_element_type=jnp.float32)
     m = m.reshape(4, 4, n, th, tw, cout)
     # A^T M A: columns, then rows -> the 2x2 outputs of each tile.
-    cols = _combine(_AT, [m[:, j] for j in range(4)])  # q -> [4 (i), N, th, tw, Cout]
-    y = [_combine(_AT, [c[i] for i in range(4)]) for c in cols]  # y[q][p]
+    out_cols = _combine(_AT, [m[:, j] for j in range(4)])  # q -> [4 (i), N, th, tw, Cout]
+    y = [_combine(_AT, [c[i] for i in range(4)]) for c in out_cols]  # y[q][p]
     y = jnp.stack([jnp.stack([y[q][p] for q in range(2)], axis=3) for p in range(2)], axis=2)
     return y.reshape(n, 2 * th, 2 * tw, cout)[:, :h, :w].astype(x.dtype)
 
