@@ -1,12 +1,15 @@
-"""Test-wide setup: 8 simulated CPU devices and the persistent compilation cache.
+"""Test-wide setup: 8 simulated CPU devices, XLA flags for short compiles
+(:mod:`tests.xla_env`) and the persistent compilation cache.
 
-Both must be set before jax is imported anywhere, which is why they live here.
+All must be set before jax is imported anywhere, which is why they live here.
 """
 
 import os
 import pathlib
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from tests.xla_env import xla_flags
+
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAXDET_COMPILATION_CACHE", str(_REPO / ".jax_cache"))

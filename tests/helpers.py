@@ -15,6 +15,7 @@ import ml_collections
 import pytest
 
 from jaxdet import config_files
+from tests.xla_env import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def run_main(*args: str, devices: int | None = 1) -> subprocess.CompletedProcess
     ``devices`` simulated CPU devices (None: the test session's 8), output captured as text."""
     env = {k: v for k, v in os.environ.items() if k != "JAXDET_TRACEBACK"}
     if devices is not None:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = xla_flags(devices)
     return subprocess.run([sys.executable, "-m", "jaxdet.main", *args,
                            "--config.progress_bar=False"], cwd=REPO, capture_output=True,
                           text=True, timeout=900, env=env)

@@ -48,10 +48,10 @@ def test_overfits_two_images_to_box_and_mask_ap50_one(tmp_path, data_dir, monkey
     config.optimizer.schedule = "constant"
     config.batch_size = 8
     config.eval_batch_size = 8
-    config.num_train_steps = 150
+    config.num_train_steps = 200
     config.log_every_steps = 25
     config.eval_every_steps = 100
-    config.checkpoint_every_steps = 150
+    config.checkpoint_every_steps = 200
     config.num_prediction_images = 0
     config.progress_bar = False
     config.recompile_policy = "fail"

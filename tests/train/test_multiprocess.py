@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers import REPO, load_config
 from tests.train.test_loop import _restored_params
+from tests.xla_env import xla_flags
 
 _TIMEOUT = 600
 
@@ -40,7 +41,7 @@ def _env(devices: int) -> dict[str, str]:
     import os
 
     return {**os.environ, "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+            "XLA_FLAGS": xla_flags(devices)}
 
 
 def _start(config, workdir, data_dir, overrides, processes: int) -> list[subprocess.Popen]:
@@ -78,12 +79,15 @@ def _run(config, workdir, data_dir, overrides, processes: int) -> list[str]:
     return _finish(_start(config, workdir, data_dir, overrides, processes))
 
 
-def _assert_same_params(config, workdir_a, workdir_b, atol=1e-5):
+def _assert_same_params(config, workdir_a, workdir_b, atol=1e-5, rtol=1e-3):
+    """Equal up to the float rounding of another all-reduce order, which Adam's division by
+    the root of the second moment enlarges on weights with tiny gradients (a wrong batch split
+    or a missed all-reduce moves weights by far more)."""
     a = _restored_params(config, str(workdir_a))
     b = _restored_params(config, str(workdir_b))
     assert int(a.step) == int(b.step)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+        np.testing.assert_allclose(x, y, atol=atol, rtol=rtol)
     return int(a.step)
 
 
