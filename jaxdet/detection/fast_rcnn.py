@@ -85,10 +85,9 @@ def proposal_recall(spec: ClassicSpec, proposals: jax.Array, proposal_valid: jax
     """``(hit, total)`` float32: gt of real examples covered at IoU >= 0.5 by one of the first
     ``recall_top_n`` proposals (:func:`jaxdet.detection.rpn.proposal_recall`).
     """
-    n = spec.recall_top_n
     gt_valid = jnp.asarray(targets["gt_valid"], bool) & real[:, None]
-    hit, total = jax.vmap(rpn.proposal_recall)(
-        proposals[:, :n], proposal_valid[:, :n], targets["gt_boxes"], gt_valid)
+    hit, total = rpn.batch_proposal_recall(proposals, proposal_valid, targets["gt_boxes"],
+                                           gt_valid, spec.recall_top_n)
     return jnp.sum(hit).astype(jnp.float32), jnp.sum(total).astype(jnp.float32)
 
 

@@ -225,9 +225,8 @@ class FasterRCNN(nn.Module):
         return logits.reshape(b, r, -1), deltas.reshape(b, r, -1)
 
     def _recall(self, proposals, valid, targets) -> SumCount:
-        n = self.spec.recall_top_n
-        hit, total = jax.vmap(rpn.proposal_recall)(
-            proposals[:, :n], valid[:, :n], targets["gt_boxes"], targets["gt_valid"])
+        hit, total = rpn.batch_proposal_recall(proposals, valid, targets["gt_boxes"],
+                                               targets["gt_valid"], self.spec.recall_top_n)
         return jnp.sum(hit).astype(jnp.float32), jnp.sum(total).astype(jnp.float32)
 
     def __call__(

@@ -35,6 +35,7 @@ __all__ = [
     "rpn_losses",
     "generate_proposals",
     "proposal_recall",
+    "batch_proposal_recall",
 ]
 
 _init = nn.initializers.normal(stddev=0.01)
@@ -287,6 +288,20 @@ def proposal_recall(
     gv = jnp.asarray(gt_valid, bool)
     recalled = gv & (best >= iou_threshold)
     return jnp.sum(recalled, dtype=jnp.int32), jnp.sum(gv, dtype=jnp.int32)
+
+
+def batch_proposal_recall(
+    proposals: jax.Array,
+    proposal_valid: jax.Array,
+    gt_boxes: jax.Array,
+    gt_valid: jax.Array,
+    top_n: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Vmapped :func:`proposal_recall` of the first ``top_n`` proposals of each image:
+    ``proposals [B, P, 4]``, ``proposal_valid [B, P]``, ``gt_boxes [B, G, 4]``, ``gt_valid
+    [B, G]`` -> ``(num_gt_recalled [B], num_gt [B])`` int32."""
+    return jax.vmap(proposal_recall)(proposals[:, :top_n], proposal_valid[:, :top_n], gt_boxes,
+                                     gt_valid)
 
 
 def batch_proposals(spec: RPNSpec, objectness: Sequence[jax.Array], deltas: Sequence[jax.Array],

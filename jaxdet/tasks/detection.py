@@ -294,9 +294,9 @@ def predict(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array
                       train=False, **_proposal_inputs(batch))
     boxes = jax.vmap(roi_heads.rescale_boxes)(out["boxes"], batch["image_hw"], batch["orig_hw"])
     targets = _targets(batch)
-    hit, total = jax.vmap(rpn_lib.proposal_recall)(
-        out["proposals"][:, :recall_top_n], out["proposal_valid"][:, :recall_top_n],
-        targets["gt_boxes"], targets["gt_valid"])
+    hit, total = rpn_lib.batch_proposal_recall(out["proposals"], out["proposal_valid"],
+                                               targets["gt_boxes"], targets["gt_valid"],
+                                               recall_top_n)
     result = {"boxes": boxes, "scores": out["scores"], "classes": out["classes"],
               "valid": out["valid"], "recall_hit": hit, "recall_total": total}
     if "masks" in out:

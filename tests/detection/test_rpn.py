@@ -395,3 +395,19 @@ def test_proposal_recall():
     )
     np.testing.assert_array_equal(hit, [2, 1])
     np.testing.assert_array_equal(n, [3, 3])
+
+
+@pytest.mark.parametrize("top_n, expected_hits", [(4, [2, 1]), (2, [1, 1]), (1, [1, 0])])
+def test_batch_proposal_recall_reads_only_the_first_top_n(top_n, expected_hits):
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60], [0, 0, 0, 0]], np.float32)
+    gt_valid = np.array([True, True, True, False])
+    # image 0: gt 0 at rank 0, gt 2 at rank 2; image 1: gt 1 at rank 1 (rank 0 is padding)
+    proposals = np.array([[[0, 0, 10, 20], [0, 0, 1, 1], [50, 50, 60, 61], [0, 0, 0, 0]],
+                          [[50, 50, 60, 60], [20, 20, 30, 30], [0, 0, 1, 1], [0, 0, 0, 0]]],
+                         np.float32)
+    valid = np.array([[True, True, True, False], [False, True, True, False]])
+    hit, n = jax.jit(rpn.batch_proposal_recall, static_argnums=4)(
+        proposals, valid, np.stack([gt] * 2), np.stack([gt_valid] * 2), top_n)
+    chex.assert_type([hit, n], jnp.int32)
+    np.testing.assert_array_equal(hit, expected_hits)
+    np.testing.assert_array_equal(n, [3, 3])
