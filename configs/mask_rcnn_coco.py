@@ -29,7 +29,8 @@ images' aspect ratio, e.g. ``'((800, 1344), (1344, 800), (1344, 1344))'``: evalu
 the last). Bad records stop the conversion naming the file, or are
 skipped and counted with ``--config.data.skip_bad_records=True``. ``arg``: ``small``
 (training from scratch on a small budget: ``configs/faster_rcnn_coco.py``'s ``small`` recipe, a
-mask head of 128 channels over 16 RoIs per image) and/or ``runlocal``:
+mask head of 128 channels over 16 RoIs per image; results in
+``experiments/results/peer_training.md``) and/or ``runlocal``:
 
   python -m jaxdet.main --config=configs/mask_rcnn_coco.py:small --workdir=workdirs/mrcnn_small \
       --config.data.path=<COCO folder>
