@@ -52,9 +52,11 @@ def trained_runlocal(tmp_path_factory, worker_id):
         workdir, shared_data = root / name, str(root / "tensorflow_datasets")
         with filelock.FileLock(str(root / f"{name}.lock")):
             if not (workdir / "DONE").exists():
+                # no prediction picture: no caller reads it, and it is one compile more
                 trained = helpers.run_main(f"--config=configs/{name}.py:runlocal",
                                            f"--workdir={workdir}",
-                                           f"--config.data.data_dir={shared_data}")
+                                           f"--config.data.data_dir={shared_data}",
+                                           "--config.num_prediction_images=0")
                 assert trained.returncode == 0, trained.stderr[-3000:]
                 (workdir / "DONE").write_text("")
         return workdir, shared_data
