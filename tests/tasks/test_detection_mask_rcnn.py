@@ -16,7 +16,7 @@ from tests.helpers import load_config
 
 
 def test_overfits_two_images_to_box_and_mask_ap50_one(tmp_path, data_dir, monkeypatch):
-    """2 scenes (2-3 shapes each, 64 px): after 150 steps the box and mask AP50 on them are
+    """2 scenes (2-3 shapes each, 64 px): after 200 steps the box and mask AP50 on them are
     1.0 (masks pasted at the image size, thresholded at 0.5, RLE-scored by pycocotools against
     the full-resolution gt masks); the mask loss falls; traced and compiled once."""
     traces = {"loss": 0, "predict": 0}
