@@ -2,7 +2,12 @@
 
 import os as _os
 
-import jax as _jax
+from jaxdet import host_memory as _host_memory
+
+# Before JAX starts its threads (see jaxdet.host_memory; JAXDET_KEEP_HOST_MEMORY=0 opts out).
+_host_memory.keep_freed_host_memory()
+
+import jax as _jax  # noqa: E402
 
 __version__ = "0.1.0"
 
