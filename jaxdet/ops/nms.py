@@ -59,6 +59,12 @@ def _descending_order(scores: jax.Array, alive: jax.Array) -> jax.Array:
     return jax.lax.sort(rank * n + iota) % n
 
 
+# Above this many candidates per kept slot, NMS first visits only the best
+# `_PREFILTER_PER_SLOT * K` candidates (a top-k instead of a sort of all N) and sorts all N only
+# where those did not yield K kept boxes. Exact either way; speed only.
+_PREFILTER_PER_SLOT = 16
+
+
 def _nms_core(
     boxes: jax.Array,
     scores: jax.Array,
@@ -73,11 +79,45 @@ def _nms_core(
         raise ValueError(f"max_output_size must be >= 1, got {k}")
     if n == 0:
         return jnp.full((k,), -1, jnp.int32)
+    alive = jnp.ones((n,), bool) if valid is None else jnp.asarray(valid, bool)
+    m = _PREFILTER_PER_SLOT * k
+    if n <= 2 * m:
+        return _greedy(boxes, scores, classes, alive, threshold, k, tile_size)[0]
+    # Greedy NMS visits boxes by descending score, so over the best m candidates (top_k breaks
+    # ties by lower index, as the full order does) it keeps what the full run keeps until
+    # those run out; only then is the full run needed.
+    top = jax.lax.top_k(jnp.where(alive, jnp.where(scores == 0, 0.0, scores), -jnp.inf), m)[1]
+    sub = _greedy(boxes[top], scores[top], None if classes is None else classes[top],
+                  alive[top], threshold, k, tile_size)
+    kept = jnp.where(sub[0] >= 0, top[jnp.maximum(sub[0], 0)], -1)
+    needs_all = sub[1] & (jnp.sum(alive, dtype=jnp.int32) > m)
+
+    def full(state):
+        # Ties the inputs to the loop state: XLA would hoist the loop-invariant sort of all
+        # N candidates out of the loop, and run it always.
+        inputs, _ = jax.lax.optimization_barrier(((boxes, scores, classes, alive), state))
+        return _greedy(*inputs, threshold, k, tile_size)[0], jnp.bool_(False)
+
+    # A while loop, not a cond: under vmap it runs only when some image needs it.
+    return jax.lax.while_loop(lambda s: s[1], full, (kept, needs_all))[0]
+
+
+def _greedy(
+    boxes: jax.Array,
+    scores: jax.Array,
+    classes: jax.Array | None,
+    alive0: jax.Array,
+    threshold: jax.Array,
+    k: int,
+    tile_size: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Kept indices ``[k]`` (then -1) and whether every candidate was visited with fewer than
+    ``k`` kept."""
+    n = boxes.shape[0]
     tile = max(1, min(tile_size, n))
     num_tiles = -(-n // tile)
     pad = num_tiles * tile - n
 
-    alive0 = jnp.ones((n,), bool) if valid is None else jnp.asarray(valid, bool)
     order = _descending_order(scores, alive0)
     sorted_boxes = boxes[order]
     area = (sorted_boxes[:, 2] - sorted_boxes[:, 0]) * (sorted_boxes[:, 3] - sorted_boxes[:, 1])
@@ -129,7 +169,8 @@ def _nms_core(
     )
     state = jax.lax.while_loop(lambda s: (s[0] < num_tiles) & (s[1] < k), body, state)
     kept_pos = state[-1]
-    return jnp.where(kept_pos >= 0, order[jnp.maximum(kept_pos, 0)], -1).astype(jnp.int32)
+    kept = jnp.where(kept_pos >= 0, order[jnp.maximum(kept_pos, 0)], -1).astype(jnp.int32)
+    return kept, state[1] < k
 
 
 def _threshold_below(iou_threshold: float | jax.typing.ArrayLike) -> jax.typing.ArrayLike:

@@ -319,3 +319,44 @@ def test_nms_of_large_n_builds_no_n_by_n_array():
     ref = top[np_nms(boxes[top], scores[top], 0.5)]
     assert len(ref) >= 100
     np.testing.assert_array_equal(out, ref[:100])
+
+
+def _crowded_top_case(rng: np.random.Generator, n: int, crowd: int):
+    """``crowd`` copies of one box hold the best scores: the best candidates keep one box."""
+    boxes, scores = random_case(rng, n)
+    boxes[:crowd] = boxes[crowd]
+    scores[:crowd] = 2.0 + np.arange(crowd, dtype=np.float32) / crowd
+    return boxes, scores
+
+
+@pytest.mark.parametrize("case", ["best_candidates_suffice", "crowded_top_needs_all",
+                                  "score_ties", "few_valid", "classes"])
+def test_nms_of_many_more_candidates_than_slots_matches_numpy(case):
+    # n > 2 * 16 * k: NMS visits the best 16 * k first, all n only where those run out.
+    n, k = 2000, 10
+    rng = np.random.default_rng(12)
+    boxes, scores = random_case(rng, n)
+    valid = classes = None
+    if case == "crowded_top_needs_all":
+        boxes, scores = _crowded_top_case(rng, n, crowd=16 * k + 5)
+    elif case == "score_ties":
+        scores = np.floor(scores * 7) / 7
+    elif case == "few_valid":
+        valid = rng.uniform(size=n) < 0.05
+    elif case == "classes":
+        classes = rng.integers(0, 80, n).astype(np.int32)
+    if classes is None:
+        out = ops.nms(boxes, scores, 0.5, k, valid=valid)
+    else:
+        out = ops.batched_nms(boxes, scores, classes, 0.5, k)
+    np.testing.assert_array_equal(out, padded(np_nms(boxes, scores, 0.5, classes, valid), k))
+
+
+def test_nms_vmap_where_only_some_images_need_all_candidates():
+    rng = np.random.default_rng(13)
+    cases = [random_case(rng, 2000), _crowded_top_case(rng, 2000, crowd=170)]
+    boxes = np.stack([c[0] for c in cases])
+    scores = np.stack([c[1] for c in cases])
+    out = jax.jit(jax.vmap(lambda b, s: ops.nms(b, s, 0.5, 10)))(boxes, scores)
+    for i in range(2):
+        np.testing.assert_array_equal(out[i], padded(np_nms(boxes[i], scores[i], 0.5), 10))
