@@ -2,7 +2,8 @@
 inference timed interleaved in one process.
 
   python experiments/benchmarks/vs_torchvision.py [--model=faster|mask] [--depth=18|50]
-      [--batch=4 --image_size=256 --rounds=5] [--precision=f32|bf16] [--device=cpu|cuda]
+      [--batch=4 --image_size=256 --rounds=5 --warmup=2] [--precision=f32|bf16]
+      [--device=cpu|cuda]
       [--out=FILE]
 
 Both sides: ResNet-``depth``-FPN from scratch, frozen batch norm, stem and layer1 frozen
@@ -17,8 +18,11 @@ warm-up its RPN degenerates within a few random batches and it times fewer boxes
 ``model.frozen_stages=2`` and, for ``bf16``, ``model.dtype=bfloat16``; torchvision under
 ``torch.autocast`` for ``bf16``. The batch: random images with 2-6 random boxes (masks filling
 the boxes), the same for both. Each round runs one jaxdet train step, one torchvision train
-step, one jaxdet inference batch, one torchvision inference batch; the first round
-(compilation, warm-up) is left out of the medians. ``torch.set_num_threads(os.cpu_count())``.
+step, one jaxdet inference batch, one torchvision inference batch; the first ``--warmup``
+rounds (compilation; the C heap growing to the size both sides' steps need, after which
+neither side page-faults) are left out of the medians. ``torch.set_num_threads(os.cpu_count())``.
+Both run under the C-heap policy ``import jaxdet`` sets (``jaxdet.host_memory``; it is
+process-wide); ``JAXDET_KEEP_HOST_MEMORY=0`` runs both under glibc's defaults.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 sys.modules.setdefault("triton", None)  # torchvision.ops beside other native libraries
 
+# First, before JAX or torch start threads: the C heap keeps freed memory for reuse
+# (jaxdet.host_memory), for the whole process, so both sides run under it.
+import jaxdet  # noqa: E402, F401
 from experiments.benchmarks.random_batches import random_detection_batch  # noqa: E402
 
 
@@ -77,6 +84,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--image_size", type=int, default=256)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="rounds run first, left out")
     p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--num_classes", type=int, default=80)
@@ -152,7 +160,7 @@ def main() -> None:
     holder = [state]
     times: dict[str, list[float]] = {k: [] for k in ("jax_train", "tv_train", "jax_infer",
                                                      "tv_infer")}
-    for r in range(args.rounds + 1):
+    for r in range(args.warmup + args.rounds):
         t = time.perf_counter()
         holder[0], metrics = train_step(holder[0], sharded)
         jax.block_until_ready(metrics["loss"])
@@ -180,14 +188,15 @@ def main() -> None:
         print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items())
               + f"; jaxdet train-step compilations {compile_guard.compilations(train_step)}",
               flush=True)
-    med = {k: statistics.median(v[1:]) for k, v in times.items()}
+    med = {k: statistics.median(v[args.warmup:]) for k, v in times.items()}
     b = args.batch
     kind = "Mask R-CNN" if args.model == "mask" else "Faster R-CNN"
     text = "\n".join([
         f"{kind} ResNet-{args.depth}-FPN, batch {b} at {args.image_size}², {args.precision}"
         + (f", jaxdet mask RoI slots {args.mask_rois or 'all'}" if args.model == "mask" else "")
         + ", "
-        f"{args.rounds} interleaved rounds; {platform.machine()} {os.cpu_count()} CPUs, "
+        f"{args.rounds} interleaved rounds after {args.warmup}; {platform.machine()} "
+        f"{os.cpu_count()} CPUs, "
         f"device {args.device} ({jax.devices()[0].device_kind}); jax {jax.__version__}, "
         f"torch {torch.__version__}; load {os.getloadavg()[0]:.2f}.",
         "", "| | jaxdet images/s | torchvision images/s | jaxdet / torchvision |",
