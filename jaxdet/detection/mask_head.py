@@ -44,6 +44,7 @@ __all__ = [
     "MaskSpec",
     "MaskRCNNHeads",
     "MaskRCNNPredictor",
+    "class_mask_loss",
     "crop_gt_mask_values",
     "crop_gt_masks",
     "mask_loss",
@@ -192,7 +193,15 @@ def mask_loss(
     ``[..., R, S, S]``, ``positive`` ``[..., R]``; others add nothing, zero gradient.
     """
     x = select_class(mask_logits.astype(jnp.float32), jnp.where(positive, labels, 0))
-    x = jnp.where(positive[..., None, None], x, 0.0)
+    return class_mask_loss(x, targets, positive)
+
+
+def class_mask_loss(
+    class_logits: jax.Array, targets: jax.Array, positive: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`mask_loss` of logits already selected per RoI (``[..., R, S, S]``, e.g.
+    :class:`MaskRCNNPredictor` called with ``classes``)."""
+    x = jnp.where(positive[..., None, None], class_logits.astype(jnp.float32), 0.0)
     t = targets.astype(jnp.float32)
     bce = jnp.maximum(x, 0.0) - x * t + jnp.log1p(jnp.exp(-jnp.abs(x)))
     per_roi = jnp.mean(bce, axis=(-2, -1))
@@ -228,7 +237,9 @@ class MaskRCNNPredictor(nn.Module):
     ``width``, :class:`~jaxdet.models.conv.BlockConvTranspose`) + ReLU, ``mask_fcn_logits``
     (1x1, ``C + 1``).
 
-    Call: ``[R, 14, 14, Ch]`` -> ``[R, 28, 28, C + 1]`` float32 logits.
+    Call: ``[R, 14, 14, Ch]`` -> ``[R, 28, 28, C + 1]`` float32 logits; with ``classes``
+    (``[R]`` int channels) -> ``[R, 28, 28]``, each RoI's channel only (``mask_fcn_logits``
+    evaluated for that channel: ``1 / (C + 1)`` of its work, the same values).
     """
 
     num_classes: int
@@ -236,13 +247,21 @@ class MaskRCNNPredictor(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, classes: jax.Array | None = None) -> jax.Array:
         x = BlockConvTranspose(self.width, 2, dtype=self.dtype, kernel_init=_KAIMING_FAN_OUT,
                                name="conv5_mask")(x)
         x = nn.relu(x)
-        x = SameConv(self.num_classes + 1, (1, 1), dtype=self.dtype,
-                     kernel_init=_KAIMING_FAN_OUT, name="mask_fcn_logits")(x)
-        return x.astype(jnp.float32)
+        logits = SameConv(self.num_classes + 1, (1, 1), dtype=self.dtype,
+                          kernel_init=_KAIMING_FAN_OUT, name="mask_fcn_logits")
+        if classes is None or self.is_initializing():
+            x = logits(x)
+            return x if classes is None else select_class(x, classes).astype(jnp.float32)
+        params = logits.variables["params"]
+        idx = jnp.asarray(classes, jnp.int32)
+        kernel = params["kernel"][0, 0].T[idx].astype(self.dtype)  # [R, Ch]
+        x = jnp.einsum("rhwc,rc->rhw", x.astype(self.dtype), kernel,
+                       preferred_element_type=jnp.float32)
+        return (x + params["bias"][idx][:, None, None].astype(self.dtype)).astype(jnp.float32)
 
 
 class MaskBranch(nn.Module):
@@ -268,11 +287,14 @@ class MaskBranch(nn.Module):
         """RoI slots per image sent to the head in training."""
         return self.spec.rois_per_image or self.roi.num_foreground_slots
 
-    def logits(self, pool: RoiPool, rois: jax.Array) -> jax.Array:
-        """``[B, R, 4]`` RoIs -> ``[B, R, 28, 28, C + 1]`` float32 mask logits."""
+    def logits(self, pool: RoiPool, rois: jax.Array, classes: jax.Array | None = None
+               ) -> jax.Array:
+        """``[B, R, 4]`` RoIs -> ``[B, R, 28, 28, C + 1]`` float32 mask logits; with ``classes``
+        (``[B, R]`` int channels) -> ``[B, R, 28, 28]``, each RoI's channel only."""
         b, r = rois.shape[:2]
         pooled = pool(rois, self.spec.roi_output_size)
-        x = self.mask_predictor(self.mask_head(pooled.reshape((b * r,) + pooled.shape[2:])))
+        x = self.mask_head(pooled.reshape((b * r,) + pooled.shape[2:]))
+        x = self.mask_predictor(x, None if classes is None else classes.reshape(b * r))
         return x.reshape((b, r) + x.shape[1:])
 
     def loss_terms(self, pool: RoiPool, roi_t: RoiTargets,
@@ -291,9 +313,10 @@ class MaskBranch(nn.Module):
         mask_t = jax.vmap(lambda r, m, g, gm: mask_targets(
             r, m, g, gm, mask_size=size, sampling_ratio=self.roi.sampling_ratio))(
             rois, jnp.where(positive, matched, -1), targets["gt_boxes"], targets["gt_masks"])
-        return {"roi_mask": mask_loss(self.logits(pool, rois), labels, mask_t, positive)}
+        logits = self.logits(pool, rois, jnp.where(positive, labels, 0))
+        return {"roi_mask": class_mask_loss(logits, mask_t, positive)}
 
     def predict(self, pool: RoiPool, detections: Detections) -> dict[str, jax.Array]:
         """``{"masks": [B, K, 28, 28]}`` float32 probabilities of each detection's class."""
-        logits = self.logits(pool, detections.boxes)
-        return {"masks": jax.nn.sigmoid(select_class(logits, detections.classes + 1))}
+        logits = self.logits(pool, detections.boxes, detections.classes + 1)
+        return {"masks": jax.nn.sigmoid(logits)}

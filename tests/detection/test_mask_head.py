@@ -2,10 +2,12 @@
 full-resolution path, the loss over positives only with the gt class's channel, head shapes and
 parameter names, and the wiring into FasterRCNN (traced with eval_shape, nothing compiled)."""
 
+import chex
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxdet import ops
 from jaxdet.detection import faster_rcnn, mask_head
@@ -160,6 +162,39 @@ def test_head_and_predictor_shapes_and_names():
     assert v1["params"]["0"]["kernel"].shape == (3, 3, 6, 8)
     assert v2["params"]["conv5_mask"]["kernel"].shape == (2, 2, 8, 8)
     assert v2["params"]["mask_fcn_logits"]["kernel"].shape == (1, 1, 8, 5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_predictor_with_classes_equals_selecting_from_all_logits(dtype):
+    pred = mask_head.MaskRCNNPredictor(num_classes=4, width=8, dtype=dtype)
+    x = jax.random.normal(jax.random.key(0), (3, 14, 14, 8))
+    classes = jnp.array([4, 0, 2])
+    variables = pred.init(jax.random.key(1), x)
+    variables = jax.tree.map(lambda v: v + 0.1, variables)  # a nonzero bias
+    targets = jax.random.uniform(jax.random.key(2), (3, 28, 28)) > 0.5
+    positive = jnp.array([True, False, True])
+
+    def loss(variables, selected):
+        if selected:
+            logits = pred.apply(variables, x, classes)
+            return mask_head.class_mask_loss(logits, targets, positive)[0], logits
+        full = pred.apply(variables, x)
+        return (mask_head.mask_loss(full, classes, targets, positive)[0],
+                mask_head.select_class(full, classes))
+
+    (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True),
+                                     static_argnums=1)(variables, True)
+    (want_value, want_logits), want_grads = jax.value_and_grad(loss, has_aux=True)(
+        variables, False)
+    chex.assert_shape(logits, (3, 28, 28))
+    assert logits.dtype == jnp.float32
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(logits, want_logits, rtol=tol, atol=tol)
+    np.testing.assert_allclose(value, want_value, rtol=tol)
+    if dtype == jnp.bfloat16:
+        return  # bfloat16 gradients sum 28 * 28 * R rounded terms in another order
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * float(jnp.max(jnp.abs(w))))
 
 
 def _tiny_detector(mask: bool):
