@@ -6,7 +6,8 @@ with fresh ``mmap`` pages, so every call pays a page fault and a zeroing per 4 K
 of a CPU detector step). With one arena, no ``mmap`` and a 2 GiB trim threshold, freed blocks
 stay in the heap and the next call reuses them; resident memory stays at its peak, as with a
 caching allocator. This module imports nothing from JAX: threads keep the arena they first
-allocated from, so the policy must be set before JAX starts any.
+allocated from, so the policy must be set before JAX starts any (import jaxdet before jax; where
+jax came first, some of its threads may keep another arena and still fault).
 """
 
 from __future__ import annotations

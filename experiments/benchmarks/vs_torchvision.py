@@ -33,6 +33,7 @@ import platform
 import statistics
 import sys
 import time
+from typing import Any, NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
@@ -42,6 +43,76 @@ sys.modules.setdefault("triton", None)  # torchvision.ops beside other native li
 # (jaxdet.host_memory), for the whole process, so both sides run under it.
 import jaxdet  # noqa: E402, F401
 from experiments.benchmarks.random_batches import random_detection_batch  # noqa: E402
+
+
+class JaxdetSide(NamedTuple):
+    """jaxdet's detector of a comparison: its config, the random batch (NumPy), the initial
+    train state, the compiled train step, the jitted inference function, and the batch as each
+    takes it (``sharded`` over the mesh, ``plain`` arrays)."""
+
+    config: Any
+    batch: dict
+    state: Any
+    train_step: Any
+    predict: Any
+    sharded: dict
+    plain: dict
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The detector, batch, precision and settings arguments (``profile_detector.py`` too)."""
+    p.add_argument("--model", choices=["faster", "mask"], default="faster")
+    p.add_argument("--depth", type=int, choices=[18, 50], default=18)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--image_size", type=int, default=256)
+    p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
+    p.add_argument("--num_classes", type=int, default=80)
+    p.add_argument("--learning_rate", type=float, default=1e-4)
+    p.add_argument("--score_thresh", type=float, default=0.0,
+                   help="detection score threshold of both sides (torchvision's default 0.05 "
+                        "drops every detection of an untrained 81-class model, whose scores are "
+                        "~1/81, so it would skip NMS and the mask head: 0 keeps 100 per image)")
+    p.add_argument("--mask_rois", type=int, default=0,
+                   help="jaxdet's static mask-head RoI slots per image in training (0: every "
+                        "foreground slot, 128 of 512; torchvision runs the head on the actual "
+                        "positives, a random subset of N of them is the same loss in "
+                        "expectation)")
+
+
+def jaxdet_side(args: argparse.Namespace) -> JaxdetSide:
+    """jaxdet's detector with the comparison's settings (module docstring) on a random batch."""
+    import jax
+
+    from jaxdet import config_files
+    from jaxdet.data import pipeline
+    from jaxdet.tasks import detection as det_task
+    from jaxdet.train import loop
+    from jaxdet.train import state as state_lib
+    from jaxdet.train import step as step_lib
+
+    name = "mask_rcnn_coco.py" if args.model == "mask" else "faster_rcnn_coco.py"
+    config = config_files.load(os.path.join(REPO, "configs", name))
+    for item in [f"data.image_size={args.image_size}", f"model.depth={args.depth}",
+                 "model.frozen_stages=2", f"batch_size={args.batch}", "optimizer.warmup_steps=0",
+                 f"optimizer.learning_rate={args.learning_rate}",
+                 f"model.postprocess.score_thresh={args.score_thresh}",
+                 "data.max_instances=8", "data.mask_crop_size=28",
+                 *([f"model.mask.rois_per_image={args.mask_rois}"] if args.model == "mask"
+                   else []),
+                 *(["model.dtype=bfloat16"] if args.precision == "bf16" else [])]:
+        config_files.override(config, item)
+    names = [f"class_{i}" for i in range(args.num_classes)]
+    det_task.class_names = lambda _config: names  # no dataset is read here
+    batch = random_detection_batch(config, args.batch)
+    mesh = step_lib.make_mesh()
+    state = loop.initial_state(det_task, config, mesh, {k: v[0] for k, v in batch.items()})
+    train_step = loop.make_train_step(det_task, config, mesh, state_lib.make_optimizer(config),
+                                      [])
+    model = det_task.create_model(config, bn_axis_name=None)
+    predict = jax.jit(det_task.make_predict_fn(model, config))
+    sharded = pipeline.to_global_batch(batch, mesh)
+    plain = {k: jax.numpy.asarray(v) for k, v in batch.items()}
+    return JaxdetSide(config, batch, state, train_step, predict, sharded, plain)
 
 
 def torchvision_side(batch, model_kind: str, depth: int, num_classes: int, size: int,
@@ -79,60 +150,21 @@ def torchvision_side(batch, model_kind: str, depth: int, num_classes: int, size:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["faster", "mask"], default="faster")
-    p.add_argument("--depth", type=int, choices=[18, 50], default=18)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--image_size", type=int, default=256)
+    add_model_arguments(p)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2, help="rounds run first, left out")
-    p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--num_classes", type=int, default=80)
-    p.add_argument("--learning_rate", type=float, default=1e-4)
-    p.add_argument("--score_thresh", type=float, default=0.0,
-                   help="detection score threshold of both sides (torchvision's default 0.05 "
-                        "drops every detection of an untrained 81-class model, whose scores are "
-                        "~1/81, so it would skip NMS and the mask head: 0 keeps 100 per image)")
-    p.add_argument("--mask_rois", type=int, default=0,
-                   help="jaxdet's static mask-head RoI slots per image in training (0: every "
-                        "foreground slot, 128 of 512; torchvision runs the head on the actual "
-                        "positives, a random subset of N of them is the same loss in "
-                        "expectation)")
     p.add_argument("--out", default="")
     args = p.parse_args()
 
     import jax
     import torch
 
-    from jaxdet import config_files
-    from jaxdet.data import pipeline
-    from jaxdet.tasks import detection as det_task
-    from jaxdet.train import compile_guard, loop
-    from jaxdet.train import state as state_lib
-    from jaxdet.train import step as step_lib
+    from jaxdet.train import compile_guard
 
-    name = "mask_rcnn_coco.py" if args.model == "mask" else "faster_rcnn_coco.py"
-    config = config_files.load(os.path.join(REPO, "configs", name))
-    for item in [f"data.image_size={args.image_size}", f"model.depth={args.depth}",
-                 "model.frozen_stages=2", f"batch_size={args.batch}", "optimizer.warmup_steps=0",
-                 f"optimizer.learning_rate={args.learning_rate}",
-                 f"model.postprocess.score_thresh={args.score_thresh}",
-                 "data.max_instances=8", "data.mask_crop_size=28",
-                 *([f"model.mask.rois_per_image={args.mask_rois}"] if args.model == "mask"
-                   else []),
-                 *(["model.dtype=bfloat16"] if args.precision == "bf16" else [])]:
-        config_files.override(config, item)
-    names = [f"class_{i}" for i in range(args.num_classes)]
-    det_task.class_names = lambda _config: names  # no dataset is read here
-    batch = random_detection_batch(config, args.batch)
-    mesh = step_lib.make_mesh()
-    state = loop.initial_state(det_task, config, mesh, {k: v[0] for k, v in batch.items()})
-    train_step = loop.make_train_step(det_task, config, mesh, state_lib.make_optimizer(config),
-                                      [])
-    model = det_task.create_model(config, bn_axis_name=None)
-    predict = jax.jit(det_task.make_predict_fn(model, config))
-    sharded = pipeline.to_global_batch(batch, mesh)
-    plain = {k: jax.numpy.asarray(v) for k, v in batch.items()}
+    side = jaxdet_side(args)
+    batch, train_step, predict = side.batch, side.train_step, side.predict
+    sharded, plain = side.sharded, side.plain
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -157,7 +189,7 @@ def main() -> None:
 
     tv_model.roi_heads.select_training_samples = counting_select
     jax_positives: list[float] = []
-    holder = [state]
+    holder = [side.state]
     times: dict[str, list[float]] = {k: [] for k in ("jax_train", "tv_train", "jax_infer",
                                                      "tv_infer")}
     for r in range(args.warmup + args.rounds):
