@@ -21,8 +21,8 @@ the boxes), the same for both. Each round runs one jaxdet train step, one torchv
 step, one jaxdet inference batch, one torchvision inference batch; the first ``--warmup``
 rounds (compilation; the C heap growing to the size both sides' steps need, after which
 neither side page-faults) are left out of the medians. ``torch.set_num_threads(os.cpu_count())``.
-Both run under the C-heap policy ``import jaxdet`` sets (``jaxdet.host_memory``; it is
-process-wide); ``JAXDET_KEEP_HOST_MEMORY=0`` runs both under glibc's defaults.
+Both share the process's C heap: glibc's defaults, or with ``JAXDET_KEEP_HOST_MEMORY=1``
+(``jaxdet.host_memory``) jaxdet's reuse policy for both.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 sys.modules.setdefault("triton", None)  # torchvision.ops beside other native libraries
 
-# First, before JAX or torch start threads: the C heap keeps freed memory for reuse
-# (jaxdet.host_memory), for the whole process, so both sides run under it.
+# First, before JAX or torch start threads: with JAXDET_KEEP_HOST_MEMORY=1 the C heap keeps
+# freed memory for reuse (jaxdet.host_memory), for the whole process, so for both sides.
 import jaxdet  # noqa: E402, F401
 from experiments.benchmarks.random_batches import random_detection_batch  # noqa: E402
 
