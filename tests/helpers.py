@@ -4,6 +4,7 @@ jit / no-jit variants of a test."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -33,6 +34,15 @@ def run_main(*args: str, devices: int | None = 1) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-m", "jaxdet.main", *args,
                            "--config.progress_bar=False"], cwd=REPO, capture_output=True,
                           text=True, timeout=900, env=env)
+
+
+def load_script(relative_path: str, name: str):
+    """The Python script at ``REPO / relative_path`` (e.g. an ``experiments/`` script, which is
+    not a package) imported as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, REPO / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def corrupt_checkpoint(step_dir: pathlib.Path) -> None:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from jaxdet.data import synthetic_voc
-from tests.helpers import REPO
+from tests.helpers import load_script
 
 
 def _compare_module():
-    spec = importlib.util.spec_from_file_location(
-        "peer_compare", REPO / "experiments" / "peer_training" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/peer_training/compare.py", "peer_compare")
 
 
 def _records(compare, folder, names, dx=0.0, relabel=False):

@@ -3,20 +3,14 @@ jitted function with named scopes (the detector run itself is a benchmark, not a
 
 from __future__ import annotations
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 
-from tests.helpers import REPO
+from tests.helpers import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location(
-        "profile_detector", REPO / "experiments" / "benchmarks" / "profile_detector.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/benchmarks/profile_detector.py", "profile_detector")
 
 
 def _model(x, w):
