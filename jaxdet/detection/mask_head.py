@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# Training sends the mask head's RoI slots in chunks of this many per image (see loss_terms).
+_MASK_SLOT_CHUNK = 32
 LOSS_TERMS = ("roi_mask",)
 
 
@@ -310,11 +312,32 @@ class MaskBranch(nn.Module):
         matched = roi_t.matched_gt[:, :n]
         positive = roi_t.valid[:, :n] & (labels > 0) & (matched >= 0)
         size = 2 * self.spec.roi_output_size
-        mask_t = jax.vmap(lambda r, m, g, gm: mask_targets(
-            r, m, g, gm, mask_size=size, sampling_ratio=self.roi.sampling_ratio))(
-            rois, jnp.where(positive, matched, -1), targets["gt_boxes"], targets["gt_masks"])
-        logits = self.logits(pool, rois, jnp.where(positive, labels, 0))
-        return {"roi_mask": class_mask_loss(logits, mask_t, positive)}
+        gt_boxes, gt_masks = targets["gt_boxes"], targets["gt_masks"]
+
+        def chunk_loss(branch, rois, labels, matched, positive):
+            mask_t = jax.vmap(lambda r, m, g, gm: mask_targets(
+                r, m, g, gm, mask_size=size, sampling_ratio=branch.roi.sampling_ratio))(
+                rois, jnp.where(positive, matched, -1), gt_boxes, gt_masks)
+            logits = branch.logits(pool, rois, jnp.where(positive, labels, 0))
+            return class_mask_loss(logits, mask_t, positive)
+
+        def no_positives(branch, *_):
+            return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+
+        # The sampler puts each image's positives first, so slot chunks past the most positives
+        # of any image hold none: skipped (a real branch where not vmapped), the head's work
+        # follows the positives as torchvision's does. Same sums (0 for a skipped chunk).
+        chunk = _MASK_SLOT_CHUNK if n % _MASK_SLOT_CHUNK == 0 else n
+        total, count = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+        for start in range(0, n, chunk):
+            part = (rois[:, start:start + chunk], labels[:, start:start + chunk],
+                    matched[:, start:start + chunk], positive[:, start:start + chunk])
+            if start == 0 or self.is_initializing():
+                s, c = chunk_loss(self, *part)
+            else:
+                s, c = nn.cond(jnp.any(part[3]), chunk_loss, no_positives, self, *part)
+            total, count = total + s, count + c
+        return {"roi_mask": (total, count)}
 
     def predict(self, pool: RoiPool, detections: Detections) -> dict[str, jax.Array]:
         """``{"masks": [B, K, 28, 28]}`` float32 probabilities of each detection's class."""
