@@ -301,7 +301,8 @@ class MaskBranch(nn.Module):
 
     def loss_terms(self, pool: RoiPool, roi_t: RoiTargets,
                    targets: Mapping[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
-        """``{"roi_mask": (sum, count)}`` over the first :attr:`num_rois` sampled RoI slots;
+        """``{"roi_mask": (sum, count)}`` over the first :attr:`num_rois` sampled RoI slots (in
+        chunks of 32 where they divide; a chunk without a positive in any image costs nothing);
         ``targets`` needs ``gt_boxes`` and ``gt_masks`` ``[B, G, M, M]`` uint8 (else ValueError).
         """
         if "gt_masks" not in targets:
