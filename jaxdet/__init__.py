@@ -2,12 +2,7 @@
 
 import os as _os
 
-from jaxdet import host_memory as _host_memory
-
-# Before JAX starts its threads; only where JAXDET_KEEP_HOST_MEMORY=1 (see jaxdet.host_memory).
-_host_memory.keep_freed_host_memory()
-
-import jax as _jax  # noqa: E402
+import jax as _jax
 
 __version__ = "0.1.0"
 

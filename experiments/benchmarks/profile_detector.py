@@ -30,7 +30,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-from experiments.benchmarks.vs_torchvision import (  # noqa: E402  (imports jaxdet first)
+from experiments.benchmarks.vs_torchvision import (  # noqa: E402
     add_model_arguments,
     jaxdet_side,
 )

@@ -19,10 +19,9 @@ warm-up its RPN degenerates within a few random batches and it times fewer boxes
 ``torch.autocast`` for ``bf16``. The batch: random images with 2-6 random boxes (masks filling
 the boxes), the same for both. Each round runs one jaxdet train step, one torchvision train
 step, one jaxdet inference batch, one torchvision inference batch; the first ``--warmup``
-rounds (compilation; the C heap growing to the size both sides' steps need, after which
-neither side page-faults) are left out of the medians. ``torch.set_num_threads(os.cpu_count())``.
-Both share the process's C heap: glibc's defaults, or with ``JAXDET_KEEP_HOST_MEMORY=1``
-(``jaxdet.host_memory``) jaxdet's reuse policy for both.
+rounds (compilation, warm-up) are left out of the medians.
+``torch.set_num_threads(os.cpu_count())``. Both share the process's C heap (e.g.
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` applies to both).
 """
 
 from __future__ import annotations
@@ -39,9 +38,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 sys.modules.setdefault("triton", None)  # torchvision.ops beside other native libraries
 
-# First, before JAX or torch start threads: with JAXDET_KEEP_HOST_MEMORY=1 the C heap keeps
-# freed memory for reuse (jaxdet.host_memory), for the whole process, so for both sides.
-import jaxdet  # noqa: E402, F401
 from experiments.benchmarks.random_batches import random_detection_batch  # noqa: E402
 
 
