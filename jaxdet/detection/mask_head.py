@@ -256,8 +256,8 @@ class MaskRCNNPredictor(nn.Module):
         logits = SameConv(self.num_classes + 1, (1, 1), dtype=self.dtype,
                           kernel_init=_KAIMING_FAN_OUT, name="mask_fcn_logits")
         if classes is None or self.is_initializing():
-            x = logits(x)
-            return x if classes is None else select_class(x, classes).astype(jnp.float32)
+            x = logits(x).astype(jnp.float32)
+            return x if classes is None else select_class(x, classes)
         params = logits.variables["params"]
         idx = jnp.asarray(classes, jnp.int32)
         kernel = params["kernel"][0, 0].T[idx].astype(self.dtype)  # [R, Ch]

@@ -179,6 +179,7 @@ def test_predictor_with_classes_equals_selecting_from_all_logits(dtype):
             logits = pred.apply(variables, x, classes)
             return mask_head.class_mask_loss(logits, targets, positive)[0], logits
         full = pred.apply(variables, x)
+        assert full.dtype == jnp.float32
         return (mask_head.mask_loss(full, classes, targets, positive)[0],
                 mask_head.select_class(full, classes))
 
