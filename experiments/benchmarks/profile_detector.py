@@ -6,11 +6,11 @@
       --depth --batch --image_size --precision --mask_rois ...]
 
 Same detector, settings and random batch as ``vs_torchvision.py`` (its ``jaxdet_side``). The
-program runs 3 times first (compilation; the C heap growing to its steady size), then 3 timed
-runs, then one traced run. Each traced XLA operation (``hlo_op``) is mapped to the JAX name stack
-in the compiled program's metadata (``jit(...)`` frames dropped) and cut to ``--scope_depth``
-names, e.g. ``FasterRCNN/FasterRCNN._box_head/roi_heads``. Prints the scopes by total time, each
-with its three longest operations. On CPU, XLA's own (non-XNNPACK) dots run asynchronously: the
+program is compiled once, runs 3 times (warm-up), then 3 timed runs, then one traced run. Each
+traced XLA operation (``hlo_op``) is mapped to the JAX name stack in the compiled program's
+metadata (``jit(...)`` frames dropped) and cut to ``--scope_depth`` names, e.g.
+``FasterRCNN/FasterRCNN._box_head/roi_heads``. Prints the scopes by total time, each with its
+three longest operations. On CPU, XLA's own (non-XNNPACK) dots run asynchronously: the
 trace shows only their launch, and the operations running beside them look longer.
 """
 
@@ -77,20 +77,21 @@ def main() -> None:
     import jax
 
     side = jaxdet_side(args)
+    # Compiled once, ahead of time: the same executable gives the op names and runs.
     if args.mode == "train":
-        jitted, call_args = side.train_step.jitted, (side.state, side.sharded)
+        compiled = side.train_step.jitted.lower(side.state, side.sharded).compile()
         holder = [side.state]
 
         def run():
-            holder[0], metrics = side.train_step(holder[0], side.sharded)
+            holder[0], metrics = compiled(holder[0], side.sharded)
             jax.block_until_ready(metrics["loss"])
     else:
-        jitted, call_args = side.predict, (side.state.params, side.state.batch_stats, side.plain)
+        call_args = (side.state.params, side.state.batch_stats, side.plain)
+        compiled = side.predict.lower(*call_args).compile()
 
         def run():
-            jax.block_until_ready(side.predict(*call_args))
+            jax.block_until_ready(compiled(*call_args))
 
-    compiled = jitted.lower(*call_args).compile()
     scopes = op_scopes(compiled.as_text())
     for _ in range(3):
         run()

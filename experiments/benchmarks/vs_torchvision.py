@@ -42,11 +42,10 @@ from experiments.benchmarks.random_batches import random_detection_batch  # noqa
 
 
 class JaxdetSide(NamedTuple):
-    """jaxdet's detector of a comparison: its config, the random batch (NumPy), the initial
-    train state, the compiled train step, the jitted inference function, and the batch as each
-    takes it (``sharded`` over the mesh, ``plain`` arrays)."""
+    """jaxdet's detector of a comparison: the random batch (NumPy), the initial train state, the
+    compiled train step, the jitted inference function, and the batch as each takes it
+    (``sharded`` over the mesh, ``plain`` arrays)."""
 
-    config: Any
     batch: dict
     state: Any
     train_step: Any
@@ -108,7 +107,7 @@ def jaxdet_side(args: argparse.Namespace) -> JaxdetSide:
     predict = jax.jit(det_task.make_predict_fn(model, config))
     sharded = pipeline.to_global_batch(batch, mesh)
     plain = {k: jax.numpy.asarray(v) for k, v in batch.items()}
-    return JaxdetSide(config, batch, state, train_step, predict, sharded, plain)
+    return JaxdetSide(batch, state, train_step, predict, sharded, plain)
 
 
 def torchvision_side(batch, model_kind: str, depth: int, num_classes: int, size: int,
