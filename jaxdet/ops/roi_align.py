@@ -158,7 +158,20 @@ def _weighted_row_sum(rows: jax.Array, idx: jax.Array, wgt: jax.Array) -> jax.Ar
     ``rows``: ``[P, C]``; ``idx``: int32 ``[N, T]`` in ``[0, P)``, ``T % 4 == 0``; ``wgt``:
     float32 ``[N, T]``. Separate row gathers summed elementwise, so XLA fuses them and never
     builds ``[N, T, C]``. Gradients: a chunked scatter-add for ``rows``, zero for ``wgt``.
+
+    Computed as two halves of ``N`` concatenated. XLA:CPU fuses a consumer's reshape (e.g. the
+    box head's ``[R, h * w * C]``) into this loop, which then runs over the flattened shape with
+    the row arithmetic per element, about 3x slower than over ``[N, C]``; a concatenate is
+    emitted as one loop per operand over that operand's own ``[N / 2, C]`` shape.
     """
+    n = idx.shape[0]
+    if n < 2:
+        return _gathered_sum(rows, idx, wgt)
+    return jnp.concatenate([_gathered_sum(rows, idx[:n // 2], wgt[:n // 2]),
+                            _gathered_sum(rows, idx[n // 2:], wgt[n // 2:])])
+
+
+def _gathered_sum(rows: jax.Array, idx: jax.Array, wgt: jax.Array) -> jax.Array:
     acc = None
     for s in range(idx.shape[1] // 4):
         sample = None

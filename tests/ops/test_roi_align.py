@@ -383,3 +383,27 @@ def test_rejects_adaptive_sampling_and_wrong_level_count():
         ops.roi_align(jnp.ones((4, 4, 1)), jnp.zeros((1, 4)), (2, 2), 1.0, 0)
     with pytest.raises(ValueError):
         ops.multilevel_roi_align([jnp.ones((4, 4, 1))] * 3, jnp.zeros((1, 4)), (2, 2), 2)
+
+
+
+def test_gather_loops_run_over_feature_rows_when_the_consumer_flattens_them():
+    # XLA:CPU: with the box head's [R, h * w * C] reshape fused in, a loop over the flattened
+    # shape is ~3x slower (row arithmetic per element); the gathers must sit under a
+    # concatenate, which is emitted as one loop per [..., C] operand.
+    rng = np.random.default_rng(0)
+    feats = [jnp.asarray(rng.random((2, 32 >> i, 32 >> i, 8), F32)) for i in range(4)]
+    xy = rng.random((2, 6, 2)) * 20
+    boxes = jnp.asarray(np.concatenate([xy, xy + 4 + rng.random((2, 6, 2)) * 40], -1), F32)
+
+    def pooled_rows(features, b):
+        return jax.vmap(ops.multilevel_roi_align)(features, b).reshape(12, -1)
+
+    hlo = jax.jit(pooled_rows).lower(feats, boxes).compile().as_text()
+    gathering = [body for body in hlo.split("\n\n") if " gather(" in body and "f32[" in body
+                 and "slice_sizes={1,1,8}" in body]
+    assert gathering
+    for body in gathering:
+        concats = [line for line in body.splitlines() if " concatenate(" in line
+                   and line.split("=")[1].strip().startswith("f32[")]
+        assert concats, body
+        assert all(c.split("]")[0].endswith(",8") for c in concats), concats
