@@ -54,27 +54,117 @@ def _combine(matrix: tuple[tuple[int, ...], ...], parts: list[jax.Array]) -> lis
     return out
 
 
+def _transpose_combine(matrix: tuple[tuple[int, ...], ...],
+                       grads: list[jax.Array]) -> list[jax.Array]:
+    """The transpose of :func:`_combine`: ``[sum_i matrix[i][k] * grads[i] for k]``."""
+    return _combine(tuple(zip(*matrix, strict=True)), grads)
+
+
+def _tile_counts(h: int, w: int) -> tuple[int, int]:
+    return (h + 1) // 2, (w + 1) // 2
+
+
+def _input_tiles(x: jax.Array) -> jax.Array:
+    """``[N, H, W, C]`` -> ``[16, N * th * tw, C]``: ``B^T d B`` of every 4x4 input tile ``d``
+    (stride 2, padding 1), tile position ``(i, j)`` at ``4 i + j``.
+
+    The padded map is viewed as 2x2 blocks ``[N, th + 1, 2, tw + 1, 2, C]``: tile row ``r`` is
+    block row ``r // 2`` (offset by the tile index), sub-row ``r % 2``, so every read is a
+    unit-stride slice.
+    """
+    n, h, w, c = x.shape
+    th, tw = _tile_counts(h, w)
+    xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
+    blocks = xp.reshape(n, th + 1, 2, tw + 1, 2, c)
+    rows = _combine(_BT, [blocks[:, r // 2:r // 2 + th, r % 2] for r in range(4)])
+    tiles = [t for row in rows  # row: [N, th, tw + 1, 2, C]
+             for t in _combine(_BT, [row[:, :, s // 2:s // 2 + tw, s % 2] for s in range(4)])]
+    return jnp.stack(tiles).reshape(16, n * th * tw, c)
+
+
+def _input_tiles_transpose(d_tiles: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The transpose of :func:`_input_tiles`: ``[16, N * th * tw, C]`` -> ``[N, H, W, C]``
+    (overlapping tiles add up)."""
+    n, h, w, c = shape
+    th, tw = _tile_counts(h, w)
+    d = d_tiles.reshape(4, 4, n, th, tw, c)
+
+    def place(parts, axis):
+        # parts[s]: gradient of the slice at block offset s // 2, sub-index s % 2 of ``axis``.
+        def shifted(v, lo):
+            pad = [(0, 0)] * v.ndim
+            pad[axis] = (lo, 1 - lo)
+            return jnp.pad(v, pad)
+        return jnp.stack([shifted(parts[b], 0) + shifted(parts[b + 2], 1) for b in range(2)],
+                         axis=axis + 1)
+
+    d_rows = []
+    for i in range(4):
+        d_cols = _transpose_combine(_BT, [d[i, j] for j in range(4)])  # [N, th, tw, C] each
+        d_rows.append(place(d_cols, 2))  # [N, th, tw + 1, 2, C]
+    d_blocks = place(_transpose_combine(_BT, d_rows), 1)  # [N, th + 1, 2, tw + 1, 2, C]
+    d_xp = d_blocks.reshape(n, 2 * th + 2, 2 * tw + 2, c)
+    return d_xp[:, 1:1 + h, 1:1 + w]
+
+
+def _output_from_tiles(m: jax.Array, n: int, h: int, w: int) -> jax.Array:
+    """``A^T M A`` of ``[16, N * th * tw, C]`` tile products -> the ``[N, H, W, C]`` output."""
+    th, tw = _tile_counts(h, w)
+    m = m.reshape(4, 4, n, th, tw, -1)
+    out_cols = _combine(_AT, [m[:, j] for j in range(4)])  # q -> [4 (i), N, th, tw, C]
+    y = [_combine(_AT, [col[i] for i in range(4)]) for col in out_cols]  # y[q][p]
+    y = jnp.stack([jnp.stack([y[q][p] for q in range(2)], axis=3) for p in range(2)], axis=2)
+    return y.reshape(n, 2 * th, 2 * tw, -1)[:, :h, :w]
+
+
+def _output_from_tiles_transpose(g: jax.Array) -> jax.Array:
+    """The transpose of :func:`_output_from_tiles`: ``[N, H, W, C]`` -> ``[16, N * th * tw, C]``."""
+    n, h, w, c = g.shape
+    th, tw = _tile_counts(h, w)
+    g = jnp.pad(g, ((0, 0), (0, 2 * th - h), (0, 2 * tw - w), (0, 0)))
+    g = g.reshape(n, th, 2, tw, 2, c)
+    d_out_cols = [jnp.stack(_transpose_combine(_AT, [g[:, :, p, :, q] for p in range(2)]))
+                  for q in range(2)]  # q -> [4 (i), N, th, tw, C]
+    d_m = _transpose_combine(_AT, d_out_cols)  # j -> [4 (i), N, th, tw, C]
+    return jnp.stack(d_m, axis=1).reshape(16, n * th * tw, c)
+
+
+def _kernel_tiles(kernel: jax.Array) -> jax.Array:
+    """``[3, 3, Cin, Cout]`` -> ``G g G^T`` as ``[16, Cin, Cout]``."""
+    return jnp.einsum("ia,abco,jb->ijco", _G, kernel, _G).reshape(16, *kernel.shape[2:])
+
+
+def _tile_matmul(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.Array:
+    return jax.lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((0,), (0,))),
+                               preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
 def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """``[N, H, W, Cin]`` float32, ``kernel [3, 3, Cin, Cout]`` -> ``[N, H, W, Cout]``: the 3x3
     stride-1 SAME convolution (padding 1) by Winograd F(2x2, 3x3) on 2x2 output tiles (odd
-    ``H`` / ``W`` are padded and cropped)."""
-    n, h, w, cin = x.shape
-    cout = kernel.shape[-1]
-    th, tw = (h + 1) // 2, (w + 1) // 2
-    xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
-    # B^T d B: rows of each 4x4 input tile first, then columns.
-    rows = jnp.stack(_combine(_BT, [xp[:, i:i + 2 * th:2] for i in range(4)]))
-    cols = _combine(_BT, [rows[:, :, :, j:j + 2 * tw:2] for j in range(4)])
-    v = jnp.stack(cols, axis=1).reshape(16, n * th * tw, cin)  # tile position (i, j) = 4i + j
-    u = jnp.einsum("ia,abco,jb->ijco", _G, kernel, _G).reshape(16, cin, cout)
-    m = jax.lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))),
-                            preferred_element_type=jnp.float32)
-    m = m.reshape(4, 4, n, th, tw, cout)
-    # A^T M A: columns, then rows -> the 2x2 outputs of each tile.
-    out_cols = _combine(_AT, [m[:, j] for j in range(4)])  # q -> [4 (i), N, th, tw, Cout]
-    y = [_combine(_AT, [c[i] for i in range(4)]) for c in out_cols]  # y[q][p]
-    y = jnp.stack([jnp.stack([y[q][p] for q in range(2)], axis=3) for p in range(2)], axis=2)
-    return y.reshape(n, 2 * th, 2 * tw, cout)[:, :h, :w].astype(x.dtype)
+    ``H`` / ``W`` are padded and cropped). Gradients: the transposed transforms around two
+    batched matmuls (``dV = dM U^T``, ``dU = V^T dM``), the tiles recomputed from ``x``."""
+    n, h, w, _ = x.shape
+    m = _tile_matmul(_input_tiles(x), _kernel_tiles(kernel), (2, 1))
+    return _output_from_tiles(m, n, h, w).astype(x.dtype)
+
+
+def _winograd_fwd(x, kernel):
+    return winograd_conv3x3(x, kernel), (x, kernel)
+
+
+def _winograd_bwd(residuals, g):
+    x, kernel = residuals
+    d_m = _output_from_tiles_transpose(g.astype(jnp.float32))
+    d_v = _tile_matmul(d_m, _kernel_tiles(kernel), (2, 2))  # [16, T, Cin]
+    d_u = _tile_matmul(_input_tiles(x), d_m, (1, 1))  # [16, Cin, Cout]
+    d_kernel = jnp.einsum("ia,ijco,jb->abco", _G, d_u.reshape(4, 4, *d_u.shape[1:]), _G)
+    return (_input_tiles_transpose(d_v, x.shape).astype(x.dtype),
+            d_kernel.astype(kernel.dtype))
+
+
+winograd_conv3x3.defvjp(_winograd_fwd, _winograd_bwd)
 
 
 def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
