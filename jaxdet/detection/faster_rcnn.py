@@ -212,11 +212,10 @@ class FasterRCNN(nn.Module):
                 f, b, (size,) * 2, spatial_scale=1.0 / 16,
                 sampling_ratio=r.sampling_ratio, aligned=r.aligned)
             return jax.vmap(one)(features[0], rois)
-        fn = lambda fs, b: ops.multilevel_roi_align(  # noqa: E731
-            fs, b, (size,) * 2, r.sampling_ratio,
+        return ops.multilevel_roi_align(
+            features[:4], rois, (size,) * 2, r.sampling_ratio,
             canonical_size=r.canonical_size, canonical_level=r.canonical_level,
             min_level=2, max_level=5, aligned=r.aligned)
-        return jax.vmap(fn)(features[:4], rois)
 
     def _box_head(self, features, rois):
         b, r = rois.shape[:2]

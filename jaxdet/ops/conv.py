@@ -66,25 +66,23 @@ def _tile_counts(h: int, w: int) -> tuple[int, int]:
 
 def _input_tiles(x: jax.Array) -> jax.Array:
     """``[N, H, W, C]`` -> ``[16, N * th * tw, C]``: ``B^T d B`` of every 4x4 input tile ``d``
-    (stride 2, padding 1), tile position ``(i, j)`` at ``4 i + j``.
-
-    The padded map is viewed as 2x2 blocks ``[N, th + 1, 2, tw + 1, 2, C]``: tile row ``r`` is
-    block row ``r // 2`` (offset by the tile index), sub-row ``r % 2``, so every read is a
-    unit-stride slice.
+    (stride 2, padding 1), tile position ``(i, j)`` at ``4 i + j``. (Strided slices, which
+    XLA fuses into one loop; their autodiff transpose, 16 interior-padded full-size maps, is
+    replaced by :func:`_input_tiles_transpose`.)
     """
     n, h, w, c = x.shape
     th, tw = _tile_counts(h, w)
     xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
-    blocks = xp.reshape(n, th + 1, 2, tw + 1, 2, c)
-    rows = _combine(_BT, [blocks[:, r // 2:r // 2 + th, r % 2] for r in range(4)])
-    tiles = [t for row in rows  # row: [N, th, tw + 1, 2, C]
-             for t in _combine(_BT, [row[:, :, s // 2:s // 2 + tw, s % 2] for s in range(4)])]
-    return jnp.stack(tiles).reshape(16, n * th * tw, c)
+    rows = jnp.stack(_combine(_BT, [xp[:, r:r + 2 * th:2] for r in range(4)]))
+    tiles = _combine(_BT, [rows[:, :, :, s:s + 2 * tw:2] for s in range(4)])
+    return jnp.stack(tiles, axis=1).reshape(16, n * th * tw, c)
 
 
 def _input_tiles_transpose(d_tiles: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """The transpose of :func:`_input_tiles`: ``[16, N * th * tw, C]`` -> ``[N, H, W, C]``
-    (overlapping tiles add up)."""
+    (overlapping tiles add up). Row ``r`` of tile ``t`` is padded row ``2 t + r``: in the view
+    ``[N, th + 1, 2, tw + 1, 2, C]`` of 2x2 blocks, block ``t + r // 2``, sub-row ``r % 2``, so
+    each gradient lands by a one-block unit-stride shift."""
     n, h, w, c = shape
     th, tw = _tile_counts(h, w)
     d = d_tiles.reshape(4, 4, n, th, tw, c)

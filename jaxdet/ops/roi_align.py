@@ -321,9 +321,11 @@ def multilevel_roi_align(
     ``features``: ``max_level - min_level + 1`` maps ``[H_l, W_l, C]``, finest (``min_level``)
     first, one ``C`` and dtype (else ValueError); ``boxes``: ``[R, 4]`` absolute input-image
     pixels; other arguments as :func:`roi_align` and :func:`fpn_levels`. Returns ``[R, h, w, C]``
-    in the features' dtype. Each RoI gathers from its own level only (cost independent of the
-    level count). torchvision's ``MultiScaleRoIAlign`` uses ``aligned=False``, detectron2's
-    ``ROIAlignV2`` ``aligned=True`` (the default here).
+    in the features' dtype. A batch: maps ``[B, H_l, W_l, C]`` and boxes ``[B, R, 4]`` give
+    ``[B, R, h, w, C]`` (the images' rows in one table, so the backward pass scatters without
+    the copies ``vmap`` adds). Each RoI gathers from its own image and level only (cost
+    independent of the level count). torchvision's ``MultiScaleRoIAlign`` uses
+    ``aligned=False``, detectron2's ``ROIAlignV2`` ``aligned=True`` (the default here).
     """
     ph, pw = _check_args(output_size, sampling_ratio)
     num_levels = max_level - min_level + 1
@@ -333,28 +335,38 @@ def multilevel_roi_align(
             f"got {len(features)}"
         )
     features = [jnp.asarray(f) for f in features]
+    boxes = jnp.asarray(boxes)
     shapes = [f.shape for f in features]
     channels = {s[-1] for s in shapes}
-    if len(channels) != 1 or any(len(s) != 3 for s in shapes):
-        raise ValueError(f"feature maps must be [H_l, W_l, C] with one C, got {shapes}")
+    batched = boxes.ndim == 3
+    if len(channels) != 1 or any(len(s) != 3 + batched for s in shapes) or (
+            batched and {s[0] for s in shapes} != {boxes.shape[0]}):
+        raise ValueError(
+            f"feature maps must be [H_l, W_l, C] with one C (and boxes [R, 4]), or "
+            f"[B, H_l, W_l, C] with boxes [B, R, 4]; got {shapes} and boxes {boxes.shape}")
+    num_images = boxes.shape[0] if batched else 1
     offsets, start = [], 0
-    for h, w, _ in shapes:
+    for s in shapes:
         offsets.append(start)
-        start += h * w
+        start += int(np.prod(s[:-1]))
     rows = jnp.concatenate([f.reshape(-1, f.shape[-1]) for f in features], axis=0)
     lvl = fpn_levels(boxes, canonical_size, canonical_level, min_level, max_level) - min_level
+    level_h = jnp.asarray([s[-3] for s in shapes], jnp.int32)[lvl]
+    level_w = jnp.asarray([s[-2] for s in shapes], jnp.int32)[lvl]
     level_offset = jnp.asarray(offsets, jnp.int32)[lvl]
-    level_h = jnp.asarray([s[0] for s in shapes], jnp.int32)[lvl]
-    level_w = jnp.asarray([s[1] for s in shapes], jnp.int32)[lvl]
+    if batched:  # image b's map of level l follows the b maps of that level before it
+        level_offset = level_offset + jnp.arange(num_images, dtype=jnp.int32)[:, None] * (
+            level_h * level_w)
     scales = jnp.asarray([2.0 ** -(min_level + i) for i in range(num_levels)], jnp.float32)
-    return roi_align_from_rows(
+    out = roi_align_from_rows(
         rows,
-        boxes,
-        level_offset,
-        level_h,
-        level_w,
-        scales[lvl],
+        boxes.reshape(-1, 4),
+        level_offset.reshape(-1),
+        level_h.reshape(-1),
+        level_w.reshape(-1),
+        scales[lvl].reshape(-1),
         (ph, pw),
         sampling_ratio,
         aligned,
     )
+    return out.reshape(*boxes.shape[:-1], *out.shape[1:])

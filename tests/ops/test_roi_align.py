@@ -200,17 +200,22 @@ def test_vmap_over_batch_matches_numpy():
         assert_close(out[i], ref, np.abs(feats).max())
 
 
-def test_multilevel_vmap_equals_per_level_reference():
-    rng = np.random.default_rng(5)
+def _two_image_pyramid(seed):
+    rng = np.random.default_rng(seed)
     shapes = [(16, 20), (8, 10), (4, 5), (2, 3)]
     feats = [rng.standard_normal((2, h, w, 3)).astype(np.float32) for h, w in shapes]
     side = np.exp(rng.uniform(np.log(10), np.log(800), (2, 12)))
     x1 = rng.uniform(-10, 60, (2, 12))
     y1 = rng.uniform(-10, 50, (2, 12))
     boxes = np.stack([x1, y1, x1 + side, y1 + side * 0.7], -1).astype(np.float32)
-    out = jax.jit(jax.vmap(lambda f, b: ops.multilevel_roi_align(f, b, (3, 3), 2)))(
-        feats, boxes
-    )
+    return feats, boxes
+
+
+@pytest.mark.parametrize("batched", ["vmap", "batch axis"])
+def test_multilevel_over_images_equals_per_level_reference(batched):
+    feats, boxes = _two_image_pyramid(5)
+    fn = lambda f, b: ops.multilevel_roi_align(f, b, (3, 3), 2)  # noqa: E731
+    out = jax.jit(jax.vmap(fn) if batched == "vmap" else fn)(feats, boxes)
     chex.assert_shape(out, (2, 12, 3, 3, 3))
     for i in range(2):
         lvls = np_levels(boxes[i])
@@ -218,6 +223,28 @@ def test_multilevel_vmap_equals_per_level_reference():
             f = feats[lvls[r] - 2][i]
             ref = np_roi_align(f, boxes[i, r : r + 1], (3, 3), 2.0 ** -lvls[r], 2, True)
             assert_close(out[i, r : r + 1], ref, np.abs(f).max())
+
+
+def test_multilevel_batch_axis_gradient_equals_vmap():
+    feats, boxes = _two_image_pyramid(6)
+    cotangent = np.random.default_rng(7).standard_normal((2, 12, 3, 3, 3)).astype(np.float32)
+
+    def grads(fn):
+        return jax.jit(jax.grad(lambda f: jnp.sum(fn(f, boxes) * cotangent)))(feats)
+
+    per_image = jax.vmap(lambda f, b: ops.multilevel_roi_align(f, b, (3, 3), 2))
+    want = grads(per_image)
+    got = grads(lambda f, b: ops.multilevel_roi_align(f, b, (3, 3), 2))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_multilevel_rejects_mismatched_batch():
+    feats, boxes = _two_image_pyramid(8)
+    with pytest.raises(ValueError, match=r"\[B, H_l, W_l, C\] with boxes \[B, R, 4\]"):
+        ops.multilevel_roi_align(feats, boxes[:1])
+    with pytest.raises(ValueError, match="one C"):
+        ops.multilevel_roi_align([f[0] for f in feats], boxes)
 
 
 def test_bfloat16_features_with_float32_coordinates_match_numpy():
