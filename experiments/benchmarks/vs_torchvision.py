@@ -1,9 +1,9 @@
 """jaxdet against torchvision: the same detector, batch, size and precision, train step and
-inference timed interleaved in one process.
+inference timed in alternating blocks in one process.
 
   python experiments/benchmarks/vs_torchvision.py [--model=faster|mask] [--depth=18|50]
-      [--batch=4 --image_size=256 --rounds=5 --warmup=2] [--precision=f32|bf16]
-      [--device=cpu|cuda]
+      [--batch=4 --image_size=256 --rounds=5 --warmup=2 --steps_per_block=3]
+      [--precision=f32|bf16] [--device=cpu|cuda]
       [--out=FILE]
 
 Both sides: ResNet-``depth``-FPN from scratch, frozen batch norm, stem and layer1 frozen
@@ -17,9 +17,13 @@ warm-up its RPN degenerates within a few random batches and it times fewer boxes
 ``configs/faster_rcnn_coco.py`` / ``mask_rcnn_coco.py`` with those sizes, ``model.depth``,
 ``model.frozen_stages=2`` and, for ``bf16``, ``model.dtype=bfloat16``; torchvision under
 ``torch.autocast`` for ``bf16``. The batch: random images with 2-6 random boxes (masks filling
-the boxes), the same for both. Each round runs one jaxdet train step, one torchvision train
-step, one jaxdet inference batch, one torchvision inference batch; the first ``--warmup``
-rounds (compilation, warm-up) are left out of the medians.
+the boxes), the same for both. Each round runs ``--steps_per_block`` back-to-back jaxdet train
+steps, then as many torchvision train steps, jaxdet inference batches, torchvision inference
+batches; the medians leave out the first ``--warmup`` rounds (compilation, warm-up) and the
+first step of each block: a step right after the other library's runs in a colder process
+(jaxdet's train step maps its ~750 MB of XLA temporaries afresh each call, and those page faults
+cost about three times the system time after a torchvision step), which neither library's own
+training loop sees. ``--steps_per_block=1`` gives the interleaved single steps, all kept.
 ``torch.set_num_threads(os.cpu_count())``. Both share the process's C heap (e.g.
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` applies to both).
 """
@@ -148,6 +152,9 @@ def main() -> None:
     add_model_arguments(p)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2, help="rounds run first, left out")
+    p.add_argument("--steps_per_block", type=int, default=3,
+                   help="back-to-back steps of each side per round, the first left out (1: "
+                        "interleaved single steps, all kept)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", default="")
     args = p.parse_args()
@@ -185,44 +192,60 @@ def main() -> None:
     tv_model.roi_heads.select_training_samples = counting_select
     jax_positives: list[float] = []
     holder = [side.state]
-    times: dict[str, list[float]] = {k: [] for k in ("jax_train", "tv_train", "jax_infer",
-                                                     "tv_infer")}
-    for r in range(args.warmup + args.rounds):
-        t = time.perf_counter()
+
+    def jax_train():
         holder[0], metrics = train_step(holder[0], sharded)
         jax.block_until_ready(metrics["loss"])
         jax_positives.append(float(metrics.get("fg_rois_per_image", float("nan"))))
-        times["jax_train"].append(time.perf_counter() - t)
+
+    def tv_train():
         tv_model.train()
-        t = time.perf_counter()
         with autocast:
             loss = sum(tv_model(images, targets).values())
         tv_opt.zero_grad()
         loss.backward()
         tv_opt.step()
         sync()
-        times["tv_train"].append(time.perf_counter() - t)
+
+    def jax_infer():
         st = holder[0]
-        t = time.perf_counter()
         jax.block_until_ready(predict(st.params, st.batch_stats, plain)["boxes"])
-        times["jax_infer"].append(time.perf_counter() - t)
+
+    def tv_infer():
         tv_model.eval()
-        t = time.perf_counter()
         with torch.no_grad(), autocast:
             tv_model(images)
         sync()
-        times["tv_infer"].append(time.perf_counter() - t)
-        print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items())
+
+    phases = {"jax_train": jax_train, "tv_train": tv_train, "jax_infer": jax_infer,
+              "tv_infer": tv_infer}
+    # times[k][round]: the step times of one block; the first step after the other side's
+    # block is left out where a block has several (see the module docstring).
+    times: dict[str, list[list[float]]] = {k: [] for k in phases}
+    for r in range(args.warmup + args.rounds):
+        for name, fn in phases.items():
+            block = []
+            for _ in range(args.steps_per_block):
+                t = time.perf_counter()
+                fn()
+                block.append(time.perf_counter() - t)
+            times[name].append(block)
+        print(f"round {r}: " + ", ".join(
+            f"{k} {' '.join(f'{x:.3f}' for x in v[-1])} s" for k, v in times.items())
               + f"; jaxdet train-step compilations {compile_guard.compilations(train_step)}",
               flush=True)
-    med = {k: statistics.median(v[args.warmup:]) for k, v in times.items()}
+    first = 1 if args.steps_per_block > 1 else 0
+    times = {k: [x for block in v[args.warmup:] for x in block[first:]]
+             for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
     b = args.batch
     kind = "Mask R-CNN" if args.model == "mask" else "Faster R-CNN"
     text = "\n".join([
         f"{kind} ResNet-{args.depth}-FPN, batch {b} at {args.image_size}², {args.precision}"
         + (f", jaxdet mask RoI slots {args.mask_rois or 'all'}" if args.model == "mask" else "")
         + ", "
-        f"{args.rounds} interleaved rounds after {args.warmup}; {platform.machine()} "
+        f"{args.rounds} rounds of {args.steps_per_block}-step blocks after {args.warmup}; "
+        f"{platform.machine()} "
         f"{os.cpu_count()} CPUs, "
         f"device {args.device} ({jax.devices()[0].device_kind}); jax {jax.__version__}, "
         f"torch {torch.__version__}; load {os.getloadavg()[0]:.2f}.",

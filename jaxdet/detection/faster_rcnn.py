@@ -33,6 +33,7 @@ torchvision names: ``body`` <- ``backbone.body``, ``fpn`` <- ``backbone.fpn``, `
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -203,19 +204,27 @@ class FasterRCNN(nn.Module):
             [self.spec.rpn.aspect_ratios] * len(sizes))
 
     def pool_rois(self, features: list[jax.Array], rois: jax.Array,
-                  output_size: int | None = None) -> jax.Array:
-        """``[B, R, 4]`` RoIs -> ``[B, R, s, s, C]`` RoIAlign (default ``s = roi.output_size``)."""
+                  output_size: int | None = None,
+                  image_index: jax.Array | None = None) -> jax.Array:
+        """``[B, R, 4]`` RoIs -> ``[B, R, s, s, C]`` RoIAlign (default ``s = roi.output_size``);
+        ``[K, 4]`` RoIs of images ``image_index`` ``[K]`` -> ``[K, s, s, C]``."""
         r = self.spec.roi
         size = output_size or r.output_size
         if self.spec.levels == "c4":
+            c4 = features[0]
+            if image_index is not None:
+                b, h, w, c = c4.shape
+                return ops.roi_align_from_rows(
+                    c4.reshape(b * h * w, c), rois, jnp.asarray(image_index, jnp.int32) * (h * w),
+                    h, w, 1.0 / 16, (size,) * 2, r.sampling_ratio, r.aligned)
             one = lambda f, b: ops.roi_align(  # noqa: E731
                 f, b, (size,) * 2, spatial_scale=1.0 / 16,
                 sampling_ratio=r.sampling_ratio, aligned=r.aligned)
-            return jax.vmap(one)(features[0], rois)
+            return jax.vmap(one)(c4, rois)
         return ops.multilevel_roi_align(
             features[:4], rois, (size,) * 2, r.sampling_ratio,
             canonical_size=r.canonical_size, canonical_level=r.canonical_level,
-            min_level=2, max_level=5, aligned=r.aligned)
+            min_level=2, max_level=5, aligned=r.aligned, image_index=image_index)
 
     def _box_head(self, features, rois):
         b, r = rois.shape[:2]
@@ -241,7 +250,7 @@ class FasterRCNN(nn.Module):
         image_size = images.shape[1:3]
         images = images.astype(self.dtype or jnp.float32)
         features = self.features(images, train)
-        pool = lambda rois, size: self.pool_rois(features, rois, size)  # noqa: E731
+        pool = functools.partial(self.pool_rois, features)
         objectness, deltas = self.rpn(features)
         anchors = self.anchors(features, image_size)
         image_hw = roi_heads.default_image_hw(images, image_hw)
@@ -258,7 +267,7 @@ class FasterRCNN(nn.Module):
                 mirror_pool = None
                 if s.keypoint.flip_test:
                     flipped = self.features(jnp.flip(images, axis=2), train)
-                    mirror_pool = lambda rois, size: self.pool_rois(flipped, rois, size)  # noqa: E731
+                    mirror_pool = functools.partial(self.pool_rois, flipped)
                 out.update(self.keypoint.predict(pool, dets, mirror_pool, image_size[1]))
             out["proposals"], out["proposal_valid"] = proposals, proposal_valid
             return out

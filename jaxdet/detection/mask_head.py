@@ -53,7 +53,8 @@ __all__ = [
 ]
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-# Training sends the mask head's RoI slots in chunks of this many per image (see loss_terms).
+# Training packs the batch's positive mask slots first and runs the head on chunks of this many
+# per image of the batch (see MaskBranch.loss_terms).
 _MASK_SLOT_CHUNK = 32
 LOSS_TERMS = ("roi_mask",)
 
@@ -289,54 +290,68 @@ class MaskBranch(nn.Module):
         """RoI slots per image sent to the head in training."""
         return self.spec.rois_per_image or self.roi.num_foreground_slots
 
-    def logits(self, pool: RoiPool, rois: jax.Array, classes: jax.Array | None = None
-               ) -> jax.Array:
+    def logits(self, pool: RoiPool, rois: jax.Array, classes: jax.Array | None = None,
+               image_index: jax.Array | None = None) -> jax.Array:
         """``[B, R, 4]`` RoIs -> ``[B, R, 28, 28, C + 1]`` float32 mask logits; with ``classes``
-        (``[B, R]`` int channels) -> ``[B, R, 28, 28]``, each RoI's channel only."""
-        b, r = rois.shape[:2]
-        pooled = pool(rois, self.spec.roi_output_size)
-        x = self.mask_head(pooled.reshape((b * r,) + pooled.shape[2:]))
-        x = self.mask_predictor(x, None if classes is None else classes.reshape(b * r))
-        return x.reshape((b, r) + x.shape[1:])
+        (``[B, R]`` int channels) -> ``[B, R, 28, 28]``, each RoI's channel only. With
+        ``image_index`` (``[K]``): RoIs ``[K, 4]`` and ``classes`` ``[K]`` -> ``[K, ...]``."""
+        lead = rois.shape[:-1]
+        pooled = pool(rois, self.spec.roi_output_size,
+                      **({} if image_index is None else {"image_index": image_index}))
+        x = self.mask_head(pooled.reshape((-1,) + pooled.shape[len(lead):]))
+        x = self.mask_predictor(x, None if classes is None else classes.reshape(-1))
+        return x.reshape(lead + x.shape[1:])
 
     def loss_terms(self, pool: RoiPool, roi_t: RoiTargets,
                    targets: Mapping[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
-        """``{"roi_mask": (sum, count)}`` over the first :attr:`num_rois` sampled RoI slots (in
-        chunks of 32 where they divide; a chunk without a positive in any image costs nothing);
-        ``targets`` needs ``gt_boxes`` and ``gt_masks`` ``[B, G, M, M]`` uint8 (else ValueError).
+        """``{"roi_mask": (sum, count)}`` over the first :attr:`num_rois` sampled RoI slots of
+        each image; ``targets`` needs ``gt_boxes`` and ``gt_masks`` ``[B, G, M, M]`` uint8 (else
+        ValueError). The batch's positives are packed first and the head runs on chunks of
+        ``32 * B`` of them; a chunk without a positive costs nothing (where not vmapped).
         """
         if "gt_masks" not in targets:
             raise ValueError("the mask branch's training needs targets['gt_masks'] [B, G, M, M] "
                              "uint8 (gt masks cropped to their boxes)")
         n = self.num_rois
-        rois, labels = roi_t.rois[:, :n], roi_t.labels[:, :n]
-        matched = roi_t.matched_gt[:, :n]
-        positive = roi_t.valid[:, :n] & (labels > 0) & (matched >= 0)
+        b = roi_t.rois.shape[0]
+        labels, matched = roi_t.labels[:, :n], roi_t.matched_gt[:, :n]
+        positive = (roi_t.valid[:, :n] & (labels > 0) & (matched >= 0)).reshape(-1)
+        # Positives of all images first (stable: image-major): the head's work follows the
+        # batch's positives as torchvision's does, whatever their split among the images.
+        order = jnp.argsort(~positive, stable=True)
+        image = (order // n).astype(jnp.int32)
+        rois = roi_t.rois[:, :n].reshape(-1, 4)[order]
+        labels = labels.reshape(-1)[order]
+        positive = positive[order]
+        num_gt = targets["gt_boxes"].shape[1]
+        gt_index = jnp.where(positive, image * num_gt + matched.reshape(-1)[order], -1)
+        gt_boxes = targets["gt_boxes"].reshape(b * num_gt, 4)
+        gt_masks = targets["gt_masks"].reshape(b * num_gt, *targets["gt_masks"].shape[2:])
         size = 2 * self.spec.roi_output_size
-        gt_boxes, gt_masks = targets["gt_boxes"], targets["gt_masks"]
 
-        def chunk_loss(branch, rois, labels, matched, positive):
-            mask_t = jax.vmap(lambda r, m, g, gm: mask_targets(
-                r, m, g, gm, mask_size=size, sampling_ratio=branch.roi.sampling_ratio))(
-                rois, jnp.where(positive, matched, -1), gt_boxes, gt_masks)
-            logits = branch.logits(pool, rois, jnp.where(positive, labels, 0))
+        def chunk_loss(branch, rois, labels, gt_index, positive, image):
+            mask_t = mask_targets(rois, gt_index, gt_boxes, gt_masks, mask_size=size,
+                                  sampling_ratio=branch.roi.sampling_ratio)
+            logits = branch.logits(pool, rois, jnp.where(positive, labels, 0), image)
             return class_mask_loss(logits, mask_t, positive)
 
         def no_positives(branch, *_):
             return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
 
-        # The sampler puts each image's positives first, so slot chunks past the most positives
-        # of any image hold none: skipped (a real branch where not vmapped), the head's work
-        # follows the positives as torchvision's does. Same sums (0 for a skipped chunk).
-        chunk = _MASK_SLOT_CHUNK if n % _MASK_SLOT_CHUNK == 0 else n
+        total_slots = b * n
+        chunk = _MASK_SLOT_CHUNK * b
+        chunk = chunk if total_slots % chunk == 0 else total_slots
         total, count = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
-        for start in range(0, n, chunk):
-            part = (rois[:, start:start + chunk], labels[:, start:start + chunk],
-                    matched[:, start:start + chunk], positive[:, start:start + chunk])
+        for start in range(0, total_slots, chunk):
+            part = tuple(a[start:start + chunk] for a in (rois, labels, gt_index, positive,
+                                                           image))
             if start == 0 or self.is_initializing():
                 s, c = chunk_loss(self, *part)
             else:
-                s, c = nn.cond(jnp.any(part[3]), chunk_loss, no_positives, self, *part)
+                # Rematerialised: a skipped chunk would otherwise fill the computed branch's
+                # activations (saved for the backward pass) with zeros.
+                s, c = nn.cond(jnp.any(part[3]), nn.checkpoint(chunk_loss), no_positives,
+                               self, *part)
             total, count = total + s, count + c
         return {"roi_mask": (total, count)}
 

@@ -315,6 +315,7 @@ def multilevel_roi_align(
     min_level: int = 2,
     max_level: int = 5,
     aligned: bool = True,
+    image_index: jax.Array | None = None,
 ) -> jax.Array:
     """RoIAlign of each RoI from its :func:`fpn_levels` level ``l``, at scale ``2**-l``.
 
@@ -323,9 +324,11 @@ def multilevel_roi_align(
     pixels; other arguments as :func:`roi_align` and :func:`fpn_levels`. Returns ``[R, h, w, C]``
     in the features' dtype. A batch: maps ``[B, H_l, W_l, C]`` and boxes ``[B, R, 4]`` give
     ``[B, R, h, w, C]`` (the images' rows in one table, so the backward pass scatters without
-    the copies ``vmap`` adds). Each RoI gathers from its own image and level only (cost
-    independent of the level count). torchvision's ``MultiScaleRoIAlign`` uses
-    ``aligned=False``, detectron2's ``ROIAlignV2`` ``aligned=True`` (the default here).
+    the copies ``vmap`` adds); with ``image_index`` (int ``[K]``, torchvision's batch index)
+    boxes ``[K, 4]`` of those images give ``[K, h, w, C]``. Each RoI gathers from its own
+    image and level only (cost independent of the level count). torchvision's
+    ``MultiScaleRoIAlign`` uses ``aligned=False``, detectron2's ``ROIAlignV2``
+    ``aligned=True`` (the default here).
     """
     ph, pw = _check_args(output_size, sampling_ratio)
     num_levels = max_level - min_level + 1
@@ -338,13 +341,16 @@ def multilevel_roi_align(
     boxes = jnp.asarray(boxes)
     shapes = [f.shape for f in features]
     channels = {s[-1] for s in shapes}
-    batched = boxes.ndim == 3
+    indexed = image_index is not None
+    batched = boxes.ndim == 3 or indexed
     if len(channels) != 1 or any(len(s) != 3 + batched for s in shapes) or (
-            batched and {s[0] for s in shapes} != {boxes.shape[0]}):
+            boxes.ndim != 2 + (batched and not indexed)) or (
+            boxes.ndim == 3 and {s[0] for s in shapes} != {boxes.shape[0]}) or (
+            indexed and jnp.shape(image_index) != boxes.shape[:1]):
         raise ValueError(
             f"feature maps must be [H_l, W_l, C] with one C (and boxes [R, 4]), or "
-            f"[B, H_l, W_l, C] with boxes [B, R, 4]; got {shapes} and boxes {boxes.shape}")
-    num_images = boxes.shape[0] if batched else 1
+            f"[B, H_l, W_l, C] with boxes [B, R, 4] (or [K, 4] and image_index [K]); got "
+            f"{shapes} and boxes {boxes.shape}")
     offsets, start = [], 0
     for s in shapes:
         offsets.append(start)
@@ -355,8 +361,9 @@ def multilevel_roi_align(
     level_w = jnp.asarray([s[-2] for s in shapes], jnp.int32)[lvl]
     level_offset = jnp.asarray(offsets, jnp.int32)[lvl]
     if batched:  # image b's map of level l follows the b maps of that level before it
-        level_offset = level_offset + jnp.arange(num_images, dtype=jnp.int32)[:, None] * (
-            level_h * level_w)
+        image = (jnp.asarray(image_index, jnp.int32) if indexed
+                 else jnp.arange(boxes.shape[0], dtype=jnp.int32)[:, None])
+        level_offset = level_offset + image * (level_h * level_w)
     scales = jnp.asarray([2.0 ** -(min_level + i) for i in range(num_levels)], jnp.float32)
     out = roi_align_from_rows(
         rows,

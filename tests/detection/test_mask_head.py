@@ -2,6 +2,8 @@
 full-resolution path, the loss over positives only with the gt class's channel, head shapes and
 parameter names, and the wiring into FasterRCNN (traced with eval_shape, nothing compiled)."""
 
+import functools
+
 import chex
 import flax
 import jax
@@ -255,33 +257,40 @@ def test_crop_gt_masks_on_a_full_resolution_mask_equals_the_full_products():
     np.testing.assert_allclose(got[3], ref, atol=1e-12)
 
 
-@pytest.mark.parametrize("boxes_per_image", [1, 3])
+@pytest.mark.parametrize("boxes_per_image", [(1, 1), (3, 3), (3, 0)])
 def test_mask_loss_in_slot_chunks_equals_one_pass(monkeypatch, boxes_per_image):
-    """Chunks of 2 of the 4 mask slots (the second skipped where no image has a positive
-    there) give the loss and gradients of one pass over all 4."""
+    """The batch's positives packed first, chunks of 2 slots per image (4 of the 8; the second
+    skipped where it holds no positive, e.g. all positives in one image) give the loss and
+    gradients of one pass over all slots."""
     model = helpers.tiny_two_stage_detector(16, mask=mask_head.MaskSpec(width=8, rois_per_image=4))
     images = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3))
     corners = jnp.array([[4, 4, 30, 30], [30, 10, 60, 40], [8, 36, 28, 60]], jnp.float32)
     targets = {"gt_boxes": jnp.stack([corners] * 2),
                "gt_labels": jnp.array([[0, 1, 2]] * 2, jnp.int32),
-               "gt_valid": jnp.arange(3)[None].repeat(2, 0) < boxes_per_image,
+               "gt_valid": jnp.arange(3)[None] < jnp.array(boxes_per_image)[:, None],
                "gt_masks": jnp.full((2, 3, 16, 16), 255, jnp.uint8)}
     variables = model.init(jax.random.key(1), images, train=False)
     rng = jax.random.split(jax.random.key(2), 2)
 
-    def mask_loss(params):
-        out, _ = model.apply({**variables, "params": params}, images, train=True,
-                             targets=targets, rng=rng, mutable=["batch_stats"])
+    def mask_loss(params, flip=False):
+        batch = jax.tree.map(lambda a: a[::-1] if flip else a, (images, targets, rng))
+        out, _ = model.apply({**variables, "params": params}, batch[0], train=True,
+                             targets=batch[1], rng=batch[2], mutable=["batch_stats"])
         total, count = out["terms"]["roi_mask"]
         return total, count
 
-    def run():
-        return jax.jit(jax.value_and_grad(mask_loss, has_aux=True))(variables["params"])
+    def run(flip=False):
+        loss = functools.partial(mask_loss, flip=flip)
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
 
     (whole, count), grads = run()
     monkeypatch.setattr(mask_head, "_MASK_SLOT_CHUNK", 2)
     (chunked, chunked_count), chunked_grads = run()
-    assert float(count) >= boxes_per_image * 2 and float(chunked_count) == float(count)
+    assert float(count) >= sum(boxes_per_image) and float(chunked_count) == float(count)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5)
     for g, w in zip(jax.tree.leaves(chunked_grads), jax.tree.leaves(grads), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+    # Each packed RoI reads its own image's features and gt: the images' order is irrelevant.
+    (flipped, flipped_count), _ = run(flip=True)
+    assert float(flipped_count) == float(count)
+    np.testing.assert_allclose(flipped, whole, rtol=1e-5)

@@ -239,12 +239,25 @@ def test_multilevel_batch_axis_gradient_equals_vmap():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+def test_multilevel_with_image_index_equals_the_batch_axis():
+    feats, boxes = _two_image_pyramid(9)
+    want = ops.multilevel_roi_align(feats, boxes, (3, 3), 2)
+    image = np.array([1, 0, 1, 1, 0])
+    rows = np.array([3, 0, 11, 3, 7])
+    got = jax.jit(lambda f, b, i: ops.multilevel_roi_align(f, b, (3, 3), 2, image_index=i))(
+        feats, boxes[image, rows], image)
+    chex.assert_shape(got, (5, 3, 3, 3))
+    np.testing.assert_allclose(got, want[image, rows], rtol=1e-6, atol=1e-6)
+
+
 def test_multilevel_rejects_mismatched_batch():
     feats, boxes = _two_image_pyramid(8)
     with pytest.raises(ValueError, match=r"\[B, H_l, W_l, C\] with boxes \[B, R, 4\]"):
         ops.multilevel_roi_align(feats, boxes[:1])
     with pytest.raises(ValueError, match="one C"):
         ops.multilevel_roi_align([f[0] for f in feats], boxes)
+    with pytest.raises(ValueError, match="image_index"):
+        ops.multilevel_roi_align(feats, boxes[0], image_index=np.zeros(3, np.int32))
 
 
 def test_bfloat16_features_with_float32_coordinates_match_numpy():
