@@ -33,6 +33,11 @@ def _global_mean(pair: SumCount, axis_name: str) -> jax.Array:
     return total / jnp.maximum(count, 1.0)
 
 
+def _sum_over_devices(tree: Any, axis_name: str) -> Any:
+    """``lax.psum``; on a one-device axis the tree itself (XLA:CPU would copy every leaf)."""
+    return tree if lax.axis_size(axis_name) == 1 else lax.psum(tree, axis_name)
+
+
 def _all_finite(tree: Any) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
@@ -84,7 +89,7 @@ def make_hparam_train_step_body(
 
         (total, (means, out)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         # Each device's `total` is its share of the global mean: the sums give the global values.
-        grads = lax.psum(grads, axis_name)
+        grads = _sum_over_devices(grads, axis_name)
         total = lax.psum(total, axis_name)
         means = lax.psum(means, axis_name)
         extra = {k: lax.psum(_global_mean(v, axis_name), axis_name) for k, v in out.metrics.items()}
