@@ -215,3 +215,19 @@ def test_bfloat16_keeps_float32_boxes_and_identical_anchor_targets():
         np.testing.assert_allclose(out16["terms"][term][0] / out16["terms"][term][1],
                                    out32["terms"][term][0] / out32["terms"][term][1],
                                    rtol=0.1, err_msg=term)
+
+
+@pytest.mark.parametrize("levels", ["c4", "fpn"])
+def test_pool_rois_by_image_index_equals_the_batched_pool(levels):
+    model = _model(levels)
+    images, targets, _ = _inputs()
+    variables = _init(model, images)
+    features = model.apply(variables, images, False, method=lambda m, x, t: m.features(x, t))
+    rois = targets["gt_boxes"]  # [2, 3, 4]
+    batched = model.apply(variables, features, rois, 5,
+                          method=lambda m, f, r, s: m.pool_rois(f, r, s))
+    image, row = np.array([1, 0, 1]), np.array([0, 1, 1])
+    indexed = model.apply(variables, features, rois[image, row], 5, jnp.asarray(image),
+                          method=lambda m, f, r, s, i: m.pool_rois(f, r, s, i))
+    chex.assert_shape(indexed, (3, 5, 5, batched.shape[-1]))
+    np.testing.assert_allclose(indexed, batched[image, row], rtol=1e-6, atol=1e-6)
