@@ -211,16 +211,11 @@ class FasterRCNN(nn.Module):
         r = self.spec.roi
         size = output_size or r.output_size
         if self.spec.levels == "c4":
-            c4 = features[0]
+            c4 = functools.partial(ops.roi_align, output_size=(size,) * 2, spatial_scale=1.0 / 16,
+                                   sampling_ratio=r.sampling_ratio, aligned=r.aligned)
             if image_index is not None:
-                b, h, w, c = c4.shape
-                return ops.roi_align_from_rows(
-                    c4.reshape(b * h * w, c), rois, jnp.asarray(image_index, jnp.int32) * (h * w),
-                    h, w, 1.0 / 16, (size,) * 2, r.sampling_ratio, r.aligned)
-            one = lambda f, b: ops.roi_align(  # noqa: E731
-                f, b, (size,) * 2, spatial_scale=1.0 / 16,
-                sampling_ratio=r.sampling_ratio, aligned=r.aligned)
-            return jax.vmap(one)(c4, rois)
+                return c4(features[0], rois, image_index=image_index)
+            return jax.vmap(c4)(features[0], rois)
         return ops.multilevel_roi_align(
             features[:4], rois, (size,) * 2, r.sampling_ratio,
             canonical_size=r.canonical_size, canonical_level=r.canonical_level,

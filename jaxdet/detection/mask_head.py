@@ -296,8 +296,7 @@ class MaskBranch(nn.Module):
         (``[B, R]`` int channels) -> ``[B, R, 28, 28]``, each RoI's channel only. With
         ``image_index`` (``[K]``): RoIs ``[K, 4]`` and ``classes`` ``[K]`` -> ``[K, ...]``."""
         lead = rois.shape[:-1]
-        pooled = pool(rois, self.spec.roi_output_size,
-                      **({} if image_index is None else {"image_index": image_index}))
+        pooled = pool(rois, self.spec.roi_output_size, image_index)
         x = self.mask_head(pooled.reshape((-1,) + pooled.shape[len(lead):]))
         x = self.mask_predictor(x, None if classes is None else classes.reshape(-1))
         return x.reshape(lead + x.shape[1:])

@@ -49,9 +49,9 @@ __all__ = [
 #: torchvision's RoI-heads box-coder weights ``(wx, wy, ww, wh)``.
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
-#: ``pool(rois [B, R, 4], bins) -> [B, R, bins, bins, C]``, or ``pool(rois [K, 4], bins,
-#: image_index [K]) -> [K, bins, bins, C]``: RoIAlign of a detector's features, what its RoI
-#: branches (mask, keypoint) are given.
+#: ``pool(rois [B, R, 4], bins, image_index=None) -> [B, R, bins, bins, C]``, or with
+#: ``image_index [K]``: ``pool(rois [K, 4], bins, image_index) -> [K, bins, bins, C]``: RoIAlign
+#: of a detector's features, what its RoI branches (mask, keypoint) are given.
 RoiPool = Callable[..., jax.Array]
 
 

@@ -40,5 +40,4 @@ from jaxdet.ops.masks import paste_masks as paste_masks
 from jaxdet.ops.roi_align import fpn_levels as fpn_levels
 from jaxdet.ops.roi_align import multilevel_roi_align as multilevel_roi_align
 from jaxdet.ops.roi_align import roi_align as roi_align
-from jaxdet.ops.roi_align import roi_align_from_rows as roi_align_from_rows
 from jaxdet.ops.roi_pool import roi_pool as roi_pool

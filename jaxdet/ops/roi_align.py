@@ -247,6 +247,7 @@ def roi_align(
     spatial_scale: float = 1.0,
     sampling_ratio: int = 2,
     aligned: bool = True,
+    image_index: jax.Array | None = None,
 ) -> jax.Array:
     """RoIAlign from one ``[H, W, C]`` feature map (any float dtype; see the module).
 
@@ -254,15 +255,24 @@ def roi_align(
     ``spatial_scale`` (e.g. ``1/16``) as map pixels; ``output_size``: ``(h, w)`` or one int;
     ``sampling_ratio``: static samples per bin axis, > 0 (else ValueError); ``aligned``: shift by
     -0.5 map pixel (detectron2's ``ROIAlignV2``), ``False`` the legacy RoI sizes forced ``>= 1``.
-    Returns ``[R, h, w, C]`` in the features' dtype.
+    Returns ``[R, h, w, C]`` in the features' dtype. With ``image_index`` (int ``[R]``,
+    torchvision's batch index) the features are a batch ``[B, H, W, C]`` and RoI ``r`` reads
+    image ``image_index[r]``.
     """
     ph, pw = _check_args(output_size, sampling_ratio)
     features = jnp.asarray(features)
-    h, w, c = features.shape
+    expected = 3 if image_index is None else 4
+    if features.ndim != expected or (
+            image_index is not None and jnp.shape(image_index) != jnp.shape(boxes)[:1]):
+        raise ValueError(
+            f"features must be [H, W, C] (or [B, H, W, C] with image_index [R] for boxes "
+            f"[R, 4]); got {features.shape} and boxes {jnp.shape(boxes)}")
+    h, w, c = features.shape[-3:]
+    row_offset = 0 if image_index is None else jnp.asarray(image_index, jnp.int32) * (h * w)
     return roi_align_from_rows(
-        features.reshape(h * w, c),
+        features.reshape(-1, c),
         boxes,
-        0,
+        row_offset,
         h,
         w,
         float(spatial_scale),

@@ -239,6 +239,21 @@ def test_multilevel_batch_axis_gradient_equals_vmap():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+def test_single_level_with_image_index_equals_per_image_calls():
+    rng = np.random.default_rng(10)
+    feats = rng.standard_normal((3, 9, 11, 2)).astype(F32)
+    boxes = random_boxes(rng, 6, 0, 40, 40)
+    image = np.array([2, 0, 1, 2, 0, 1])
+    got = ops.roi_align(feats, boxes, (2, 3), 0.25, 2, False, image_index=image)
+    want = np.stack([ops.roi_align(feats[i], boxes[k:k + 1], (2, 3), 0.25, 2, False)[0]
+                     for k, i in enumerate(image)])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="image_index"):
+        ops.roi_align(feats, boxes, (2, 3), image_index=image[:2])
+    with pytest.raises(ValueError, match=r"\[H, W, C\]"):
+        ops.roi_align(feats, boxes, (2, 3))
+
+
 def test_multilevel_with_image_index_equals_the_batch_axis():
     feats, boxes = _two_image_pyramid(9)
     want = ops.multilevel_roi_align(feats, boxes, (3, 3), 2)
