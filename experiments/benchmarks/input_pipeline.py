@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -44,6 +43,8 @@ sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
+
+from experiments.benchmarks.timing import machine  # noqa: E402
 
 
 def write_folder(root: str, num_images: int, seed: int = 0) -> None:
@@ -176,7 +177,7 @@ def main() -> None:
     raw = coco.build(folder, os.path.join(args.workdir, "tfds"),
                      splits={"train": "train2017"}).as_data_source()["train"]
     per_image(source, raw, detection.make_preprocess(config), args.image_size, args.per_image)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    print(f"machine: {machine()}, "
           f"load average {os.getloadavg()}")
 
 

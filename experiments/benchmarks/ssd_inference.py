@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments.benchmarks.timing import machine  # noqa: E402
 from jaxdet import config_files, tasks  # noqa: E402
 from jaxdet.data import pipeline  # noqa: E402
 from jaxdet.tasks.model_apply import model_input  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--calls", type=int, default=5)
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    print(f"machine: {machine()}, "
           f"jax {jax.__version__}; batch {args.batch}, median of {args.calls} calls")
     print("| detector | weights | compile + first call s | median s/batch | images/s | "
           "mean detections/image |")

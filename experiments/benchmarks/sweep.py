@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
+
+from experiments.benchmarks.timing import machine  # noqa: E402
 
 
 def main() -> None:
@@ -101,7 +102,7 @@ def main() -> None:
         f"# One-program sweep vs {len(members)} separate runs ({config.task}, "
         f"{size}x{size}, batch {batch_size}, {jax.device_count()} device(s))",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Machine: {machine()}, "
         f"jax {jax.__version__}, backend {jax.default_backend()} "
         f"({jax.devices()[0].device_kind}).",
         f"Command: `python experiments/benchmarks/sweep.py --config={args.config} "

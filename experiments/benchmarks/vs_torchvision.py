@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -43,13 +42,15 @@ sys.path.insert(0, REPO)
 sys.modules.setdefault("triton", None)  # torchvision.ops beside other native libraries
 
 from experiments.benchmarks.random_batches import random_detection_batch  # noqa: E402
+from experiments.benchmarks.timing import machine  # noqa: E402
 
 
 class JaxdetSide(NamedTuple):
-    """jaxdet's detector of a comparison: the random batch (NumPy), the initial train state, the
-    compiled train step, the jitted inference function, and the batch as each takes it
+    """jaxdet's detector of a comparison: its config, the random batch (NumPy), the initial train
+    state, the compiled train step, the jitted inference function, and the batch as each takes it
     (``sharded`` over the mesh, ``plain`` arrays)."""
 
+    config: Any
     batch: dict
     state: Any
     train_step: Any
@@ -111,7 +112,7 @@ def jaxdet_side(args: argparse.Namespace) -> JaxdetSide:
     predict = jax.jit(det_task.make_predict_fn(model, config))
     sharded = pipeline.to_global_batch(batch, mesh)
     plain = {k: jax.numpy.asarray(v) for k, v in batch.items()}
-    return JaxdetSide(batch, state, train_step, predict, sharded, plain)
+    return JaxdetSide(config, batch, state, train_step, predict, sharded, plain)
 
 
 def torchvision_side(batch, model_kind: str, depth: int, num_classes: int, size: int,
@@ -145,6 +146,27 @@ def torchvision_side(batch, model_kind: str, depth: int, num_classes: int, size:
             target["masks"] = masks.to(device)
         targets.append(target)
     return model, opt, images, targets
+
+
+def positives_line(config: Any, batch: int, jax_positives: list[float],
+                   tv_positives: list[float]) -> str:
+    """The sampled positive RoIs per image of both sides (means of the train steps); for Mask
+    R-CNN the RoIs each side's mask head ran on per batch: torchvision's positives, jaxdet's
+    static slots (whole chunks holding its packed positives)."""
+    from jaxdet.detection import faster_rcnn, mask_head
+
+    jax_mean, tv_mean = statistics.mean(jax_positives), statistics.mean(tv_positives)
+    text = (f"Sampled positive RoIs per image: jaxdet {jax_mean:.1f}, torchvision "
+            f"{tv_mean:.1f}")
+    spec = faster_rcnn.DetectorSpec.from_config(config.model, 1)
+    if spec.mask is None:
+        return text + "; "
+    per_image = spec.mask.rois_per_image or spec.roi.num_foreground_slots
+    slots = statistics.mean(mask_head.training_head_slots(round(p * batch), batch, per_image)
+                            for p in jax_positives)
+    return (text + f". RoIs through the mask head per batch of {batch} in training: jaxdet "
+            f"{slots:.0f} slots ({jax_mean * batch:.1f} positive), torchvision "
+            f"{tv_mean * batch:.1f} (its positives); ")
 
 
 def main() -> None:
@@ -245,8 +267,7 @@ def main() -> None:
         + (f", jaxdet mask RoI slots {args.mask_rois or 'all'}" if args.model == "mask" else "")
         + ", "
         f"{args.rounds} rounds of {args.steps_per_block}-step blocks after {args.warmup}; "
-        f"{platform.machine()} "
-        f"{os.cpu_count()} CPUs, "
+        f"{machine()}, "
         f"device {args.device} ({jax.devices()[0].device_kind}); jax {jax.__version__}, "
         f"torch {torch.__version__}; load {os.getloadavg()[0]:.2f}.",
         "", "| | jaxdet images/s | torchvision images/s | jaxdet / torchvision |",
@@ -255,8 +276,7 @@ def main() -> None:
         f"**{med['tv_train'] / med['jax_train']:.2f}×** |",
         f"| inference | {b / med['jax_infer']:.2f} | {b / med['tv_infer']:.2f} | "
         f"**{med['tv_infer'] / med['jax_infer']:.2f}×** |", "",
-        f"Sampled positive RoIs per image (the mask head's training RoIs in torchvision): jaxdet "
-        f"{statistics.mean(jax_positives):.1f}, torchvision {statistics.mean(positives):.1f}; "
+        positives_line(side.config, args.batch, jax_positives, positives),
         f"detection score threshold {args.score_thresh} on both sides.", ""])
     print(text)
     if args.out:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 sys.modules.setdefault("triton", None)  # torchvision.ops after TensorFlow: see README notes
 
+from experiments.benchmarks.timing import machine  # noqa: E402
 from jaxdet.data import local_tfds, voc  # noqa: E402
 from jaxdet.metrics.coco_eval import CocoEvaluator  # noqa: E402
 
@@ -290,7 +290,7 @@ def main() -> None:
     head = ("| set | side | " + " | ".join(METRICS) + " | train images/s | wall | final loss |\n"
             "|---|---|" + "---:|" * (len(METRICS) + 3))
     lines = [f"Budget: {args.steps} steps x batch {args.batch} at {args.image_size} px; "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs.", "", head]
+             f"{machine()}.", "", head]
     for name, label, r in rows:
         m = r["metrics"]
         lines.append(f"| {name} | {label} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS)

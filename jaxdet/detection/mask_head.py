@@ -41,6 +41,7 @@ from jaxdet.ops.masks import crop_and_resize_masks
 __all__ = [
     "LOSS_TERMS",
     "MaskBranch",
+    "MASK_SLOT_CHUNK",
     "MaskSpec",
     "MaskRCNNHeads",
     "MaskRCNNPredictor",
@@ -50,12 +51,13 @@ __all__ = [
     "mask_loss",
     "mask_targets",
     "select_class",
+    "training_head_slots",
 ]
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-# Training packs the batch's positive mask slots first and runs the head on chunks of this many
-# per image of the batch (see MaskBranch.loss_terms).
-_MASK_SLOT_CHUNK = 32
+MASK_SLOT_CHUNK = 32
+"""Training packs the batch's positive mask slots first and runs the head on chunks of this many
+slots per image of the batch (:func:`training_head_slots`)."""
 LOSS_TERMS = ("roi_mask",)
 
 
@@ -212,6 +214,20 @@ def class_mask_loss(
             jnp.sum(positive, dtype=jnp.float32))
 
 
+def _training_chunk(batch: int, slots_per_image: int) -> int:
+    chunk = MASK_SLOT_CHUNK * batch
+    return chunk if (batch * slots_per_image) % chunk == 0 else batch * slots_per_image
+
+
+def training_head_slots(num_positive: int, batch: int, slots_per_image: int) -> int:
+    """RoI slots :meth:`MaskBranch.loss_terms` runs the head on for a batch of ``batch`` images
+    with ``slots_per_image`` slots (:attr:`MaskBranch.num_rois`) holding ``num_positive``
+    positives: whole chunks of ``MASK_SLOT_CHUNK * batch`` slots (one chunk of all slots where
+    they do not divide evenly), at least one."""
+    chunk = _training_chunk(batch, slots_per_image)
+    return chunk * max(1, -(-num_positive // chunk))
+
+
 # ---------------------------------------------------------------------------------------------
 # Head
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +322,8 @@ class MaskBranch(nn.Module):
         """``{"roi_mask": (sum, count)}`` over the first :attr:`num_rois` sampled RoI slots of
         each image; ``targets`` needs ``gt_boxes`` and ``gt_masks`` ``[B, G, M, M]`` uint8 (else
         ValueError). The batch's positives are packed first and the head runs on chunks of
-        ``32 * B`` of them; a chunk without a positive costs nothing (where not vmapped).
+        ``MASK_SLOT_CHUNK * B`` of them (:func:`training_head_slots`); a chunk without a positive
+        costs nothing (where not vmapped).
         """
         if "gt_masks" not in targets:
             raise ValueError("the mask branch's training needs targets['gt_masks'] [B, G, M, M] "
@@ -337,9 +354,7 @@ class MaskBranch(nn.Module):
         def no_positives(branch, *_):
             return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
 
-        total_slots = b * n
-        chunk = _MASK_SLOT_CHUNK * b
-        chunk = chunk if total_slots % chunk == 0 else total_slots
+        total_slots, chunk = b * n, _training_chunk(b, n)
         total, count = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
         for start in range(0, total_slots, chunk):
             part = tuple(a[start:start + chunk] for a in (rois, labels, gt_index, positive,

@@ -284,7 +284,7 @@ def test_mask_loss_in_slot_chunks_equals_one_pass(monkeypatch, boxes_per_image):
         return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
 
     (whole, count), grads = run()
-    monkeypatch.setattr(mask_head, "_MASK_SLOT_CHUNK", 2)
+    monkeypatch.setattr(mask_head, "MASK_SLOT_CHUNK", 2)
     (chunked, chunked_count), chunked_grads = run()
     assert float(count) >= sum(boxes_per_image) and float(chunked_count) == float(count)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5)
@@ -294,3 +294,13 @@ def test_mask_loss_in_slot_chunks_equals_one_pass(monkeypatch, boxes_per_image):
     (flipped, flipped_count), _ = run(flip=True)
     assert float(flipped_count) == float(count)
     np.testing.assert_allclose(flipped, whole, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_positive, batch, slots_per_image, want", [
+    (0, 4, 128, 128), (82, 4, 128, 128), (128, 4, 128, 128), (129, 4, 128, 256),
+    (512, 4, 128, 512),  # whole chunks of MASK_SLOT_CHUNK * batch = 128
+    (3, 2, 4, 8), (40, 1, 48, 48)])  # slots not a multiple of the chunk: one chunk of all
+def test_training_head_slots_are_whole_chunks_holding_the_positives(num_positive, batch,
+                                                                    slots_per_image, want):
+    assert mask_head.MASK_SLOT_CHUNK == 32
+    assert mask_head.training_head_slots(num_positive, batch, slots_per_image) == want
