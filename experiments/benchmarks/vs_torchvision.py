@@ -276,8 +276,8 @@ def main() -> None:
         f"**{med['tv_train'] / med['jax_train']:.2f}×** |",
         f"| inference | {b / med['jax_infer']:.2f} | {b / med['tv_infer']:.2f} | "
         f"**{med['tv_infer'] / med['jax_infer']:.2f}×** |", "",
-        positives_line(side.config, args.batch, jax_positives, positives),
-        f"detection score threshold {args.score_thresh} on both sides.", ""])
+        positives_line(side.config, args.batch, jax_positives, positives)
+        + f"detection score threshold {args.score_thresh} on both sides.", ""])
     print(text)
     if args.out:
         with open(args.out, "a", encoding="utf-8") as f:
