@@ -39,6 +39,12 @@ def _overlaps(a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
     return inter / union > threshold
 
 
+def _without_negative_zero(scores: jax.Array) -> jax.Array:
+    """``scores`` with -0.0 as 0.0, so that the two tie in every order below. (Not
+    ``scores + 0.0``: XLA simplifies that away.)"""
+    return jnp.where(scores == 0, 0.0, scores)
+
+
 def _descending_order(scores: jax.Array, alive: jax.Array) -> jax.Array:
     """Int32 ``[N]`` permutation: alive entries by descending score (ties: lower
     index first), then dead entries by index.
@@ -51,9 +57,7 @@ def _descending_order(scores: jax.Array, alive: jax.Array) -> jax.Array:
     if n * n >= 2**31:
         keys = jnp.where(alive, -scores, jnp.inf)
         return jax.lax.sort((keys, iota), num_keys=1, is_stable=True)[1]
-    # -0.0 ties with 0.0. (Not `scores + 0.0`: XLA simplifies that away.)
-    scores = jnp.where(scores == 0, 0.0, scores)
-    bits = jax.lax.bitcast_convert_type(scores, jnp.int32)
+    bits = jax.lax.bitcast_convert_type(_without_negative_zero(scores), jnp.int32)
     # Monotone in the float value for non-NaN floats; ~ reverses the order without overflow.
     keys = ~jnp.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
     keys = jnp.where(alive, keys, jnp.iinfo(jnp.int32).max)
@@ -88,7 +92,7 @@ def _nms_core(
     # Greedy NMS visits boxes by descending score, so over the best m candidates (top_k breaks
     # ties by lower index, as the full order does) it keeps what the full run keeps until
     # those run out; only then is the full run needed.
-    top = jax.lax.top_k(jnp.where(alive, jnp.where(scores == 0, 0.0, scores), -jnp.inf), m)[1]
+    top = jax.lax.top_k(jnp.where(alive, _without_negative_zero(scores), -jnp.inf), m)[1]
     sub = _greedy(boxes[top], scores[top], None if classes is None else classes[top],
                   alive[top], threshold, k, tile_size)
     kept = jnp.where(sub[0] >= 0, top[jnp.maximum(sub[0], 0)], -1)

@@ -227,6 +227,28 @@ def _weighted_row_sum_bwd(res, g):
 _weighted_row_sum.defvjp(_weighted_row_sum_fwd, _weighted_row_sum_bwd)
 
 
+def _check_multilevel_layout(shapes: Sequence[tuple[int, ...]], boxes_shape: tuple[int, ...],
+                             index_shape: tuple[int, ...] | None) -> bool:
+    """Whether the maps of :func:`multilevel_roi_align` carry a batch axis; ValueError unless one
+    ``C`` and one of: maps ``[H_l, W_l, C]`` with boxes ``[R, 4]``; maps ``[B, H_l, W_l, C]``
+    with boxes ``[B, R, 4]``; maps ``[B, H_l, W_l, C]`` with boxes ``[K, 4]`` and
+    ``image_index`` ``[K]``."""
+    if index_shape is not None:
+        ok = (all(len(s) == 4 for s in shapes) and len(boxes_shape) == 2
+              and tuple(index_shape) == boxes_shape[:1])
+    elif len(boxes_shape) == 3:
+        ok = all(len(s) == 4 and s[0] == boxes_shape[0] for s in shapes)
+    else:
+        ok = all(len(s) == 3 for s in shapes) and len(boxes_shape) == 2
+    if not ok or len({s[-1] for s in shapes}) != 1:
+        raise ValueError(
+            f"feature maps must be [H_l, W_l, C] with one C (and boxes [R, 4]), or "
+            f"[B, H_l, W_l, C] with boxes [B, R, 4] (or [K, 4] and image_index [K]); got "
+            f"{list(shapes)} and boxes {boxes_shape}"
+            + ("" if index_shape is None else f" and image_index {tuple(index_shape)}"))
+    return index_shape is not None or len(boxes_shape) == 3
+
+
 def _check_args(output_size: Sequence[int], sampling_ratio: int) -> tuple[int, int]:
     if sampling_ratio <= 0:
         raise ValueError(
@@ -350,17 +372,9 @@ def multilevel_roi_align(
     features = [jnp.asarray(f) for f in features]
     boxes = jnp.asarray(boxes)
     shapes = [f.shape for f in features]
-    channels = {s[-1] for s in shapes}
+    batched = _check_multilevel_layout(shapes, boxes.shape,
+                                       None if image_index is None else jnp.shape(image_index))
     indexed = image_index is not None
-    batched = boxes.ndim == 3 or indexed
-    if len(channels) != 1 or any(len(s) != 3 + batched for s in shapes) or (
-            boxes.ndim != 2 + (batched and not indexed)) or (
-            boxes.ndim == 3 and {s[0] for s in shapes} != {boxes.shape[0]}) or (
-            indexed and jnp.shape(image_index) != boxes.shape[:1]):
-        raise ValueError(
-            f"feature maps must be [H_l, W_l, C] with one C (and boxes [R, 4]), or "
-            f"[B, H_l, W_l, C] with boxes [B, R, 4] (or [K, 4] and image_index [K]); got "
-            f"{shapes} and boxes {boxes.shape}")
     offsets, start = [], 0
     for s in shapes:
         offsets.append(start)
