@@ -265,14 +265,24 @@ def test_multilevel_with_image_index_equals_the_batch_axis():
     np.testing.assert_allclose(got, want[image, rows], rtol=1e-6, atol=1e-6)
 
 
-def test_multilevel_rejects_mismatched_batch():
+@pytest.mark.parametrize("case", ["batch size", "unbatched maps, batched boxes",
+                                  "index length", "batched boxes with an index", "channels"])
+def test_multilevel_rejects_each_mismatched_layout(case):
     feats, boxes = _two_image_pyramid(8)
+    index = None
+    if case == "batch size":
+        boxes = boxes[:1]
+    elif case == "unbatched maps, batched boxes":
+        feats = [f[0] for f in feats]
+    elif case == "index length":
+        boxes, index = boxes[0], np.zeros(3, np.int32)
+    elif case == "batched boxes with an index":
+        index = np.zeros(boxes.shape[1], np.int32)
+    else:
+        feats = [f[0] for f in feats[:-1]] + [jnp.ones((2, 2, 5))]
+        boxes = boxes[0]
     with pytest.raises(ValueError, match=r"\[B, H_l, W_l, C\] with boxes \[B, R, 4\]"):
-        ops.multilevel_roi_align(feats, boxes[:1])
-    with pytest.raises(ValueError, match="one C"):
-        ops.multilevel_roi_align([f[0] for f in feats], boxes)
-    with pytest.raises(ValueError, match="image_index"):
-        ops.multilevel_roi_align(feats, boxes[0], image_index=np.zeros(3, np.int32))
+        ops.multilevel_roi_align(feats, boxes, image_index=index)
 
 
 def test_bfloat16_features_with_float32_coordinates_match_numpy():
