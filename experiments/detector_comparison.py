@@ -29,14 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from experiments.benchmarks.timing import first_and_median  # noqa: E402
+from experiments.benchmarks.timing import first_and_median, machine  # noqa: E402
 
 ACCURACY_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 
@@ -141,7 +140,7 @@ def main() -> None:
         f"{' '.join('--run ' + r for r in args.run)} --batch={args.batch} "
         f"--calls={args.calls}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        f"Machine: {platform.machine()} {os.cpu_count()} CPUs, devices "
+        f"Machine: {machine()}, devices "
         f"{[d.device_kind for d in jax.devices()]}, jax {jax.__version__}, load average "
         f"{os.getloadavg()[0]:.1f} at the end. Input size {sizes} px; inference = compiled "
         f"predict function incl. NMS on batches of {args.batch}; training = compiled train step "

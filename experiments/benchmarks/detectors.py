@@ -50,7 +50,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import sys
 import time
 from typing import Any
@@ -58,7 +57,7 @@ from typing import Any
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-from experiments.benchmarks.timing import first_and_median  # noqa: E402
+from experiments.benchmarks.timing import first_and_median, machine  # noqa: E402
 
 # (row name, module, needs proposals)
 DETECTORS = (
@@ -259,7 +258,7 @@ def main() -> None:
         f"Detectors at test time: batch {args.batch} of {size}x{size} {kind} images; "
         f"R-CNN / Fast R-CNN on {proposals_text} per image; median of {args.calls} calls "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
-        f"Machine: {platform.machine()} {os.cpu_count()} CPUs, devices "
+        f"Machine: {machine()}, devices "
         f"{[d.device_kind for d in jax.devices()]}, jax {jax.__version__}, load average "
         f"{os.getloadavg()[0]:.1f}.",
         "Weights: " + ("; ".join(f"{TITLES[n]} `{w}`" for n, w in workdirs.items())

@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from experiments.benchmarks.timing import machine  # noqa: E402
 from jaxdet.models import segmentation as seg  # noqa: E402
 
 NUM_CLASSES = 5
@@ -120,9 +122,8 @@ def main() -> None:
     ref_name = "encoder_decoder (max_unpool)"
     ref = {k: (statistics.median(built[ref_name][0][k]["times"]), built[ref_name][0][k]["flops"])
            for k in ("infer", "train")}
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs visible, "
-          f"{platform.processor() or platform.machine()}; input {args.size}x{args.size}x3, "
-          f"{NUM_CLASSES} classes, median of {args.repeats}")
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {machine()}; "
+          f"input {args.size}x{args.size}x3, {NUM_CLASSES} classes, median of {args.repeats}")
     header = ("| model | config | infer ms/img | infer GFLOP/img | train ms/img | "
               "train GFLOP/img | infer time x | infer FLOP x | train time x | train FLOP x |")
     print(header)

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
 from experiments.benchmarks.random_batches import random_detection_batch  # noqa: E402
-from experiments.benchmarks.timing import first_and_median  # noqa: E402
+from experiments.benchmarks.timing import first_and_median, machine  # noqa: E402
 
 
 def main() -> None:
@@ -128,7 +127,7 @@ def main() -> None:
         f"{batch_size} at {size}x{size}, backbone ResNet-{config.model.depth} width "
         f"{config.model.width}, levels {config.model.levels}, dtype "
         f"{config.model.get('dtype') or 'float32'}.",
-        f"Machine: {platform.machine()} {os.cpu_count()} CPUs, devices "
+        f"Machine: {machine()}, devices "
         f"{[d.device_kind for d in jax.devices()]}, jax {jax.__version__}.",
         "",
         "| program | compile + first call s | median s/call | images/s |",

@@ -21,11 +21,11 @@ the boxes), the same for both. Each round runs ``--steps_per_block`` back-to-bac
 steps, then as many torchvision train steps, jaxdet inference batches, torchvision inference
 batches; the medians leave out the first ``--warmup`` rounds (compilation, warm-up) and the
 first step of each block: a step right after the other library's runs in a colder process
-(jaxdet's train step maps its ~750 MB of XLA temporaries afresh each call, and those page faults
-cost about three times the system time after a torchvision step), which neither library's own
-training loop sees. ``--steps_per_block=1`` gives the interleaved single steps, all kept.
-``torch.set_num_threads(os.cpu_count())``. Both share the process's C heap (e.g.
-``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` applies to both).
+(jaxdet's train step maps its XLA temporaries afresh each call, ~0.75 GB for Faster and 1.9 GB
+for Mask R-CNN here, and those page faults cost about three times the system time after a
+torchvision step), which neither library's own training loop sees. ``--steps_per_block=1``
+gives the interleaved single steps, all kept. ``torch.set_num_threads(os.cpu_count())``. Both
+share the process's C heap (e.g. ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` applies to both).
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def positives_line(config: Any, batch: int, jax_positives: list[float],
                    tv_positives: list[float]) -> str:
     """The sampled positive RoIs per image of both sides (means of the train steps); for Mask
     R-CNN the RoIs each side's mask head ran on per batch: torchvision's positives, jaxdet's
-    static slots (whole chunks holding its packed positives)."""
+    static slots (whole chunks holding its packed positives; with ``--mask_rois`` below the
+    positives per image, an upper bound: only the first slots of each image are packed)."""
     from jaxdet.detection import faster_rcnn, mask_head
 
     jax_mean, tv_mean = statistics.mean(jax_positives), statistics.mean(tv_positives)
@@ -161,7 +162,7 @@ def positives_line(config: Any, batch: int, jax_positives: list[float],
     spec = faster_rcnn.DetectorSpec.from_config(config.model, 1)
     if spec.mask is None:
         return text + "; "
-    per_image = spec.mask.rois_per_image or spec.roi.num_foreground_slots
+    per_image = mask_head.MaskBranch(spec.mask, 1, spec.roi).num_rois
     slots = statistics.mean(mask_head.training_head_slots(round(p * batch), batch, per_image)
                             for p in jax_positives)
     return (text + f". RoIs through the mask head per batch of {batch} in training: jaxdet "

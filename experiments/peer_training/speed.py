@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (sets up sys.path and the torchvision import guard)
+
+from experiments.benchmarks.timing import machine  # noqa: E402
 
 
 def main() -> None:
@@ -94,7 +95,7 @@ def main() -> None:
     jx, tv = statistics.median(jax_times[1:]), statistics.median(torch_times[1:])
     text = "\n".join([
         f"Train step, batch {args.batch} at {args.image_size} px, {args.rounds} interleaved "
-        f"rounds on `{os.path.basename(folder)}`; {platform.machine()} {os.cpu_count()} CPUs, "
+        f"rounds on `{os.path.basename(folder)}`; {machine()}, "
         f"jax {jax.__version__}, torch {torch.__version__}; load {os.getloadavg()[0]:.2f}.",
         "", "| side | median s/step | images/s |", "|---|---:|---:|",
         f"| jaxdet `{args.jaxdet_config}` {' '.join(args.overrides)} | {jx:.3f} | "

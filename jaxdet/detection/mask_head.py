@@ -223,7 +223,8 @@ def training_head_slots(num_positive: int, batch: int, slots_per_image: int) -> 
     """RoI slots :meth:`MaskBranch.loss_terms` runs the head on for a batch of ``batch`` images
     with ``slots_per_image`` slots (:attr:`MaskBranch.num_rois`) holding ``num_positive``
     positives: whole chunks of ``MASK_SLOT_CHUNK * batch`` slots (one chunk of all slots where
-    they do not divide evenly), at least one."""
+    they do not divide evenly), at least one. Under ``vmap`` (e.g. a one-program sweep) and at
+    initialisation every chunk runs: ``batch * slots_per_image``."""
     chunk = _training_chunk(batch, slots_per_image)
     return chunk * max(1, -(-num_positive // chunk))
 

@@ -266,7 +266,8 @@ def test_multilevel_with_image_index_equals_the_batch_axis():
 
 
 @pytest.mark.parametrize("case", ["batch size", "unbatched maps, batched boxes",
-                                  "index length", "batched boxes with an index", "channels"])
+                                  "index length", "batched boxes with an index",
+                                  "unbatched maps with an index", "channels"])
 def test_multilevel_rejects_each_mismatched_layout(case):
     feats, boxes = _two_image_pyramid(8)
     index = None
@@ -278,6 +279,8 @@ def test_multilevel_rejects_each_mismatched_layout(case):
         boxes, index = boxes[0], np.zeros(3, np.int32)
     elif case == "batched boxes with an index":
         index = np.zeros(boxes.shape[1], np.int32)
+    elif case == "unbatched maps with an index":
+        feats, boxes, index = [f[0] for f in feats], boxes[0], np.zeros(12, np.int32)
     else:
         feats = [f[0] for f in feats[:-1]] + [jnp.ones((2, 2, 5))]
         boxes = boxes[0]
