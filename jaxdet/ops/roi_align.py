@@ -228,7 +228,7 @@ _weighted_row_sum.defvjp(_weighted_row_sum_fwd, _weighted_row_sum_bwd)
 
 
 def _multilevel_is_batched(shapes: Sequence[tuple[int, ...]], boxes_shape: tuple[int, ...],
-                             index_shape: tuple[int, ...] | None) -> bool:
+                           index_shape: tuple[int, ...] | None) -> bool:
     """Whether the maps of :func:`multilevel_roi_align` carry a batch axis; ValueError unless one
     ``C`` and one of: maps ``[H_l, W_l, C]`` with boxes ``[R, 4]``; maps ``[B, H_l, W_l, C]``
     with boxes ``[B, R, 4]``; maps ``[B, H_l, W_l, C]`` with boxes ``[K, 4]`` and
@@ -373,7 +373,7 @@ def multilevel_roi_align(
     boxes = jnp.asarray(boxes)
     shapes = [f.shape for f in features]
     batched = _multilevel_is_batched(shapes, boxes.shape,
-                                       None if image_index is None else jnp.shape(image_index))
+                                     None if image_index is None else jnp.shape(image_index))
     indexed = image_index is not None
     offsets, start = [], 0
     for s in shapes:
